@@ -1,0 +1,1 @@
+"""aitk plugin: the `wine` use case."""

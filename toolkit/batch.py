@@ -1,0 +1,309 @@
+"""Batch inference over files: expand inputs, stream records, decode in threads, write rows.
+
+Rows go to a journal (``OUT.partial.jsonl``) as each batch finishes; when the run ends the
+journal becomes ``OUT`` (JSONL, CSV or Parquet by its extension) through a temp file and a
+rename, so OUT is never half-written. ``--resume`` keeps the rows of the journal (or of a
+finished OUT) and skips their records. A bad record becomes a row with an ``error`` field."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from toolkit.console import counter
+from toolkit.errors import AitkError
+from toolkit.usecase import Predictor, Record, UseCase
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+PREFETCH_BATCHES = 2
+
+
+def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Files named by ``specs``: files, folders (recursively, files with ``suffixes``), globs, ``-`` (stdin)."""
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if spec == "-" or path.is_file():
+            paths.append(path)
+        elif path.is_dir():
+            paths.extend(sorted(f for f in path.rglob("*") if f.is_file() and (not suffixes or f.suffix.lower() in suffixes)))
+        elif glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise AitkError(f"{spec}: no files match")
+            paths.extend(matches)
+        else:
+            raise AitkError(f"{spec}: no such file or directory")
+    return paths
+
+
+def predict_records(predictor: Predictor, records: list[Record]) -> list[dict[str, Any]]:
+    """Decode and predict one batch; every record gets exactly one row, an error row if it failed."""
+    return _predict_decoded(predictor, records, [_decode(predictor, r) for r in records])
+
+
+def run_batch(
+    usecase: UseCase,
+    predictor: Predictor,
+    paths: list[Path],
+    out: Path,
+    batch_size: int = 32,
+    resume: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Predict every record of ``paths`` into ``out``; returns the run's summary."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+    journal = Journal(out, resume)
+    skipped = 0
+    started = time.perf_counter()
+    counts = {"ok": 0, "failed": 0}
+
+    def fresh_records() -> Iterator[Record]:
+        nonlocal skipped
+        for record in usecase.read(paths):
+            if record.id in journal.ids:
+                skipped += 1
+            else:
+                yield record
+
+    with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 2)) as pool, counter("predict", "rec") as bar:
+        pending: deque = deque()
+
+        def finish_oldest() -> None:
+            records, futures = pending.popleft()
+            rows = _predict_decoded(predictor, records, [f.result() for f in futures])
+            journal.write(rows)
+            for row in rows:
+                counts["failed" if "error" in row else "ok"] += 1
+            bar.update(len(rows))
+
+        for chunk in _chunks(fresh_records(), batch_size):
+            pending.append((chunk, [pool.submit(_decode, predictor, r) for r in chunk]))
+            if len(pending) > PREFETCH_BATCHES:
+                finish_oldest()
+        while pending:
+            finish_oldest()
+    seconds = time.perf_counter() - started
+    total_failed = journal.close()
+    done = counts["ok"] + counts["failed"]
+    return {
+        "output": str(out),
+        "records": done,
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "resumed": skipped,
+        "failed_in_output": total_failed,
+        "seconds": round(seconds, 3),
+        "records_per_s": round(done / seconds, 1) if seconds > 0 else None,
+        "provider": getattr(predictor, "provider", None),
+    }
+
+
+def _chunks(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _decode(predictor: Predictor, record: Record) -> tuple[Any, str | None]:
+    if record.error is not None:
+        return None, record.error
+    try:
+        return predictor.decode(record), None
+    except AitkError as e:
+        return None, str(e)
+    except Exception as e:  # a corrupt input fails in a library's own way: it is still one record's error
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _predict_decoded(predictor: Predictor, records: list[Record], decoded: list[tuple[Any, str | None]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{"id": r.id, "error": error} for r, (_, error) in zip(records, decoded)]
+    good = [i for i, (_, error) in enumerate(decoded) if error is None]
+    for i, row in zip(good, _predict_isolating(predictor, [decoded[i][0] for i in good])):
+        rows[i] = {"id": records[i].id, **row}
+    return rows
+
+
+def _predict_isolating(predictor: Predictor, inputs: list[Any]) -> list[dict[str, Any]]:
+    """``predictor.predict`` on the batch; if it raises, record by record, so one bad input fails alone."""
+    if not inputs:
+        return []
+    try:
+        rows = predictor.predict(inputs)
+        if len(rows) != len(inputs):
+            raise AitkError(f"predictor returned {len(rows)} rows for {len(inputs)} inputs")
+        return rows
+    except Exception as e:
+        if len(inputs) == 1:
+            return [{"error": str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"}]
+        return [row for x in inputs for row in _predict_isolating(predictor, [x])]
+
+
+class Journal:
+    """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
+
+    def __init__(self, out: Path, resume: bool):
+        self.out = out
+        self.path = out.with_name(out.name + ".partial.jsonl")
+        self.ids: set[str] = set()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if resume and not self.path.exists() and out.exists():
+            _write_jsonl(read_rows(out), self.path)
+        if resume and self.path.exists():
+            self._keep_complete_lines()
+        else:
+            self.path.write_text("")
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def _keep_complete_lines(self) -> None:
+        """Drop a last line cut short by a kill; remember the ids already done."""
+        data = self.path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        with open(self.path, "wb") as f:
+            f.write(data)
+        for line in data.decode("utf-8").splitlines():
+            if line.strip():
+                self.ids.add(json.loads(line)["id"])
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        self.file.flush()
+
+    def close(self) -> int:
+        """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT."""
+        self.file.close()
+        write_rows(lambda: _read_jsonl(self.path), self.out)
+        failed = sum(1 for row in _read_jsonl(self.path) if row.get("error") is not None)
+        self.path.unlink()
+        return failed
+
+
+def write_rows(rows: Callable[[], Iterable[dict[str, Any]]], out: Path) -> None:
+    """Write rows to ``out`` by its extension, through a temp file renamed into place.
+
+    ``rows`` gives a fresh iterator each call: CSV and Parquet read the rows twice (once for
+    the columns, once to write) so that they are never all held in memory."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    suffix = out.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            _write_jsonl(rows(), tmp)
+        elif suffix == ".csv":
+            _write_csv(rows, tmp)
+        elif suffix == ".parquet":
+            _write_parquet(rows, tmp)
+        else:
+            raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a finished output file (JSONL, CSV or Parquet)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _read_jsonl(path)
+        return
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
+    for row in frame.to_dict("records"):
+        yield {k: (None if v == "" else v) for k, v in row.items()}
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {"id": None}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    seen.pop("error", None)
+    return [*seen, "error"]
+
+
+def _flat(value: Any) -> Any:
+    """Lists and dicts as JSON text, for the flat formats."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+
+
+def _write_csv(rows, path: Path) -> None:
+    import csv
+
+    columns = _columns(rows())
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows():
+            writer.writerow({k: _flat(v) for k, v in row.items()})
+
+
+def _write_parquet(rows, path: Path, chunk_size: int = 10_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = _columns(rows())
+    types = _arrow_types(rows(), columns)
+    schema = pa.schema([(c, types[c]) for c in columns])
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in _chunks(iter(rows()), chunk_size):
+            table = {c: [_arrow_value(row.get(c), types[c]) for row in chunk] for c in columns}
+            writer.write_table(pa.table(table, schema=schema))
+
+
+def _arrow_types(rows: Iterable[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    kinds: dict[str, set] = {c: set() for c in columns}
+    for row in rows:
+        for c, v in row.items():
+            if v is not None:
+                kinds[c].add(type(v))
+    types = {}
+    for c, k in kinds.items():
+        if k and k <= {bool}:
+            types[c] = pa.bool_()
+        elif k and k <= {int}:
+            types[c] = pa.int64()
+        elif k and k <= {int, float}:
+            types[c] = pa.float64()
+        else:
+            types[c] = pa.string()
+    return types
+
+
+def _arrow_value(value: Any, arrow_type) -> Any:
+    if value is None:
+        return None
+    if str(arrow_type) == "string":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(
+        f"{summary['records']} records ({summary['ok']} ok, {summary['failed']} failed, {summary['resumed']} resumed) "
+        f"in {summary['seconds']:.2f} s, {summary['records_per_s']} records/s on {summary['provider']} -> {summary['output']}",
+        file=sys.stderr,
+    )

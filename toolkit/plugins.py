@@ -1,0 +1,82 @@
+"""The plugin manager: every plugin, built-in or not, comes from the entry-point group "aitk".
+
+Each entry point loads on its own; one that fails is reported and the rest keep working.
+AITK_STRICT_PLUGINS=1 makes a load error fatal; AITK_LOAD_PLUGINS=a,b loads only those."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import entry_points
+
+import pluggy
+
+from toolkit import hookspecs
+from toolkit.errors import AitkError
+
+pm = pluggy.PluginManager("aitk")
+pm.add_hookspecs(hookspecs)
+load_errors: dict[str, str] = {}
+_loaded = False
+
+
+def load_plugins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    only = {n.strip() for n in os.environ.get("AITK_LOAD_PLUGINS", "").split(",") if n.strip()}
+    for ep in entry_points(group="aitk"):
+        if (only and ep.name not in only) or pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as e:
+            load_errors[ep.name] = f"{type(e).__name__}: {e}"
+            if os.environ.get("AITK_STRICT_PLUGINS") == "1":
+                raise AitkError(f"plugin {ep.name!r} failed to load: {load_errors[ep.name]}") from e
+            print(f"warning: plugin {ep.name!r} failed to load: {load_errors[ep.name]}", file=sys.stderr)
+
+
+_usecases: dict | None = None
+
+
+def get_usecases() -> dict:
+    """Every registered UseCase by name; ``usecase.plugin`` names the plugin that registered it."""
+    global _usecases
+    if _usecases is None:
+        load_plugins()
+        _usecases = {}
+        for name, plugin in pm.list_name_plugin():
+            def register(usecase, _plugin=name):
+                usecase.plugin = _plugin
+                _usecases[usecase.name] = usecase
+
+            hook = getattr(plugin, "register_usecases", None)
+            try:
+                if hook is not None:
+                    hook(register=register)
+            except Exception as e:
+                load_errors[name] = f"{type(e).__name__}: {e}"
+                print(f"warning: plugin {name!r} failed to register: {load_errors[name]}", file=sys.stderr)
+    return _usecases
+
+
+def plugin_info() -> list[dict]:
+    """Installed plugins: name, version, distribution, module, use cases, load error."""
+    load_plugins()
+    by_plugin: dict[str, list[str]] = {}
+    for usecase in get_usecases().values():
+        by_plugin.setdefault(usecase.plugin, []).append(usecase.name)
+    rows = []
+    for ep in entry_points(group="aitk"):
+        dist = ep.dist
+        rows.append({
+            "name": ep.name,
+            "version": dist.version if dist else None,
+            "distribution": dist.name if dist else None,
+            "module": ep.value,
+            "usecases": by_plugin.get(ep.name, []),
+            "error": load_errors.get(ep.name),
+        })
+    return rows

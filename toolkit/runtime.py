@@ -1,0 +1,138 @@
+"""ONNX Runtime sessions: device choice, providers, threads, and the provider a session really got.
+
+ONNX Runtime falls back to CPU silently when the CUDA provider cannot load; here ``cuda`` then
+fails with DeviceError (exit 4) and ``auto`` says so in one warning line."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import AitkError, DeviceError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Runtime:
+    """How to run models: ``device`` (auto, cpu, cuda), ORT intra-op ``threads`` (None: all cores)."""
+
+    device: str = "auto"
+    threads: int | None = None
+    int8: bool = False
+    """Training also writes an int8 model; predicting runs it on CPU when the bundle has one."""
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise AitkError(f"--device {self.device!r}: expected one of {', '.join(DEVICES)}")
+
+    def session(self, model: Path | bytes) -> OrtSession:
+        return OrtSession(model, self)
+
+    def model_file(self, bundle) -> Path:
+        """The bundle's ONNX file this runtime should run: int8 on CPU when asked for and present."""
+        if self.int8 and bundle.has("model.int8.onnx") and self.provider() == CPU:
+            return bundle.file("model.int8.onnx")
+        return bundle.file("model.onnx")
+
+    def provider(self) -> str:
+        """The provider sessions will ask for; raises DeviceError when ``cuda`` cannot be had."""
+        if self.device == "cpu":
+            return CPU
+        reason = cuda_unavailable_reason()
+        if reason is None:
+            return CUDA
+        if self.device == "cuda":
+            raise DeviceError(f"--device cuda: CUDA cannot be used: {reason}")
+        if _nvidia_device_present():
+            _warn_once(f"warning: {reason}; running on CPU")
+        return CPU
+
+    def torch_device(self) -> str:
+        """The device torch trains on: CUDA when torch sees one (unless ``cpu`` was asked for)."""
+        import torch
+
+        if self.device == "cpu":
+            return "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if self.device == "cuda":
+            raise DeviceError("--device cuda: torch sees no CUDA device")
+        return "cpu"
+
+
+class OrtSession:
+    """One ONNX Runtime InferenceSession; ``provider`` is the one it actually got."""
+
+    def __init__(self, model: Path | bytes, runtime: Runtime):
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = runtime.threads or 0
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        wanted = runtime.provider()
+        providers = [CUDA, CPU] if wanted == CUDA else [CPU]
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, options, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        if wanted == CUDA and self.provider != CUDA:
+            reason = "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?)"
+            if runtime.device == "cuda":
+                raise DeviceError(f"--device cuda: {reason}")
+            _warn_once(f"warning: {reason}; running on CPU")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        """Outputs (numpy arrays) in graph order for ``feeds`` (numpy arrays by input name)."""
+        return self.session.run(None, feeds)
+
+    def __call__(self, *arrays: Any) -> list[Any]:
+        return self.run(dict(zip(self.input_names, arrays)))
+
+
+def import_onnxruntime():
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls") and CUDA in ort.get_available_providers() and _nvidia_device_present():
+        _preload_cuda_dlls(ort)
+    return ort
+
+
+@functools.cache
+def _preload_cuda_dlls(ort) -> None:
+    try:
+        ort.preload_dlls()
+    except Exception:  # a missing library shows up as the provider the session gets
+        pass
+
+
+def cuda_unavailable_reason() -> str | None:
+    """None when the CUDA provider can be asked for, else why not (in a few words)."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return f"this onnxruntime ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
+    if not _nvidia_device_present():
+        return "no NVIDIA GPU or driver found"
+    return None
+
+
+def available_providers() -> list[str]:
+    return import_onnxruntime().get_available_providers()
+
+
+def _nvidia_device_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists() or os.name == "nt"
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr)

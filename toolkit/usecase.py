@@ -1,0 +1,150 @@
+"""The contracts a plugin fulfils: a UseCase (train, evaluate, load, read, sample) and a Predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import typer
+
+    from toolkit.bundle import Bundle
+    from toolkit.runtime import Runtime
+
+
+@dataclass
+class Record:
+    """One unit of batch inference: ``id`` is stable across runs (it is what ``--resume`` skips).
+
+    ``data`` is what ``Predictor.decode`` turns into a model input; ``error`` set means the record
+    could not even be read, and it becomes an error row."""
+
+    id: str
+    data: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Sample:
+    """What ``UseCase.sample`` wrote: data to train on, to evaluate on, and files to predict over.
+
+    ``settings`` are training settings that keep the demo quick (``--set`` style overrides)."""
+
+    train: Path
+    evaluate: Path
+    predict: list[Path]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Option:
+    """An extra command-line option a use case adds to one of its generic commands.
+
+    ``--NAME`` (underscores become dashes) with ``type`` (str, int, float, bool, Path) and ``default``.
+    On ``train`` a given value becomes the training setting of that name; on ``evaluate`` and
+    ``predict`` it is passed as a keyword argument to ``evaluate`` or ``load``."""
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+
+
+class Predictor:
+    """Runs a bundle's ONNX model: ``decode`` one record, ``predict`` a batch of decoded inputs.
+
+    ``predict`` returns one JSON-able row per input; a row may carry an ``error`` key for an input
+    the model cannot take. If ``predict`` raises, the batch runner retries record by record to
+    isolate the bad one. ``provider`` is the execution provider the ONNX session really got."""
+
+    provider: str = "CPUExecutionProvider"
+
+    def decode(self, record: Record) -> Any:
+        """Turn a record into a model input; runs in a thread pool. Raise InputError for bad input."""
+        return record.data
+
+    def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class UseCase:
+    """One business use case. Subclass it, set ``name``, ``summary`` and ``Config``, implement the methods.
+
+    ``Config`` is a dataclass whose fields (with defaults) are the training settings users change
+    with ``--config FILE`` and ``--set key=value``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type]
+    input_suffixes: ClassVar[tuple[str, ...]] = ()
+    """File suffixes `predict` picks up when given a folder (e.g. ``(".jpg", ".png")``)."""
+    options: ClassVar[dict[str, list[Option]]] = {}
+    """Extra options by command name ("train", "evaluate", "predict")."""
+
+    def sample(self, out: Path) -> Sample:
+        raise NotImplementedError
+
+    def train(self, data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
+        raise NotImplementedError
+
+    def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
+        """Metrics on labelled ``data``; plots and reports go into the folder ``report`` when given."""
+        raise NotImplementedError
+
+    def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
+        raise NotImplementedError
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        """Stream records from input files; a record that cannot be read carries ``error``."""
+        raise NotImplementedError
+
+    def commands(self, group: typer.Typer) -> None:
+        """Add this use case's own commands (e.g. ``aitk chatbot chat``) to its CLI group."""
+
+    def config_from(self, settings: dict[str, Any]) -> Any:
+        """Build ``Config`` from ``{"key": value}``; values given as text are converted to the field's type."""
+        return build_config(self.Config, settings)
+
+
+def build_config(config_class: type, settings: dict[str, Any]) -> Any:
+    from toolkit.errors import AitkError
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise AitkError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(fields)}")
+    defaults = config_class()
+    values = {}
+    for key, value in settings.items():
+        values[key] = _coerce(key, value, getattr(defaults, key))
+    return dataclasses.replace(defaults, **values)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    import json
+
+    from toolkit.errors import AitkError
+
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        parsed = json.loads(value)
+        if isinstance(default, (list, tuple)):
+            return type(default)(parsed if isinstance(parsed, list) else [parsed])
+        return parsed
+    except ValueError:
+        kind = type(default).__name__
+        raise AitkError(f"setting {key}={value!r}: expected a {kind} like {default!r}") from None
