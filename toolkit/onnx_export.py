@@ -6,6 +6,7 @@ BundleWriter block never commits a bad export. The returned dict goes into the m
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ def export(
     module = module.eval()
     if dynamic_axes is None:
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter: still the one the int8 LSTM path needs
         torch.onnx.export(
             module,
             example_inputs,

@@ -1,0 +1,66 @@
+"""The generic commands as a user runs them: devices, settings, doctor, bundle info, demo."""
+
+import json
+
+from conftest import run_aitk
+
+
+def test_device_cuda_without_cuda_exits_4_with_one_line(wine, tmp_path):
+    result = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "p.jsonl"), "--device", "cuda", plugins="wine")
+    assert result.returncode == 4
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: --device cuda: CUDA cannot be used: ")
+    trained = run_aitk("wine", "evaluate", str(wine["bundle"]), str(wine["data"] / "test.csv"), "--device", "cuda", plugins="wine")
+    assert trained.returncode == 4
+
+
+def test_auto_device_runs_on_what_is_there(wine):
+    result = run_aitk("wine", "evaluate", str(wine["bundle"]), str(wine["data"] / "test.csv"), "--json", plugins="wine")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["accuracy"] > 0.8
+
+
+def test_training_settings_from_set_and_config_files(wine, tmp_path):
+    config = tmp_path / "settings.yaml"
+    config.write_text("hidden: 16\nepochs: 40\n")
+    result = run_aitk("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--config", str(config), "--set", "lr=0.02", "--quantize", "int8", plugins="wine")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(run_aitk("bundle", "info", str(tmp_path / "b"), "--json", plugins="wine").stdout)
+    assert info["config"]["hidden"] == 16 and info["config"]["epochs"] == 40 and info["config"]["lr"] == 0.02
+    assert "model.int8.onnx" in info["files"]
+    int8 = run_aitk("wine", "evaluate", str(tmp_path / "b"), str(wine["data"] / "test.csv"), "--quantize", "int8", "--json", plugins="wine")
+    assert json.loads(int8.stdout)["accuracy"] > 0.8
+
+
+def test_bad_settings_get_one_line_errors(wine, tmp_path):
+    train = ["wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b")]
+    unknown = run_aitk(*train, "--set", "hiden=3", plugins="wine")
+    assert unknown.returncode == 1 and unknown.stderr.strip().startswith("error: unknown setting 'hiden'; known settings: label, hidden")
+    wrong_type = run_aitk(*train, "--set", "epochs=many", plugins="wine")
+    assert wrong_type.returncode == 1 and wrong_type.stderr.strip() == "error: setting epochs='many': expected a int like 300"
+    no_label = run_aitk("wine", "train", str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "b"), plugins="wine")
+    assert no_label.returncode == 1 and "no label column 'label'" in no_label.stderr and "Traceback" not in no_label.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_doctor_reports_versions_and_providers():
+    info = json.loads(run_aitk("doctor", "--json", plugins="wine").stdout)
+    assert "CPUExecutionProvider" in info["providers_available"]
+    assert info["onnxruntime"] and info["torch"] and info["python"]
+    assert info["cuda_provider"].startswith(("usable", "not usable"))
+
+
+def test_bundle_info_shows_what_a_bundle_is(wine):
+    result = run_aitk("bundle", "info", str(wine["bundle"]), plugins="wine")
+    assert result.returncode == 0
+    assert "usecase         wine" in result.stdout and "2 files verified" in result.stdout
+
+
+def test_demo_runs_a_use_case_end_to_end(tmp_path):
+    result = run_aitk("demo", "--out", str(tmp_path / "demo"), "--only", "wine", "--json", plugins="wine")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "ok" and row["provider"] == "CPUExecutionProvider"
+    assert (tmp_path / "demo/wine/predictions.jsonl").exists()
+    unknown = run_aitk("demo", "--only", "nope", plugins="wine")
+    assert unknown.returncode == 1 and "no such use case" in unknown.stderr

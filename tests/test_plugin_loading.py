@@ -1,0 +1,59 @@
+"""Plugin discovery: entry points load one by one; a broken one is reported, not fatal."""
+
+import json
+import subprocess
+import sys
+
+from conftest import AITK, run_aitk
+
+HEAVY = ("torch", "transformers", "timm", "onnxruntime", "onnx", "sklearn", "pandas", "tokenizers")
+
+
+def broken_plugin_env(tmp_path):
+    """A distribution whose aitk entry point names a module that does not exist."""
+    dist = tmp_path / "aitk_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: aitk-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[aitk]\nbroken = aitk_broken_missing.plugin\n")
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_broken_plugin_is_reported_and_the_rest_work(tmp_path):
+    env = broken_plugin_env(tmp_path)
+    listed = run_aitk("plugins", "--json", env=env, plugins="wine,broken")
+    assert listed.returncode == 0
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert "ModuleNotFoundError" in rows["broken"]["error"]
+    assert rows["wine"]["usecases"] == ["wine"] and rows["wine"]["error"] is None
+    assert "plugin 'broken' failed to load" in listed.stderr
+    assert run_aitk("wine", "--help", env=env, plugins="wine,broken").returncode == 0
+
+
+def test_strict_mode_makes_a_load_error_fatal(tmp_path):
+    result = run_aitk("plugins", env={**broken_plugin_env(tmp_path), "AITK_STRICT_PLUGINS": "1"}, plugins="wine,broken")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: plugin 'broken' failed to load")
+    assert "Traceback" not in result.stderr
+
+
+def test_load_plugins_names_the_ones_to_load():
+    rows = json.loads(run_aitk("plugins", "--json", plugins="wine").stdout)
+    loaded = {row["name"] for row in rows if row["usecases"]}
+    assert loaded == {"wine"}
+    assert run_aitk("forecast", "--help", plugins="wine").returncode == 2
+
+
+def test_help_imports_no_heavy_library_with_every_plugin_installed():
+    code = (
+        "import sys\nsys.argv = ['aitk', '--help']\nfrom toolkit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]
+
+
+def test_version_and_help():
+    assert run_aitk("--version", plugins="wine").stdout.startswith("aitk ")
+    assert "wine" in run_aitk("--help", plugins="wine").stdout
+    assert run_aitk("no-such-command", plugins="wine").returncode == 2
