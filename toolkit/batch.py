@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,53 +61,67 @@ def run_batch(
     resume: bool = False,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Predict every record of ``paths`` into ``out``; returns the run's summary."""
-    out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+    """Predict every record of ``paths`` into ``out`` on this machine; returns the run's summary.
+
+    Records are decoded in a thread pool up to PREFETCH_BATCHES batches ahead of the model."""
     journal = Journal(out, resume)
-    skipped = 0
+    resumed = Counter()
+    records = skip_done(usecase.read(paths), journal.ids, resumed)
+
+    def batches() -> Iterator[list[dict[str, Any]]]:
+        with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+            pending: deque = deque()
+            for chunk in _chunks(records, batch_size):
+                pending.append((chunk, [pool.submit(_decode, predictor, r) for r in chunk]))
+                if len(pending) > PREFETCH_BATCHES:
+                    chunk, futures = pending.popleft()
+                    yield _predict_decoded(predictor, chunk, [f.result() for f in futures])
+            for chunk, futures in pending:
+                yield _predict_decoded(predictor, chunk, [f.result() for f in futures])
+
+    return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None))
+
+
+@dataclass
+class Counter:
+    value: int = 0
+
+
+def skip_done(records: Iterable[Record], done: set[str], skipped: Counter) -> Iterator[Record]:
+    """The records whose ids are not in ``done``, counting the others in ``skipped``."""
+    for record in records:
+        if record.id in done:
+            skipped.value += 1
+        else:
+            yield record
+
+
+def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None) -> dict[str, Any]:
+    """Journal each batch of rows as it comes, then write the output; returns the run's summary."""
     started = time.perf_counter()
-    counts = {"ok": 0, "failed": 0}
-
-    def fresh_records() -> Iterator[Record]:
-        nonlocal skipped
-        for record in usecase.read(paths):
-            if record.id in journal.ids:
-                skipped += 1
-            else:
-                yield record
-
-    with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 2)) as pool, counter("predict", "rec") as bar:
-        pending: deque = deque()
-
-        def finish_oldest() -> None:
-            records, futures = pending.popleft()
-            rows = _predict_decoded(predictor, records, [f.result() for f in futures])
-            journal.write(rows)
-            for row in rows:
-                counts["failed" if "error" in row else "ok"] += 1
-            bar.update(len(rows))
-
-        for chunk in _chunks(fresh_records(), batch_size):
-            pending.append((chunk, [pool.submit(_decode, predictor, r) for r in chunk]))
-            if len(pending) > PREFETCH_BATCHES:
-                finish_oldest()
-        while pending:
-            finish_oldest()
+    ok = failed = 0
+    with counter("predict", "rec") as bar:
+        try:
+            for rows in batches:
+                journal.write(rows)
+                bad = sum(1 for row in rows if row.get("error") is not None)
+                ok, failed = ok + len(rows) - bad, failed + bad
+                bar.update(len(rows))
+        except BaseException:
+            journal.abandon()
+            raise
     seconds = time.perf_counter() - started
-    total_failed = journal.close()
-    done = counts["ok"] + counts["failed"]
+    failed_in_output = journal.close()
     return {
-        "output": str(out),
-        "records": done,
-        "ok": counts["ok"],
-        "failed": counts["failed"],
-        "resumed": skipped,
-        "failed_in_output": total_failed,
+        "output": str(journal.out),
+        "records": ok + failed,
+        "ok": ok,
+        "failed": failed,
+        "resumed": resumed.value,
+        "failed_in_output": failed_in_output,
         "seconds": round(seconds, 3),
-        "records_per_s": round(done / seconds, 1) if seconds > 0 else None,
-        "provider": getattr(predictor, "provider", None),
+        "records_per_s": round((ok + failed) / seconds, 1) if seconds > 0 else None,
+        "provider": provider,
     }
 
 
@@ -153,6 +168,9 @@ class Journal:
     """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
 
     def __init__(self, out: Path, resume: bool):
+        out = Path(out)
+        if out.suffix.lower() not in FORMATS:
+            raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
         self.out = out
         self.path = out.with_name(out.name + ".partial.jsonl")
         self.ids: set[str] = set()
@@ -178,6 +196,12 @@ class Journal:
     def write(self, rows: list[dict[str, Any]]) -> None:
         self.file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self.file.flush()
+
+    def abandon(self) -> None:
+        """The run failed: keep the journal for --resume, unless it holds no rows at all."""
+        self.file.close()
+        if self.path.stat().st_size == 0:
+            self.path.unlink()
 
     def close(self) -> int:
         """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT."""

@@ -189,20 +189,32 @@ def add_usecase_commands(usecase: UseCase) -> None:
         inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .csv or .parquet.")],
         resume: Annotated[bool, typer.Option("--resume", help="Keep rows already in --out and skip their records.")] = False,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Records per model call.")] = 32,
+        batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Records per model call (default: the use case's).")] = None,
         device: Device = "auto",
         threads: Threads = None,
         quantize: Quantize = None,
+        engine: Annotated[str, typer.Option("--engine", help="local, or ray: Ray Data on a cluster (needs aitk[ray]).")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local one).")] = None,
+        actors: Annotated[Optional[int], typer.Option("--actors", min=1, help="Ray predictor actors (default: one per GPU, else cores/2).")] = None,
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
         from toolkit.batch import expand_inputs, print_summary, run_batch
         from toolkit.bundle import load_bundle
 
+        if engine not in ("local", "ray"):
+            raise AitkError(f"--engine {engine!r}: expected local or ray")
         loaded = load_bundle(bundle, usecase=name)
         paths = expand_inputs(inputs, usecase.input_suffixes)
-        predictor = usecase.load(loaded, _runtime(device, threads, quantize), **options)
-        summary = run_batch(usecase, predictor, paths, out, batch_size=batch_size, resume=resume)
+        runtime = _runtime(device, threads, quantize)
+        batch_size = batch_size or usecase.batch_size
+        if engine == "ray":
+            from toolkit.ray_engine import run_batch_ray
+
+            runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
+            summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors)
+        else:
+            summary = run_batch(usecase, usecase.load(loaded, runtime, **options), paths, out, batch_size=batch_size, resume=resume)
         print(json.dumps(summary, indent=2)) if as_json else print_summary(summary)
         if summary["failed_in_output"]:
             raise typer.Exit(3)

@@ -63,7 +63,7 @@ def get_usecases() -> dict:
 
 
 def plugin_info() -> list[dict]:
-    """Installed plugins: name, version, distribution, module, use cases, load error."""
+    """Installed plugins: name, version, distribution, module, loaded (AITK_LOAD_PLUGINS may skip it), use cases, load error."""
     load_plugins()
     by_plugin: dict[str, list[str]] = {}
     for usecase in get_usecases().values():
@@ -76,6 +76,7 @@ def plugin_info() -> list[dict]:
             "version": dist.version if dist else None,
             "distribution": dist.name if dist else None,
             "module": ep.value,
+            "loaded": pm.get_plugin(ep.name) is not None,
             "usecases": by_plugin.get(ep.name, []),
             "error": load_errors.get(ep.name),
         })

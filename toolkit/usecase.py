@@ -81,6 +81,8 @@ class UseCase:
     Config: ClassVar[type]
     input_suffixes: ClassVar[tuple[str, ...]] = ()
     """File suffixes `predict` picks up when given a folder (e.g. ``(".jpg", ".png")``)."""
+    batch_size: ClassVar[int] = 32
+    """Records per model call in `predict` unless --batch-size says otherwise."""
     options: ClassVar[dict[str, list[Option]]] = {}
     """Extra options by command name ("train", "evaluate", "predict")."""
 
@@ -128,8 +130,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
     from toolkit.errors import AitkError
 
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    if not isinstance(value, str) or isinstance(default, str):
         return value
+    if default is None:  # an optional setting: a number, true/false or JSON if it parses, else the text
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     try:
         if isinstance(default, bool):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -141,10 +148,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
-        parsed = json.loads(value)
-        if isinstance(default, (list, tuple)):
-            return type(default)(parsed if isinstance(parsed, list) else [parsed])
-        return parsed
+        if isinstance(default, (list, tuple)):  # JSON, or comma-separated like the defaults' items
+            if value.strip().startswith("["):
+                return type(default)(json.loads(value))
+            item = type(default[0]) if default else str
+            return type(default)(item(part.strip()) for part in value.split(",") if part.strip())
+        return json.loads(value)
     except ValueError:
         kind = type(default).__name__
         raise AitkError(f"setting {key}={value!r}: expected a {kind} like {default!r}") from None

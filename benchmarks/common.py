@@ -1,0 +1,56 @@
+"""Benchmark helpers: a trained bundle of any installed use case on its sample data, inputs scaled up."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def trained_usecase(name: str, work: Path):
+    """(usecase, bundle, sample) for an installed use case, trained on its own sample data."""
+    from toolkit.bundle import load_bundle
+    from toolkit.plugins import get_usecases
+    from toolkit.runtime import Runtime
+
+    usecase = get_usecases()[name]
+    sample = usecase.sample(work / "sample")
+    bundle = usecase.train(sample.train, work / "bundle", usecase.config_from(sample.settings), Runtime(device="cpu"))
+    return usecase, load_bundle(bundle.path, usecase=name), sample
+
+
+def replicate_inputs(usecase, sample, out: Path, records: int) -> list[Path]:
+    """Copies of the sample's predict files, enough of them to hold at least ``records`` records."""
+    from toolkit.batch import expand_inputs
+
+    files = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
+    per_round = sum(1 for _ in usecase.read(files))
+    out.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for i in range(-(-records // per_round)):
+        for f in files:
+            copies.append(out / f"{i:05d}-{f.name}")
+            shutil.copyfile(f, copies[-1])
+    return copies
+
+
+def command_seconds(args: list[str], rounds: int = 7) -> float:
+    """Median wall time of a command."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(args, capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+PYTHON = sys.executable

@@ -1,0 +1,50 @@
+"""Core overheads: `aitk --help` beside `python -c pass`, and batch predict over files beside the
+same predictor called in memory on the same records.
+
+    python benchmarks/core.py [--usecase wine] [--records 50000] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import PYTHON, command_seconds, markdown_table, replicate_inputs, trained_usecase
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--usecase", default="wine", help="an installed use case (its sample data is used)")
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    from toolkit.batch import predict_records, run_batch
+    from toolkit.runtime import Runtime
+
+    bare = command_seconds([PYTHON, "-c", "pass"])
+    aitk_help = command_seconds([PYTHON, "-c", "from toolkit.cli import main; main()", "--help"])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        usecase, bundle, sample = trained_usecase(args.usecase, work)
+        files = replicate_inputs(usecase, sample, work / "inputs", args.records)
+        predictor = usecase.load(bundle, Runtime(device="cpu"))
+        records = list(usecase.read(files))
+        started = time.perf_counter()
+        for i in range(0, len(records), args.batch_size):
+            predict_records(predictor, records[i : i + args.batch_size])
+        in_memory = len(records) / (time.perf_counter() - started)
+        summary = run_batch(usecase, predictor, files, work / "out.jsonl", batch_size=args.batch_size)
+        over_files = summary["records"] / summary["seconds"]
+    print(f"cores: {os.cpu_count()}, use case: {args.usecase}, {len(records)} records in {len(files)} files, batch {args.batch_size}\n")
+    print(markdown_table(["measure", "value", "peer", "ratio", "goal"], [
+        ["`aitk --help` (s)", f"{aitk_help:.3f}", f"`python -c pass` {bare:.3f}", f"+{aitk_help - bare:.3f} s", "< 0.3 s"],
+        ["predict over files (records/s)", f"{over_files:,.0f}", f"in memory {in_memory:,.0f}", f"{over_files / in_memory:.2f}", ">= 0.8"],
+    ]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""`predict --engine ray`: a local Ray instance writes the same rows as the local engine."""
+
+from conftest import run_aitk
+from test_batch import csv_with_bad_rows
+
+
+def test_ray_engine_writes_the_local_engines_rows_error_rows_included(wine, tmp_path):
+    csv_with_bad_rows(wine, tmp_path / "in.csv")
+    inputs = [str(tmp_path / "in.csv"), str(wine["data"] / "predict.csv")]
+    local = run_aitk("wine", "predict", str(wine["bundle"]), *inputs, "--out", str(tmp_path / "local.jsonl"), plugins="wine")
+    ray = run_aitk("wine", "predict", str(wine["bundle"]), *inputs, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray", "--actors", "2", plugins="wine")
+    assert (local.returncode, ray.returncode) == (3, 3), ray.stderr
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
+
+
+def test_without_ray_installed_a_one_line_hint(wine, tmp_path):
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    result = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "p.jsonl"), "--engine", "ray", env={"PYTHONPATH": str(tmp_path)}, plugins="wine")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --engine ray needs Ray: pip install 'aitk[ray]'"

@@ -1,0 +1,107 @@
+"""`predict --engine ray`: the same predictor on a Ray cluster through Ray Data.
+
+Ray Data reads the input files (one task per file), an actor pool holds the ORT predictors (one
+per GPU when the cluster has GPUs), and the driver journals rows in input order, so the output is
+the same file the local engine writes, error rows included. Without ``address`` a local Ray
+instance starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from toolkit.batch import Counter, Journal, predict_records, write_batches
+from toolkit.errors import AitkError
+from toolkit.runtime import Runtime
+
+
+def run_batch_ray(
+    usecase_name: str,
+    bundle: Path,
+    runtime: Runtime,
+    options: dict[str, Any],
+    paths: list[Path],
+    out: Path,
+    batch_size: int = 32,
+    resume: bool = False,
+    address: str | None = None,
+    actors: int | None = None,
+) -> dict[str, Any]:
+    ray = import_ray()
+    if any(str(p) == "-" for p in paths):
+        raise AitkError("--engine ray reads files, not stdin (-)")
+    journal = Journal(out, resume)
+    env = {k: v for k, v in os.environ.items() if k.startswith("AITK_")}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    cpus = ray.cluster_resources().get("CPU", 1)
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if runtime.device != "cpu" else 0
+    actors = actors or gpus or max(1, int(cpus) // 2)
+    if runtime.threads is None:
+        runtime = dataclasses.replace(runtime, threads=max(1, int(cpus) // actors))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    done = frozenset(journal.ids)
+    files = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, len(paths)))
+    records = files.flat_map(lambda item: _read_file(usecase_name, item["path"], done))
+    rows = records.map_batches(
+        PredictorActor,
+        fn_constructor_kwargs={"usecase_name": usecase_name, "bundle": str(bundle), "runtime": runtime, "options": options},
+        batch_size=batch_size,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=min(1.0, max(cpus - 1, 0.5) / actors),  # leave a CPU for the read tasks, or the pool starves them
+        num_gpus=1 if gpus else 0,
+    )
+    batches = ([json.loads(text) for text in batch["row"]] for batch in rows.iter_batches(batch_size=batch_size, batch_format="pandas"))
+    try:
+        summary = write_batches(batches, journal, Counter(len(done)), provider=f"ray ({actors} actors)")
+    finally:
+        if started_here:
+            ray.shutdown()
+    summary["engine"] = "ray"
+    return summary
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise AitkError("--engine ray needs Ray: pip install 'aitk[ray]'") from None
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return ray
+
+
+def _usecase(name: str):
+    from toolkit.plugins import get_usecases
+
+    return get_usecases()[name]
+
+
+def _read_file(usecase_name: str, path: str, done: frozenset) -> list[dict[str, Any]]:
+    """The file's records not yet done, for the actors."""
+    return [{"record": r} for r in _usecase(usecase_name).read([Path(path)]) if r.id not in done]
+
+
+class PredictorActor:
+    """Holds one ORT predictor; rows leave it as JSON text, so every column survives Ray's blocks."""
+
+    def __init__(self, usecase_name: str, bundle: str, runtime: Runtime, options: dict[str, Any]):
+        from toolkit.bundle import load_bundle
+
+        usecase = _usecase(usecase_name)
+        self.predictor = usecase.load(load_bundle(Path(bundle), usecase=usecase_name), runtime, **options)
+
+    def __call__(self, batch):
+        import pandas as pd
+
+        rows = predict_records(self.predictor, list(batch["record"]))
+        return pd.DataFrame({"row": [json.dumps(row, ensure_ascii=False) for row in rows]})
