@@ -68,16 +68,18 @@ def run_batch(
     resumed = Counter()
     records = skip_done(usecase.read(paths), journal.ids, resumed)
 
+    decoders = workers or min(8, (os.cpu_count() or 1) + 2)
+
     def batches() -> Iterator[list[dict[str, Any]]]:
-        with ThreadPoolExecutor(workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+        with ThreadPoolExecutor(decoders) as pool:
             pending: deque = deque()
             for chunk in _chunks(records, batch_size):
-                pending.append((chunk, [pool.submit(_decode, predictor, r) for r in chunk]))
+                pending.append((chunk, [pool.submit(_decode_all, predictor, part) for part in _split(chunk, decoders)]))
                 if len(pending) > PREFETCH_BATCHES:
                     chunk, futures = pending.popleft()
-                    yield _predict_decoded(predictor, chunk, [f.result() for f in futures])
+                    yield _predict_decoded(predictor, chunk, [d for f in futures for d in f.result()])
             for chunk, futures in pending:
-                yield _predict_decoded(predictor, chunk, [f.result() for f in futures])
+                yield _predict_decoded(predictor, chunk, [d for f in futures for d in f.result()])
 
     return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None))
 
@@ -130,6 +132,16 @@ def _chunks(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield chunk
 
 
+def _split(chunk: list[Record], parts: int) -> list[list[Record]]:
+    """``chunk`` in up to ``parts`` slices, one thread-pool task each (a task per record costs more than a row)."""
+    size = -(-len(chunk) // parts)
+    return [chunk[i : i + size] for i in range(0, len(chunk), size)]
+
+
+def _decode_all(predictor: Predictor, records: list[Record]) -> list[tuple[Any, str | None]]:
+    return [_decode(predictor, r) for r in records]
+
+
 def _decode(predictor: Predictor, record: Record) -> tuple[Any, str | None]:
     if record.error is not None:
         return None, record.error
@@ -174,6 +186,7 @@ class Journal:
         self.out = out
         self.path = out.with_name(out.name + ".partial.jsonl")
         self.ids: set[str] = set()
+        self.failed = 0
         out.parent.mkdir(parents=True, exist_ok=True)
         if resume and not self.path.exists() and out.exists():
             _write_jsonl(read_rows(out), self.path)
@@ -191,11 +204,14 @@ class Journal:
             f.write(data)
         for line in data.decode("utf-8").splitlines():
             if line.strip():
-                self.ids.add(json.loads(line)["id"])
+                row = json.loads(line)
+                self.ids.add(row["id"])
+                self.failed += row.get("error") is not None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         self.file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self.file.flush()
+        self.failed += sum(1 for row in rows if row.get("error") is not None)
 
     def abandon(self) -> None:
         """The run failed: keep the journal for --resume, unless it holds no rows at all."""
@@ -206,10 +222,12 @@ class Journal:
     def close(self) -> int:
         """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT."""
         self.file.close()
-        write_rows(lambda: _read_jsonl(self.path), self.out)
-        failed = sum(1 for row in _read_jsonl(self.path) if row.get("error") is not None)
-        self.path.unlink()
-        return failed
+        if self.out.suffix.lower() == ".jsonl":
+            os.replace(self.path, self.out)
+        else:
+            write_rows(lambda: _read_jsonl(self.path), self.out)
+            self.path.unlink()
+        return self.failed
 
 
 def write_rows(rows: Callable[[], Iterable[dict[str, Any]]], out: Path) -> None:
