@@ -1,0 +1,1 @@
+"""Built-in aitk plugin: fraud detection on transaction tables."""

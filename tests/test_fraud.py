@@ -1,0 +1,224 @@
+"""fraud: generated transactions with planted fraud patterns, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "AITK_LOAD_PLUGINS": "fraud", "NO_COLOR": "1"}
+MERCHANTS = ["grocery", "fuel", "restaurant", "travel", "electronics", "gift_cards"]
+COUNTRIES = ["FR", "DE", "BE", "NL", "ES", "ZZ"]
+
+
+def aitk(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run([*AITK, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
+    if check is not None:
+        assert result.returncode == check, result.stderr[-2000:]
+    return result
+
+
+def transactions(n: int, seed: int) -> pd.DataFrame:
+    """Fraud mostly where gift cards meet country ZZ, at night, for large amounts far from home."""
+    rng = np.random.default_rng(seed)
+    merchant = rng.choice(MERCHANTS, n, p=[0.3, 0.2, 0.2, 0.1, 0.1, 0.1])
+    country = rng.choice(COUNTRIES, n, p=[0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
+    amount = np.round(rng.lognormal(3.5, 1.0, n), 2)
+    hour = rng.integers(0, 24, n)
+    distance = np.round(rng.exponential(20, n), 1)
+    logit = (
+        -6.5
+        + 3.5 * (merchant == "gift_cards")
+        + 3.5 * (country == "ZZ")
+        + 2.0 * (amount > 150)
+        + 2.0 * (hour < 5)
+        + 0.03 * distance
+    )
+    fraud = rng.random(n) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({
+        "Time": np.sort(rng.uniform(0, 86400 * 30, n)).round(),
+        "amount": amount,
+        "hour": hour,
+        "distance_km": distance,
+        "merchant": merchant,
+        "country": country,
+        "Class": fraud.astype(int),
+    })
+    frame.loc[rng.random(n) < 0.05, "distance_km"] = np.nan  # missing values are allowed
+    return frame
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fraud")
+    train, test = transactions(3000, 1), transactions(1500, 2)
+    train.to_csv(root / "train.csv", index=False)
+    test.to_csv(root / "test.csv", index=False)
+    aitk("fraud", "train", root / "train.csv", "--out", root / "bundle", "--set", "epochs=40", "--set", "patience=10",
+         "--target-recall", "0.8", "--quantize", "int8")
+    return {"root": root, "bundle": root / "bundle", "train": root / "train.csv", "test": root / "test.csv"}
+
+
+def predictions(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_model_beats_trivial_baseline(work):
+    result = aitk("fraud", "evaluate", work["bundle"], work["test"], "--json", "--report", work["root"] / "report")
+    metrics = json.loads(result.stdout)
+    base_rate = pd.read_csv(work["test"])["Class"].mean()  # PR-AUC of a constant score
+    assert metrics["pr_auc"] > 2.5 * base_rate, (metrics, base_rate)
+    assert metrics["roc_auc"] > 0.8
+    for key in ("recall_at_1pct_fpr", "precision", "recall", "expected_cost", "threshold"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["recall"] > 0.5  # the threshold was chosen for recall 0.8 on validation
+    assert (work["root"] / "report" / "pr_curve.png").stat().st_size > 1000
+
+
+def test_negative_weight_lowers_precision_not_ranking(work):
+    plain = json.loads(aitk("fraud", "evaluate", work["bundle"], work["test"], "--json").stdout)
+    weighted = json.loads(aitk("fraud", "evaluate", work["bundle"], work["test"], "--json", "--negative-weight", "10").stdout)
+    assert weighted["roc_auc"] == pytest.approx(plain["roc_auc"])
+    assert weighted["pr_auc"] < plain["pr_auc"]
+    assert weighted["precision"] < plain["precision"]
+    assert weighted["recall"] == pytest.approx(plain["recall"])
+
+
+def test_onnx_matches_torch(work):
+    import torch
+
+    from plugins.fraud.data import Preprocessing
+    from plugins.fraud.model import FraudModel, build
+    from plugins.fraud.plugin import Fraud
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    bundle = load_bundle(work["bundle"], usecase="fraud")
+    prep = Preprocessing.from_json(bundle.read_json("preprocessing.json"))
+    config = Fraud().config_from(bundle.config)
+    model = FraudModel(build(config.model, prep.numeric, prep.vocab_sizes, config), True, True)
+    model.load_state_dict(bundle.read_weights())
+    model.eval()
+    numeric, categorical, bad, _ = prep.encode(pd.read_csv(work["test"], dtype=str, keep_default_na=False).head(300))
+    assert not bad.any() and np.isnan(numeric).any()  # the missing distances go through the graph's imputation
+    categorical[::7] = 0  # and some rows through the out-of-vocabulary bucket
+    with torch.no_grad():
+        want = model(torch.from_numpy(numeric), torch.from_numpy(categorical))[0].numpy()
+    got = Runtime(device="cpu").session(bundle.file("model.onnx"))(numeric, categorical)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    int8 = Runtime(device="cpu").session(bundle.file("model.int8.onnx"))(numeric, categorical)[0]
+    assert np.abs(int8 - want).max() < 0.05
+    assert bundle.manifest["model"]["parity"]["max_abs_diff"]["score"] <= 1e-3
+
+
+def test_predict_scores_flags_and_explains(work):
+    test = pd.read_csv(work["test"]).head(200)
+    test.insert(0, "txn_id", [f"t{i}" for i in range(len(test))])
+    test.drop(columns=["Class"]).to_parquet(work["root"] / "new.parquet")
+    out = work["root"] / "scores.jsonl"
+    aitk("fraud", "predict", work["bundle"], work["root"] / "new.parquet", "--out", out, "--keep", "txn_id", "--batch-size", "64")
+    rows = predictions(out)
+    assert [r["txn_id"] for r in rows] == list(test["txn_id"])
+    threshold = json.loads((work["bundle"] / "manifest.json").read_text())["assets"]["threshold"]
+    for row in rows:
+        assert 0 <= row["score"] <= 1 and row["flag"] == (row["score"] >= threshold)
+        assert len(row["top_features"]) <= 3
+    # the planted patterns are what the explanations point at on the riskiest rows
+    riskiest = sorted(rows, key=lambda r: -r["score"])[:10]
+    reasons = {f["feature"] for r in riskiest for f in r["top_features"][:2]}
+    assert reasons & {"merchant", "country", "amount", "hour"}, reasons
+
+
+def test_unseen_category_uses_oov_bucket(work):
+    rows = pd.read_csv(work["test"]).head(4).drop(columns=["Class"])
+    rows.loc[1] = rows.loc[0]  # rows 0 and 1: the same transaction at two merchants never seen in training
+    rows["merchant"] = ["never-seen-1", "never-seen-2", "grocery", ""]
+    rows.to_csv(work["root"] / "unseen.csv", index=False)
+    out = work["root"] / "unseen.csv.jsonl"
+    aitk("fraud", "predict", work["bundle"], work["root"] / "unseen.csv", "--out", out)
+    scored = predictions(out)
+    assert all("error" not in r or r["error"] is None for r in scored)
+    assert scored[0]["score"] == scored[1]["score"]  # both unseen: the same out-of-vocabulary embedding
+
+
+def test_non_numeric_value_becomes_error_row(work):
+    rows = pd.read_csv(work["test"], dtype=str).head(6)
+    rows.loc[2, "amount"] = "twelve"
+    rows.to_csv(work["root"] / "bad.csv", index=False)
+    out = work["root"] / "bad.csv.jsonl"
+    result = aitk("fraud", "predict", work["bundle"], work["root"] / "bad.csv", "--out", out, check=3)
+    scored = predictions(out)
+    assert "amount" in scored[2]["error"] and "twelve" in scored[2]["error"]
+    assert all(r.get("error") is None and "score" in r for i, r in enumerate(scored) if i != 2)
+    assert "1 failed" in result.stderr
+
+
+def test_missing_columns_are_named(work):
+    pd.read_csv(work["test"]).head(5).drop(columns=["country"]).to_csv(work["root"] / "nocountry.csv", index=False)
+    result = aitk("fraud", "predict", work["bundle"], work["root"] / "nocountry.csv", "--out", work["root"] / "x.jsonl", check=1)
+    assert "missing column 'country'" in result.stderr and "Traceback" not in result.stderr
+    pd.read_csv(work["test"]).head(50).drop(columns=["Class"]).to_csv(work["root"] / "nolabel.csv", index=False)
+    result = aitk("fraud", "evaluate", work["bundle"], work["root"] / "nolabel.csv", check=1)
+    assert "missing column 'Class'" in result.stderr
+
+    from plugins.fraud.plugin import Fraud
+    from toolkit import AitkError
+    from toolkit.runtime import Runtime
+
+    fraud = Fraud()
+    with pytest.raises(AitkError, match="no label column.*model=autoencoder"):
+        fraud.train(work["root"] / "nolabel.csv", work["root"] / "b2", fraud.config_from({}), Runtime(device="cpu"))
+    with pytest.raises(AitkError, match="missing column 'is_fraud'"):
+        fraud.train(work["train"], work["root"] / "b3", fraud.config_from({"label": "is_fraud"}), Runtime(device="cpu"))
+    assert not (work["root"] / "b2").exists() and not (work["root"] / "b3").exists()
+
+
+def test_autoencoder_without_labels(tmp_path):
+    frame = transactions(1500, 3)
+    frame.drop(columns=["Class"]).to_csv(tmp_path / "unlabelled.csv", index=False)
+    aitk("fraud", "train", tmp_path / "unlabelled.csv", "--out", tmp_path / "ae", "--set", "model=autoencoder",
+         "--set", "epochs=15", "--set", "anomaly_rate=0.05")
+    aitk("fraud", "predict", tmp_path / "ae", tmp_path / "unlabelled.csv", "--out", tmp_path / "ae.jsonl", "--explain", "0")
+    scored = predictions(tmp_path / "ae.jsonl")
+    flagged = np.mean([r["flag"] for r in scored])
+    assert 0.01 < flagged < 0.15  # about the anomaly rate asked for
+    score = np.array([r["score"] for r in scored])
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(frame["Class"], score) > 0.6  # unusual rows are likelier fraud
+
+
+def test_threshold_rules():
+    from plugins.fraud.metrics import at_threshold, choose_threshold
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.1).astype(float)
+    score = np.clip(0.5 * y + rng.normal(0.3, 0.2, 2000), 0, 1)
+    t, _ = choose_threshold(y, score, target_precision=0.8)
+    assert at_threshold(y, score, t, 1.0, 0, 0)["precision"] >= 0.8
+    t, _ = choose_threshold(y, score, target_recall=0.9)
+    assert at_threshold(y, score, t, 1.0, 0, 0)["recall"] >= 0.9
+    cheap_misses, _ = choose_threshold(y, score, cost_fn=1, cost_fp=10)
+    dear_misses, _ = choose_threshold(y, score, cost_fn=10, cost_fp=1)
+    assert dear_misses < cheap_misses
+    weighted, _ = choose_threshold(y, score, negative_weight=10, target_precision=0.5)
+    assert at_threshold(y, score, weighted, 10, 0, 0)["precision"] >= 0.5
+
+
+def test_sample_is_small_real_and_attributed(tmp_path):
+    from plugins.fraud.plugin import SAMPLE, Fraud
+
+    assert SAMPLE.stat().st_size < 300_000
+    assert "ODbL" in (SAMPLE.parent / "ATTRIBUTION.md").read_text()
+    sample = Fraud().sample(tmp_path / "s")
+    train, evaluate = pd.read_csv(sample.train), pd.read_csv(sample.evaluate)
+    assert train["Time"].max() <= evaluate["Time"].min()  # split by time
+    assert train["Class"].sum() > 20 and evaluate["Class"].sum() > 5
+    assert "Class" not in pd.read_csv(sample.predict[0]).columns
