@@ -22,12 +22,12 @@ def trained_usecase(name: str, work: Path):
     return usecase, load_bundle(bundle.path, usecase=name), sample
 
 
-def replicate_inputs(usecase, sample, out: Path, records: int) -> list[Path]:
+def replicate_inputs(usecase, predictor, sample, out: Path, records: int) -> list[Path]:
     """Copies of the sample's predict files, enough of them to hold at least ``records`` records."""
     from toolkit.batch import expand_inputs
 
     files = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
-    per_round = sum(1 for _ in usecase.read(files))
+    per_round = sum(1 for _ in predictor.read(files))
     out.mkdir(parents=True, exist_ok=True)
     copies = []
     for i in range(-(-records // per_round)):

@@ -30,14 +30,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         usecase, bundle, sample = trained_usecase(args.usecase, work)
-        files = replicate_inputs(usecase, sample, work / "inputs", args.records)
         predictor = usecase.load(bundle, Runtime(device="cpu"))
-        records = list(usecase.read(files))
+        files = replicate_inputs(usecase, predictor, sample, work / "inputs", args.records)
+        records = list(predictor.read(files))
         started = time.perf_counter()
         for i in range(0, len(records), args.batch_size):
             predict_records(predictor, records[i : i + args.batch_size])
         in_memory = len(records) / (time.perf_counter() - started)
-        summary = run_batch(usecase, predictor, files, work / "out.jsonl", batch_size=args.batch_size)
+        summary = run_batch(predictor, files, work / "out.jsonl", batch_size=args.batch_size)
         over_files = summary["records"] / summary["seconds"]
     print(f"cores: {os.cpu_count()}, use case: {args.usecase}, {len(records)} records in {len(files)} files, batch {args.batch_size}\n")
     print(markdown_table(["measure", "value", "peer", "ratio", "goal"], [

@@ -29,8 +29,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         usecase, bundle, sample = trained_usecase(args.usecase, work)
-        files = replicate_inputs(usecase, sample, work / "inputs", args.records)
-        local = run_batch(usecase, usecase.load(bundle, runtime), files, work / "local.jsonl", batch_size=args.batch_size)
+        predictor = usecase.load(bundle, runtime)
+        files = replicate_inputs(usecase, predictor, sample, work / "inputs", args.records)
+        local = run_batch(predictor, files, work / "local.jsonl", batch_size=args.batch_size)
         rows = [["local (threads)", local["records"], f"{local['records_per_s']:,.0f}", "1.00"]]
         for actors in args.actors:
             ray = run_batch_ray(args.usecase, bundle.path, runtime, {}, files, work / f"ray{actors}.jsonl", args.batch_size, actors=actors)

@@ -19,3 +19,18 @@ def test_without_ray_installed_a_one_line_hint(wine, tmp_path):
     result = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "p.jsonl"), "--engine", "ray", env={"PYTHONPATH": str(tmp_path)}, plugins="wine")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --engine ray needs Ray: pip install 'aitk[ray]'"
+
+
+def test_ray_engine_matches_the_local_engine_for_fraud(tmp_path):
+    assert run_aitk("fraud", "sample", str(tmp_path / "data"), plugins="fraud").returncode == 0
+    trained = run_aitk("fraud", "train", str(tmp_path / "data/train.csv"), "--out", str(tmp_path / "bundle"), "--set", "epochs=5", plugins="fraud")
+    assert trained.returncode == 0, trained.stderr
+    rows = (tmp_path / "data/predict.csv").read_text().splitlines()
+    rows[3] = rows[3].replace(",", ",oops,", 1).rsplit(",", 1)[0]  # a non-number in a numeric column
+    (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
+    inputs = [str(tmp_path / "data/predict.csv"), str(tmp_path / "bad.csv")]
+    common = ["fraud", "predict", str(tmp_path / "bundle"), *inputs]
+    local = run_aitk(*common, "--out", str(tmp_path / "local.jsonl"), plugins="fraud")
+    ray = run_aitk(*common, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray", plugins="fraud")
+    assert (local.returncode, ray.returncode) == (3, 3), ray.stderr
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()

@@ -22,7 +22,7 @@ from typing import Any
 
 from toolkit.console import counter
 from toolkit.errors import AitkError
-from toolkit.usecase import Predictor, Record, UseCase
+from toolkit.usecase import Predictor, Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 PREFETCH_BATCHES = 2
@@ -53,7 +53,6 @@ def predict_records(predictor: Predictor, records: list[Record]) -> list[dict[st
 
 
 def run_batch(
-    usecase: UseCase,
     predictor: Predictor,
     paths: list[Path],
     out: Path,
@@ -66,7 +65,7 @@ def run_batch(
     Records are decoded in a thread pool up to PREFETCH_BATCHES batches ahead of the model."""
     journal = Journal(out, resume)
     resumed = Counter()
-    records = skip_done(usecase.read(paths), journal.ids, resumed)
+    records = skip_done(predictor.read(paths), journal.ids, resumed)
 
     decoders = workers or min(8, (os.cpu_count() or 1) + 2)
 

@@ -34,7 +34,7 @@ app.add_typer(plugin_app, name="plugin")
 debug = os.environ.get("AITK_DEBUG") == "1"
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (exit 4 when cuda cannot be used).")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads (default: all cores).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", help="Threads for ONNX Runtime, and for torch when training (default: all cores).")]
 Quantize = Annotated[Optional[str], typer.Option("--quantize", help="int8: write (train) or run (evaluate, predict) the int8 model.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
@@ -216,7 +216,7 @@ def add_usecase_commands(usecase: UseCase) -> None:
             runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
             summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors)
         else:
-            summary = run_batch(usecase, usecase.load(loaded, runtime, **options), paths, out, batch_size=batch_size, resume=resume)
+            summary = run_batch(usecase.load(loaded, runtime, **options), paths, out, batch_size=batch_size, resume=resume)
         print(json.dumps(summary, indent=2)) if as_json else print_summary(summary)
         if summary["failed_in_output"]:
             raise typer.Exit(3)

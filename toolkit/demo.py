@@ -43,7 +43,7 @@ def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any
     bundle = load_bundle(bundle.path, usecase=usecase.name)
     metrics = usecase.evaluate(bundle, sample.evaluate, runtime, report=out / "report")
     paths = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
-    summary = run_batch(usecase, usecase.load(bundle, runtime), paths, out / "predictions.jsonl", batch_size=usecase.batch_size)
+    summary = run_batch(usecase.load(bundle, runtime), paths, out / "predictions.jsonl", batch_size=usecase.batch_size)
     return {
         "usecase": usecase.name,
         "status": "ok",

@@ -49,10 +49,11 @@ def run_batch_ray(
     context.enable_progress_bars = False
     done = frozenset(journal.ids)
     files = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, len(paths)))
-    records = files.flat_map(lambda item: _read_file(usecase_name, item["path"], done))
+    settings = (usecase_name, str(bundle), runtime, options)
+    records = files.flat_map(lambda item: [{"record": r} for r in _predictor(*settings).read([Path(item["path"])]) if r.id not in done])
     rows = records.map_batches(
         PredictorActor,
-        fn_constructor_kwargs={"usecase_name": usecase_name, "bundle": str(bundle), "runtime": runtime, "options": options},
+        fn_constructor_args=(settings,),
         batch_size=batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -80,25 +81,26 @@ def import_ray():
     return ray
 
 
-def _usecase(name: str):
-    from toolkit.plugins import get_usecases
-
-    return get_usecases()[name]
+_predictors: dict[str, Any] = {}
 
 
-def _read_file(usecase_name: str, path: str, done: frozenset) -> list[dict[str, Any]]:
-    """The file's records not yet done, for the actors."""
-    return [{"record": r} for r in _usecase(usecase_name).read([Path(path)]) if r.id not in done]
+def _predictor(usecase_name: str, bundle: str, runtime: Runtime, options: dict[str, Any]):
+    """One predictor per worker process and setting, shared by the read tasks and the actor there."""
+    key = json.dumps([usecase_name, bundle, dataclasses.asdict(runtime), options], default=str)
+    if key not in _predictors:
+        from toolkit.bundle import load_bundle
+        from toolkit.plugins import get_usecases
+
+        usecase = get_usecases()[usecase_name]
+        _predictors[key] = usecase.load(load_bundle(Path(bundle), usecase=usecase_name), runtime, **options)
+    return _predictors[key]
 
 
 class PredictorActor:
     """Holds one ORT predictor; rows leave it as JSON text, so every column survives Ray's blocks."""
 
-    def __init__(self, usecase_name: str, bundle: str, runtime: Runtime, options: dict[str, Any]):
-        from toolkit.bundle import load_bundle
-
-        usecase = _usecase(usecase_name)
-        self.predictor = usecase.load(load_bundle(Path(bundle), usecase=usecase_name), runtime, **options)
+    def __init__(self, settings: tuple):
+        self.predictor = _predictor(*settings)
 
     def __call__(self, batch):
         import pandas as pd

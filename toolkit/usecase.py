@@ -54,13 +54,20 @@ class Option:
 
 
 class Predictor:
-    """Runs a bundle's ONNX model: ``decode`` one record, ``predict`` a batch of decoded inputs.
+    """A loaded bundle, everything batch inference needs: ``read`` records from input files,
+    ``decode`` one record, ``predict`` a batch of decoded inputs through ONNX Runtime.
 
     ``predict`` returns one JSON-able row per input; a row may carry an ``error`` key for an input
     the model cannot take. If ``predict`` raises, the batch runner retries record by record to
     isolate the bad one. ``provider`` is the execution provider the ONNX session really got."""
 
     provider: str = "CPUExecutionProvider"
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        """Stream records from input files (``-`` is stdin); a record that cannot be read carries ``error``.
+
+        It is the predictor's job because what to read depends on the bundle (its columns, say)."""
+        raise NotImplementedError
 
     def decode(self, record: Record) -> Any:
         """Turn a record into a model input; runs in a thread pool. Raise InputError for bad input."""
@@ -97,10 +104,6 @@ class UseCase:
         raise NotImplementedError
 
     def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
-        raise NotImplementedError
-
-    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """Stream records from input files; a record that cannot be read carries ``error``."""
         raise NotImplementedError
 
     def commands(self, group: typer.Typer) -> None:

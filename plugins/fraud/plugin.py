@@ -5,12 +5,11 @@ Only stdlib and toolkit imports at module level: numpy, pandas and torch load in
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import Predictor, Record, Sample, UseCase, hookimpl
+from toolkit import Predictor, Sample, UseCase, hookimpl
 from toolkit.usecase import Option
 
 SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
@@ -90,9 +89,6 @@ class Fraud(UseCase):
         ],
     }
 
-    def __init__(self) -> None:
-        self._needed: list[str] = []
-
     def sample(self, out: Path) -> Sample:
         """500 ULB transactions split by time: the first 70% to train on, the rest to evaluate and predict."""
         out.mkdir(parents=True, exist_ok=True)
@@ -149,31 +145,7 @@ class Fraud(UseCase):
         scorer = Scorer(bundle, runtime)
         keep = fdata.names(options.get("keep"))
         explain = options.get("explain")
-        predictor = FraudPredictor(scorer, 3 if explain is None else explain, options.get("threshold"), keep)
-        self._needed = [*scorer.prep.columns.features, *keep]
-        return predictor
-
-    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per table row, id "FILE:ROW" (ROW counts data rows from 1); each file's header
-        is checked against the columns the loaded bundle needs before any of its rows is read."""
-        from plugins.fraud import data as fdata
-
-        paths = [Path(p) for p in paths]
-        for path in paths:
-            if str(path) != "-":
-                header = fdata.header(path)
-                for column in self._needed:
-                    fdata.require(header, column, path)
-        for path in paths:
-            row = 0
-            for chunk in fdata.iter_chunks(path):
-                if row == 0 and str(path) == "-":
-                    for column in self._needed:
-                        fdata.require(list(chunk.columns), column, "stdin")
-                columns = [c for c in self._needed if c in chunk.columns] or list(chunk.columns)
-                for values in chunk[columns].itertuples(index=False, name=None):
-                    row += 1
-                    yield Record(f"{'stdin' if str(path) == '-' else path}:{row}", dict(zip(columns, values)))
+        return FraudPredictor(scorer, 3 if explain is None else explain, options.get("threshold"), keep)
 
 
 def _given(value: Any, trained: Any, default: float) -> float:

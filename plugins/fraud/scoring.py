@@ -6,11 +6,13 @@ that feature's impact. The features with the largest positive impact are reporte
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit import Predictor
+from toolkit import Predictor, Record
 from toolkit.bundle import Bundle
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
@@ -68,6 +70,27 @@ class FraudPredictor(Predictor):
         self.explain = max(int(explain or 0), 0)
         self.threshold = scorer.threshold if threshold is None else float(threshold)
         self.keep = keep
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        """One record per table row, id "FILE:ROW" (ROW counts data rows from 1); each file's header
+        is checked against the columns the bundle needs before any of its rows is read."""
+        needed = [*self.scorer.prep.columns.features, *self.keep]
+        paths = [Path(p) for p in paths]
+        for path in paths:
+            if str(path) != "-":
+                header = fdata.header(path)
+                for column in needed:
+                    fdata.require(header, column, path)
+        for path in paths:
+            row = 0
+            for chunk in fdata.iter_chunks(path):
+                if row == 0 and str(path) == "-":
+                    for column in needed:
+                        fdata.require(list(chunk.columns), column, "stdin")
+                columns = [c for c in needed if c in chunk.columns] or list(chunk.columns)
+                for values in chunk[columns].itertuples(index=False, name=None):
+                    row += 1
+                    yield Record(f"{'stdin' if str(path) == '-' else path}:{row}", dict(zip(columns, values)))
 
     def predict(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         prep = self.scorer.prep

@@ -82,9 +82,6 @@ class Wine(UseCase):
     def load(self, bundle: Bundle, runtime: Runtime) -> Predictor:
         return ClassifierPredictor(bundle, runtime)
 
-    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        return data.read_records(paths)
-
 
 class ClassifierPredictor(Predictor):
     def __init__(self, bundle: Bundle, runtime: Runtime):
@@ -92,6 +89,9 @@ class ClassifierPredictor(Predictor):
         self.provider = self.session.provider
         self.classes = bundle.assets["classes"]
         self.features = bundle.assets["features"]
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        return data.read_records(paths)
 
     def decode(self, record: Record) -> list[float]:
         return data.row_features(record.data, self.features)
