@@ -1,0 +1,147 @@
+"""Predicting with a bundle through ONNX Runtime: one record per series, its next H steps as quantiles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins.forecast import data
+from plugins.forecast.data import Schema, Series, Spec
+from toolkit import AitkError, InputError, Predictor, Record
+from toolkit.bundle import Bundle
+from toolkit.runtime import Runtime
+
+
+@dataclass
+class Window:
+    """One model input: a series' latest context and what the output row and plot need."""
+
+    id: str
+    feeds: list[np.ndarray]  # context, loc, scale[, past][, future], without the batch axis
+    times: Any  # the horizon's timestamps
+    history: tuple[Any, np.ndarray]  # recent (timestamps, values), for plots
+
+
+class ForecastPredictor(Predictor):
+    def __init__(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None):
+        self.session = runtime.session(runtime.model_file(bundle))
+        self.provider = self.session.provider
+        self.schema = Schema(**bundle.assets["schema"])
+        self.spec = Spec(**bundle.assets["spec"])
+        self.fill_gaps = self.schema.fill_gaps if fill_gaps is None else fill_gaps
+        self.stats = dict(zip(bundle.read_json("series.json"), bundle.read_array("scale.npy")))
+        self.plot = Path(plot) if plot else None
+        self.median = self.spec.quantiles.index(0.5)
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        """One record per series; a file that cannot be read, or lacks a column, is one error record."""
+        seen: dict[str, Path] = {}
+        for path in paths:
+            try:
+                frame = data.read_table(path)
+                data.check_columns(frame, self.schema, path)
+            except AitkError as e:
+                yield Record(id=str(path), error=str(e))
+                continue
+            for sid, part in data.split_series(frame, self.schema, path):
+                if sid in seen:
+                    yield Record(id=f"{path}:{sid}", error=f"series {sid}: also in {seen[sid]}; series ids must be unique across inputs")
+                    continue
+                seen[sid] = path
+                yield Record(id=sid, data=(sid, part, path))
+
+    def decode(self, record: Record) -> Window:
+        sid, part, _ = record.data
+        series = data.prepare(sid, part, self.schema, self.schema.freq, self.fill_gaps)
+        L, H = self.spec.context_length, self.spec.horizon
+        if series.n < L:
+            raise InputError(f"series {sid}: {series.n} values, the model needs at least {L} (its context_length)")
+        past, future = data.features(series, self.spec, self.schema.freq, extra=H)
+        feeds = self.feeds(series, series.n, past, future)
+        keep = min(series.n, max(3 * H, L))
+        history = (series.times[series.n - keep : series.n], series.y[-keep:])
+        return Window(sid, feeds, data.future_times(series.times[: series.n], self.schema.freq, H), history)
+
+    def feeds(self, series: Series, t0: int, past: np.ndarray, future: np.ndarray) -> list[np.ndarray]:
+        """Inputs for the forecast from origin ``t0`` (the first step forecast)."""
+        L, H = self.spec.context_length, self.spec.horizon
+        stats = self.scale_of(series.id, series.y[:t0])
+        feeds = [series.y[t0 - L : t0].astype(np.float32), stats[0], stats[1]]
+        if past.shape[1]:
+            feeds.append(past[t0 - L : t0])
+        if future.shape[1]:
+            feeds.append(future[t0 : t0 + H])
+        return feeds
+
+    def scale_of(self, sid: str, history: np.ndarray) -> np.ndarray:
+        """The series' stored mean and std, or those of its context for a series the model has not seen."""
+        if sid in self.stats:
+            return self.stats[sid]
+        return data.series_scale(history[-self.spec.context_length :])
+
+    def run(self, feeds: list[list[np.ndarray]]) -> np.ndarray:
+        """Quantiles [windows, horizon, targets, quantiles] for a list of per-window inputs."""
+        batch = [np.stack(column) for column in zip(*feeds)]
+        return self.session(*batch)[0]
+
+    def predict(self, inputs: list[Window]) -> list[dict[str, Any]]:
+        quantiles = self.run([w.feeds for w in inputs])
+        rows = []
+        for window, q in zip(inputs, quantiles):
+            rows.append(self.row(window, q))
+            if self.plot is not None:
+                plot_forecast(self.plot / png_name(window.id), window.id, window.history, window.times, q, self.spec.quantiles, self.schema.targets)
+        return rows
+
+    def row(self, window: Window, q: np.ndarray) -> dict[str, Any]:
+        row: dict[str, Any] = {"series": window.id, "timestamp": data.format_times(window.times)}
+        targets = self.schema.targets
+        for t, target in enumerate(targets):
+            for k, level in enumerate(self.spec.quantiles):
+                key = quantile_name(level) if len(targets) == 1 else f"{target}_{quantile_name(level)}"
+                row[key] = [float(f"{v:.6g}") for v in q[:, t, k].tolist()]
+        return row
+
+
+def quantile_name(level: float) -> str:
+    return f"p{level * 100:g}"
+
+
+def png_name(series_id: str) -> str:
+    """A safe file name for a series id; ids that had to change get a short hash so two cannot collide."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", series_id)[:100]
+    if safe != series_id:
+        safe += "-" + hashlib.sha1(series_id.encode()).hexdigest()[:8]
+    return safe + ".png"
+
+
+def plot_forecast(path: Path, title: str, history: tuple[Any, np.ndarray], times: Any, q: np.ndarray,
+                  quantiles: list[float], targets: list[str], actual: np.ndarray | None = None) -> None:
+    """History, median and the outer quantile band per target, one panel each; written via temp + rename."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 1.2 + 2.4 * len(targets)))
+    axes = fig.subplots(len(targets), 1, squeeze=False, sharex=True)[:, 0]
+    median = quantiles.index(0.5)
+    band = f"{quantile_name(quantiles[0])}-{quantile_name(quantiles[-1])}"
+    for t, ax in enumerate(axes):
+        ax.plot(history[0], history[1][:, t], color="black", linewidth=1, label="history")
+        ax.fill_between(times, q[:, t, 0], q[:, t, -1], color="tab:blue", alpha=0.25, label=band)
+        ax.plot(times, q[:, t, median], color="tab:blue", linewidth=1.5, label="median")
+        if actual is not None:
+            ax.plot(times, actual[:, t], color="tab:orange", linewidth=1, label="actual")
+        ax.set_ylabel(targets[t])
+    axes[0].set_title(f"series {title}")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=80)
+    os.replace(tmp, path)

@@ -1,0 +1,191 @@
+"""The forecast use case as a user runs it: train, evaluate, predict, bad input, covariates, wide tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_aitk
+
+TINY = ["--set", "hidden_size=16", "--set", "num_layers=1", "--set", "epochs=25", "--set", "patience=5", "--set", "batch_size=32"]
+
+
+def seasonal_frame(n: int = 240, series: tuple[str, ...] = ("a", "b", "c", "d"), seed: int = 0) -> pd.DataFrame:
+    """Daily series with a weekly cycle, a slow trend and noise, in long format with the default column names."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2023-01-01", periods=n, freq="D")
+    parts = []
+    for k, sid in enumerate(series):
+        t = np.arange(n)
+        value = 50 + 10 * k + 8 * np.sin(2 * np.pi * t / 7 + k) + 0.05 * t + rng.normal(0, 1, n)
+        parts.append(pd.DataFrame({"series": sid, "date": days.strftime("%Y-%m-%d"), "value": value.round(3)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def predictions(path: Path) -> dict[str, dict]:
+    return {row["id"]: row for row in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("forecast")
+    frame = seasonal_frame()
+    frame.to_csv(root / "series.csv", index=False)
+    frame.groupby("series").head(200).to_csv(root / "train.csv", index=False)
+    tiny = pd.DataFrame({"series": "tiny", "date": pd.date_range("2023-01-01", periods=10, freq="D").strftime("%Y-%m-%d"), "value": 1.0})
+    pd.concat([frame, tiny]).to_csv(root / "predict.csv", index=False)
+    result = run_aitk("forecast", "train", str(root / "train.csv"), "--out", str(root / "bundle"), "--horizon", "7",
+                      "--set", "context_length=28", *TINY, "--quantize", "int8", "--threads", "1", plugins="forecast")
+    assert result.returncode == 0, result.stderr
+    return {"root": root, "bundle": root / "bundle", "series": root / "series.csv", "predict": root / "predict.csv"}
+
+
+def test_trained_model_beats_naive_in_a_rolling_backtest(trained):
+    result = run_aitk("forecast", "evaluate", str(trained["bundle"]), str(trained["series"]), "--json", plugins="forecast")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["windows"] == 4 * 3 and metrics["horizon"] == 7 and metrics["season"] == 7
+    assert metrics["mse"] < 0.5 * metrics["naive"]["mse"]
+    assert metrics["smape"] < metrics["naive"]["smape"] and metrics["mase"] < metrics["naive"]["mase"]
+    assert set(metrics["seasonal_naive"]) == {"smape", "mase", "mse", "mae"}
+    assert 0.5 <= metrics["coverage"] <= 1.0 and metrics["coverage_nominal"] == 0.8
+
+
+def test_onnx_matches_torch_on_a_real_window(trained):
+    import torch
+
+    from plugins.forecast.fit import torch_model
+    from plugins.forecast.plugin import Forecast
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    bundle = load_bundle(trained["bundle"], usecase="forecast")
+    assert bundle.manifest["model"]["parity"]["max_abs_diff"]["quantiles"] <= 1e-4
+    usecase = Forecast()
+    predictor = usecase.load(bundle, Runtime(device="cpu", threads=1))
+    window = predictor.decode(next(iter(predictor.read([trained["series"]]))))
+    model = torch_model(bundle)
+    with torch.no_grad():
+        expected = model(*(torch.from_numpy(np.stack([f])) for f in window.feeds)).numpy()
+    np.testing.assert_allclose(predictor.run([window.feeds]), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_predict_gives_ordered_quantiles_plots_and_an_error_row_for_a_short_series(trained, tmp_path):
+    out, plots = tmp_path / "forecast.jsonl", tmp_path / "plots"
+    result = run_aitk("forecast", "predict", str(trained["bundle"]), str(trained["predict"]), "--out", str(out), "--plot", str(plots), plugins="forecast")
+    assert result.returncode == 3, result.stderr  # a batch with a failed record
+    rows = predictions(out)
+    assert "needs at least 28" in rows["tiny"]["error"]
+    for sid in "abcd":
+        row = rows[sid]
+        assert row.get("error") is None and row["series"] == sid
+        assert row["timestamp"] == list(pd.date_range("2023-08-29", periods=7, freq="D").strftime("%Y-%m-%d"))
+        p10, p50, p90 = (np.array(row[k]) for k in ("p10", "p50", "p90"))
+        assert len(p50) == 7 and (p10 <= p50).all() and (p50 <= p90).all() and (p10 < p90).any()
+    assert sorted(p.name for p in plots.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
+    assert (plots / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_series_become_error_rows_that_say_what_is_wrong(trained, tmp_path):
+    frame = seasonal_frame()
+    frame.loc[5, "date"] = "not a date"  # series a
+    frame.loc[250, "date"] = frame.loc[251, "date"]  # series b
+    frame = frame.drop(index=[500, 501])  # series c: two missing days
+    frame.loc[800, "value"] = np.nan  # series d
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    out = tmp_path / "bad.jsonl"
+    refused = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "bad.csv"), "--out", str(out), plugins="forecast")
+    assert refused.returncode == 3
+    rows = predictions(out)
+    assert rows["a"]["error"] == "series a: unparseable timestamp 'not a date' in column 'date' (row 6)"
+    assert rows["b"]["error"] == "series b: duplicate timestamp 2023-01-12 (rows 251, 252)"
+    assert rows["c"]["error"] == "series c: 2 missing timestamp(s), the first 2023-01-21; set fill_gaps=true to interpolate them"
+    assert rows["d"]["error"] == "series d: column 'value': missing value at 2023-03-22 (row 799); set fill_gaps=true to interpolate"
+    filled = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "bad.csv"), "--out", str(out), "--fill-gaps", plugins="forecast")
+    rows = predictions(out)
+    assert [sid for sid, row in rows.items() if not row.get("error")] == ["c", "d"] and filled.returncode == 3
+
+
+def test_unknown_or_missing_columns_get_one_line_errors(trained, tmp_path):
+    unknown = run_aitk("forecast", "train", str(trained["series"]), "--out", str(tmp_path / "b"), "--target", "sales", plugins="forecast")
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1].startswith("error: ") and "unknown column 'sales' (columns: series, date, value)" in unknown.stderr
+    seasonal_frame().rename(columns={"value": "sales"}).to_csv(tmp_path / "renamed.csv", index=False)
+    out = tmp_path / "p.jsonl"
+    missing = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "renamed.csv"), "--out", str(out), plugins="forecast")
+    assert missing.returncode == 3
+    (row,) = predictions(out).values()
+    assert "no column 'value', which the model was trained with" in row["error"]
+
+
+def test_int8_model_is_written_checked_and_used(trained):
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    int8 = manifest["model"]["int8"]
+    assert int8["quantiles_ordered"] and int8["pinball_int8"] < 1.2 * int8["pinball_fp32"]
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(trained["bundle"] / "model.int8.onnx")).graph.node}
+    assert "DynamicQuantizeLSTM" in ops
+    result = run_aitk("forecast", "evaluate", str(trained["bundle"]), str(trained["series"]), "--quantize", "int8", "--json", plugins="forecast")
+    metrics = json.loads(result.stdout)
+    assert metrics["mse"] < 0.5 * metrics["naive"]["mse"]
+
+
+def test_multivariate_gru_with_known_and_past_covariates_needs_the_future_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    n, ahead = 160, 7
+    parts = []
+    for sid in ("x", "y"):
+        promo = np.concatenate([(rng.random(n) < 0.25).astype(int), [0, 1, 0, 0, 1, 0, 0]])
+        sales = 30 + 15 * promo + rng.normal(0, 1, n + ahead)
+        visits = 200 + 60 * promo + rng.normal(0, 5, n + ahead)
+        known = np.arange(n + ahead) < n
+        parts.append(pd.DataFrame({
+            "shop": sid, "ds": pd.date_range("2024-01-01", periods=n + ahead, freq="D"), "sales": np.where(known, sales, np.nan),
+            "visits": np.where(known, visits, np.nan), "promo": promo, "temp": rng.normal(20, 5, n + ahead),
+        }))
+    frame = pd.concat(parts, ignore_index=True)
+    frame.to_parquet(tmp_path / "future.parquet")
+    frame[frame["sales"].notna()].to_csv(tmp_path / "history.csv", index=False)
+    trained = run_aitk("forecast", "train", str(tmp_path / "history.csv"), "--out", str(tmp_path / "b"), "--target", "sales,visits", "--horizon", str(ahead),
+                       "--set", "id_column=shop", "--set", "known_covariates=promo", "--set", "past_covariates=temp", "--set", "cell=gru",
+                       "--set", "context_length=21", *TINY, "--threads", "1", plugins="forecast")
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "p.jsonl"
+    assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "future.parquet"), "--out", str(out), plugins="forecast").returncode == 0
+    for sid, row in predictions(out).items():
+        promo = frame[frame["shop"] == sid]["promo"].to_numpy()[n:]
+        for target in ("sales", "visits"):
+            p10, p50, p90 = (np.array(row[f"{target}_{q}"]) for q in ("p10", "p50", "p90"))
+            assert (p10 <= p50).all() and (p50 <= p90).all()
+            assert p50[promo == 1].min() > p50[promo == 0].max()  # the model read the promotions ahead
+    assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "history.csv"), "--out", str(out), plugins="forecast").returncode == 3
+    assert "known covariates are needed for the 7 steps after the last value" in predictions(out)["x"]["error"]
+
+
+def test_wide_table_as_m4_ships_it(tmp_path):
+    rng = np.random.default_rng(2)
+    lengths = [90, 120, 100]
+    rows = [[f"W{i + 1}", *(100 + 10 * np.sin(np.arange(m) / 3) + rng.normal(0, 1, m)).round(2), *[np.nan] * (max(lengths) - m)]
+            for i, m in enumerate(lengths)]
+    pd.DataFrame(rows, columns=[f"V{i + 1}" for i in range(max(lengths) + 1)]).to_csv(tmp_path / "wide.csv", index=False)
+    trained = run_aitk("forecast", "train", str(tmp_path / "wide.csv"), "--out", str(tmp_path / "b"), "--horizon", "6",
+                       "--set", "context_length=24", *TINY, "--threads", "1", plugins="forecast")
+    assert trained.returncode == 0, trained.stderr
+    out = tmp_path / "p.csv"
+    assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "wide.csv"), "--out", str(out), plugins="forecast").returncode == 0
+    result = pd.read_csv(out)
+    assert result["id"].tolist() == ["W1", "W2", "W3"]
+    assert [json.loads(t)[0] for t in result["timestamp"]] == lengths  # integer steps continue after each series
+
+
+def test_sample_is_real_public_domain_data_in_long_format(tmp_path):
+    result = run_aitk("forecast", "sample", str(tmp_path / "s"), plugins="forecast")
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(tmp_path / "s" / "series.csv")
+    assert list(frame.columns) == ["series", "date", "value"]
+    assert frame.groupby("series").size().to_dict() == {"co2": 526, "elec_equip": 257, "elnino_sst": 732}
+    assert "public domain" in (tmp_path / "s" / "SOURCES.md").read_text()
