@@ -23,17 +23,24 @@ def trained_usecase(name: str, work: Path):
 
 
 def replicate_inputs(usecase, predictor, sample, out: Path, records: int) -> list[Path]:
-    """Copies of the sample's predict files, enough of them to hold at least ``records`` records."""
+    """The sample's predict files repeated to hold at least ``records`` records: CSV and JSONL
+    files grow by repeating their rows (one big file, as tables usually come), others are copied."""
     from toolkit.batch import expand_inputs
 
     files = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
-    per_round = sum(1 for _ in predictor.read(files))
+    rounds = -(-records // sum(1 for _ in predictor.read(files)))
     out.mkdir(parents=True, exist_ok=True)
     copies = []
-    for i in range(-(-records // per_round)):
-        for f in files:
-            copies.append(out / f"{i:05d}-{f.name}")
-            shutil.copyfile(f, copies[-1])
+    for f in files:
+        if f.suffix in (".csv", ".jsonl"):
+            lines = f.read_text().splitlines()
+            header = lines[:1] if f.suffix == ".csv" else []
+            copies.append(out / f.name)
+            copies[-1].write_text("\n".join(header + lines[len(header):] * rounds) + "\n")
+        else:
+            for i in range(rounds):
+                copies.append(out / f"{i:05d}-{f.name}")
+                shutil.copyfile(f, copies[-1])
     return copies
 
 

@@ -25,7 +25,6 @@ from toolkit.errors import AitkError
 from toolkit.usecase import Predictor, Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
-PREFETCH_BATCHES = 2
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -62,23 +61,24 @@ def run_batch(
 ) -> dict[str, Any]:
     """Predict every record of ``paths`` into ``out`` on this machine; returns the run's summary.
 
-    Records are decoded in a thread pool up to PREFETCH_BATCHES batches ahead of the model."""
+    Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
+    batches ahead of the model."""
     journal = Journal(out, resume)
     resumed = Counter()
     records = skip_done(predictor.read(paths), journal.ids, resumed)
 
-    decoders = workers or min(8, (os.cpu_count() or 1) + 2)
+    decoders = workers or min(8, os.cpu_count() or 1)
 
     def batches() -> Iterator[list[dict[str, Any]]]:
         with ThreadPoolExecutor(decoders) as pool:
             pending: deque = deque()
             for chunk in _chunks(records, batch_size):
-                pending.append((chunk, [pool.submit(_decode_all, predictor, part) for part in _split(chunk, decoders)]))
-                if len(pending) > PREFETCH_BATCHES:
-                    chunk, futures = pending.popleft()
-                    yield _predict_decoded(predictor, chunk, [d for f in futures for d in f.result()])
-            for chunk, futures in pending:
-                yield _predict_decoded(predictor, chunk, [d for f in futures for d in f.result()])
+                pending.append((chunk, pool.submit(_decode_all, predictor, chunk)))
+                if len(pending) > decoders:
+                    chunk, decoded = pending.popleft()
+                    yield _predict_decoded(predictor, chunk, decoded.result())
+            for chunk, decoded in pending:
+                yield _predict_decoded(predictor, chunk, decoded.result())
 
     return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None))
 
@@ -129,12 +129,6 @@ def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, res
 def _chunks(items: Iterator[Record], size: int) -> Iterator[list[Record]]:
     while chunk := list(islice(items, size)):
         yield chunk
-
-
-def _split(chunk: list[Record], parts: int) -> list[list[Record]]:
-    """``chunk`` in up to ``parts`` slices, one thread-pool task each (a task per record costs more than a row)."""
-    size = -(-len(chunk) // parts)
-    return [chunk[i : i + size] for i in range(0, len(chunk), size)]
 
 
 def _decode_all(predictor: Predictor, records: list[Record]) -> list[tuple[Any, str | None]]:

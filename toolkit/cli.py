@@ -324,7 +324,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def _cell(value: Any, limit: int = 120) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, (list, dict)):
         text = json.dumps(value)
         return text if len(text) <= limit else text[: limit - 3] + "..."
