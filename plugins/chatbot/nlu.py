@@ -1,0 +1,232 @@
+"""Understanding messages with ONNX Runtime and the `tokenizers` library (no torch, no transformers):
+tokenise, run the one graph (intent logits + sentence embedding), find the nearest FAQ question.
+Also the batch predictor, the turn log, and evaluation metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit import AitkError, Predictor, Record
+from toolkit.console import log
+
+from plugins.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
+from plugins.chatbot.dialogue import Conversation, Policy, Understanding
+
+CHUNK = 64
+OOS_NAMES = ("oos", "out_of_scope", "out-of-scope")
+
+
+def encode(tokenizer, texts: list[str], pad: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """int64 ids and attention mask padded to the longest text, and which texts were truncated.
+
+    ``tokenizer`` must have truncation set to the model's length and no padding."""
+    cut = [t[:MAX_MESSAGE_CHARS] for t in texts]
+    encodings = tokenizer.encode_batch(cut)
+    longest = max((len(e.ids) for e in encodings), default=1)
+    ids = np.full((len(texts), longest), pad, dtype=np.int64)
+    mask = np.zeros((len(texts), longest), dtype=np.int64)
+    for row, e in enumerate(encodings):
+        ids[row, : len(e.ids)] = e.ids
+        mask[row, : len(e.ids)] = 1
+    truncated = [bool(e.overflowing) or len(t) > MAX_MESSAGE_CHARS for e, t in zip(encodings, texts)]
+    return ids, mask, truncated
+
+
+def load_tokenizer(path: Path, max_len: int):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(max_len)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def run_model(session, tokenizer, texts: list[str], pad: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """(logits, embeddings, truncated) for ``texts``, in chunks of similar length."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    logits: list[Any] = [None] * len(texts)
+    embeddings: list[Any] = [None] * len(texts)
+    truncated = [False] * len(texts)
+    for start in range(0, len(order), CHUNK):
+        chunk = order[start: start + CHUNK]
+        ids, mask, cut = encode(tokenizer, [texts[i] for i in chunk], pad)
+        out_logits, out_embeddings = session(ids, mask)
+        for j, i in enumerate(chunk):
+            logits[i], embeddings[i], truncated[i] = out_logits[j], out_embeddings[j], cut[j]
+    if not texts:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), []
+    return np.stack(logits), np.stack(embeddings), truncated
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class NLU:
+    """A bundle's tokenizer, ONNX session, labels and FAQ memory."""
+
+    def __init__(self, bundle, runtime):
+        assets = bundle.assets
+        self.labels: list[str] = assets["labels"]
+        self.pad = assets["pad_id"]
+        self.tokenizer = load_tokenizer(bundle.file("tokenizer.json"), assets["max_len"])
+        self.session = runtime.session(runtime.model_file(bundle))
+        self.provider = self.session.provider
+        self.faq_embeddings = bundle.read_array("faq_embeddings.npy").astype(np.float32)
+        self.faq_owner: list[str] = assets["faq_owner"]
+        self.domain = bundle.read_json("domain.json")
+        self.policy = Policy(self.domain, self.labels, assets["threshold"], assets["margin"], assets["faq_threshold"])
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        logits, _, _ = run_model(self.session, self.tokenizer, texts, self.pad)
+        return softmax(logits)
+
+    def understand(self, texts: list[str]) -> list[Understanding | None]:
+        """One Understanding per text; None for empty or blank texts (they never reach the model)."""
+        real = [i for i, t in enumerate(texts) if t.strip()]
+        results: list[Understanding | None] = [None] * len(texts)
+        if not real:
+            return results
+        logits, embeddings, truncated = run_model(self.session, self.tokenizer, [texts[i] for i in real], self.pad)
+        probs = softmax(logits)
+        similarity = embeddings @ self.faq_embeddings.T if len(self.faq_owner) else np.zeros((len(real), 0))
+        for row, i in enumerate(real):
+            faq, best = None, 0.0
+            if similarity.shape[1]:
+                nearest = int(similarity[row].argmax())
+                faq, best = self.faq_owner[nearest], float(similarity[row, nearest])
+            results[i] = Understanding(probs[row], faq, best, truncated[row])
+        return results
+
+
+class TurnLog:
+    """Every turn as one JSON line: time, conversation, turn, message, intent, confidence, action, reply."""
+
+    def __init__(self, path: Path | None):
+        self.file = None
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, conversation: str, turn: int, row: dict[str, Any]) -> None:
+        if self.file is None:
+            return
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        self.file.write(json.dumps({"time": now, "conversation": conversation, "turn": turn, **row}, ensure_ascii=False) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class ChatPredictor(Predictor):
+    """Batch inference: a message is a one-turn conversation; a conversation runs turn by turn.
+
+    The model runs once over every turn of the batch (understanding does not depend on the
+    dialogue state); the dialogue manager then walks each conversation in order."""
+
+    def __init__(self, nlu: NLU, turn_log: TurnLog | None = None):
+        self.nlu = nlu
+        self.provider = nlu.provider
+        self.log = turn_log or TurnLog(None)
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        return read_records(paths)
+
+    def decode(self, record: Record) -> tuple[str, Any, str]:
+        """``(kind, message or turns, record id)``; the id names the conversation in the turn log."""
+        kind, payload = decode_record(record)
+        return kind, payload, record.id
+
+    def predict(self, inputs: list[tuple[str, Any, str]]) -> list[dict[str, Any]]:
+        texts = [t for kind, payload, _ in inputs for t in ([payload] if kind == "message" else payload)]
+        understood = iter(self.nlu.understand(texts))
+        rows = []
+        for kind, payload, record_id in inputs:
+            conversation = Conversation(self.nlu.policy)
+            turns = []
+            for number, text in enumerate([payload] if kind == "message" else payload, 1):
+                turn = conversation.respond(text, next(understood))
+                self.log.write(record_id, number, turn)
+                turns.append(turn)
+            if kind == "message":
+                turn = turns[0]
+                rows.append({"text": turn.pop("message"), **turn})
+            else:
+                rows.append({"turns": turns, "last_action": turns[-1]["action"] if turns else None, "handed_off": conversation.handed_off})
+        return rows
+
+
+def evaluate(bundle, data: Path, runtime, report: Path | None = None) -> dict[str, Any]:
+    """Accuracy, macro F1 and a per-intent report on labelled utterances; out-of-scope recall when
+    the data labels some utterances out of scope (the share the bot refuses or falls back on)."""
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    rows = evaluation_rows(Path(data))
+    nlu = NLU(bundle, runtime)
+    known = set(nlu.labels)
+    oos_names = {nlu.policy.oos, *OOS_NAMES}
+    unknown = sorted({label for _, label in rows if label not in known and label not in oos_names})
+    if unknown:
+        raise AitkError(f"{data}: intent {unknown[0]!r} is not one the bundle was trained on ({len(unknown)} unknown in all)")
+    texts = [t for t, _ in rows]
+    truth = [nlu.policy.oos if label in oos_names and nlu.policy.oos in known else label for _, label in rows]
+    probs = nlu.probabilities(texts)
+    predicted = [nlu.labels[i] for i in probs.argmax(axis=1)]
+    decisions = [nlu.policy.decide(p) for p in probs]
+    scored = [i for i, label in enumerate(truth) if label in known]
+    if not scored:
+        raise AitkError(f"{data}: no utterance is labelled with an intent the bundle knows")
+    y_true = [truth[i] for i in scored]
+    y_pred = [predicted[i] for i in scored]
+    present = sorted(set(y_true))
+    in_scope = [i for i in scored if truth[i] not in oos_names]
+    metrics: dict[str, Any] = {
+        "accuracy": round(float(np.mean([a == b for a, b in zip(y_true, y_pred)])), 4),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
+        "answered_correctly": round(float(np.mean([decisions[i].kind == "answer" and decisions[i].label == truth[i] for i in in_scope])), 4) if in_scope else None,
+        "examples": len(rows),
+    }
+    oos_rows = [i for i, (_, label) in enumerate(rows) if label in oos_names]
+    if oos_rows:
+        metrics["oos_recall"] = round(float(np.mean([decisions[i].kind in ("out_of_scope", "fallback") for i in oos_rows])), 4)
+        metrics["oos_examples"] = len(oos_rows)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=present, zero_division=0)
+    per_intent = {label: {"precision": round(float(p), 3), "recall": round(float(r), 3), "f1": round(float(f), 3), "support": int(s)} for label, p, r, f, s in zip(present, precision, recall, f1, support)}
+    metrics["per_intent"] = per_intent
+    if report is not None:
+        _write_report(Path(report), per_intent, [(texts[i], truth[i], predicted[i], float(probs[i].max())) for i in scored if truth[i] != predicted[i]])
+    return metrics
+
+
+def _write_report(folder: Path, per_intent: dict[str, dict[str, Any]], errors: list[tuple[str, str, str, float]]) -> None:
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "per_intent.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["intent", "precision", "recall", "f1", "support"])
+        for label, values in per_intent.items():
+            writer.writerow([label, *values.values()])
+    with open(folder / "errors.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "intent", "predicted", "confidence"])
+        writer.writerows(errors)
+    log(f"report: {folder / 'per_intent.csv'}, {folder / 'errors.csv'} ({len(errors)} errors)")
+
+
+def faq_memory(domain: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Every FAQ question variant and the id of the entry it belongs to."""
+    questions = [q for entry in domain["faq"] for q in entry["questions"]]
+    owners = [entry["id"] for entry in domain["faq"] for _ in entry["questions"]]
+    return questions, owners
+

