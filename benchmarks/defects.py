@@ -1,0 +1,184 @@
+"""Benchmark of the defects use case on the magnetic-tile data (grouped split.csv), printed as a markdown table.
+
+Accuracy: the PatchCore bundle, trained on the good training images only, against a frozen-feature
+linear probe (tf_efficientnet_lite0 ImageNet features + logistic regression on all training labels)
+in the same run. Speed in the same run and process: torch eager vs ONNX Runtime fp32 vs ONNX Runtime
+int8 (static, backbone only) in images/s at one batch size, and `predict` over the test files."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "magnetic_tile" / "split.csv"
+
+
+def good_only_manifest(data: Path, out: Path) -> Path:
+    """The manifest with the defect rows of the train split removed (absolute image paths)."""
+    with open(data, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r["split"] != "train" or r["label"] == "good"]
+    for row in kept:
+        row["image"] = str(data.parent / row["image"])
+        row["mask"] = str(data.parent / row["mask"]) if row.get("mask") else ""
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    return out
+
+
+def linear_probe(data: Path, size: int, threads: int) -> float:
+    """Test AUROC of logistic regression on pooled frozen ImageNet features (train split: good and defect)."""
+    import timm
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from plugins.defects import data as D
+    from plugins.defects import model as M
+
+    torch.set_num_threads(threads)
+    model = timm.create_model(M.DEFAULT_BACKBONE, pretrained=False, num_classes=0)
+    M.load_matching(model, {k: v for k, v in M.read_state_dict(M.pretrained_package_weights(M.DEFAULT_BACKBONE)).items() if "classifier" not in k and "_fc" not in k}, "package")
+    model.eval()
+
+    def embed(items):
+        out = []
+        with ThreadPoolExecutor(4) as pool, torch.no_grad():
+            for start in range(0, len(items), 32):
+                images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + 32])))
+                x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+                out.append(model(x).numpy())
+        return np.concatenate(out)
+
+    train, test = D.load_items(data, "train"), D.load_items(data, "test")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+    probe.fit(embed(train), [not i.good for i in train])
+    return float(roc_auc_score([not i.good for i in test], probe.predict_proba(embed(test))[:, 1]))
+
+
+def rates(runs: dict, images: np.ndarray, rounds: int) -> dict[str, float]:
+    """Images/s of each ``run(images)``: one warm-up each, then ``rounds`` rounds with the engines
+    interleaved (so that load from other processes hits them alike), median per engine."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run(images)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run(images)
+            times[name].append(time.perf_counter() - started)
+    return {name: len(images) / statistics.median(t) for name, t in times.items()}
+
+
+def speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, float]:
+    import torch
+
+    from plugins.defects import model as M
+    from toolkit.runtime import Runtime
+
+    torch.set_num_threads(threads)
+    info, weights, size = bundle.assets["backbone"], bundle.read_weights(), images.shape[1]
+    features, _ = M.build_features(info["backbone"], "none", info["layers"], size, log=lambda m: None)
+    head = M.AnomalyHead(weights["head.bank"], size, bundle.config["sigma"], channels=weights["head.bank"].shape[1])
+    model = M.DefectModel(features, head).eval()
+    model.load_state_dict(weights)
+    runtime = Runtime(device="cpu", threads=threads)
+    fp32, int8 = runtime.session(bundle.file("model.onnx")), runtime.session(bundle.file("model.int8.onnx"))
+
+    def torch_eager(x):
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+
+    engines = {"torch eager fp32": torch_eager, "ORT fp32": fp32, "ORT int8 (static, backbone)": int8}
+    return rates(engines, images, rounds)
+
+
+def predict_files(usecase, bundle, paths: list[Path], out: Path, threads: int, int8: bool) -> float:
+    from toolkit.batch import run_batch
+    from toolkit.runtime import Runtime
+
+    runtime = Runtime(device="cpu", threads=threads, int8=int8)
+    summary = run_batch(usecase.load(bundle, runtime), paths, out, batch_size=usecase.batch_size)
+    assert summary["failed"] == 0, summary
+    return summary["records_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="magnetic_tile/split.csv")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--memory-size", type=int, default=2048)
+    parser.add_argument("--set", action="append", default=[], help="more training settings key=value")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32, help="images per call in the speed runs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="keep the bundle and reports here")
+    args = parser.parse_args()
+
+    import toolkit.console
+    from plugins.defects import data as D
+    from plugins.defects.plugin import Defects
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+    from toolkit.usecase import build_config
+
+    toolkit.console.quiet = True
+    work = Path(args.out or tempfile.mkdtemp(prefix="defects-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = good_only_manifest(args.data.resolve(), work / "good_only.csv")
+    usecase = Defects()
+    settings = {"image_size": args.image_size, "memory_size": args.memory_size, **dict(s.split("=", 1) for s in args.set)}
+    config = build_config(usecase.Config, settings)
+
+    started = time.perf_counter()
+    usecase.train(manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads, int8=True))
+    train_s = time.perf_counter() - started
+    bundle = load_bundle(work / "bundle", usecase="defects")
+    results = {}
+    for name, int8 in (("PatchCore fp32 (ORT)", False), ("PatchCore int8 (ORT)", True)):
+        runtime = Runtime(device="cpu", threads=args.threads, int8=int8)
+        results[name] = usecase.evaluate(bundle, manifest, runtime, report=work / ("report_int8" if int8 else "report"))
+    probe = linear_probe(args.data.resolve(), args.image_size, args.threads)
+
+    test = D.load_items(manifest, "test")
+    with ThreadPoolExecutor(4) as pool:
+        images = np.stack(list(pool.map(lambda i: D.load_image(i.image, args.image_size)[0], test[: args.batch])))
+    speeds = speed(bundle, images, args.threads, args.rounds)
+    paths = [i.image for i in test]
+    files_fp32 = predict_files(usecase, bundle, paths, work / "pred_fp32.jsonl", args.threads, False)
+    files_int8 = predict_files(usecase, bundle, paths, work / "pred_int8.jsonl", args.threads, True)
+
+    fp32, int8 = results["PatchCore fp32 (ORT)"], results["PatchCore int8 (ORT)"]
+    print(f"\nmagnetic tile, grouped split.csv: {bundle.metrics['bank_images']} good train images in the bank, "
+          f"{bundle.metrics['validation_images']} held out for the threshold; test {fp32['images']} images ({fp32['defects']} defects); "
+          f"settings {settings}; trained in {train_s:.0f} s; threads {args.threads}\n")
+    print("| model | image AUROC | pixel AUROC | F1 at threshold | threshold |")
+    print("|---|---|---|---|---|")
+    for name, m in results.items():
+        print(f"| {name} | {m['image_auroc']:.3f} | {m.get('pixel_auroc', float('nan')):.3f} | {m['f1']:.3f} | {m['threshold']:.3g} |")
+    print(f"| linear probe (frozen lite0 features, trained on good and defect labels) | {probe:.3f} | - | - | - |")
+    print(f"\nint8 AUROC loss: {fp32['image_auroc'] - int8['image_auroc']:+.4f} image, {fp32.get('pixel_auroc', 0) - int8.get('pixel_auroc', 0):+.4f} pixel")
+    print("\nAUROC by defect type (fp32): " + ", ".join(f"{k} {v:.3f}" for k, v in fp32.get("auroc_by_type", {}).items()))
+    base = speeds["torch eager fp32"]
+    print(f"\n| engine (batch {args.batch}, {args.image_size} px, {args.threads} threads) | images/s | vs torch eager |")
+    print("|---|---|---|")
+    for name, value in speeds.items():
+        print(f"| {name} | {value:.1f} | {value / base:.2f}x |")
+    print(f"| predict over {len(paths)} files, fp32 (decode + resize + model + rows) | {files_fp32:.1f} | {files_fp32 / base:.2f}x |")
+    print(f"| predict over {len(paths)} files, int8 | {files_int8:.1f} | {files_int8 / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

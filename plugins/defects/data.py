@@ -1,0 +1,177 @@
+"""Reading defect data: images of any mode and size, MVTec-AD folders and CSV manifests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from toolkit import AitkError, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+GOOD_LABELS = {"good", "ok", "normal", "free", "0", "false", "pass"}
+GENERIC_DEFECT_LABELS = {"defect", "defective", "bad", "anomaly", "anomalous", "ng", "nok", "1", "true", "fail"}
+VAL_SPLITS = {"val", "valid", "validation"}
+
+
+@dataclass
+class Item:
+    """One labelled image: ``defect_type`` is None for good images and for untyped defects."""
+
+    image: Path
+    good: bool
+    defect_type: str | None = None
+    mask: Path | None = None
+
+
+def open_image(source: Path | bytes, name: str = "") -> Image.Image:
+    """An RGB PIL image from a file or bytes; grayscale, 16-bit, palette, RGBA and CMYK are converted.
+
+    16-bit data is scaled to 8 bits by 1/257 (full range), never stretched per image, so that
+    scores stay comparable between images. Raises InputError for anything that is not a readable image."""
+    name = name or str(source)
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.max(initial=0) > 255:
+            values = values / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # transparent pixels become white rather than whatever colour hides under alpha 0
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert("RGB")
+
+
+def load_image(source: Path | bytes, size: int, name: str = "") -> tuple[np.ndarray, Image.Image]:
+    """(uint8 array [size, size, 3] for the model, the original RGB image)."""
+    image = open_image(source, name)
+    return resize(image, size), image
+
+
+def resize(image: Image.Image, size: int) -> np.ndarray:
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def load_mask(path: Path | None, size: int) -> np.ndarray:
+    """A boolean [size, size] mask; no mask file means a defect-free image (all False)."""
+    if path is None:
+        return np.zeros((size, size), dtype=bool)
+    try:
+        mask = Image.open(path)
+        mask.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise AitkError(f"{path}: not a readable mask image ({e})") from None
+    mask = to_rgb(mask).convert("L").resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(mask) > 127
+
+
+def load_items(data: Path, split: str) -> list[Item]:
+    """Labelled images of ``split`` ("train" or "test") from an MVTec-AD category folder or a CSV manifest.
+
+    For "train", a CSV's rows with split val/valid/validation come back too (``validation_items``
+    names them); a CSV without a split column gives all its rows to either split."""
+    data = Path(data)
+    if data.is_file() and data.suffix.lower() == ".csv":
+        items = _csv_items(data, {split, *VAL_SPLITS} if split == "train" else {split})
+    elif data.is_dir():
+        items = _mvtec_items(data, split)
+    else:
+        raise AitkError(f"{data}: expected an MVTec-AD category folder (train/good, test/...) or a CSV manifest")
+    if not items:
+        raise AitkError(f"{data}: no {split} images found")
+    return items
+
+
+def validation_items(data: Path) -> set[Path]:
+    """Images a CSV manifest puts in its validation split (empty for MVTec folders)."""
+    if not (Path(data).is_file() and Path(data).suffix.lower() == ".csv"):
+        return set()
+    return {item.image for item in _csv_items(Path(data), VAL_SPLITS)}
+
+
+def split_validation(items: list[Item], val: set[Path], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(good images for the memory bank, validation images for the threshold).
+
+    Labelled defects always go to validation (they never enter the memory bank). Without an
+    explicit validation split, ``fraction`` of the good images is held out at random."""
+    good = [i for i in items if i.good and i.image not in val]
+    held = [i for i in items if not i.good or i.image in val]
+    if not any(i.good for i in held) and fraction > 0 and len(good) >= 2:
+        shuffled = good[:]
+        random.Random(seed).shuffle(shuffled)
+        count = min(len(good) - 1, max(1, round(fraction * len(good))))
+        held += shuffled[:count]
+        good = shuffled[count:]
+    if not good:
+        raise AitkError("no good (defect-free) training images: the memory bank needs some")
+    return good, held
+
+
+def _mvtec_items(root: Path, split: str) -> list[Item]:
+    folder = root / split
+    if not folder.is_dir():
+        if not (root / "train").is_dir() and not (root / "test").is_dir():
+            raise AitkError(f"{root}: not an MVTec-AD category folder (expected train/good and test/<defect> folders)")
+        raise AitkError(f"{root}: no {split}/ folder")
+    items = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        good = class_dir.name.lower() in GOOD_LABELS
+        for image in _images(class_dir):
+            mask = None if good else _mvtec_mask(root, class_dir.name, image)
+            items.append(Item(image, good, None if good else class_dir.name, mask))
+    return items
+
+
+def _mvtec_mask(root: Path, defect: str, image: Path) -> Path | None:
+    for name in (f"{image.stem}_mask.png", f"{image.stem}.png"):
+        candidate = root / "ground_truth" / defect / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _csv_items(path: Path, splits: set[str]) -> list[Item]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "image" not in rows[0] or "label" not in rows[0]:
+        raise AitkError(f"{path}: a manifest needs the columns image and label (optional: mask, defect_type, split)")
+    items = []
+    for number, row in enumerate(rows, start=2):
+        split = (row.get("split") or "").strip().lower()
+        if "split" in row and split not in splits:
+            continue
+        items.append(_csv_item(path, number, row))
+    return items
+
+
+def _csv_item(path: Path, number: int, row: dict[str, str]) -> Item:
+    image = (row.get("image") or "").strip()
+    label = (row.get("label") or "").strip()
+    if not image or not label:
+        raise AitkError(f"{path}:{number}: fields image and label must not be empty")
+    good = label.lower() in GOOD_LABELS
+    defect_type = None
+    if not good:
+        defect_type = (row.get("defect_type") or "").strip() or (None if label.lower() in GENERIC_DEFECT_LABELS else label)
+    mask = (row.get("mask") or "").strip()
+    return Item(path.parent / image, good, defect_type, path.parent / mask if mask and not good else None)

@@ -1,0 +1,220 @@
+"""Running a defects bundle in ONNX Runtime: predictor rows, defect boxes, heatmap overlays, evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from toolkit import AitkError, Predictor, Record
+from toolkit.bundle import Bundle
+from toolkit.runtime import Runtime
+
+from plugins.defects import data as D
+
+
+@dataclass
+class Decoded:
+    """The model input (uint8 [S, S, 3]), the original size, the original RGB image when heatmaps need it, the record id."""
+
+    image: np.ndarray
+    size: tuple[int, int]
+    original: Image.Image | None
+    name: str
+
+
+def bundle_threshold(bundle: Bundle, runtime: Runtime, override: float | None) -> float:
+    """``--threshold`` when given, else the one calibrated for the model file this runtime runs."""
+    if override is not None:
+        return float(override)
+    assets = bundle.assets
+    if runtime.model_file(bundle).name == "model.int8.onnx" and "threshold_int8" in assets:
+        return float(assets["threshold_int8"])
+    return float(assets["threshold"])
+
+
+class DefectPredictor(Predictor):
+    def __init__(self, bundle: Bundle, runtime: Runtime, threshold: float | None = None, heatmaps: Path | None = None):
+        self.size = image_size(bundle)
+        self.session = runtime.session(runtime.model_file(bundle))
+        self.provider = self.session.provider
+        self.threshold = bundle_threshold(bundle, runtime, threshold)
+        self.types = bundle.assets.get("defect_types", [])
+        self.heatmaps = Path(heatmaps) if heatmaps else None
+        if self.heatmaps:
+            self.heatmaps.mkdir(parents=True, exist_ok=True)
+
+    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
+        for path in paths:
+            if str(path) == "-":
+                yield Record(id="-", data=sys.stdin.buffer.read())
+            else:
+                yield Record(id=str(path), data=Path(path))
+
+    def decode(self, record: Record) -> Decoded:
+        image = D.open_image(record.data, record.id)
+        return Decoded(D.resize(image, self.size), image.size, image if self.heatmaps else None, record.id)
+
+    def predict(self, inputs: list[Decoded]) -> list[dict[str, Any]]:
+        outputs = self.session(np.stack([x.image for x in inputs]))
+        maps, scores = outputs[0], outputs[1]
+        probs = outputs[2] if len(outputs) > 2 else None
+        rows = []
+        for k, x in enumerate(inputs):
+            defect = bool(scores[k] >= self.threshold)
+            boxes = regions(maps[k], self.threshold, x.size) if defect else []
+            row: dict[str, Any] = {"score": float(scores[k]), "label": "defect" if defect else "ok", "boxes": boxes}
+            if self.types:
+                best = int(np.argmax(probs[k]))
+                row["defect_type"] = self.types[best] if defect else None
+                row["defect_type_prob"] = float(probs[k][best]) if defect else None
+            if self.heatmaps:
+                row["heatmap"] = str(write_overlay(x, maps[k], self.threshold, boxes, self.heatmaps))
+            rows.append(row)
+        return rows
+
+
+def regions(anomaly_map: np.ndarray, threshold: float, original_size: tuple[int, int]) -> list[list[int]]:
+    """Bounding boxes [x0, y0, x1, y1] (original pixels, x1/y1 exclusive) of connected regions above ``threshold``."""
+    from scipy import ndimage
+
+    labelled, _ = ndimage.label(anomaly_map >= threshold)
+    h, w = anomaly_map.shape
+    sx, sy = original_size[0] / w, original_size[1] / h
+    boxes = []
+    for rows, cols in ndimage.find_objects(labelled):
+        boxes.append([
+            int(cols.start * sx), int(rows.start * sy),
+            min(original_size[0], int(np.ceil(cols.stop * sx))), min(original_size[1], int(np.ceil(rows.stop * sy))),
+        ])
+    return boxes
+
+
+def write_overlay(x: Decoded, anomaly_map: np.ndarray, threshold: float, boxes: list[list[int]], folder: Path) -> Path:
+    """The image with the anomaly map as a colour layer (the threshold sits at 60% of the scale) and its boxes."""
+    import matplotlib
+    from PIL import ImageDraw
+
+    size = x.original.size
+    heat = Image.fromarray(anomaly_map.astype(np.float32), "F").resize(size, Image.Resampling.BILINEAR)
+    level = np.clip(0.6 * np.asarray(heat) / max(threshold, 1e-12), 0, 1)
+    colours = (matplotlib.colormaps["jet"](level)[..., :3] * 255).astype(np.uint8)
+    overlay = Image.blend(x.original, Image.fromarray(colours, "RGB"), 0.45)
+    draw = ImageDraw.Draw(overlay)
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255), width=max(1, min(size) // 150))
+    digest = hashlib.sha1(x.name.encode()).hexdigest()[:8]
+    path = folder / f"{Path(x.name).stem or 'image'}-{digest}.png"
+    tmp = path.with_name(f".{path.name}.tmp")
+    overlay.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def run_items(session, items: list[D.Item], size: int, batch_size: int = 16):
+    """(maps [N, S, S], scores [N], probabilities [N, K] or None) of labelled items."""
+    maps, scores, probs = [], [], []
+    with ThreadPoolExecutor(4) as pool:
+        for start in range(0, len(items), batch_size):
+            images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + batch_size])))
+            outputs = session(images)
+            maps.append(outputs[0])
+            scores.append(outputs[1])
+            if len(outputs) > 2:
+                probs.append(outputs[2])
+    return np.concatenate(maps), np.concatenate(scores), np.concatenate(probs) if probs else None
+
+
+def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, threshold: float | None) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    items = D.load_items(data, "test")
+    size = image_size(bundle)
+    session = runtime.session(runtime.model_file(bundle))
+    threshold = bundle_threshold(bundle, runtime, threshold)
+    maps, scores, probs = run_items(session, items, size)
+    defective = np.array([not i.good for i in items])
+    predicted = scores >= threshold
+    both = defective.any() and not defective.all()
+    tp = int(np.sum(predicted & defective))
+    metrics: dict[str, Any] = {
+        "image_auroc": float(roc_auc_score(defective, scores)) if both else None,
+        "pixel_auroc": None,
+        "f1": 2 * tp / max(1, int(predicted.sum() + defective.sum())),
+        "precision": tp / max(1, int(predicted.sum())),
+        "recall": tp / max(1, int(defective.sum())),
+        "accuracy": float(np.mean(predicted == defective)),
+        "threshold": threshold,
+        "images": len(items),
+        "defects": int(defective.sum()),
+        "confusion_matrix": {"labels": ["ok", "defect"], "rows_true_cols_predicted": confusion_matrix(defective, predicted, labels=[False, True]).tolist()},
+        "model": runtime.model_file(bundle).name,
+        "provider": session.provider,
+    }
+    with_masks = [k for k, i in enumerate(items) if i.good or i.mask is not None]
+    if any(items[k].mask is not None for k in with_masks):
+        masks = np.stack([D.load_mask(items[k].mask, size) for k in with_masks])
+        if masks.any() and not masks.all():
+            metrics["pixel_auroc"] = float(roc_auc_score(masks.ravel(), maps[with_masks].ravel()))
+    types = sorted({i.defect_type for i in items if not i.good and i.defect_type})
+    if both and types:
+        metrics["auroc_by_type"] = {
+            t: float(roc_auc_score(defective[sel], scores[sel])) for t in types for sel in [np.array([i.good or i.defect_type == t for i in items])]
+        }
+    known = bundle.assets.get("defect_types", [])
+    typed = [k for k, i in enumerate(items) if not i.good and i.defect_type in known]
+    if probs is not None and typed:
+        metrics["defect_type_accuracy"] = float(np.mean([known[int(np.argmax(probs[k]))] == items[k].defect_type for k in typed]))
+    if report is not None:
+        write_report(Path(report), defective, scores, threshold, metrics)
+    if metrics["pixel_auroc"] is None:
+        del metrics["pixel_auroc"]
+    return metrics
+
+
+def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, threshold: float, metrics: dict[str, Any]) -> None:
+    """roc_pr.png (ROC and precision-recall curves with the threshold marked) and metrics.json."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if defective.any() and not defective.all():
+        fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+        fpr, tpr, _ = roc_curve(defective, scores)
+        roc.plot(fpr, tpr, label=f"AUROC {metrics['image_auroc']:.3f}")
+        roc.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+        roc.plot([np.mean(scores[~defective] >= threshold)], [np.mean(scores[defective] >= threshold)], "o", color="red", label="threshold")
+        roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (image level)")
+        roc.legend(loc="lower right")
+        precision, recall, _ = precision_recall_curve(defective, scores)
+        pr.plot(recall, precision)
+        pr.plot([metrics["recall"]], [metrics["precision"]], "o", color="red", label=f"threshold (F1 {metrics['f1']:.3f})")
+        pr.set(xlabel="recall", ylabel="precision", title="precision-recall (image level)", ylim=(0, 1.02))
+        pr.legend(loc="lower left")
+        fig.tight_layout()
+        tmp = folder / ".roc_pr.png.tmp"
+        fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        tmp.replace(folder / "roc_pr.png")
+    tmp = folder / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(folder / "metrics.json")
+
+
+def image_size(bundle: Bundle) -> int:
+    size = bundle.assets.get("preprocessing", {}).get("size")
+    if not size:
+        raise AitkError(f"{bundle.path}: manifest has no preprocessing size")
+    return int(size[0])

@@ -1,0 +1,134 @@
+"""The defects use case as a user drives it: sample data, train, evaluate, predict with heatmaps and bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_aitk
+
+QUICK = ["--set", "image_size=96", "--set", "sigma=1.5", "--set", "memory_size=256", "--set", "classifier_epochs=100"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny brick-texture dataset (MVTec layout, masks, 3 defect types) and an int8 bundle trained on it."""
+    from plugins.defects.sample import write_sample
+
+    root = tmp_path_factory.mktemp("defects")
+    (data,) = write_sample(root / "data", textures=("brick",), tile=96, train_good=24, train_defects=2, test_good=8, test_defects=4)
+    result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", "--threads", "2", *QUICK, plugins="defects")
+    assert result.returncode == 0, result.stderr
+    return {"data": data, "bundle": root / "bundle", "root": root}
+
+
+def test_trained_model_separates_defects_from_good_images(trained):
+    result = run_aitk("defects", "evaluate", str(trained["bundle"]), str(trained["data"]), "--json", "--report", str(trained["root"] / "report"), plugins="defects")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["image_auroc"] > 0.9
+    assert metrics["pixel_auroc"] > 0.9
+    assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_predicted"])) == metrics["images"] == 20
+    assert "defect_type_accuracy" in metrics
+    assert (trained["root"] / "report" / "roc_pr.png").stat().st_size > 0
+
+
+def test_onnx_model_matches_torch_rebuilt_from_the_bundle_weights(trained):
+    import torch
+
+    from plugins.defects import data as D
+    from plugins.defects import model as M
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    bundle = load_bundle(trained["bundle"], usecase="defects")
+    info, weights = bundle.assets["backbone"], bundle.read_weights()
+    features, _ = M.build_features(info["backbone"], "none", info["layers"], 96, log=lambda m: None)
+    head = M.AnomalyHead(weights["head.bank"], 96, 1.5, classes=len(bundle.assets["defect_types"]), channels=weights["head.bank"].shape[1])
+    model = M.DefectModel(features, head)
+    model.load_state_dict(weights)
+    images = np.stack([D.load_image(p, 96)[0] for p in sorted((trained["data"] / "test").rglob("*.png"))[:5]])
+    with torch.no_grad():
+        expected = [t.numpy() for t in model.eval()(torch.from_numpy(images))]
+    got = Runtime(device="cpu").session(bundle.file("model.onnx"))(images)
+    assert [o["name"] for o in bundle.manifest["model"]["schema"]["outputs"]] == ["anomaly_map", "score", "defect_probs"]
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have, want, atol=1e-3, rtol=1e-4)
+    assert bundle.has("model.int8.onnx") and "threshold_int8" in bundle.assets
+
+
+def test_predict_over_a_folder_writes_rows_heatmaps_and_error_rows(trained, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    test = trained["data"] / "test"
+    for path in [test / "good/000.png", test / "crack/000.png", test / "spot/001.png"]:
+        (folder / f"{path.parent.name}_{path.name}").write_bytes(path.read_bytes())
+    # other modes and sizes are converted: RGBA, 16-bit grayscale, an odd-sized JPEG
+    original = Image.open(test / "scratch/000.png")
+    original.convert("RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.asarray(original, dtype=np.uint16) * 257).save(folder / "deep.png")
+    original.resize((131, 77)).save(folder / "odd.jpg")
+    (folder / "truncated.png").write_bytes((test / "good/001.png").read_bytes()[:300])
+    (folder / "notes.png").write_text("not an image")
+    out = tmp_path / "rows.jsonl"
+    heatmaps = tmp_path / "heatmaps"
+    result = run_aitk("defects", "predict", str(trained["bundle"]), str(folder), "--out", str(out), "--heatmaps", str(heatmaps), plugins="defects")
+    assert result.returncode == 3, result.stderr  # finished, with failed records
+    rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 8
+    for name in ("truncated.png", "notes.png"):
+        assert "not a readable image" in rows[name]["error"]
+    good = [r for r in rows.values() if r.get("error") is None]
+    assert len(good) == 6
+    for row in good:
+        assert row["label"] in ("ok", "defect") and isinstance(row["score"], float)
+        assert Path(row["heatmap"]).is_file()
+        assert Image.open(row["heatmap"]).size == Image.open(folder / Path(row["id"]).name).size
+        assert (row["defect_type"] is None) == (row["label"] == "ok") == (row["boxes"] == [])
+    assert rows["crack_000.png"]["label"] == "defect"
+    x0, y0, x1, y1 = rows["crack_000.png"]["boxes"][0]
+    assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
+    assert len(list(heatmaps.glob("*.png"))) == 6
+
+
+def test_threshold_option_overrides_the_calibrated_one(trained, tmp_path):
+    out = tmp_path / "rows.csv"
+    result = run_aitk("defects", "predict", str(trained["bundle"]), str(trained["data"] / "test" / "crack"), "--out", str(out), "--threshold", "1e9", plugins="defects")
+    assert result.returncode == 0, result.stderr
+    assert set(out.read_text().splitlines()[1:]) and all(",ok," in line for line in out.read_text().splitlines()[1:])
+    result = run_aitk("defects", "evaluate", str(trained["bundle"]), str(trained["data"]), "--json", "--threshold", "0", "--quantize", "int8", plugins="defects")
+    metrics = json.loads(result.stdout)
+    assert metrics["recall"] == 1.0 and metrics["threshold"] == 0.0 and metrics["model"] == "model.int8.onnx"
+
+
+def test_csv_manifest_with_splits_masks_and_types(tmp_path):
+    from plugins.defects import data as D
+
+    (tmp_path / "img").mkdir()
+    for name in ("a", "b", "c", "d"):
+        Image.new("L", (20, 30), 100).save(tmp_path / "img" / f"{name}.jpg")
+    Image.new("L", (20, 30), 255).save(tmp_path / "img" / "d_mask.png")
+    (tmp_path / "split.csv").write_text(
+        "image,mask,label,defect_type,split\n"
+        "img/a.jpg,,good,free,train\nimg/b.jpg,,good,free,val\nimg/c.jpg,,defect,crack,train\nimg/d.jpg,img/d_mask.png,defect,blowhole,test\n"
+    )
+    train = D.load_items(tmp_path / "split.csv", "train")
+    assert [(i.image.name, i.good, i.defect_type) for i in train] == [("a.jpg", True, None), ("b.jpg", True, None), ("c.jpg", False, "crack")]
+    bank, held = D.split_validation(train, D.validation_items(tmp_path / "split.csv"), 0.5, 0)
+    assert [i.image.name for i in bank] == ["a.jpg"] and {i.image.name for i in held} == {"b.jpg", "c.jpg"}
+    (test,) = D.load_items(tmp_path / "split.csv", "test")
+    assert test.defect_type == "blowhole" and D.load_mask(test.mask, 8).all()
+
+
+def test_image_modes_are_converted_to_rgb():
+    from plugins.defects.data import to_rgb
+
+    deep = Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16))
+    assert np.asarray(to_rgb(deep)).max() == 255 and to_rgb(deep).mode == "RGB"
+    transparent = Image.new("RGBA", (3, 3), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(transparent)).min() == 255  # transparent becomes white, not black
+    assert to_rgb(Image.new("P", (3, 3))).mode == "RGB"
