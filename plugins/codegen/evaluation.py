@@ -1,0 +1,97 @@
+"""Evaluation in ONNX Runtime: perplexity on source files, pass@k on problems with tests (sandboxed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.console import log, progress
+
+from plugins.codegen.data import Problem
+from plugins.codegen.generate import Generator, Sampling
+from plugins.codegen.sandbox import network_isolation, run_programs
+
+
+def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int = 8) -> dict[str, Any]:
+    """Perplexity of the windows under the token-score graph (``scorer``: an OrtSession of score.onnx)."""
+    total, count = 0.0, 0
+    ordered = sorted(windows, key=len)  # similar lengths together: little padding
+    for i in progress(range(0, len(ordered), batch_size), "perplexity", total=math.ceil(len(ordered) / batch_size), unit="batch"):
+        chunk = ordered[i : i + batch_size]
+        width = max(len(w) for w in chunk)
+        ids = np.full((len(chunk), width), pad_id, np.int64)
+        mask = np.zeros((len(chunk), width), np.int64)
+        for j, w in enumerate(chunk):
+            ids[j, : len(w)], mask[j, : len(w)] = w, 1
+        (nll,) = scorer(ids, mask)
+        total += float((nll * mask[:, 1:]).sum())
+        count += int(mask[:, 1:].sum())
+    loss = total / max(count, 1)
+    return {"perplexity": math.exp(min(loss, 50)), "loss": loss, "tokens": count}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from n samples of which c passed (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def evaluate_problems(generator: Generator, problems: list[Problem], sampling: Sampling, samples: int, ks: list[int],
+                      timeout: float, memory_mb: int, batch_size: int = 8, report: Path | None = None) -> dict[str, Any]:
+    """Generate ``samples`` completions per problem, run each with its tests in the sandbox, score pass@k."""
+    jobs = [(p, s) for p in problems for s in range(samples)]
+    jobs.sort(key=lambda job: len(job[0].prompt))
+    started = time.perf_counter()
+    completions, new_tokens = [], 0
+    for i in progress(range(0, len(jobs), batch_size), "generate", total=math.ceil(len(jobs) / batch_size), unit="batch"):
+        chunk = jobs[i : i + batch_size]
+        for stop in dict.fromkeys(p.stop for p, _ in chunk):
+            part = [(p, s) for p, s in chunk if p.stop == stop]
+            sampling.stop = stop
+            done = generator.complete([p.prompt for p, _ in part], sampling, seeds=[_seed(p.task_id, s) for p, s in part],
+                                      where=[f"task {p.task_id}" for p, _ in part])
+            completions += [(p, s, c) for (p, s), c in zip(part, done)]
+            new_tokens += sum(len(c.tokens) for c in done)
+    generate_s = time.perf_counter() - started
+    log(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in the sandbox")
+    results = run_programs([p.program(c.text) for p, _, c in completions], timeout=timeout, memory_mb=memory_mb)
+    passed: dict[str, int] = {p.task_id: 0 for p in problems}
+    for (p, _, _), result in zip(completions, results):
+        passed[p.task_id] += result["status"] == "passed"
+    statuses = [r["status"] for r in results]
+    metrics: dict[str, Any] = {f"pass@{k}": float(np.mean([pass_at_k(samples, c, k) for c in passed.values()])) for k in ks if k <= samples}
+    metrics.update({
+        "problems": len(problems),
+        "samples_per_problem": samples,
+        "problems_solved": sum(c > 0 for c in passed.values()),
+        "timeouts": statuses.count("timeout"),
+        "memory_errors": statuses.count("memory"),
+        "generate_tokens_per_s": round(new_tokens / generate_s, 1) if generate_s else None,
+        "sandbox": network_isolation(),
+    })
+    if report:
+        _write_report(report / "completions.jsonl", completions, results)
+    return metrics
+
+
+def _seed(task_id: str, sample: int) -> int:
+    import zlib
+
+    return zlib.crc32(f"{task_id}:{sample}".encode())
+
+
+def _write_report(path: Path, completions, results) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for (problem, sample, completion), result in zip(completions, results):
+            row = {"task_id": problem.task_id, "sample": sample, "completion": completion.text, "finish_reason": completion.finish_reason,
+                   "status": result["status"], "seconds": result["seconds"], "stderr": result["stderr"][-300:]}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)

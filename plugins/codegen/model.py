@@ -1,0 +1,246 @@
+"""The decoder-only model: transformers configs by size, the ONNX wrappers (KV cache, token scores), export.
+
+The KV-cache graph follows the recipe in PERF.md: ``forward(input_ids, attention_mask, position_ids,
+*past)`` builds a DynamicCache from the (key, value) pairs and returns the last position's logits
+followed by every layer's keys and values. The prompt pass feeds empty past tensors
+``[batch, kv_heads, 0, head_dim]``, so one graph serves the prompt and every new token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toolkit import AitkError
+from toolkit import onnx_export
+
+PRESETS = {
+    "tiny": {"layers": 2, "width": 128, "heads": 4},
+    "mini": {"layers": 4, "width": 256, "heads": 4},
+    "small": {"layers": 6, "width": 384, "heads": 6},
+    "base": {"layers": 12, "width": 768, "heads": 12},
+}
+ARCHS = ("gpt2", "llama")
+PARITY_ATOL = 1e-3
+
+
+def build_model(arch: str, size: str, vocab_size: int, context: int, eot_id: int, pad_id: int, dropout: float = 0.0):
+    """A fresh GPT-2 or Llama style causal LM of a preset size; bos/eos/pad set explicitly."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    quiet_transformers()
+    if size not in PRESETS:
+        raise AitkError(f"setting size={size!r}: expected one of {', '.join(PRESETS)}")
+    preset = PRESETS[size]
+    ids = {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": pad_id}
+    if arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size, n_positions=context, n_embd=preset["width"], n_layer=preset["layers"],
+            n_head=preset["heads"], resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, **ids,
+        )
+    elif arch == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab_size, max_position_embeddings=context, hidden_size=preset["width"],
+            intermediate_size=_round_up(preset["width"] * 8 // 3, 64), num_hidden_layers=preset["layers"],
+            num_attention_heads=preset["heads"], num_key_value_heads=preset["heads"], tie_word_embeddings=True,
+            attention_dropout=dropout, **ids,
+        )
+    else:
+        raise AitkError(f"setting arch={arch!r}: expected one of {', '.join(ARCHS)}")
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model.generation_config.update(**ids)
+    return model
+
+
+def quiet_transformers() -> None:
+    """transformers' info notes (default loss type, ...) are noise on a CLI's stderr."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def max_positions(model) -> int:
+    """The longest sequence the model takes (learned positions or its RoPE maximum)."""
+    config = model.config
+    return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 2048)
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in unique_state_dict(model).values())
+
+
+def cache_shape(model) -> dict[str, int]:
+    """Layers, key/value heads and head size, read from the cache a two-token forward pass builds."""
+    with torch.no_grad():
+        out = model(input_ids=torch.zeros(1, 2, dtype=torch.long), use_cache=True)
+    layers = list(getattr(out.past_key_values, "layers", []))
+    if not layers or any(getattr(layer, "keys", None) is None for layer in layers):
+        raise AitkError(f"{type(model).__name__}: its cache is not a plain key/value cache per layer; cannot export it with a KV cache")
+    keys = layers[0].keys
+    return {"layers": len(layers), "kv_heads": int(keys.shape[1]), "head_dim": int(keys.shape[3])}
+
+
+class KVDecoder(torch.nn.Module):
+    """One decoding step (or a whole prompt) with past keys and values in and out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2])))
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits[:, -1].float(), *present)
+
+
+class TokenScorer(torch.nn.Module):
+    """Negative log-likelihood of each next token of right-padded windows (for perplexity)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def past_names(layers: int) -> tuple[list[str], list[str]]:
+    inputs = [f"past.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    return inputs, [n.replace("past.", "present.") for n in inputs]
+
+
+def export_decoder(model, path: Path, shape: dict[str, int], vocab_size: int) -> dict[str, Any]:
+    """Export the KV-cache graph; parity against torch for a decoding step and for a prompt pass (empty past)."""
+    wrapper = KVDecoder(model).eval()
+    past_in, past_out = past_names(shape["layers"])
+    axes = {"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"}, "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"}}
+    axes.update({n: {0: "batch", 2: "past"} for n in past_in})
+    axes.update({n: {0: "batch", 2: "total"} for n in past_out})
+    example = _decoder_inputs(shape, vocab_size, batch=2, new=3, past=5)
+    step = _decoder_inputs(shape, vocab_size, batch=3, new=1, past=7)
+    step[1][0, :2] = 0  # a left-padded row
+    info = onnx_export.export(
+        wrapper, example, path, ["input_ids", "attention_mask", "position_ids", *past_in], ["logits", *past_out],
+        dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL,
+    )
+    prompt = _decoder_inputs(shape, vocab_size, batch=2, new=6, past=0)
+    info["parity_prompt_pass"] = onnx_export.check_parity(wrapper, path, prompt, ["logits", *past_out], PARITY_ATOL)
+    return info
+
+
+def _decoder_inputs(shape: dict[str, int], vocab_size: int, batch: int, new: int, past: int) -> tuple:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (batch, new), generator=generator)
+    mask = torch.ones(batch, past + new, dtype=torch.long)
+    positions = torch.arange(past, past + new).repeat(batch, 1)
+    kv = [torch.randn(batch, shape["kv_heads"], past, shape["head_dim"], generator=generator) for _ in range(2 * shape["layers"])]
+    return (ids, mask, positions, *kv)
+
+
+def export_scorer(model, path: Path, vocab_size: int) -> dict[str, Any]:
+    wrapper = TokenScorer(model).eval()
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab_size, (2, 8), generator=generator)
+    parity_ids = torch.randint(0, vocab_size, (3, 5), generator=generator)
+    parity_mask = torch.ones(3, 5, dtype=torch.long)
+    parity_mask[1, 3:] = 0
+    return onnx_export.export(
+        wrapper, (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], ["nll"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}, "nll": {0: "batch", 1: "predicted"}},
+        parity_inputs=(parity_ids, parity_mask), atol=PARITY_ATOL,
+    )
+
+
+def unique_state_dict(model) -> dict[str, torch.Tensor]:
+    """The state dict without the second name of tied tensors (safetensors refuses shared memory)."""
+    seen: set[tuple[int, tuple]] = set()
+    unique = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        unique[name] = tensor
+    return unique
+
+
+def model_from_parts(config_dict: dict[str, Any], weights: dict[str, torch.Tensor]):
+    """A transformers model from its config dict and a (deduplicated) state dict; tied weights re-tied."""
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    config_dict = dict(config_dict)
+    config = CONFIG_MAPPING[config_dict.pop("model_type")].from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    model.tie_weights()
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise AitkError(f"weights do not fit the model: missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
+    return model.eval()
+
+
+def load_bundle_model(bundle):
+    """The bundle's torch model (for fine-tuning, tests and benchmarks; prediction never uses it)."""
+    return model_from_parts(bundle.read_json("model_config.json"), bundle.read_weights())
+
+
+def load_pretrained(hf_dir: Path):
+    """A local Hugging Face causal-LM directory (config.json, safetensors, tokenizer.json) in float32."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    hf_dir = Path(hf_dir)
+    for needed in ("config.json", "tokenizer.json"):
+        if not (hf_dir / needed).is_file():
+            raise AitkError(f"{hf_dir}: not a Hugging Face model directory with {needed}")
+    if not any(hf_dir.glob("*.safetensors")):
+        raise AitkError(f"{hf_dir}: no .safetensors weights (pickled .bin checkpoints are not loaded)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32, attn_implementation="sdpa")
+    except Exception as e:
+        raise AitkError(f"{hf_dir}: cannot load as a causal language model ({type(e).__name__}: {e})") from None
+    return model.eval()
+
+
+def special_ids(model, tokenizer) -> dict[str, Any]:
+    """End-of-sequence ids (one or more) and the padding id, from the generation config, config or tokenizer."""
+    gen, config = model.generation_config, model.config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else config.eos_token_id
+    eos_ids = [int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None]
+    if not eos_ids:
+        found = [tokenizer.token_to_id(t) for t in ("<|endoftext|>", "</s>", "<eos>")]
+        eos_ids = [i for i in found if i is not None][:1]
+    pad = gen.pad_token_id if gen.pad_token_id is not None else config.pad_token_id
+    if isinstance(pad, list):
+        pad = pad[0] if pad else None
+    if pad is None:
+        pad = eos_ids[0] if eos_ids else 0
+    return {"eos_ids": eos_ids, "pad_id": int(pad)}
+
+
+def hf_greedy(model, ids, mask, max_new_tokens: int, pad_id: int, eos_ids: list[int]):
+    """HF ``generate()`` greedy tokens for left-padded ``ids`` (numpy); the reference the ORT loop must equal."""
+    import numpy as np
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_ids or None)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.from_numpy(np.asarray(ids, np.int64)), attention_mask=torch.from_numpy(np.asarray(mask, np.int64)),
+            generation_config=config,
+        )
+    return out[:, ids.shape[1]:].numpy()

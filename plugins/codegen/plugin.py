@@ -1,0 +1,269 @@
+"""The `codegen` use case: train a code model (or import one), generate with a KV cache in ONNX Runtime.
+
+Module level imports stay light (stdlib and toolkit): aitk imports every plugin to build its CLI."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit.bundle import Bundle
+from toolkit.console import log
+from toolkit.runtime import Runtime
+from toolkit.usecase import Option
+
+SAMPLE_DATA = Path(__file__).parent / "sample_data"
+
+
+@dataclass
+class CodegenConfig:
+    arch: str = "gpt2"
+    """gpt2 or llama."""
+    size: str = "mini"
+    """tiny, mini, small or base (see model.PRESETS)."""
+    vocab_size: int = 8000
+    context: int = 256
+    """Tokens the model sees at once; prompt + new tokens must fit in it."""
+    include: str = "*.py"
+    """File name patterns (comma-separated) taken from corpus folders."""
+    holdout: float = 0.05
+    """Fraction of files held out to measure perplexity (split by file, never inside one)."""
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    dropout: float = 0.0
+    eval_every: int = 200
+    eval_tokens: int = 32768
+    """Held-out tokens scored at each evaluation and for the bundle's perplexity."""
+    patience: int = 5
+    """Evaluations without improvement before stopping (0: never stop early)."""
+    precision: str = "auto"
+    """auto (bf16 autocast where the hardware has bf16), bf16 or fp32. The exported model is fp32."""
+    max_minutes: float = 0.0
+    """Stop training after this many minutes (0: no limit)."""
+    checkpoint: str = ""
+    """Checkpoint folder (default: BUNDLE.ckpt next to the bundle)."""
+    checkpoint_every: int = 500
+    resume: bool = False
+    """Continue from the checkpoint (same arch, size, vocabulary, context, seed and data split)."""
+    init: str = ""
+    """Start from this codegen bundle or Hugging Face model folder (its tokenizer and architecture)."""
+    seed: int = 0
+
+
+SAMPLING_OPTIONS = [
+    Option("max_new_tokens", int, None, "Most tokens to generate per prompt (default: 128, at most half the context)."),
+    Option("temperature", float, 0.0, "0 = greedy; above 0 samples."),
+    Option("top_k", int, 0, "Sample among the k most likely tokens (0: off)."),
+    Option("top_p", float, 1.0, "Sample among the most likely tokens holding this much probability."),
+    Option("repetition_penalty", float, 1.0, "Above 1 discourages tokens already present."),
+    Option("seed", int, 0, "Sampling seed."),
+]
+
+
+class Codegen(UseCase):
+    name = "codegen"
+    summary = "Code completion: a decoder-only transformer trained on your code (or imported), KV-cache generation in ONNX Runtime."
+    Config = CodegenConfig
+    input_suffixes = (".jsonl",)
+    batch_size = 16
+    options = {
+        "predict": [
+            *SAMPLING_OPTIONS,
+            Option("stop", str, None, 'Stop sequence ("\\n\\n") or a JSON list of them.'),
+            Option("on_long", str, "truncate", "A prompt longer than context - max_new_tokens: truncate (keep its end) or error."),
+        ],
+        "evaluate": [
+            Option("tasks", str, None, "Problem numbers to use, e.g. 11-510 (MBPP's test split)."),
+            Option("samples", int, 1, "Completions per problem (pass@k needs k or more)."),
+            Option("k", str, "1", "Comma-separated k values for pass@k."),
+            Option("max_new_tokens", int, None, "Most tokens per completion (default: 128, at most half the context)."),
+            Option("temperature", float, None, "Default: 0 (greedy) for 1 sample, 0.8 for more."),
+            Option("top_p", float, 0.95, "Nucleus sampling when temperature > 0."),
+            Option("timeout", float, 5.0, "Seconds each program may run in the sandbox."),
+            Option("memory_mb", int, 512, "Address-space limit of each sandboxed program."),
+            Option("heldout", bool, False, "Perplexity only on the files held out at training."),
+            Option("max_tokens", int, 0, "Score at most this many tokens for perplexity (0: all)."),
+        ],
+    }
+
+    def sample(self, out: Path) -> Sample:
+        out = Path(out)
+        shutil.copytree(SAMPLE_DATA, out, dirs_exist_ok=True)
+        for text in list(out.rglob("*.py.txt")):
+            text.replace(text.with_suffix(""))
+        return Sample(
+            train=out / "corpus",
+            evaluate=out / "eval",
+            predict=[out / "prompts.jsonl"],
+            settings={"size": "tiny", "vocab_size": 1024, "context": 128, "steps": 200, "batch_size": 16, "lr": 3e-3,
+                      "warmup": 20, "eval_every": 50, "eval_tokens": 8192, "checkpoint_every": 0},
+        )
+
+    def train(self, data: Path, out: Path, config: CodegenConfig, runtime: Runtime) -> Bundle:
+        import torch
+
+        from toolkit.train import seed_everything
+
+        from plugins.codegen import data as corpus
+        from plugins.codegen.model import build_model, max_positions
+        from plugins.codegen.trainer import Checkpoint, fit
+
+        seed_everything(config.seed)
+        if runtime.threads:
+            torch.set_num_threads(runtime.threads)
+        checkpoint = Checkpoint(Path(config.checkpoint) if config.checkpoint else Path(out).with_name(Path(out).name + ".ckpt"))
+        if config.resume:
+            checkpoint.check(config)
+        files, texts = corpus.read_sources(corpus.corpus_files(data, config.include))
+        train_idx, held_idx = corpus.split_files(files, texts, config.holdout, config.seed)
+        log(f"corpus: {len(files)} files ({len(train_idx)} train, {len(held_idx)} held out), {sum(map(len, texts)) / 1e6:.1f} M characters")
+        model, tokenizer = None, None
+        if config.init:
+            model, tokenizer = _init_model(Path(config.init))
+        if config.resume:
+            tokenizer = corpus.load_tokenizer(checkpoint.tokenizer_path())
+        elif tokenizer is None:
+            started = time.perf_counter()
+            tokenizer = corpus.train_tokenizer([texts[i] for i in train_idx], config.vocab_size)
+            log(f"tokenizer: {tokenizer.get_vocab_size()} tokens, trained in {time.perf_counter() - started:.1f} s")
+        eot, pad = tokenizer.token_to_id(corpus.EOT), tokenizer.token_to_id(corpus.PAD)
+        if model is None:
+            model = build_model(config.arch, config.size, tokenizer.get_vocab_size(), config.context, eot, pad, config.dropout)
+        pad_id = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else eot
+        context = min(config.context, max_positions(model))
+        stream = corpus.token_stream(tokenizer, [texts[i] for i in train_idx])
+        windows = corpus.eval_windows(corpus.token_stream(tokenizer, [texts[i] for i in held_idx]), context, config.eval_tokens)
+        device = runtime.torch_device()
+        state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str())
+        metrics = {"train_tokens": int(len(stream)), "steps": state.step, "train_minutes": round(state.seconds / 60, 2), "history": state.history}
+        if config.checkpoint_every:
+            log(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
+        heldout = [str(files[i]) for i in held_idx]
+        from plugins.codegen.export import write_bundle
+
+        return write_bundle(out, model.float().cpu().eval(), tokenizer, runtime, config, context, metrics, windows, heldout, "trained")
+
+    def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
+        from plugins.codegen import data as corpus
+        from plugins.codegen.evaluation import evaluate_problems, perplexity
+        from plugins.codegen.generate import Sampling
+
+        data = Path(data)
+        problem_files, sources = _evaluation_inputs(data, bundle.config.get("include", "*.py"))
+        if options.get("heldout"):
+            held = {str(Path(p).resolve()) for p in bundle.read_json("heldout.json")}
+            sources = [s for s in sources if str(s.resolve()) in held]
+            if not sources:
+                raise AitkError(f"{data}: none of its files were held out when {bundle.path} was trained")
+        metrics: dict[str, Any] = {}
+        started = time.perf_counter()
+        if sources:
+            files, texts = corpus.read_sources(sources)
+            tokenizer = corpus.load_tokenizer(bundle.file("tokenizer.json"))
+            windows = corpus.eval_windows(corpus.token_stream(tokenizer, texts), bundle.assets["context"], options.get("max_tokens") or 0)
+            scored = perplexity(runtime.session(bundle.file("score.onnx")), windows, bundle.assets["pad_id"])
+            metrics.update({"perplexity": scored["perplexity"], "loss": scored["loss"], "tokens": scored["tokens"], "files": len(files)})
+        if problem_files:
+            samples = options.get("samples") or 1
+            temperature = options.get("temperature")
+            temperature = (0.0 if samples == 1 else 0.8) if temperature is None else temperature
+            sampling = Sampling(max_new_tokens=options.get("max_new_tokens") or default_new_tokens(bundle), temperature=temperature, top_p=options.get("top_p") or 0.95)
+            problems = [p for f in problem_files for p in corpus.read_problems(f, options.get("tasks"))]
+            if not problems:
+                raise AitkError(f"{data}: no problems{' in tasks ' + options['tasks'] if options.get('tasks') else ''}")
+            generator = self.generator(bundle, runtime)
+            metrics.update(evaluate_problems(
+                generator, problems, sampling, samples, _ks(options.get("k") or "1"),
+                options.get("timeout") or 5.0, options.get("memory_mb") or 512, report=Path(report) if report else None,
+            ))
+        if not metrics:
+            raise AitkError(f"{data}: no source files ({bundle.config.get('include', '*.py')}) and no MBPP/HumanEval problem files (.jsonl)")
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        headline = [k for k in metrics if k == "perplexity" or k.startswith("pass@")]
+        return {**{k: metrics[k] for k in headline}, **metrics}
+
+    def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
+        from plugins.codegen.generate import CodegenPredictor, Sampling, parse_stop
+
+        defaults = {o.name: o.default for o in self.options["predict"]}
+        given = {k: v for k, v in options.items() if v is not None}
+        settings = {**defaults, **given}
+        settings["stop"] = parse_stop(settings["stop"])
+        settings["max_new_tokens"] = settings["max_new_tokens"] or default_new_tokens(bundle)
+        generator = self.generator(bundle, runtime)
+        return CodegenPredictor(generator, Sampling(**settings), generator.session.provider)
+
+    def generator(self, bundle: Bundle, runtime: Runtime):
+        """The KV-cache generator of a bundle (the int8 graph when the runtime asks for it)."""
+        from plugins.codegen.data import load_tokenizer
+        from plugins.codegen.generate import Generator
+
+        return Generator(runtime.session(runtime.model_file(bundle)), load_tokenizer(bundle.file("tokenizer.json")), bundle.assets)
+
+    def commands(self, group) -> None:
+        from plugins.codegen.commands import add_commands
+
+        add_commands(group, self)
+
+
+def default_new_tokens(bundle: Bundle) -> int:
+    return min(128, bundle.assets["context"] // 2)
+
+
+def _init_model(path: Path):
+    """The model and tokenizer to fine-tune: a codegen bundle or a Hugging Face folder."""
+    from toolkit.bundle import load_bundle
+
+    from plugins.codegen import data as corpus
+    from plugins.codegen.model import load_bundle_model, load_pretrained
+
+    if (path / "manifest.json").is_file():
+        bundle = load_bundle(path, usecase="codegen")
+        return load_bundle_model(bundle).train(), corpus.load_tokenizer(bundle.file("tokenizer.json"))
+    return load_pretrained(path).train(), corpus.load_tokenizer(path / "tokenizer.json")
+
+
+def _with_context(config: CodegenConfig, context: int) -> CodegenConfig:
+    import dataclasses
+
+    return config if context == config.context else dataclasses.replace(config, context=context)
+
+
+def _evaluation_inputs(data: Path, include: str) -> tuple[list[Path], list[Path]]:
+    """Problem files (MBPP/HumanEval JSONL) and source files under ``data``."""
+    from plugins.codegen import data as corpus
+
+    if data.is_file():
+        if corpus.is_problem_file(data):
+            return [data], []
+        if data.suffix.lower() in corpus.PROBLEM_SUFFIXES:
+            raise AitkError(f"{data}: expected MBPP (text, test_list) or HumanEval (prompt, test, entry_point) problems, one JSON object a line")
+        return [], [data]
+    problems = sorted(p for p in data.rglob("*") if p.is_file() and corpus.is_problem_file(p))
+    try:
+        sources = corpus.corpus_files(data, include)
+    except AitkError:
+        sources = []
+    return problems, sources
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise AitkError(f"--k {text!r}: expected positive integers like 1,10")
+    return ks
+
+
+@hookimpl
+def register_usecases(register):
+    register(Codegen())

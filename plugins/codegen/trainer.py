@@ -1,0 +1,249 @@
+"""The training loop: random windows of the token stream, AdamW with warmup and cosine decay,
+held-out loss every few steps, early stopping, and checkpoints to resume from.
+
+A checkpoint is a folder (``BUNDLE.ckpt`` by default) of safetensors and JSON, never a pickle:
+``model.safetensors``, ``best.safetensors``, ``optimizer.safetensors``, ``state.json`` and the
+``tokenizer.json`` it was trained with. It is written to a temporary folder and renamed into place."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toolkit import AitkError
+from toolkit.console import log, progress
+from toolkit.train import EarlyStopping
+
+# Settings a checkpoint must share with the run that resumes it.
+SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context", "seed", "include", "holdout", "init")
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: float | None = None
+    best_step: int = -1
+    bad_evals: int = 0
+
+
+def autocast_dtype(precision: str, device: str):
+    """bf16 autocast where the hardware has bf16 arithmetic ("auto"), or as asked; None for fp32."""
+    if precision == "fp32":
+        return None
+    if precision not in ("auto", "bf16"):
+        raise AitkError(f"setting precision={precision!r}: expected auto, bf16 or fp32")
+    if precision == "bf16":
+        return torch.bfloat16
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if _cpu_has_bf16() else None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def batch_at(stream: np.ndarray, step: int, batch_size: int, context: int, seed: int) -> torch.Tensor:
+    """The windows of step ``step``: a function of (seed, step) only, so a resumed run sees the same data."""
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, len(stream) - context + 1, batch_size)
+    return torch.from_numpy(np.stack([stream[s : s + context] for s in starts]).astype(np.int64))
+
+
+def heldout_loss(model, windows: list[np.ndarray], batch_size: int, pad_id: int, device: str, dtype) -> tuple[float, int]:
+    """Mean next-token loss over ``windows`` (right-padded where short) and the number of tokens scored."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for i in range(0, len(windows), batch_size):
+            ids, mask = pad_right(windows[i : i + batch_size], pad_id)
+            ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            total += float((nll * mask[:, 1:]).sum())
+            count += int(mask[:, 1:].sum())
+    model.train()
+    return total / max(count, 1), count
+
+
+def pad_right(windows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(w) for w in windows)
+    ids = np.full((len(windows), width), pad_id, np.int64)
+    mask = np.zeros((len(windows), width), np.int64)
+    for i, w in enumerate(windows):
+        ids[i, : len(w)], mask[i, : len(w)] = w, 1
+    return ids, mask
+
+
+def make_optimizer(model, lr: float, weight_decay: float):
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def learning_rate(step: int, seconds: float, config) -> float:
+    """Linear warmup, then cosine decay to a tenth of the peak by the last step, or by ``max_minutes``
+    when that comes first, so that a run limited by time still ends with a decayed rate."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    done = (step - config.warmup) / max(1, config.steps - config.warmup)
+    if config.max_minutes:
+        done = max(done, seconds / (config.max_minutes * 60))
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+
+
+def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
+        checkpoint: Checkpoint, tokenizer_json: str) -> TrainState:
+    """Train ``model`` in place (best held-out weights restored at the end); resumes from ``checkpoint`` when
+    asked, and saves to it every ``checkpoint_every`` steps (0: never)."""
+    if len(stream) < config.context + 1:
+        raise AitkError(f"corpus has {len(stream)} training tokens; need more than context={config.context}")
+    dtype = autocast_dtype(config.precision, device)
+    model.to(device).train()
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    stopper = EarlyStopping(patience=config.patience or 10**9)
+    state = TrainState()
+    if config.resume:
+        state = checkpoint.restore(model, optimizer, stopper, config, device)
+    log(f"training {config.arch}/{config.size} on {len(stream):,} tokens, {len(windows)} held-out windows, "
+        f"device {device}{', bf16 autocast' if dtype else ''}, steps {state.step}..{config.steps}")
+    started = time.perf_counter() - state.seconds
+    for step in progress(range(state.step, config.steps), "train", total=config.steps - state.step, unit="step"):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, time.perf_counter() - started, config)
+        x = batch_at(stream, step, config.batch_size, config.context, config.seed).to(device)
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step = step + 1
+        state.seconds = time.perf_counter() - started
+        out_of_time = config.max_minutes and state.seconds > config.max_minutes * 60
+        last = state.step == config.steps or out_of_time
+        stop = False
+        if windows and (state.step % config.eval_every == 0 or last):
+            stop = _evaluate(model, windows, config, device, pad_id, dtype, loss.item(), state, stopper)
+        if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or last or stop):
+            checkpoint.save(model, optimizer, stopper, state, config, tokenizer_json)
+        if stop or out_of_time:
+            log(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_minutes={config.max_minutes} reached"))
+            break
+    if stopper.best_state is not None:
+        stopper.restore_best(model)
+    return state
+
+
+def _evaluate(model, windows, config, device, pad_id, dtype, train_loss: float, state: TrainState, stopper: EarlyStopping) -> bool:
+    val, _ = heldout_loss(model, windows, config.batch_size, pad_id, device, dtype)
+    rate = state.step * config.batch_size * config.context / max(state.seconds, 1e-9)
+    state.history.append({"step": state.step, "loss": round(train_loss, 4), "heldout_loss": round(val, 4), "seconds": round(state.seconds, 1)})
+    log(f"step {state.step}/{config.steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
+    stop = stopper.step(val, model, state.step)
+    state.best, state.best_step, state.bad_evals = stopper.best, stopper.best_epoch, stopper.bad_epochs
+    return stop
+
+
+class Checkpoint:
+    """A training checkpoint folder to resume from."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def exists(self) -> bool:
+        return (self.folder / "state.json").is_file()
+
+    def tokenizer_path(self) -> Path:
+        return self.folder / "tokenizer.json"
+
+    def check(self, config) -> dict[str, Any]:
+        """The checkpoint's state; AitkError when there is none or it was made with other shape settings."""
+        if not self.exists():
+            raise AitkError(f"{self.folder}: no checkpoint to resume from (train once without resume=true)")
+        saved = json.loads((self.folder / "state.json").read_text())
+        theirs = saved["config"]
+        for key in SHAPE_SETTINGS:
+            if theirs.get(key) != getattr(config, key):
+                raise AitkError(f"{self.folder}: checkpoint was trained with {key}={theirs.get(key)!r}, this run has {key}={getattr(config, key)!r}")
+        return saved
+
+    def save(self, model, optimizer, stopper: EarlyStopping, state: TrainState, config, tokenizer_json: str) -> None:
+        from dataclasses import asdict
+
+        from safetensors.torch import save_file
+
+        from plugins.codegen.model import unique_state_dict
+
+        tmp = self.folder.with_name(f".{self.folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(_cpu(unique_state_dict(model)), tmp / "model.safetensors")
+        if stopper.best_state is not None:
+            names = set(unique_state_dict(model))
+            save_file(_cpu({k: v for k, v in stopper.best_state.items() if k in names}), tmp / "best.safetensors")
+        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "tokenizer.json").write_text(tokenizer_json)
+        (tmp / "state.json").write_text(json.dumps({**asdict(state), "config": asdict(config), "param_groups": groups}, indent=2))
+        old = self.folder.with_name(f".{self.folder.name}.old-{os.getpid()}")
+        if self.folder.exists():
+            os.rename(self.folder, old)
+        os.rename(tmp, self.folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, model, optimizer, stopper: EarlyStopping, config, device: str) -> TrainState:
+        from safetensors.torch import load_file
+
+        saved = self.check(config)
+        _load_weights(model, load_file(self.folder / "model.safetensors", device=device))
+        optimizer.load_state_dict(_unflatten_optimizer(load_file(self.folder / "optimizer.safetensors", device=device), saved["param_groups"]))
+        state = TrainState(**{k: saved[k] for k in TrainState.__dataclass_fields__})
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = state.best, state.best_step, state.bad_evals
+        if (self.folder / "best.safetensors").is_file():
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+            best.update(load_file(self.folder / "best.safetensors", device=device))
+            stopper.best_state = best
+        log(f"resuming from {self.folder} at step {state.step}")
+        return state
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _load_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    model.tie_weights()
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise AitkError(f"checkpoint weights do not fit the model (missing {sorted(set(missing) - tied)[:3]})")
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    tensors = {f"{index}.{key}": value.detach().cpu().contiguous() for index, slots in state_dict["state"].items() for key, value in slots.items()}
+    return tensors, state_dict["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value.cpu() if key == "step" else value
+    return {"state": state, "param_groups": groups}

@@ -1,0 +1,224 @@
+"""The codegen use case as a user relies on it: training lowers held-out loss, ORT greedy decoding
+equals HF generate(), stop sequences stop, bad prompts become error rows, the sandbox contains code."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_aitk
+
+TINY = ["size=tiny", "vocab_size=512", "context=64", "steps=60", "batch_size=16", "lr=3e-3", "warmup=10",
+        "eval_every=20", "eval_tokens=2048", "checkpoint_every=30"]
+
+
+def codegen(*args, stdin=None):
+    return run_aitk("codegen", *map(str, args), plugins="codegen", stdin=stdin)
+
+
+def train(data, out, settings):
+    # One thread: on a shared 2-core machine a second torch thread spin-waits for a busy core.
+    return codegen("train", data, "--out", out, "--threads", "1", *[a for s in settings for a in ("--set", s)])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codegen")
+    assert codegen("sample", root / "data").returncode == 0
+    result = train(root / "data/corpus", root / "bundle", TINY)
+    assert result.returncode == 0, result.stderr
+    return {"root": root, "data": root / "data", "bundle": root / "bundle"}
+
+
+@pytest.fixture(scope="module")
+def loaded(trained):
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    from plugins.codegen.plugin import Codegen
+
+    bundle = load_bundle(trained["bundle"], usecase="codegen")
+    return bundle, Codegen().generator(bundle, Runtime(device="cpu"))
+
+
+def test_a_few_training_steps_lower_the_held_out_loss(trained):
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    metrics, history = manifest["metrics"], manifest["metrics"]["history"]
+    assert [h["step"] for h in history] == [20, 40, 60]
+    assert history[-1]["heldout_loss"] < history[0]["heldout_loss"] < math.log(512)
+    assert metrics["heldout_perplexity"] == pytest.approx(math.exp(metrics["heldout_loss"]))
+    assert manifest["model"]["greedy_equals_hf_generate"] is True
+    assert manifest["model"]["parity"]["max_abs_diff"]["logits"] < 1e-3
+    assert {"model.onnx", "score.onnx", "tokenizer.json", "weights.safetensors"} <= set(manifest["files"])
+
+
+def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):
+    from plugins.codegen.generate import Sampling
+    from plugins.codegen.model import hf_greedy, load_bundle_model
+
+    bundle, generator = loaded
+    model = load_bundle_model(bundle)
+    prompts = [generator.encode(p) for p in ("def add(a, b):\n", "import os\n\n\nclass Stack:\n    def push(self, item):\n", "x")]
+    width = max(map(len, prompts))
+    ids = np.full((3, width), generator.pad)
+    mask = np.zeros_like(ids)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):], mask[b, width - len(p):] = p, 1
+    expected = hf_greedy(model, ids, mask, 24, generator.pad, sorted(generator.eos))
+    batched = generator.generate(prompts, Sampling(max_new_tokens=24), seeds=[0, 0, 0])
+    alone = [generator.generate([p], Sampling(max_new_tokens=24), seeds=[0])[0] for p in prompts]
+    for want, got, single in zip(expected, batched, alone):
+        want = list(want[: next((i for i, t in enumerate(want) if t in generator.eos), len(want))])
+        assert got.tokens == want and single.tokens == want
+
+
+def test_repetition_penalty_and_sampling_follow_transformers(loaded):
+    import torch
+
+    from plugins.codegen.generate import Sampling
+    from plugins.codegen.model import load_bundle_model
+
+    bundle, generator = loaded
+    prompt = generator.encode("def add(a, b):\n")
+    ours = generator.generate([prompt], Sampling(max_new_tokens=16, repetition_penalty=1.5), seeds=[0])[0]
+    with torch.no_grad():
+        theirs = load_bundle_model(bundle).generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, repetition_penalty=1.5,
+                                                    pad_token_id=generator.pad, eos_token_id=sorted(generator.eos))
+    assert ours.tokens == theirs[0, len(prompt):].tolist()[: len(ours.tokens)]
+    sampled = [generator.generate([prompt], Sampling(max_new_tokens=16, temperature=1.0, top_k=20, top_p=0.9, seed=s), seeds=[0])[0].tokens for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1] != sampled[2]
+
+
+def test_stop_sequences_stop(loaded):
+    from plugins.codegen.generate import Sampling
+
+    _, generator = loaded
+    free = generator.complete(["def add(a, b):\n"], Sampling(max_new_tokens=40))[0]
+    assert len(free.text) > 10, free
+    stop = free.text[6:9]
+    stopped = generator.complete(["def add(a, b):\n"], Sampling(max_new_tokens=40, stop=(stop,)))[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index(stop)]
+    assert len(stopped.tokens) < len(free.tokens)
+
+
+def test_complete_streams_the_same_text_as_predict(trained, loaded):
+    from plugins.codegen.generate import Sampling
+
+    _, generator = loaded
+    result = codegen("complete", "def add(a, b):", "--bundle", trained["bundle"], "--max-new-tokens", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == generator.complete(["def add(a, b):"], Sampling(max_new_tokens=20))[0].text + "\n"
+    assert "tokens/s" in result.stderr
+    empty = codegen("complete", "", "--bundle", trained["bundle"])
+    assert empty.returncode == 1 and empty.stderr.strip() == "error: prompt: expected a non-empty string"
+
+
+def test_bad_prompts_become_error_rows(trained, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(b"\n".join([
+        json.dumps({"prompt": "def add(a, b):\n"}).encode(),
+        json.dumps({"prompt": ""}).encode(),
+        b'{"prompt": "caf\xe9"}',
+        b"not json",
+        json.dumps({"id": "long", "prompt": "x = 1\n" * 300}).encode(),
+    ]) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = codegen("predict", trained["bundle"], prompts, "--out", out, "--max-new-tokens", "8")
+    assert result.returncode == 3, result.stderr
+    rows = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert rows[f"{prompts}:1"]["new_tokens"] == 8 and "error" not in rows[f"{prompts}:1"]
+    assert rows[f"{prompts}:2"]["error"].endswith("field prompt: expected a non-empty string")
+    assert rows[f"{prompts}:3"]["error"] == f"{prompts}:3: invalid UTF-8 at byte 15"
+    assert "not valid JSON" in rows[f"{prompts}:4"]["error"]
+    assert "kept its last 56 tokens" in rows["long"]["warning"] and rows["long"]["prompt_tokens"] == 56
+    strict = codegen("predict", trained["bundle"], prompts, "--out", tmp_path / "strict.jsonl", "--max-new-tokens", "8", "--on-long", "error")
+    long_row = [json.loads(line) for line in (tmp_path / "strict.jsonl").read_text().splitlines()][-1]
+    assert strict.returncode == 3 and long_row["error"].startswith(f"{prompts}:5: ") and "longer than 56" in long_row["error"]
+
+
+def test_evaluate_reports_perplexity_and_pass_at_k(trained):
+    result = codegen("evaluate", trained["bundle"], trained["data"] / "eval", "--json", "--max-new-tokens", "16")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["problems"] == 4 and 0 <= metrics["pass@1"] <= 1
+    assert metrics["perplexity"] > 1 and metrics["files"] == 1
+
+
+def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
+    from plugins.codegen.data import read_problems
+    from plugins.codegen.evaluation import pass_at_k
+    from plugins.codegen.sandbox import run_program
+
+    lines = [json.loads(line) for line in (trained["data"] / "eval/problems.jsonl").read_text().splitlines()]
+    problems = read_problems(trained["data"] / "eval/problems.jsonl")
+    for line, problem in zip(lines, problems):
+        solution = "\n" + line["code"] if "code" in line else line["canonical_solution"]
+        assert run_program(problem.program(solution))["status"] == "passed"
+        assert run_program(problem.program("\n    pass\n"))["status"] == "failed"
+    assert pass_at_k(10, 0, 1) == 0 and pass_at_k(10, 10, 5) == 1
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(5, 1, 2) == pytest.approx(0.4)
+
+
+def test_the_sandbox_kills_an_infinite_loop_and_a_memory_bomb():
+    from plugins.codegen.sandbox import run_program
+
+    started = time.perf_counter()
+    assert run_program("while True:\n    pass\n", timeout=1.0)["status"] == "timeout"
+    assert time.perf_counter() - started < 5
+    assert run_program("x = bytearray(16 * 1024 ** 3)\n", memory_mb=256)["status"] == "memory"
+    assert run_program("chunks = []\nwhile True:\n    chunks.append(b'x' * 10 ** 7)\n", memory_mb=256)["status"] == "memory"
+
+
+def test_the_sandbox_has_no_network_environment_or_caller_folder():
+    from plugins.codegen.sandbox import run_program
+
+    network = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
+    assert network["status"] == "failed" and "PermissionError" in network["stderr"]
+    probe = "import os, sys\nassert 'HOME' not in os.environ and 'PATH' not in os.environ, os.environ\n" \
+            "assert os.path.basename(os.getcwd()).startswith('aitk-sandbox-')\nassert not any('site-packages' in p for p in sys.path)\n"
+    assert run_program(probe)["status"] == "passed"
+
+
+def test_training_resumes_from_its_checkpoint(trained):
+    checkpoint = "checkpoint=" + str(trained["root"] / "bundle.ckpt")
+    resumed = train(trained["data"] / "corpus", trained["root"] / "resumed", [*TINY[:3], "steps=80", *TINY[4:], "resume=true", checkpoint])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "at step 60" in resumed.stderr
+    history = json.loads((trained["root"] / "resumed/manifest.json").read_text())["metrics"]["history"]
+    assert [h["step"] for h in history] == [20, 40, 60, 80]
+    other = train(trained["data"] / "corpus", trained["root"] / "other", [*TINY[1:], "size=mini", "resume=true", checkpoint])
+    assert other.returncode == 1 and "checkpoint was trained with size='tiny'" in other.stderr
+
+
+def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
+    shutil.copy(trained["bundle"] / "tokenizer.json", tmp_path / "hf/tokenizer.json")
+    result = codegen("import", tmp_path / "hf", "--out", tmp_path / "bundle", "--json", "--quantize", "int8", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model_type"] == "llama" and summary["kv_heads"] == 2 and summary["greedy_equals_hf_generate"] is True
+    manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
+    assert "model.int8.onnx" in manifest["files"] and 0 <= manifest["model_int8"]["greedy_tokens_equal_fp32"] <= 1
+    completed = codegen("complete", "def f(x):", "--bundle", tmp_path / "bundle", "--max-new-tokens", "5", "--quantize", "int8")
+    assert completed.returncode == 0, completed.stderr
+    missing = codegen("import", tmp_path, "--out", tmp_path / "b2")
+    assert missing.returncode == 1 and "not a Hugging Face model directory" in missing.stderr
+
+
+def test_the_plugin_imports_no_heavy_library():
+    code = "import sys, plugins.codegen.plugin; print([m for m in ('torch', 'numpy', 'transformers', 'onnxruntime') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stderr
