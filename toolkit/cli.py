@@ -236,6 +236,8 @@ def _with_options(func, extra: list[Option]):
     params = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
     for option in extra:
         flag = "--" + option.name.replace("_", "-")
+        if option.type is bool:  # unset (None) means the bundle's or the use case's own default
+            flag = f"{flag}/--no-{flag[2:]}"
         default = typer.Option(option.default, flag, help=option.help)
         params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
     func.__signature__ = signature.replace(parameters=params)
