@@ -15,8 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[
 
 def predict_records(predictor: Predictor, records: list[Record]) -> list[dict[str, Any]]:
     """Decode and predict one batch; every record gets exactly one row, an error row if it failed."""
-    return _predict_decoded(predictor, records, [_decode(predictor, r) for r in records])
+    return _predict_decoded(predictor, records, _decode_all(predictor, records))
 
 
 def run_batch(
@@ -104,8 +104,7 @@ def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, res
     with counter("predict", "rec") as bar:
         try:
             for rows in batches:
-                journal.write(rows)
-                bad = sum(1 for row in rows if row.get("error") is not None)
+                bad = journal.write(rows)
                 ok, failed = ok + len(rows) - bad, failed + bad
                 bar.update(len(rows))
         except BaseException:
@@ -201,10 +200,13 @@ class Journal:
                 self.ids.add(row["id"])
                 self.failed += row.get("error") is not None
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        """Append ``rows``; returns how many of them are error rows."""
         self.file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self.file.flush()
-        self.failed += sum(1 for row in rows if row.get("error") is not None)
+        bad = sum(1 for row in rows if row.get("error") is not None)
+        self.failed += bad
+        return bad
 
     def abandon(self) -> None:
         """The run failed: keep the journal for --resume, unless it holds no rows at all."""

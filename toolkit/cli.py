@@ -217,7 +217,10 @@ def add_usecase_commands(usecase: UseCase) -> None:
             summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors)
         else:
             summary = run_batch(usecase.load(loaded, runtime, **options), paths, out, batch_size=batch_size, resume=resume)
-        print(json.dumps(summary, indent=2)) if as_json else print_summary(summary)
+        if as_json:
+            print(json.dumps(summary, indent=2))
+        else:
+            print_summary(summary)
         if summary["failed_in_output"]:
             raise typer.Exit(3)
 
