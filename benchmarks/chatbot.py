@@ -39,6 +39,7 @@ def run(work: Path) -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N rows per intent of train and test (quick runs)")
     parser.add_argument("--speed-sentences", type=int, default=512)
     parser.add_argument("--out", type=Path, default=None, help="keep the bundle here (default: a temporary folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other chatbot setting, e.g. label_smoothing=0.1")
     args = parser.parse_args()
 
     import torch
@@ -64,7 +65,7 @@ def run(work: Path) -> None:
 
     fp32 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads))
     int8 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads, int8=True))
-    setting = f"{args.epochs} epochs, max_len {args.max_len}, lr {args.lr:g}, batch {args.batch_size}"
+    setting = ", ".join([f"{args.epochs} epochs, max_len {args.max_len}, lr {args.lr:g}, batch {args.batch_size}", *args.set])
     rows.append((f"fine-tuned MiniLM, ORT fp32 ({setting})", f"{fp32['accuracy']:.2%} (macro F1 {fp32['macro_f1']:.3f})", f"{train_s:.0f} s training"))
     rows.append(("fine-tuned MiniLM, ORT int8 dynamic", f"{int8['accuracy']:.2%} (macro F1 {int8['macro_f1']:.3f})", ""))
 
@@ -142,7 +143,9 @@ def fine_tune(train_csv: Path, out: Path, args):
     from toolkit.runtime import Runtime
 
     usecase = Chatbot()
-    config = usecase.config_from({"epochs": args.epochs, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0})
+    settings = {"epochs": args.epochs, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0}
+    settings.update(item.split("=", 1) for item in args.set)
+    config = usecase.config_from(settings)
     runtime = Runtime(device="cpu", threads=args.threads, int8=True)
     return usecase.train(train_csv, out, config, runtime), runtime
 

@@ -35,8 +35,8 @@ AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch",
 def auto_settings(config) -> dict[str, Any]:
     """Learning rate and epochs when left at 0: they depend on whether the encoder is pretrained."""
     scratch = config.encoder == "scratch"
-    lr = config.lr or (5e-4 if scratch else 5e-5)
-    epochs = config.epochs or (60 if config.freeze_encoder else 40 if scratch else 6)
+    lr = config.lr or (5e-4 if scratch else 1e-4)  # 1e-4, 5 epochs: the Banking77 benchmark's recipe
+    epochs = config.epochs or (60 if config.freeze_encoder else 40 if scratch else 5)
     return {"lr": lr, "epochs": epochs}
 
 
@@ -266,7 +266,7 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
         features = pooled_features(model, token_ids, np.concatenate([train_idx, val_idx]), pad, device).to(device)
     y = torch.as_tensor(targets, device=device)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss()
     stopper = EarlyStopping(patience=config.patience * 5, mode="max")
     rng = np.random.default_rng(config.seed)
     epochs_run = 0
