@@ -2,6 +2,7 @@
 
 Accuracy: the PatchCore bundle, trained on the good training images only, against a frozen-feature
 linear probe (tf_efficientnet_lite0 ImageNet features + logistic regression on all training labels)
+and a mask probe (a patch classifier on the same frozen features, trained on the real defect masks)
 in the same run. Speed in the same run and process: torch eager vs ONNX Runtime fp32 vs ONNX Runtime
 int8 (static, backbone only) in images/s at one batch size, and `predict` over the test files."""
 
@@ -66,6 +67,56 @@ def linear_probe(data: Path, size: int, threads: int) -> float:
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
     probe.fit(embed(train), [not i.good for i in train])
     return float(roc_auc_score([not i.good for i in test], probe.predict_proba(embed(test))[:, 1]))
+
+
+def mask_probe(data: Path, config, threads: int) -> tuple[float, float]:
+    """(image AUROC, pixel AUROC) of a per-patch classifier on the bundle's frozen patch features,
+    trained on the train split's real defect masks: how far these features can separate the
+    defects at all, an upper bound for anything built on them without defect labels."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.metrics import roc_auc_score
+
+    from plugins.defects import data as D
+    from plugins.defects import model as M
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    size = config.image_size
+    features, _ = M.build_features(config.backbone, config.weights, config.layers, size, log=lambda m: None)
+
+    def patches(items):
+        out = []
+        with ThreadPoolExecutor(4) as pool, torch.no_grad():
+            for start in range(0, len(items), 32):
+                images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + 32])))
+                out.append(features(torch.from_numpy(images)))
+        return torch.cat(out)
+
+    train, test = D.load_items(data, "train"), D.load_items(data, "test")
+    x = patches(train)
+    grid = x.shape[-1]
+    full = torch.from_numpy(np.stack([D.load_mask(i.mask, size) for i in train])).float()[:, None]
+    y = F.adaptive_max_pool2d(full, grid).flatten()  # a patch is a defect if any of its pixels is
+    x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3, weight_decay=1e-4)
+    positive_weight = ((1 - y.mean()) / y.mean()).sqrt()
+    for _ in range(8):
+        for batch in torch.randperm(len(x)).split(4096):
+            loss = F.binary_cross_entropy_with_logits(net((x[batch] - mean) / std)[:, 0], y[batch], pos_weight=positive_weight)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        t = patches(test)
+        logits = net((t.permute(0, 2, 3, 1) - mean) / std)[..., 0]
+        maps = F.interpolate(logits[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        scores = F.avg_pool2d(logits[:, None], 3, 1, 1)[:, 0].flatten(1).amax(1)
+    labels = [not i.good for i in test]
+    masks = np.stack([D.load_mask(i.mask, size) for i in test])
+    return float(roc_auc_score(labels, scores.numpy())), float(roc_auc_score(masks.ravel(), maps.numpy().ravel()))
 
 
 def rates(runs: dict, images: np.ndarray, rounds: int) -> dict[str, float]:
@@ -151,6 +202,7 @@ def main() -> None:
         runtime = Runtime(device="cpu", threads=args.threads, int8=int8)
         results[name] = usecase.evaluate(bundle, manifest, runtime, report=work / ("report_int8" if int8 else "report"))
     probe = linear_probe(args.data.resolve(), args.image_size, args.threads)
+    ceiling = mask_probe(args.data.resolve(), config, args.threads)
 
     test = D.load_items(manifest, "test")
     with ThreadPoolExecutor(4) as pool:
@@ -169,6 +221,7 @@ def main() -> None:
     for name, m in results.items():
         print(f"| {name} | {m['image_auroc']:.3f} | {m.get('pixel_auroc', float('nan')):.3f} | {m['f1']:.3f} | {m['threshold']:.3g} |")
     print(f"| linear probe (frozen lite0 features, trained on good and defect labels) | {probe:.3f} | - | - | - |")
+    print(f"| mask probe (patch classifier on the same frozen patch features, trained on the real defect masks) | {ceiling[0]:.3f} | {ceiling[1]:.3f} | - | - |")
     print(f"\nint8 AUROC loss: {fp32['image_auroc'] - int8['image_auroc']:+.4f} image, {fp32.get('pixel_auroc', 0) - int8.get('pixel_auroc', 0):+.4f} pixel")
     print("\nAUROC by defect type (fp32): " + ", ".join(f"{k} {v:.3f}" for k, v in fp32.get("auroc_by_type", {}).items()))
     base = speeds["torch eager fp32"]
