@@ -32,6 +32,12 @@ def test_training_settings_from_set_and_config_files(wine, tmp_path):
     assert json.loads(int8.stdout)["accuracy"] > 0.8
 
 
+def test_train_help_lists_the_settings_and_their_defaults():
+    result = run_aitk("wine", "train", "--help", plugins="wine")
+    assert result.returncode == 0
+    assert "--set key=value" in result.stdout and "hidden=64" in result.stdout and "epochs=300" in result.stdout
+
+
 def test_bad_settings_get_one_line_errors(wine, tmp_path):
     train = ["wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b")]
     unknown = run_aitk(*train, "--set", "hiden=3", plugins="wine")

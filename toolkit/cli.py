@@ -5,6 +5,7 @@ with failed records; 4 `--device cuda` and CUDA cannot be used."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -228,9 +229,21 @@ def add_usecase_commands(usecase: UseCase) -> None:
     evaluate.__doc__ = "Metrics of a bundle on labelled data."
     predict.__doc__ = "Batch inference over files; a bad record becomes an error row (exit 3)."
     for command in (train, evaluate, predict):
-        group.command(command.__name__)(_with_options(command, usecase.options.get(command.__name__, [])))
+        epilog = settings_help(usecase.Config) if command is train else None
+        group.command(command.__name__, epilog=epilog)(_with_options(command, usecase.options.get(command.__name__, [])))
     usecase.commands(group)
     app.add_typer(group, name=name)
+
+
+def settings_help(config_class: type) -> str:
+    """The training settings and their defaults, for `train --help`."""
+    defaults = config_class()
+
+    def shown(value: Any) -> str:
+        return json.dumps(value) if isinstance(value, (bool, str, list, dict)) or value is None else str(value)
+
+    fields = ", ".join(f"{f.name}={shown(getattr(defaults, f.name))}" for f in dataclasses.fields(config_class))
+    return f"Settings (--set key=value or --config FILE), with their defaults: {fields}."
 
 
 def _with_options(func, extra: list[Option]):
