@@ -71,8 +71,8 @@ def linear_probe(data: Path, size: int, threads: int) -> float:
 
 def mask_probe(data: Path, config, threads: int) -> tuple[float, float]:
     """(image AUROC, pixel AUROC) of a per-patch classifier on the bundle's frozen patch features,
-    trained on the train split's real defect masks: how far these features can separate the
-    defects at all, an upper bound for anything built on them without defect labels."""
+    trained on the train split's real defect masks: how well these features separate the defects
+    when the labels are known, a reference for a method that learns from good images alone."""
     import torch
     import torch.nn.functional as F
     from sklearn.metrics import roc_auc_score
