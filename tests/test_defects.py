@@ -124,6 +124,17 @@ def test_csv_manifest_with_splits_masks_and_types(tmp_path):
     assert test.defect_type == "blowhole" and D.load_mask(test.mask, 8).all()
 
 
+def test_validation_holds_out_whole_groups(tmp_path):
+    """Images of one part (a group) never sit both in the memory bank and in the threshold's validation."""
+    from plugins.defects import data as D
+
+    rows = [f"p{part}_{light}.jpg,good,{part}" for part in range(10) for light in range(6)]
+    (tmp_path / "parts.csv").write_text("image,label,group\n" + "\n".join(rows) + "\n")
+    bank, held = D.split_validation(D.load_items(tmp_path / "parts.csv", "train"), set(), 0.2, 0)
+    assert len(held) == 12 and len(bank) == 48
+    assert not {i.group for i in bank} & {i.group for i in held}
+
+
 def test_image_modes_are_converted_to_rgb():
     from plugins.defects.data import to_rgb
 

@@ -21,12 +21,14 @@ VAL_SPLITS = {"val", "valid", "validation"}
 
 @dataclass
 class Item:
-    """One labelled image: ``defect_type`` is None for good images and for untyped defects."""
+    """One labelled image: ``defect_type`` is None for good images and for untyped defects;
+    ``group`` names the part or region an image shows, when a manifest says."""
 
     image: Path
     good: bool
     defect_type: str | None = None
     mask: Path | None = None
+    group: str | None = None
 
 
 def open_image(source: Path | bytes, name: str = "") -> Image.Image:
@@ -109,15 +111,24 @@ def split_validation(items: list[Item], val: set[Path], fraction: float, seed: i
     """(good images for the memory bank, validation images for the threshold).
 
     Labelled defects always go to validation (they never enter the memory bank). Without an
-    explicit validation split, ``fraction`` of the good images is held out at random."""
+    explicit validation split, ``fraction`` of the good images is held out at random, whole
+    groups at a time: an image whose twin (the same part, another lighting) sat in the bank
+    would score low and pull the threshold down."""
     good = [i for i in items if i.good and i.image not in val]
     held = [i for i in items if not i.good or i.image in val]
     if not any(i.good for i in held) and fraction > 0 and len(good) >= 2:
-        shuffled = good[:]
-        random.Random(seed).shuffle(shuffled)
-        count = min(len(good) - 1, max(1, round(fraction * len(good))))
-        held += shuffled[:count]
-        good = shuffled[count:]
+        grouped = len({i.group for i in good}) > 1
+        groups: dict[str, list[Item]] = {}
+        for item in good:
+            groups.setdefault(item.group if grouped and item.group else str(item.image), []).append(item)
+        keys = sorted(groups)
+        random.Random(seed).shuffle(keys)
+        target = min(len(good) - 1, max(1, round(fraction * len(good))))
+        held_good: list[Item] = []
+        while len(keys) > 1 and len(held_good) < target:  # one group at least stays in the bank
+            held_good += groups[keys.pop()]
+        held += held_good
+        good = [i for key in keys for i in groups[key]]
     if not good:
         raise AitkError("no good (defect-free) training images: the memory bank needs some")
     return good, held
@@ -154,7 +165,7 @@ def _csv_items(path: Path, splits: set[str]) -> list[Item]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     if not rows or "image" not in rows[0] or "label" not in rows[0]:
-        raise AitkError(f"{path}: a manifest needs the columns image and label (optional: mask, defect_type, split)")
+        raise AitkError(f"{path}: a manifest needs the columns image and label (optional: mask, defect_type, split, group)")
     items = []
     for number, row in enumerate(rows, start=2):
         split = (row.get("split") or "").strip().lower()
@@ -174,4 +185,5 @@ def _csv_item(path: Path, number: int, row: dict[str, str]) -> Item:
     if not good:
         defect_type = (row.get("defect_type") or "").strip() or (None if label.lower() in GENERIC_DEFECT_LABELS else label)
     mask = (row.get("mask") or "").strip()
-    return Item(path.parent / image, good, defect_type, path.parent / mask if mask and not good else None)
+    group = (row.get("group") or "").strip() or None
+    return Item(path.parent / image, good, defect_type, path.parent / mask if mask and not good else None, group)
