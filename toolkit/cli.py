@@ -235,15 +235,19 @@ def add_usecase_commands(usecase: UseCase) -> None:
     app.add_typer(group, name=name)
 
 
-def settings_help(config_class: type) -> str:
-    """The training settings and their defaults, for `train --help`."""
-    defaults = config_class()
+def settings_help(config_class: type) -> str | None:
+    """The training settings and their defaults, for `train --help`; read from the fields, not an
+    instance, so that a plugin's faulty Config cannot break the whole CLI."""
+    if not dataclasses.is_dataclass(config_class):
+        return None
+    shown = [f"{f.name}={json.dumps(_field_default(f), default=str)}" for f in dataclasses.fields(config_class)]
+    return f"Settings (--set key=value or --config FILE), with their defaults: {', '.join(shown)}."
 
-    def shown(value: Any) -> str:
-        return json.dumps(value) if isinstance(value, (bool, str, list, dict)) or value is None else str(value)
 
-    fields = ", ".join(f"{f.name}={shown(getattr(defaults, f.name))}" for f in dataclasses.fields(config_class))
-    return f"Settings (--set key=value or --config FILE), with their defaults: {fields}."
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def _with_options(func, extra: list[Option]):
