@@ -37,6 +37,15 @@ def good_only_manifest(data: Path, out: Path) -> Path:
     return out
 
 
+def image_batches(items: list, size: int, batch: int = 32):
+    """uint8 image batches [batch, size, size, 3] of ``items``, decoded on 4 threads."""
+    from plugins.defects import data as D
+
+    with ThreadPoolExecutor(4) as pool:
+        for start in range(0, len(items), batch):
+            yield np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + batch])))
+
+
 def linear_probe(data: Path, size: int, threads: int) -> float:
     """Test AUROC of logistic regression on pooled frozen ImageNet features (train split: good and defect)."""
     import timm
@@ -55,13 +64,9 @@ def linear_probe(data: Path, size: int, threads: int) -> float:
     model.eval()
 
     def embed(items):
-        out = []
-        with ThreadPoolExecutor(4) as pool, torch.no_grad():
-            for start in range(0, len(items), 32):
-                images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + 32])))
-                x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
-                out.append(model(x).numpy())
-        return np.concatenate(out)
+        with torch.no_grad():
+            return np.concatenate([model((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5).numpy()
+                                   for images in image_batches(items, size)])
 
     train, test = D.load_items(data, "train"), D.load_items(data, "test")
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
@@ -86,12 +91,8 @@ def mask_probe(data: Path, config, threads: int) -> tuple[float, float]:
     features, _ = M.build_features(config.backbone, config.weights, config.layers, size, log=lambda m: None)
 
     def patches(items):
-        out = []
-        with ThreadPoolExecutor(4) as pool, torch.no_grad():
-            for start in range(0, len(items), 32):
-                images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + 32])))
-                out.append(features(torch.from_numpy(images)))
-        return torch.cat(out)
+        with torch.no_grad():
+            return torch.cat([features(torch.from_numpy(images)) for images in image_batches(items, size)])
 
     train, test = D.load_items(data, "train"), D.load_items(data, "test")
     x = patches(train)
@@ -205,8 +206,7 @@ def main() -> None:
     ceiling = mask_probe(args.data.resolve(), config, args.threads)
 
     test = D.load_items(manifest, "test")
-    with ThreadPoolExecutor(4) as pool:
-        images = np.stack(list(pool.map(lambda i: D.load_image(i.image, args.image_size)[0], test[: args.batch])))
+    images = next(image_batches(test, args.image_size, args.batch))
     speeds = speed(bundle, images, args.threads, args.rounds)
     paths = [i.image for i in test]
     files_fp32 = predict_files(usecase, bundle, paths, work / "pred_fp32.jsonl", args.threads, False)
