@@ -32,6 +32,17 @@ def test_training_settings_from_set_and_config_files(wine, tmp_path):
     assert json.loads(int8.stdout)["accuracy"] > 0.8
 
 
+def test_fp16_model_is_written_and_run_when_asked_for(wine, tmp_path):
+    result = run_aitk("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--quantize", "fp16", plugins="wine")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(run_aitk("bundle", "info", str(tmp_path / "b"), "--json", plugins="wine").stdout)
+    assert "model.fp16.onnx" in info["files"] and "model.int8.onnx" not in info["files"]
+    fp16 = run_aitk("wine", "evaluate", str(tmp_path / "b"), str(wine["data"] / "test.csv"), "--quantize", "fp16", "--json", plugins="wine")
+    assert json.loads(fp16.stdout)["accuracy"] > 0.8
+    missing = run_aitk("wine", "evaluate", str(wine["bundle"]), str(wine["data"] / "test.csv"), "--quantize", "fp16", "--json", plugins="wine")
+    assert missing.returncode == 0 and "has no model.fp16.onnx" in missing.stderr
+
+
 def test_train_help_lists_the_settings_and_their_defaults():
     result = run_aitk("wine", "train", "--help", plugins="wine")
     assert result.returncode == 0

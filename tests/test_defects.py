@@ -105,6 +105,15 @@ def test_threshold_option_overrides_the_calibrated_one(trained, tmp_path):
     assert metrics["recall"] == 1.0 and metrics["threshold"] == 0.0 and metrics["model"] == "model.int8.onnx"
 
 
+def test_fp16_model_keeps_the_separation(trained, tmp_path):
+    """fp16 (meant for the CUDA provider) converts the backbone only; checked against torch at training."""
+    result = run_aitk("defects", "train", str(trained["data"]), "--out", str(tmp_path / "b"), "--quantize", "fp16", "--threads", "2", *QUICK, plugins="defects")
+    assert result.returncode == 0, result.stderr
+    result = run_aitk("defects", "evaluate", str(tmp_path / "b"), str(trained["data"]), "--json", "--quantize", "fp16", plugins="defects")
+    metrics = json.loads(result.stdout)
+    assert metrics["model"] == "model.fp16.onnx" and metrics["image_auroc"] > 0.9
+
+
 def test_csv_manifest_with_splits_masks_and_types(tmp_path):
     from plugins.defects import data as D
 

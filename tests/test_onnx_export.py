@@ -1,11 +1,12 @@
-"""Export and int8 quantization helpers: dynamic batch axes, static quantization for convolutions."""
+"""Export helpers: dynamic batch axes, int8 quantization (static for convolutions), fp16, IO binding."""
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from toolkit.onnx_export import export, quantize_dynamic, quantize_static
+from toolkit.errors import ParityError
+from toolkit.onnx_export import check_parity, export, quantize_dynamic, quantize_static
 from toolkit.runtime import Runtime
 
 
@@ -46,3 +47,50 @@ def test_dynamic_quantization_of_an_mlp(tmp_path):
     (got,) = Runtime(device="cpu").session(tmp_path / "m.int8.onnx")(x.numpy())
     assert cosine(got.ravel(), model(x).detach().numpy().ravel()) > 0.99
     assert not (tmp_path / "m.int8.prep.onnx").exists()
+
+
+class LastStep(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(3, 8, batch_first=True)  # exported with one zeros value as both initial states
+        self.out = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.lstm(x)[0][:, -1])
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the LSTM's shape checks, traced as constants
+@pytest.mark.parametrize("make, shape", [(small_cnn, (5, 3, 16, 16)), (LastStep, (5, 12, 3))])
+def test_fp16_export_is_written_beside_the_fp32_one_and_checked_against_torch(tmp_path, make, shape):
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(*shape)
+    info = export(model, (x[:2],), tmp_path / "m.onnx", ["x"], ["y"], parity_inputs=(x,), fp16=True)
+    assert info["fp16"]["file"] == "m.fp16.onnx" and info["fp16"]["parity"]["max_abs_diff"]["y"] > 0
+    graph = onnx.load(str(tmp_path / "m.fp16.onnx")).graph
+    assert onnx.TensorProto.FLOAT16 in {t.data_type for t in graph.initializer}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed what they fed before
+    (got,) = Runtime(device="cpu").session(tmp_path / "m.fp16.onnx")(x.numpy())
+    assert got.dtype == np.float32 and np.allclose(got, model(x).detach().numpy(), atol=0.05)
+
+
+def test_parity_check_names_the_file_and_output_that_drift(tmp_path):
+    model, x = small_cnn(), torch.rand(4, 3, 16, 16)
+    export(model, (x,), tmp_path / "m.onnx", ["image"], ["logits"])
+    with torch.no_grad():
+        model[-1].bias += 1.0
+    with pytest.raises(ParityError, match="m.onnx differs from torch on output 'logits'"):
+        check_parity(model, tmp_path / "m.onnx", (x,), ["logits"], atol=1e-4, rtol=1e-2)
+
+
+def test_outputs_kept_on_the_device_feed_back_in_like_numpy(tmp_path):
+    """IO binding: a recurrent step whose state stays an OrtValue gives what numpy round trips give."""
+    step = torch.nn.GRUCell(4, 6).eval()
+    x, h = torch.randn(3, 4), torch.zeros(3, 6)
+    export(step, (x, h), tmp_path / "step.onnx", ["x", "h"], ["h_next"])
+    session = Runtime(device="cpu").session(tmp_path / "step.onnx")
+    state, on_device = h.numpy(), h.numpy()
+    for _ in range(3):
+        (state,) = session(x.numpy(), state)
+        (on_device,) = session.run_on_device({"x": x.numpy(), "h": on_device})
+    assert not isinstance(on_device, np.ndarray)
+    np.testing.assert_allclose(on_device.numpy(), state, atol=1e-6)

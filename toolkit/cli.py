@@ -36,7 +36,7 @@ debug = os.environ.get("AITK_DEBUG") == "1"
 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (exit 4 when cuda cannot be used).")]
 Threads = Annotated[Optional[int], typer.Option("--threads", help="Threads for ONNX Runtime, and for torch when training (default: all cores).")]
-Quantize = Annotated[Optional[str], typer.Option("--quantize", help="int8: write (train) or run (evaluate, predict) the int8 model.")]
+Quantize = Annotated[Optional[str], typer.Option("--quantize", help="int8 (CPU) or fp16 (GPU): write (train) or run (evaluate, predict) that model.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
@@ -299,9 +299,9 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 def _runtime(device: str, threads: int | None, quantize: str | None):
     from toolkit.runtime import Runtime
 
-    if quantize not in (None, "int8", "none"):
-        raise AitkError(f"--quantize {quantize!r}: expected int8 or none")
-    return Runtime(device=device, threads=threads, int8=quantize == "int8")
+    if quantize not in (None, "int8", "fp16", "none"):
+        raise AitkError(f"--quantize {quantize!r}: expected int8, fp16 or none")
+    return Runtime(device=device, threads=threads, int8=quantize == "int8", fp16=quantize == "fp16")
 
 
 def _require_exists(path: Path) -> None:

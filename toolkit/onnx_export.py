@@ -1,4 +1,4 @@
-"""torch -> ONNX with dynamic batch axes, a parity check against torch, and int8 quantization.
+"""torch -> ONNX with dynamic batch axes, a parity check against torch, int8 quantization and fp16.
 
 ``export`` writes the ONNX file, runs it in ONNX Runtime (CPU) beside the torch module on the
 same inputs and raises ParityError when they disagree, so a caller writing a bundle inside a
@@ -25,12 +25,14 @@ def export(
     atol: float = 1e-4,
     label_output: str | None = None,
     opset: int = 17,
+    fp16: bool = False,
 ) -> dict[str, Any]:
     """Export ``module`` and check it; returns the model's schema and parity for the manifest.
 
     ``dynamic_axes`` defaults to axis 0 ("batch") of every input and output. ``parity_inputs``
     (default ``example_inputs``) should hold a batch size other than the export's to prove the
-    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers)."""
+    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers).
+    ``fp16`` also writes and checks the float16 model beside it (see ``write_fp16``)."""
     import torch
 
     module = module.eval()
@@ -50,7 +52,10 @@ def export(
             dynamo=False,
         )
     parity = check_parity(module, path, parity_inputs or example_inputs, output_names, atol, label_output)
-    return {"file": Path(path).name, "schema": onnx_schema(path), "parity": parity}
+    result = {"file": Path(path).name, "schema": onnx_schema(path), "parity": parity}
+    if fp16:
+        result["fp16"] = write_fp16(module, path, parity_inputs or example_inputs, output_names, label_output)
+    return result
 
 
 def check_parity(
@@ -60,8 +65,10 @@ def check_parity(
     output_names: Sequence[str],
     atol: float,
     label_output: str | None = None,
+    rtol: float = 0.0,
 ) -> dict[str, Any]:
-    """Compare torch and ONNX Runtime outputs; raises ParityError beyond ``atol`` or on label disagreement."""
+    """Compare torch and ONNX Runtime outputs; raises ParityError on label disagreement or beyond
+    ``atol + rtol * (largest magnitude of the output)``."""
     import numpy as np
     import torch
 
@@ -75,17 +82,47 @@ def check_parity(
     session = Runtime(device="cpu").session(Path(onnx_path))
     got = session(*[t.detach().cpu().numpy() for t in inputs])
     result: dict[str, Any] = {"atol": atol, "max_abs_diff": {}, "batch": int(inputs[0].shape[0])}
+    if rtol:
+        result["rtol"] = rtol
     for name, want, have in zip(output_names, expected, got):
         diff = float(np.max(np.abs(want.astype(np.float64) - have.astype(np.float64)))) if want.size else 0.0
         result["max_abs_diff"][name] = diff
-        if not diff <= atol:
-            raise ParityError(f"ONNX export differs from torch on output {name!r}: max abs diff {diff:.3g} > {atol:g}")
+        limit = atol + rtol * (float(np.max(np.abs(want))) if want.size else 0.0)
+        if not diff <= limit:
+            raise ParityError(f"ONNX export {Path(onnx_path).name} differs from torch on output {name!r}: max abs diff {diff:.3g} > {limit:.3g}")
         if name == label_output:
             agreement = float(np.mean(want.argmax(-1) == have.argmax(-1)))
             result["label_agreement"] = agreement
             if agreement < 1.0:
                 raise ParityError(f"ONNX export disagrees with torch on {1 - agreement:.1%} of labels")
     return result
+
+
+FP16_ATOL, FP16_RTOL = 1e-2, 2e-2  # float16 keeps ~3 significant digits; errors grow with an output's scale
+FP16_KEEP_FP32 = ["LSTM", "GRU", "RNN"]  # no float16 kernels in the CPU provider, where the check runs
+
+
+def write_fp16(module, src: Path, inputs: tuple, output_names: Sequence[str], label_output: str | None = None) -> dict[str, Any]:
+    """Write ``src`` in float16 beside it as ``<stem>.fp16.onnx`` (see ``convert_fp16``) and check it
+    against torch like the fp32 export, with a tolerance relative to each output's scale."""
+    dst = Path(src).with_name(f"{Path(src).stem}.fp16.onnx")
+    convert_fp16(src, dst)
+    return {"file": dst.name, "parity": check_parity(module, dst, inputs, output_names, FP16_ATOL, label_output, FP16_RTOL)}
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """float16 weights and activations, for the CUDA provider; inputs and outputs keep their types."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about every constant it clamps into the float16 range
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST + FP16_KEEP_FP32)
+    # it inserts the same Cast twice when one value feeds a kept-fp32 op twice (an LSTM's initial h and c)
+    unique = list({node.SerializeToString(): node for node in model.graph.node}.values())
+    del model.graph.node[:]
+    model.graph.node.extend(unique)
+    onnx.save(model, str(dst))
 
 
 def onnx_schema(path: Path) -> dict[str, list[dict[str, Any]]]:

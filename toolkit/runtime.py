@@ -27,6 +27,8 @@ class Runtime:
     threads: int | None = None
     int8: bool = False
     """Training also writes an int8 model; predicting runs it on CPU when the bundle has one."""
+    fp16: bool = False
+    """Training also writes an fp16 model (for the CUDA provider); predicting runs it when the bundle has one."""
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -36,9 +38,13 @@ class Runtime:
         return OrtSession(model, self)
 
     def model_file(self, bundle) -> Path:
-        """The bundle's ONNX file this runtime should run: int8 on CPU when asked for and present."""
-        if self.int8 and bundle.has("model.int8.onnx") and self.provider() == CPU:
-            return bundle.file("model.int8.onnx")
+        """The bundle's ONNX file this runtime should run: int8 on CPU, or fp16, when asked for and present
+        (int8 is a CPU path: under CUDA the fp32 model runs)."""
+        wanted = "model.int8.onnx" if self.int8 and self.provider() == CPU else "model.fp16.onnx" if self.fp16 else None
+        if wanted and bundle.has(wanted):
+            return bundle.file(wanted)
+        if wanted:
+            _warn_once(f"warning: this bundle has no {wanted} (train with --quantize {wanted.split('.')[1]} to add one); running model.onnx")
         return bundle.file("model.onnx")
 
     def provider(self) -> str:
@@ -89,10 +95,28 @@ class OrtSession:
             _warn_once(f"warning: {reason}; running on CPU")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.device_type = "cuda" if self.provider == CUDA else "cpu"
 
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         """Outputs (numpy arrays) in graph order for ``feeds`` (numpy arrays by input name)."""
         return self.session.run(None, feeds)
+
+    def run_on_device(self, feeds: dict[str, Any]) -> list[Any]:
+        """Outputs as OrtValues left in the session's device memory (IO binding), for loops that
+        feed outputs back in: a KV cache then never crosses to the host and back each step.
+        ``feeds`` may mix numpy arrays and OrtValues from an earlier call; ``.numpy()`` copies one out."""
+        import numpy as np
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, self.device_type)
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()
 
     def __call__(self, *arrays: Any) -> list[Any]:
         return self.run(dict(zip(self.input_names, arrays)))

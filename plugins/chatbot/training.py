@@ -66,7 +66,7 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
     with BundleWriter(out, usecase="chatbot", plugin_version=toolkit.__version__, config=config) as writer:
         tokenizer.save(str(writer.path("tokenizer.json")))
         sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
-        writer.manifest["model"] = _export(model, tokenizer, pad, texts, sample_texts, writer.path("model.onnx"))
+        writer.manifest["model"] = _export(model, tokenizer, pad, texts, sample_texts, writer.path("model.onnx"), runtime.fp16)
         session = Runtime(device="cpu", threads=runtime.threads).session(writer.path("model.onnx"))
         questions, owners = faq_memory(domain)
         _, faq_embeddings, _ = run_model(session, tokenizer, questions, pad)
@@ -300,7 +300,7 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1 if len(val_idx) else epochs_run}
 
 
-def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], path: Path) -> dict[str, Any]:
+def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], path: Path, fp16: bool) -> dict[str, Any]:
     """Export with a 2-text example and check parity on a different batch size and length."""
     example = encode(tokenizer, texts[:2], pad)
     parity = encode(tokenizer, (sample_texts + ["?", "a much longer message " * 8])[:18], pad)
@@ -316,6 +316,7 @@ def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_te
             parity_inputs=(torch.from_numpy(parity[0]), torch.from_numpy(parity[1])),
             atol=1e-3,
             label_output="logits",
+            fp16=fp16,
         )
 
 

@@ -32,7 +32,7 @@ def write_bundle(out: Path, model, tokenizer, runtime: Runtime, config: Any, con
         log("exporting the KV-cache graph and the token-score graph to ONNX")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the parity checks below are the proof
-            w.manifest["model"] = export_decoder(model, w.path("model.onnx"), shape, vocab)
+            w.manifest["model"] = export_decoder(model, w.path("model.onnx"), shape, vocab, runtime.fp16)
             w.manifest["model"]["score"] = export_scorer(model, w.path("score.onnx"), vocab)
         w.path("tokenizer.json").write_text(tokenizer.to_str())
         w.write_json("model_config.json", model.config.to_dict())
@@ -47,7 +47,10 @@ def write_bundle(out: Path, model, tokenizer, runtime: Runtime, config: Any, con
         if runtime.int8:
             onnx_export.quantize_dynamic(w.path("model.onnx"), w.path("model.int8.onnx"))
             int8 = Generator(cpu.session(w.path("model.int8.onnx")), generator.tokenizer, assets)
-            w.manifest["model_int8"] = {"file": "model.int8.onnx", **_int8_agreement(generator, int8, windows, vocab)}
+            w.manifest["model_int8"] = {"file": "model.int8.onnx", **_agreement(generator, int8, windows, vocab)}
+        if runtime.fp16:
+            fp16 = Generator(cpu.session(w.path("model.fp16.onnx")), generator.tokenizer, assets)
+            w.manifest["model"]["fp16"].update(_agreement(generator, fp16, windows, vocab))
         if windows:
             scored = perplexity(cpu.session(w.path("score.onnx")), windows, ids["pad_id"])
             metrics = {"heldout_perplexity": scored["perplexity"], "heldout_loss": scored["loss"], "heldout_tokens": scored["tokens"], **metrics}
@@ -85,12 +88,12 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
     return tokens
 
 
-def _int8_agreement(fp32, int8, windows: list, vocab: int) -> dict[str, Any]:
-    """Next-token agreement of the int8 graph with the fp32 one on greedy continuations of probe prompts."""
+def _agreement(fp32, other, windows: list, vocab: int) -> dict[str, Any]:
+    """Next-token agreement of an int8 or fp16 graph with the fp32 one on greedy continuations of probe prompts."""
     prompts = _probe_prompts(windows, vocab, count=4)
     sampling = Sampling(max_new_tokens=max(1, min(32, fp32.context - max(map(len, prompts)) - 1)))
     a = fp32.generate(prompts, sampling, seeds=[0] * len(prompts))
-    b = int8.generate(prompts, sampling, seeds=[0] * len(prompts))
+    b = other.generate(prompts, sampling, seeds=[0] * len(prompts))
     same = sum(_common_prefix(x.tokens, y.tokens) for x, y in zip(a, b))
     total = sum(len(x.tokens) for x in a)
     return {"greedy_tokens_equal_fp32": same / max(total, 1), "compared_tokens": total}

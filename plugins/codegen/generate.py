@@ -157,7 +157,9 @@ class Generator:
         past = [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for _ in self.past_names]
         feed = ids
         for _ in range(max(r.budget for r in rows)):
-            logits, *past = self.session.run({"input_ids": feed, "attention_mask": mask, "position_ids": positions, **dict(zip(self.past_names, past))})
+            # the cache stays in the session's memory (GPU memory under CUDA); only logits come out
+            logits, *past = self.session.run_on_device({"input_ids": feed, "attention_mask": mask, "position_ids": positions, **dict(zip(self.past_names, past))})
+            logits = logits.numpy()
             if sampling.repetition_penalty != 1.0:
                 seen = _mark(seen, ids if seen is None else feed, logits.shape[1])
                 logits = _penalize(logits, seen, sampling.repetition_penalty)

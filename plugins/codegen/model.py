@@ -123,7 +123,7 @@ def past_names(layers: int) -> tuple[list[str], list[str]]:
     return inputs, [n.replace("past.", "present.") for n in inputs]
 
 
-def export_decoder(model, path: Path, shape: dict[str, int], vocab_size: int) -> dict[str, Any]:
+def export_decoder(model, path: Path, shape: dict[str, int], vocab_size: int, fp16: bool = False) -> dict[str, Any]:
     """Export the KV-cache graph; parity against torch for a decoding step and for a prompt pass (empty past)."""
     wrapper = KVDecoder(model).eval()
     past_in, past_out = past_names(shape["layers"])
@@ -135,7 +135,7 @@ def export_decoder(model, path: Path, shape: dict[str, int], vocab_size: int) ->
     step[1][0, :2] = 0  # a left-padded row
     info = onnx_export.export(
         wrapper, example, path, ["input_ids", "attention_mask", "position_ids", *past_in], ["logits", *past_out],
-        dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL,
+        dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL, fp16=fp16,
     )
     prompt = _decoder_inputs(shape, vocab_size, batch=2, new=6, past=0)
     info["parity_prompt_pass"] = onnx_export.check_parity(wrapper, path, prompt, ["logits", *past_out], PARITY_ATOL)

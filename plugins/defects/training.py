@@ -67,6 +67,11 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
                 "parity": onnx_export.check_parity(model, w.path("model.onnx"), (torch.from_numpy(parity_images),), outputs, PARITY_ATOL, _label_output(head)),
                 "parts": parts["parity"],
             }
+            if runtime.fp16:  # the backbone only, like int8: the head's bank distances need fp32
+                onnx_export.convert_fp16(parts["features"], Path(tmp) / "features.fp16.onnx")
+                merge(Path(tmp) / "features.fp16.onnx", parts["head"], w.path("model.fp16.onnx"))
+                w.manifest["model"]["fp16"] = {"file": "model.fp16.onnx", "parity": onnx_export.check_parity(
+                    model, w.path("model.fp16.onnx"), (torch.from_numpy(parity_images),), outputs, onnx_export.FP16_ATOL, _label_output(head), onnx_export.FP16_RTOL)}
             if runtime.int8:
                 quantized = Path(tmp) / "features.int8.onnx"
                 onnx_export.quantize_static(parts["features"], quantized, ({"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)))

@@ -256,7 +256,7 @@ def write_bundle(out: Path, usecase: str, config: Any, schema: data.Schema, spec
         onnx_path = bundle.path("model.onnx")
         bundle.manifest["model"] = onnx_export.export(
             model, example_inputs(windows, picks[:2])[0], onnx_path, names, ["quantiles"],
-            parity_inputs=example_inputs(windows, picks)[0], atol=1e-4,
+            parity_inputs=example_inputs(windows, picks)[0], atol=1e-4, fp16=runtime.fp16,
         )
         if runtime.int8:
             int8 = quantize(onnx_path, bundle.path("model.int8.onnx"), *example_inputs(windows, examples), names, spec.quantiles)

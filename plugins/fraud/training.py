@@ -268,7 +268,7 @@ def write_bundle(out: Path, config: Any, runtime: Runtime, model: FraudModel, pr
     parity = graph_inputs(model, parity_inputs(tensors, val_rows))
     with BundleWriter(out, usecase="fraud", plugin_version=toolkit.__version__, config=config) as w:
         w.manifest["model"] = onnx_export.export(
-            model, example, w.path("model.onnx"), names, ["score", "logit"], parity_inputs=parity, atol=1e-3
+            model, example, w.path("model.onnx"), names, ["score", "logit"], parity_inputs=parity, atol=1e-3, fp16=runtime.fp16
         )
         if runtime.int8:
             w.manifest["model_int8"] = quantize(w.path("model.onnx"), w.path("model.int8.onnx"), model, tensors, val_rows)

@@ -55,7 +55,7 @@ class Wine(UseCase):
             example = torch.from_numpy(x[:4])
             bundle.manifest["model"] = onnx_export.export(
                 model, (example,), bundle.path("model.onnx"), ["features"], ["probabilities"],
-                parity_inputs=(torch.from_numpy(x[:7]),), label_output="probabilities",
+                parity_inputs=(torch.from_numpy(x[:7]),), label_output="probabilities", fp16=runtime.fp16,
             )
             if runtime.int8:
                 onnx_export.quantize_dynamic(bundle.path("model.onnx"), bundle.path("model.int8.onnx"))
