@@ -29,7 +29,7 @@ def train(data, out, settings):
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("codegen")
     assert codegen("sample", root / "data").returncode == 0
-    result = train(root / "data/corpus", root / "bundle", TINY)
+    result = train(f"{root}/data/corpus/**/*.py", root / "bundle", TINY)  # a glob: DATA is a spec, not just a path
     assert result.returncode == 0, result.stderr
     return {"root": root, "data": root / "data", "bundle": root / "bundle"}
 
@@ -54,6 +54,12 @@ def test_a_few_training_steps_lower_the_held_out_loss(trained):
     assert manifest["model"]["greedy_equals_hf_generate"] is True
     assert manifest["model"]["parity"]["max_abs_diff"]["logits"] < 1e-3
     assert {"model.onnx", "score.onnx", "tokenizer.json", "weights.safetensors"} <= set(manifest["files"])
+
+
+def test_a_corpus_spec_that_matches_nothing_says_so(tmp_path):
+    result = train(f"{tmp_path}/nothing/*.py,stdlib-not", tmp_path / "b", TINY)
+    assert result.returncode == 1 and "no such file or directory" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):

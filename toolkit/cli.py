@@ -160,7 +160,8 @@ def add_usecase_commands(usecase: UseCase) -> None:
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
-        _require_exists(data)
+        if not usecase.train_data_spec:
+            _require_exists(data)
         settings = read_settings(config) if config else {}
         settings.update(parse_settings(set_ or []))
         settings.update({k: v for k, v in options.items() if v is not None})

@@ -92,6 +92,9 @@ class UseCase:
     """Records per model call in `predict` unless --batch-size says otherwise."""
     options: ClassVar[dict[str, list[Option]]] = {}
     """Extra options by command name ("train", "evaluate", "predict")."""
+    train_data_spec: ClassVar[bool] = False
+    """True when `train DATA` is a spec the use case parses and checks itself (globs, comma-separated
+    lists, names); otherwise the CLI requires DATA to be an existing path."""
 
     def sample(self, out: Path) -> Sample:
         raise NotImplementedError

@@ -73,6 +73,7 @@ class Codegen(UseCase):
     Config = CodegenConfig
     input_suffixes = (".jsonl",)
     batch_size = 16
+    train_data_spec = True  # globs, comma-separated lists and `stdlib` (data.corpus_files)
     options = {
         "predict": [
             *SAMPLING_OPTIONS,
