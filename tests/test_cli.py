@@ -38,7 +38,7 @@ def test_fp16_model_is_written_and_run_when_asked_for(wine, tmp_path):
     info = json.loads(run_aitk("bundle", "info", str(tmp_path / "b"), "--json", plugins="wine").stdout)
     assert "model.fp16.onnx" in info["files"] and "model.int8.onnx" not in info["files"]
     fp16 = run_aitk("wine", "evaluate", str(tmp_path / "b"), str(wine["data"] / "test.csv"), "--quantize", "fp16", "--json", plugins="wine")
-    assert json.loads(fp16.stdout)["accuracy"] > 0.8
+    assert json.loads(fp16.stdout)["accuracy"] > 0.8 and "float16 is for the CUDA provider" in fp16.stderr
     missing = run_aitk("wine", "evaluate", str(wine["bundle"]), str(wine["data"] / "test.csv"), "--quantize", "fp16", "--json", plugins="wine")
     assert missing.returncode == 0 and "has no model.fp16.onnx" in missing.stderr
 

@@ -42,6 +42,8 @@ class Runtime:
         (int8 is a CPU path: under CUDA the fp32 model runs)."""
         wanted = "model.int8.onnx" if self.int8 and self.provider() == CPU else "model.fp16.onnx" if self.fp16 else None
         if wanted and bundle.has(wanted):
+            if wanted == "model.fp16.onnx" and self.provider() == CPU:
+                _warn_once("warning: float16 is for the CUDA provider; on the CPU it is no faster than fp32")
             return bundle.file(wanted)
         if wanted:
             _warn_once(f"warning: this bundle has no {wanted} (train with --quantize {wanted.split('.')[1]} to add one); running model.onnx")
