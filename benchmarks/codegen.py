@@ -1,10 +1,11 @@
 """Codegen benchmark: train a GPT-2 style model on the Python standard library for a fixed time, then
 measure, in the same run, ONNX Runtime KV-cache generation against Hugging Face ``generate()`` on the
-same model and prompts (batch 1 and 8; greedy tokens must be identical), ORT int8 and ORT without a
-cache, on the trained model and on an untrained 17M-parameter GPT-2 (the issue's reference size);
-perplexity on the held-out standard-library files; MBPP pass@1 (tasks 11-510) as measured.
+same model and prompts (batch 1 and 8; greedy tokens must be identical), ORT fp16, ORT int8 (CPU
+only) and ORT without a cache, on the trained model and on an untrained 17M-parameter GPT-2 (the
+issue's reference size); perplexity on the held-out standard-library files; MBPP pass@1 (tasks
+11-510) as measured. ``--device cuda`` runs the speed part on the GPU (torch and ONNX Runtime alike).
 
-    .venv/bin/python benchmarks/codegen.py [--data ../shared/data/mbpp] [--minutes 12] [--size mini]
+    .venv/bin/python benchmarks/codegen.py [--data ../shared/data/mbpp] [--minutes 12] [--size mini] [--device cuda]
 
 Prints markdown tables. Speed goal: ORT KV cache at least 1.8x HF at batch 1 and 1.5x at batch 8."""
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--reference", default="small:16000", help="SIZE:VOCAB of an untrained model also timed (the issue's 17M GPT-2); '' for none")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where torch and ONNX Runtime run the speed part")
     parser.add_argument("--threads", type=int, default=1, help="torch and ORT threads, the same for both (on a shared machine 2 threads spin-wait)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (median)")
     parser.add_argument("--prompt-tokens", type=int, default=64)
@@ -75,7 +77,7 @@ def main() -> None:
 
 
 def build(args, out: Path, size: str, vocab: int, minutes: float):
-    """A bundle trained by the plugin for ``minutes`` (0: no step at all, random weights) with int8 too."""
+    """A bundle trained by the plugin for ``minutes`` (0: no step at all, random weights) with int8 and fp16 too."""
     from toolkit.runtime import Runtime
 
     from plugins.codegen.plugin import Codegen
@@ -86,7 +88,7 @@ def build(args, out: Path, size: str, vocab: int, minutes: float):
         "lr": args.lr, "warmup": 50, "steps": 1_000_000 if minutes else 0, "max_minutes": minutes, "eval_every": 100,
         "eval_tokens": 16384, "patience": 0, "checkpoint_every": 0,
     })
-    return load(usecase.train(args.corpus, out, config, Runtime(device="cpu", threads=args.threads, int8=True)).path)
+    return load(usecase.train(args.corpus, out, config, Runtime(device="cpu", threads=args.threads, int8=True, fp16=True)).path)
 
 
 def load(path: Path):
@@ -115,11 +117,13 @@ def speed(bundle, args, work: Path) -> list[list]:
     from plugins.codegen.model import hf_greedy, load_bundle_model
 
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"))
-    runtime = Runtime(device="cpu", threads=args.threads)
-    fp32 = Generator(runtime.session(bundle.file("model.onnx")), tokenizer, bundle.assets)
-    int8 = Generator(runtime.session(bundle.file("model.int8.onnx")), tokenizer, bundle.assets)
-    model = load_bundle_model(bundle)
-    no_cache = NoCacheGenerator(model, work / "nocache.onnx", runtime, fp32)
+    runtime = Runtime(device=args.device, threads=args.threads)
+    sessions = {name: runtime.session(bundle.file(name)) for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx") if bundle.has(name)}
+    print(f"{args.device}: torch on {args.device}, ONNX Runtime sessions got " + ", ".join(f"{n} {s.provider}" for n, s in sessions.items()))
+    fp32 = Generator(sessions["model.onnx"], tokenizer, bundle.assets)
+    model = load_bundle_model(bundle).to(args.device)
+    no_cache = NoCacheGenerator(model.cpu(), work / "nocache.onnx", runtime, fp32)
+    model.to(args.device)
     prompts = heldout_prompts(bundle, tokenizer, args.prompt_tokens, 8)
     sampling = Sampling(max_new_tokens=args.new_tokens)
     eos = sorted(fp32.eos)
@@ -131,8 +135,11 @@ def speed(bundle, args, work: Path) -> list[list]:
     variants = {
         "HF generate() with KV cache, torch fp32 (peer)": run_hf,
         "ORT with KV cache, fp32": lambda batch: [c.tokens for c in fp32.generate(batch, sampling, [0] * len(batch))],
-        "ORT with KV cache, int8 dynamic": lambda batch: [c.tokens for c in int8.generate(batch, sampling, [0] * len(batch))],
     }
+    for name, label in (("model.fp16.onnx", "ORT with KV cache, fp16"), ("model.int8.onnx", "ORT with KV cache, int8 dynamic")):
+        if name in sessions and not (name == "model.int8.onnx" and args.device != "cpu"):  # int8 is the CPU path
+            other = Generator(sessions[name], tokenizer, bundle.assets)
+            variants[label] = lambda batch, g=other: [c.tokens for c in g.generate(batch, sampling, [0] * len(batch))]
     rates: dict[str, dict[int, float]] = {name: {} for name in [*variants, "ORT without KV cache, fp32 (1 round)"]}
     tokens: dict[str, dict[int, list]] = {name: {} for name in rates}
     for size in (1, 8):
@@ -155,7 +162,7 @@ def speed(bundle, args, work: Path) -> list[list]:
     rows = []
     for name in rates:
         same = [tokens[name][s] == reference[s] for s in (1, 8)]
-        if name.startswith("ORT with KV cache, int8"):
+        if name.startswith(("ORT with KV cache, int8", "ORT with KV cache, fp16")):
             agree = sum(_prefix(a, b) for s in (1, 8) for a, b in zip(tokens[name][s], reference[s]))
             total = sum(len(b) for s in (1, 8) for b in reference[s])
             equal = f"{'yes' if all(same) else 'no'} ({agree / total:.0%} of tokens before the first difference)"

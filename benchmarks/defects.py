@@ -3,8 +3,9 @@
 Accuracy: the PatchCore bundle, trained on the good training images only, against a frozen-feature
 linear probe (tf_efficientnet_lite0 ImageNet features + logistic regression on all training labels)
 and a mask probe (a patch classifier on the same frozen features, trained on the real defect masks)
-in the same run. Speed in the same run and process: torch eager vs ONNX Runtime fp32 vs ONNX Runtime
-int8 (static, backbone only) in images/s at one batch size, and `predict` over the test files."""
+in the same run. Speed in the same run and process: torch eager vs ONNX Runtime fp32, fp16 and int8
+(static, backbone only; CPU only) in images/s at one batch size, and `predict` over the test files.
+``--device cuda`` runs the speed part on the GPU (torch and ONNX Runtime alike)."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def rates(runs: dict, images: np.ndarray, rounds: int) -> dict[str, float]:
     return {name: len(images) / statistics.median(t) for name, t in times.items()}
 
 
-def speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, float]:
+def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "cpu") -> dict[str, float]:
     import torch
 
     from plugins.defects import model as M
@@ -146,22 +147,24 @@ def speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, fl
     head = M.AnomalyHead(weights["head.bank"], size, bundle.config["sigma"], channels=weights["head.bank"].shape[1])
     model = M.DefectModel(features, head).eval()
     model.load_state_dict(weights)
-    runtime = Runtime(device="cpu", threads=threads)
-    fp32, int8 = runtime.session(bundle.file("model.onnx")), runtime.session(bundle.file("model.int8.onnx"))
+    model.to(device)
+    runtime = Runtime(device=device, threads=threads)
+    files = {"ORT fp32": "model.onnx", "ORT fp16 (backbone)": "model.fp16.onnx"}
+    if device == "cpu":  # int8 is the CPU path
+        files["ORT int8 (static, backbone)"] = "model.int8.onnx"
+    sessions = {name: runtime.session(bundle.file(file)) for name, file in files.items() if bundle.has(file)}
+    print(f"{device}: torch on {device}, ONNX Runtime sessions got " + ", ".join(f"{n} {s.provider}" for n, s in sessions.items()))
 
     def torch_eager(x):
         with torch.no_grad():
-            model(torch.from_numpy(x))
+            model(torch.from_numpy(x).to(device))[1].cpu()  # the scores back on the host, as ORT returns them
 
-    engines = {"torch eager fp32": torch_eager, "ORT fp32": fp32, "ORT int8 (static, backbone)": int8}
-    return rates(engines, images, rounds)
+    return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
 
 
-def predict_files(usecase, bundle, paths: list[Path], out: Path, threads: int, int8: bool) -> float:
+def predict_files(usecase, bundle, paths: list[Path], out: Path, runtime) -> float:
     from toolkit.batch import run_batch
-    from toolkit.runtime import Runtime
 
-    runtime = Runtime(device="cpu", threads=threads, int8=int8)
     summary = run_batch(usecase.load(bundle, runtime), paths, out, batch_size=usecase.batch_size)
     assert summary["failed"] == 0, summary
     return summary["records_per_s"]
@@ -174,6 +177,7 @@ def main() -> None:
     parser.add_argument("--memory-size", type=int, default=2048)
     parser.add_argument("--set", action="append", default=[], help="more training settings key=value")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where torch and ONNX Runtime run the speed part")
     parser.add_argument("--batch", type=int, default=32, help="images per call in the speed runs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="keep the bundle and reports here")
@@ -195,22 +199,22 @@ def main() -> None:
     config = build_config(usecase.Config, settings)
 
     started = time.perf_counter()
-    usecase.train(manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads, int8=True))
+    usecase.train(manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads, int8=True, fp16=True))
     train_s = time.perf_counter() - started
     bundle = load_bundle(work / "bundle", usecase="defects")
     results = {}
-    for name, int8 in (("PatchCore fp32 (ORT)", False), ("PatchCore int8 (ORT)", True)):
-        runtime = Runtime(device="cpu", threads=args.threads, int8=int8)
-        results[name] = usecase.evaluate(bundle, manifest, runtime, report=work / ("report_int8" if int8 else "report"))
+    for p in ("fp32", "int8", "fp16"):  # on the CPU: the same numbers a GPU gives, up to rounding
+        runtime = Runtime(device="cpu", threads=args.threads, int8=p == "int8", fp16=p == "fp16")
+        results[f"PatchCore {p} (ORT)"] = usecase.evaluate(bundle, manifest, runtime, report=work / f"report_{p}")
     probe = linear_probe(args.data.resolve(), args.image_size, args.threads)
     ceiling = mask_probe(args.data.resolve(), config, args.threads)
 
     test = D.load_items(manifest, "test")
     images = next(image_batches(test, args.image_size, args.batch))
-    speeds = speed(bundle, images, args.threads, args.rounds)
+    speeds = speed(bundle, images, args.threads, args.rounds, args.device)
     paths = [i.image for i in test]
-    files_fp32 = predict_files(usecase, bundle, paths, work / "pred_fp32.jsonl", args.threads, False)
-    files_int8 = predict_files(usecase, bundle, paths, work / "pred_int8.jsonl", args.threads, True)
+    files = {p: predict_files(usecase, bundle, paths, work / f"pred_{p}.jsonl", Runtime(device=args.device, threads=args.threads, int8=p == "int8", fp16=p == "fp16"))
+             for p in ("fp32", "int8" if args.device == "cpu" else "fp16")}
 
     fp32, int8 = results["PatchCore fp32 (ORT)"], results["PatchCore int8 (ORT)"]
     print(f"\nmagnetic tile, grouped split.csv: {bundle.metrics['bank_images']} good train images in the bank, "
@@ -225,12 +229,12 @@ def main() -> None:
     print(f"\nint8 AUROC loss: {fp32['image_auroc'] - int8['image_auroc']:+.4f} image, {fp32.get('pixel_auroc', 0) - int8.get('pixel_auroc', 0):+.4f} pixel")
     print("\nAUROC by defect type (fp32): " + ", ".join(f"{k} {v:.3f}" for k, v in fp32.get("auroc_by_type", {}).items()))
     base = speeds["torch eager fp32"]
-    print(f"\n| engine (batch {args.batch}, {args.image_size} px, {args.threads} threads) | images/s | vs torch eager |")
+    print(f"\n| engine ({args.device}, batch {args.batch}, {args.image_size} px, {args.threads} threads) | images/s | vs torch eager |")
     print("|---|---|---|")
     for name, value in speeds.items():
         print(f"| {name} | {value:.1f} | {value / base:.2f}x |")
-    print(f"| predict over {len(paths)} files, fp32 (decode + resize + model + rows) | {files_fp32:.1f} | {files_fp32 / base:.2f}x |")
-    print(f"| predict over {len(paths)} files, int8 | {files_int8:.1f} | {files_int8 / base:.2f}x |")
+    for precision, value in files.items():
+        print(f"| predict over {len(paths)} files, {precision} (decode + resize + model + rows) | {value:.1f} | {value / base:.2f}x |")
 
 
 if __name__ == "__main__":

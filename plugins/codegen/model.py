@@ -233,14 +233,16 @@ def special_ids(model, tokenizer) -> dict[str, Any]:
 
 
 def hf_greedy(model, ids, mask, max_new_tokens: int, pad_id: int, eos_ids: list[int]):
-    """HF ``generate()`` greedy tokens for left-padded ``ids`` (numpy); the reference the ORT loop must equal."""
+    """HF ``generate()`` greedy tokens for left-padded ``ids`` (numpy), on the model's device; the
+    reference the ORT loop must equal."""
     import numpy as np
     from transformers import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_ids or None)
+    device = next(model.parameters()).device
     with torch.no_grad():
         out = model.generate(
-            input_ids=torch.from_numpy(np.asarray(ids, np.int64)), attention_mask=torch.from_numpy(np.asarray(mask, np.int64)),
+            input_ids=torch.from_numpy(np.asarray(ids, np.int64)).to(device), attention_mask=torch.from_numpy(np.asarray(mask, np.int64)).to(device),
             generation_config=config,
         )
-    return out[:, ids.shape[1]:].numpy()
+    return out[:, ids.shape[1]:].cpu().numpy()
