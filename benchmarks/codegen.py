@@ -121,8 +121,8 @@ def speed(bundle, args, work: Path) -> list[list]:
     sessions = {name: runtime.session(bundle.file(name)) for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx") if bundle.has(name)}
     print(f"{args.device}: torch on {args.device}, ONNX Runtime sessions got " + ", ".join(f"{n} {s.provider}" for n, s in sessions.items()))
     fp32 = Generator(sessions["model.onnx"], tokenizer, bundle.assets)
-    model = load_bundle_model(bundle).to(args.device)
-    no_cache = NoCacheGenerator(model.cpu(), work / "nocache.onnx", runtime, fp32)
+    model = load_bundle_model(bundle)
+    no_cache = NoCacheGenerator(model, work / "nocache.onnx", runtime, fp32)  # exported from the model on the CPU
     model.to(args.device)
     prompts = heldout_prompts(bundle, tokenizer, args.prompt_tokens, 8)
     sampling = Sampling(max_new_tokens=args.new_tokens)
