@@ -20,30 +20,52 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import counter
+from toolkit.console import counter, log
 from toolkit.errors import AitkError
+from toolkit.io import has_suffix
 from toolkit.usecase import Predictor, Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
-    """Files named by ``specs``: files, folders (recursively, files with ``suffixes``), globs, ``-`` (stdin)."""
+    """Files named by ``specs``: files, folders (recursively, files with ``suffixes``, also gzipped:
+    ``.csv.gz``), globs, ``-`` (stdin). A file named twice is read once.
+
+    AitkError (one line naming the spec and the file types looked for) when a spec names nothing."""
     paths: list[Path] = []
+    kinds = f" ({', '.join(suffixes)}, also .gz)" if suffixes else ""
     for spec in specs:
         path = Path(spec)
         if spec == "-" or path.is_file():
             paths.append(path)
         elif path.is_dir():
-            paths.extend(sorted(f for f in path.rglob("*") if f.is_file() and (not suffixes or f.suffix.lower() in suffixes)))
+            found = sorted(f for f in path.rglob("*") if f.is_file() and (not suffixes or has_suffix(f, suffixes)))
+            if not found:
+                raise AitkError(f"{spec}: no input files in this folder{kinds}")
+            paths.extend(found)
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
             if not matches:
-                raise AitkError(f"{spec}: no files match")
+                raise AitkError(f"{spec}: no files match{kinds}")
             paths.extend(matches)
         else:
             raise AitkError(f"{spec}: no such file or directory")
-    return paths
+    return _once(paths)
+
+
+def _once(paths: list[Path]) -> list[Path]:
+    """``paths`` without repeats of the same file (their records would share ids)."""
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        key = path if str(path) == "-" else path.resolve()
+        if key in seen:
+            log(f"warning: {path}: named more than once; read once")
+            continue
+        seen.add(key)
+        unique.append(path)
+    return unique
 
 
 def predict_records(predictor: Predictor, records: list[Record]) -> list[dict[str, Any]]:

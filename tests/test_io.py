@@ -1,0 +1,66 @@
+"""Opening inputs: gzip, byte-order marks, UTF-16, and errors that name the byte offset."""
+
+import codecs
+import gzip
+
+import pytest
+
+from toolkit.batch import expand_inputs
+from toolkit.errors import AitkError, InputError
+from toolkit.io import open_text, read_lines
+
+TEXT = '{"a": 1}\n\n{"b": "é"}\n'
+
+
+@pytest.mark.parametrize("encoded", [
+    TEXT.encode(),
+    codecs.BOM_UTF8 + TEXT.encode(),
+    TEXT.encode("utf-16"),
+    codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"),
+    gzip.compress(codecs.BOM_UTF8 + TEXT.encode()),
+])
+def test_utf8_with_or_without_bom_utf16_with_bom_and_gzip_read_the_same(tmp_path, encoded):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(encoded)
+    assert [(line.number, line.text) for line in read_lines(path)] == [(1, '{"a": 1}'), (3, '{"b": "é"}')]
+    assert open_text(path).read() == TEXT
+
+
+def test_an_undecodable_line_is_one_error_naming_the_byte_and_the_rest_is_read(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n{"c": 3}\n')
+    lines = list(read_lines(path))
+    assert [line.text for line in lines] == ['{"a": 1}', None, '{"c": 3}']
+    assert lines[1].error == "line 2: not valid UTF-8 at byte 16"
+    with pytest.raises(InputError, match=r"in.jsonl: not valid UTF-8 at byte 16$"):
+        open_text(path).read()
+
+
+def test_utf16_without_bom_is_an_error_not_garbage(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes("a,b\n1,2\n".encode("utf-16-le"))
+    with pytest.raises(InputError, match="NUL byte at byte 1 .UTF-16 needs a byte-order mark"):
+        open_text(path).read()
+
+
+def test_empty_file_gives_a_warning(tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    assert list(read_lines(tmp_path / "empty.jsonl")) == []
+    assert "warning: " in capsys.readouterr().err
+
+
+def test_folders_find_gzipped_inputs_and_name_what_they_looked_for(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv.gz").write_bytes(gzip.compress(b"x\n1\n"))
+    (tmp_path / "in" / "notes.txt").write_text("not a table")
+    assert expand_inputs([str(tmp_path / "in")], (".csv",)) == [tmp_path / "in" / "a.csv.gz"]
+    (tmp_path / "none").mkdir()
+    with pytest.raises(AitkError, match=r"none: no input files in this folder \(.csv, .parquet, also .gz\)$"):
+        expand_inputs([str(tmp_path / "none")], (".csv", ".parquet"))
+    with pytest.raises(AitkError, match=r"\*.jsonl: no files match \(.jsonl, also .gz\)$"):
+        expand_inputs([str(tmp_path / "*.jsonl")], (".jsonl",))
+
+
+def test_a_file_named_twice_is_read_once(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    assert expand_inputs([str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), str(tmp_path)], (".csv",)) == [tmp_path / "a.csv"]

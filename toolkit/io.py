@@ -1,0 +1,207 @@
+"""Opening input files the same way everywhere: ``-`` for stdin, gzip by its magic bytes, and text
+as UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark.
+
+Anything else is an error naming the byte offset where decoding failed (in the uncompressed
+data). Readers of line-based formats use ``read_lines`` so that one undecodable line is one
+error, not the end of the file."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from toolkit.console import log
+from toolkit.errors import InputError
+
+GZIP_MAGIC = b"\x1f\x8b"
+BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def name_of(path: Path | str) -> str:
+    """How messages name an input: the path as given, ``stdin`` for ``-``."""
+    return "stdin" if str(path) == "-" else str(path)
+
+
+def has_suffix(path: Path | str, suffixes: tuple[str, ...]) -> bool:
+    """True when the name ends in one of ``suffixes``, also followed by ``.gz`` (``x.csv.gz``)."""
+    name = Path(path).name.lower()
+    return any(name.endswith(s) or name.endswith(s + ".gz") for s in suffixes)
+
+
+def base_suffix(path: Path | str) -> str:
+    """The suffix that says the format, past a ``.gz``: ``x.csv.gz`` -> ``.csv``."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        path = path.with_suffix("")
+    return path.suffix.lower()
+
+
+def open_binary(path: Path | str) -> BinaryIO:
+    """The bytes of ``path`` (``-``: stdin), decompressed when they are gzip; InputError if unreadable."""
+    try:
+        raw = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
+    except OSError as e:
+        raise InputError(f"{name_of(path)}: cannot open ({e.strerror})") from None
+    stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+    if stream.peek(2)[:2] == GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
+
+
+def text_encoding(stream: BinaryIO) -> tuple[str, int]:
+    """Consume a byte-order mark if there is one: (the encoding to decode the rest with, BOM bytes)."""
+    head = _peek(stream, 3)
+    for bom, encoding in BOMS:
+        if head.startswith(bom):
+            stream.read(len(bom))
+            return encoding, len(bom)
+    return "utf-8", 0
+
+
+@dataclass
+class Line:
+    """One line of a text input: ``number`` counts from 1; ``text`` is None when ``error`` says why."""
+
+    number: int
+    text: str | None
+    error: str | None = None
+
+
+def read_lines(path: Path | str) -> Iterator[Line]:
+    """The non-blank lines of a text file (newline stripped), decoded one by one.
+
+    A line that is not valid text is a Line with ``error`` ("line N: not valid UTF-8 at byte B")
+    and the lines after it are still read. An unreadable file raises InputError."""
+    with open_binary(path) as stream:
+        try:
+            encoding, offset = text_encoding(stream)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{name_of(path)}: cannot read ({e})") from None
+        lines = _utf8_lines(stream, offset) if encoding == "utf-8" else _utf16_lines(stream, encoding, offset)
+        empty = True
+        for line in lines:
+            if line.error is not None or line.text.strip():
+                empty = False
+                yield line
+        if empty:
+            log(f"warning: {name_of(path)}: empty, no records")
+
+
+def _utf8_lines(stream: BinaryIO, offset: int) -> Iterator[Line]:
+    number = 0
+    for number, raw in enumerate(_raw_lines(stream), 1):
+        yield _decode_line(raw, number, offset)
+        offset += len(raw)
+
+
+def _raw_lines(stream: BinaryIO) -> Iterator[bytes]:
+    try:
+        yield from stream
+    except (OSError, EOFError) as e:  # a truncated or corrupt gzip stream
+        raise InputError(f"cannot read ({e})") from None
+
+
+def _decode_line(raw: bytes, number: int, offset: int) -> Line:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Line(number, None, f"line {number}: not valid UTF-8 at byte {offset + e.start}")
+    if "\x00" in text:
+        at = offset + raw.index(b"\x00")
+        return Line(number, None, f"line {number}: NUL byte at byte {at} (UTF-16 needs a byte-order mark)")
+    return Line(number, text.rstrip("\r\n"))
+
+
+def _utf16_lines(stream: BinaryIO, encoding: str, offset: int) -> Iterator[Line]:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    pending, number = "", 0
+    while True:
+        chunk = stream.read(1 << 16)
+        try:
+            pending += decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            yield Line(number + 1, None, f"line {number + 1}: not valid {encoding.upper()} at byte {offset + len(pending.encode(encoding)) + e.start}")
+            return
+        *complete, pending = pending.split("\n")
+        for text in complete:
+            number += 1
+            yield Line(number, text.rstrip("\r"))
+            offset += len(text.encode(encoding, "surrogatepass")) + 2
+        if not chunk:
+            if pending:
+                yield Line(number + 1, pending.rstrip("\r"))
+            return
+
+
+def _peek(stream: BinaryIO, size: int) -> bytes:
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return peek(size)[:size]
+    return b""
+
+
+class _TextReader(io.TextIOBase):
+    """A read-only text stream over decoded lines; a bad line raises InputError naming file and byte."""
+
+    def __init__(self, path: Path | str):
+        self._name = name_of(path)
+        self._stream = open_binary(path)
+        self._encoding, self._offset = text_encoding(self._stream)
+        self._decoder = codecs.getincrementaldecoder(self._encoding)()
+        self._buffer = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        try:
+            chunk = self._stream.read(1 << 16)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{self._name}: cannot read ({e})") from None
+        held = len(self._decoder.getstate()[0])  # bytes of a character the last chunk cut in two
+        try:
+            text = self._decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            raise InputError(f"{self._name}: not valid {self._encoding.upper()} at byte {self._offset - held + e.start}") from None
+        if self._encoding == "utf-8" and "\x00" in text:
+            at = self._offset - held + chunk.index(b"\x00")
+            raise InputError(f"{self._name}: NUL byte at byte {at} (UTF-16 needs a byte-order mark)")
+        self._offset += len(chunk)
+        self._buffer += text
+        return bool(chunk)
+
+    def read(self, size: int | None = -1) -> str:
+        while (size is None or size < 0 or len(self._buffer) < size) and self._fill():
+            pass
+        if size is None or size < 0:
+            size = len(self._buffer)
+        out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
+
+    def readline(self, size: int | None = -1) -> str:
+        while "\n" not in self._buffer and self._fill():
+            pass
+        end = self._buffer.find("\n") + 1 or len(self._buffer)
+        if size is not None and 0 <= size < end:
+            end = size
+        out, self._buffer = self._buffer[:end], self._buffer[end:]
+        return out
+
+    def close(self) -> None:
+        if self._name != "stdin":
+            self._stream.close()
+        super().close()
+
+
+def open_text(path: Path | str) -> io.TextIOBase:
+    """``path`` as a text stream: gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8.
+
+    Newlines are kept as they are (like ``newline=""``, as the csv module wants). Reading raises
+    InputError naming the file and the byte offset where the text stops being valid."""
+    return _TextReader(path)
