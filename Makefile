@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean bubblewrap
 
 $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +13,14 @@ $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' -e examples/aitk-wine
 	touch $(STAMP)
 
-demo: $(STAMP)
+# `aitk codegen evaluate` runs generated code only inside bubblewrap (a Debian/Ubuntu package).
+bubblewrap:
+	@command -v bwrap >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap)
+
+demo: $(STAMP) bubblewrap
 	$(BIN)/aitk demo
 
-test: $(STAMP)
+test: $(STAMP) bubblewrap
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,11 +1,11 @@
 """The codegen use case as a user relies on it: training lowers held-out loss, ORT greedy decoding
-equals HF generate(), stop sequences stop, bad prompts become error rows, the sandbox contains code."""
+equals HF generate(), stop sequences stop, bad prompts become error rows, reference solutions pass
+in the sandbox, evaluate refuses to run code unisolated (attacks on the sandbox: test_sandbox.py)."""
 
 import json
 import math
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,8 +16,8 @@ TINY = ["size=tiny", "vocab_size=512", "context=64", "steps=60", "batch_size=16"
         "eval_every=20", "eval_tokens=2048", "checkpoint_every=30"]
 
 
-def codegen(*args, stdin=None):
-    return run_aitk("codegen", *map(str, args), plugins="codegen", stdin=stdin)
+def codegen(*args, stdin=None, env=None):
+    return run_aitk("codegen", *map(str, args), plugins="codegen", stdin=stdin, env=env)
 
 
 def train(data, out, settings):
@@ -153,6 +153,19 @@ def test_evaluate_reports_perplexity_and_pass_at_k(trained):
     metrics = json.loads(result.stdout)
     assert metrics["problems"] == 4 and 0 <= metrics["pass@1"] <= 1
     assert metrics["perplexity"] > 1 and metrics["files"] == 1
+    assert metrics["sandbox"].startswith("bubblewrap")
+
+
+def test_evaluate_refuses_to_run_generated_code_without_a_sandbox(trained, tmp_path):
+    args = ("evaluate", trained["bundle"], trained["data"] / "eval/problems.jsonl", "--json", "--max-new-tokens", "4")
+    no_bwrap = {"PATH": str(tmp_path)}  # an empty folder: bubblewrap cannot be found
+    refused = codegen(*args, env=no_bwrap)
+    assert refused.returncode != 0 and refused.stdout == ""
+    said = [line for line in refused.stderr.splitlines() if "bubblewrap" in line]
+    assert len(said) == 1 and "apt-get install bubblewrap" in said[0] and "--unsafe-no-sandbox" in said[0], refused.stderr
+    allowed = codegen(*args, "--unsafe-no-sandbox", env=no_bwrap)
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads(allowed.stdout)["sandbox"].startswith("NONE (--unsafe-no-sandbox")
 
 
 def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
@@ -168,26 +181,6 @@ def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
         assert run_program(problem.program("\n    pass\n"))["status"] == "failed"
     assert pass_at_k(10, 0, 1) == 0 and pass_at_k(10, 10, 5) == 1
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(5, 1, 2) == pytest.approx(0.4)
-
-
-def test_the_sandbox_kills_an_infinite_loop_and_a_memory_bomb():
-    from plugins.codegen.sandbox import run_program
-
-    started = time.perf_counter()
-    assert run_program("while True:\n    pass\n", timeout=1.0)["status"] == "timeout"
-    assert time.perf_counter() - started < 5
-    assert run_program("x = bytearray(16 * 1024 ** 3)\n", memory_mb=256)["status"] == "memory"
-    assert run_program("chunks = []\nwhile True:\n    chunks.append(b'x' * 10 ** 7)\n", memory_mb=256)["status"] == "memory"
-
-
-def test_the_sandbox_has_no_network_environment_or_caller_folder():
-    from plugins.codegen.sandbox import run_program
-
-    network = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
-    assert network["status"] == "failed" and "PermissionError" in network["stderr"]
-    probe = "import os, sys\nassert 'HOME' not in os.environ and 'PATH' not in os.environ, os.environ\n" \
-            "assert os.path.basename(os.getcwd()).startswith('aitk-sandbox-')\nassert not any('site-packages' in p for p in sys.path)\n"
-    assert run_program(probe)["status"] == "passed"
 
 
 def test_training_resumes_from_its_checkpoint(trained):

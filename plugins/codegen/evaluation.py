@@ -14,7 +14,7 @@ from toolkit.console import log, progress
 
 from plugins.codegen.data import Problem
 from plugins.codegen.generate import Generator, Sampling
-from plugins.codegen.sandbox import network_isolation, run_programs
+from plugins.codegen.sandbox import describe, run_programs
 
 
 def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -43,8 +43,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def evaluate_problems(generator: Generator, problems: list[Problem], sampling: Sampling, samples: int, ks: list[int],
-                      timeout: float, memory_mb: int, batch_size: int = 8, report: Path | None = None) -> dict[str, Any]:
-    """Generate ``samples`` completions per problem, run each with its tests in the sandbox, score pass@k."""
+                      timeout: float, memory_mb: int, batch_size: int = 8, report: Path | None = None,
+                      unsafe: bool = False) -> dict[str, Any]:
+    """Generate ``samples`` completions per problem, run each with its tests in the sandbox, score pass@k.
+
+    ``unsafe``: where the sandbox is unavailable run the programs unisolated instead of refusing
+    (AitkError); ``sandbox`` in the metrics names the isolation really used."""
     jobs = [(p, s) for p in problems for s in range(samples)]
     jobs.sort(key=lambda job: len(job[0].prompt))
     started = time.perf_counter()
@@ -60,7 +64,7 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
             new_tokens += sum(len(c.tokens) for c in done)
     generate_s = time.perf_counter() - started
     log(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in the sandbox")
-    results = run_programs([p.program(c.text) for p, _, c in completions], timeout=timeout, memory_mb=memory_mb)
+    results = run_programs([p.program(c.text) for p, _, c in completions], timeout=timeout, memory_mb=memory_mb, unsafe=unsafe)
     passed: dict[str, int] = {p.task_id: 0 for p in problems}
     for (p, _, _), result in zip(completions, results):
         passed[p.task_id] += result["status"] == "passed"
@@ -73,7 +77,7 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
         "timeouts": statuses.count("timeout"),
         "memory_errors": statuses.count("memory"),
         "generate_tokens_per_s": round(new_tokens / generate_s, 1) if generate_s else None,
-        "sandbox": network_isolation(),
+        "sandbox": describe(timeout, memory_mb, unsafe=unsafe),
     })
     if report:
         _write_report(report / "completions.jsonl", completions, results)

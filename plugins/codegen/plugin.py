@@ -89,6 +89,8 @@ class Codegen(UseCase):
             Option("top_p", float, 0.95, "Nucleus sampling when temperature > 0."),
             Option("timeout", float, 5.0, "Seconds each program may run in the sandbox."),
             Option("memory_mb", int, 512, "Address-space limit of each sandboxed program."),
+            Option("unsafe_no_sandbox", bool, False, "DANGEROUS: where bubblewrap cannot isolate generated code, run it "
+                   "anyway, unisolated, as you, with your files and network."),
             Option("heldout", bool, False, "Perplexity only on the files held out at training."),
             Option("max_tokens", int, 0, "Score at most this many tokens for perplexity (0: all)."),
         ],
@@ -158,6 +160,10 @@ class Codegen(UseCase):
 
         data = Path(data)
         problem_files, sources = _evaluation_inputs(data, bundle.config.get("include", "*.py"))
+        if problem_files:
+            from plugins.codegen.sandbox import require
+
+            require(bool(options.get("unsafe_no_sandbox")))  # refuse before generating anything
         if options.get("heldout"):
             held = {str(Path(p).resolve()) for p in bundle.read_json("heldout.json")}
             sources = [s for s in sources if str(s.resolve()) in held]
@@ -183,6 +189,7 @@ class Codegen(UseCase):
             metrics.update(evaluate_problems(
                 generator, problems, sampling, samples, _ks(options.get("k") or "1"),
                 options.get("timeout") or 5.0, options.get("memory_mb") or 512, report=Path(report) if report else None,
+                unsafe=bool(options.get("unsafe_no_sandbox")),
             ))
         if not metrics:
             raise AitkError(f"{data}: no source files ({bundle.config.get('include', '*.py')}) and no MBPP/HumanEval problem files (.jsonl)")
