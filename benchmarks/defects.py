@@ -188,7 +188,6 @@ def main() -> None:
     from plugins.defects.plugin import Defects
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
-    from toolkit.usecase import build_config
 
     toolkit.console.quiet = True
     work = Path(args.out or tempfile.mkdtemp(prefix="defects-bench-"))
@@ -196,7 +195,7 @@ def main() -> None:
     manifest = good_only_manifest(args.data.resolve(), work / "good_only.csv")
     usecase = Defects()
     settings = {"image_size": args.image_size, "memory_size": args.memory_size, **dict(s.split("=", 1) for s in args.set)}
-    config = build_config(usecase.Config, settings)
+    config = usecase.config_from(settings)
 
     started = time.perf_counter()
     usecase.train(manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads, int8=True, fp16=True))

@@ -22,11 +22,11 @@ def test_auto_device_runs_on_what_is_there(wine):
 
 def test_training_settings_from_set_and_config_files(wine, tmp_path):
     config = tmp_path / "settings.yaml"
-    config.write_text("hidden: 16\nepochs: 40\n")
-    result = run_aitk("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--config", str(config), "--set", "lr=0.02", "--quantize", "int8", plugins="wine")
+    config.write_text("hidden_size: 16\nepochs: 40\n")
+    result = run_aitk("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--config", str(config), "--set", "learning_rate=0.02", "--quantize", "int8", plugins="wine")
     assert result.returncode == 0, result.stderr
     info = json.loads(run_aitk("bundle", "info", str(tmp_path / "b"), "--json", plugins="wine").stdout)
-    assert info["config"]["hidden"] == 16 and info["config"]["epochs"] == 40 and info["config"]["lr"] == 0.02
+    assert info["config"]["hidden_size"] == 16 and info["config"]["epochs"] == 40 and info["config"]["learning_rate"] == 0.02
     assert "model.int8.onnx" in info["files"]
     int8 = run_aitk("wine", "evaluate", str(tmp_path / "b"), str(wine["data"] / "test.csv"), "--quantize", "int8", "--json", plugins="wine")
     assert json.loads(int8.stdout)["accuracy"] > 0.8
@@ -43,18 +43,21 @@ def test_fp16_model_is_written_and_run_when_asked_for(wine, tmp_path):
     assert missing.returncode == 0 and "has no model.fp16.onnx" in missing.stderr
 
 
-def test_train_help_lists_the_settings_and_their_defaults():
-    result = run_aitk("wine", "train", "--help", plugins="wine")
+def test_train_help_shows_each_setting_with_type_default_and_meaning():
+    result = run_aitk("wine", "train", "--help", plugins="wine", env={"COLUMNS": "120"})
     assert result.returncode == 0
-    assert "--set key=value" in result.stdout and "hidden=64" in result.stdout and "epochs=300" in result.stdout
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("    ") and line.split()}
+    assert rows["hidden_size"][1:5] == ["integer", ">=", "1", "64"] and "Hidden units" in " ".join(rows["hidden_size"])
+    assert rows["epochs"][4] == "300" and "(formerly lr)" in " ".join(rows["learning_rate"])
+    assert "max_time" in rows and "seconds" in " ".join(rows["max_time"])
 
 
 def test_bad_settings_get_one_line_errors(wine, tmp_path):
     train = ["wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b")]
     unknown = run_aitk(*train, "--set", "hiden=3", plugins="wine")
-    assert unknown.returncode == 1 and unknown.stderr.strip().startswith("error: unknown setting 'hiden'; known settings: label, hidden")
+    assert unknown.returncode == 1 and unknown.stderr.strip() == "error: unknown setting 'hiden'; did you mean 'hidden_size'?"
     wrong_type = run_aitk(*train, "--set", "epochs=many", plugins="wine")
-    assert wrong_type.returncode == 1 and wrong_type.stderr.strip() == "error: setting epochs='many': expected a int like 300"
+    assert wrong_type.returncode == 1 and wrong_type.stderr.strip() == "error: setting epochs='many': expected an integer"
     no_label = run_aitk("wine", "train", str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "b"), plugins="wine")
     assert no_label.returncode == 1 and "no label column 'label'" in no_label.stderr and "Traceback" not in no_label.stderr
     assert not (tmp_path / "b").exists()

@@ -5,7 +5,6 @@ with failed records; 4 `--device cuda` and CUDA cannot be used."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import os
@@ -237,18 +236,14 @@ def add_usecase_commands(usecase: UseCase) -> None:
 
 
 def settings_help(config_class: type) -> str | None:
-    """The training settings and their defaults, for `train --help`; read from the fields, not an
-    instance, so that a plugin's faulty Config cannot break the whole CLI."""
-    if not dataclasses.is_dataclass(config_class):
+    """The training settings as a table (name, type, default, meaning) for `train --help`; a
+    plugin's faulty Config shows no table rather than breaking the whole CLI."""
+    from toolkit.settings import settings_table
+
+    try:
+        return settings_table(config_class)
+    except Exception:
         return None
-    shown = [f"{f.name}={json.dumps(_field_default(f), default=str)}" for f in dataclasses.fields(config_class)]
-    return f"Settings (--set key=value or --config FILE), with their defaults: {', '.join(shown)}."
-
-
-def _field_default(field: dataclasses.Field) -> Any:
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None if field.default is dataclasses.MISSING else field.default
 
 
 def _with_options(func, extra: list[Option]):

@@ -1,12 +1,16 @@
-"""Shared training pieces: seeding, early stopping, and an epoch log line."""
+"""Shared training pieces: seeding, early stopping, the epoch log line, and the one training loop
+(``fit``) with early stopping and a budget (``max_steps``, ``max_time``)."""
 
 from __future__ import annotations
 
 import copy
 import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.console import log
+from toolkit.console import log, progress
 
 
 def seed_everything(seed: int) -> None:
@@ -54,3 +58,80 @@ class EarlyStopping:
 def log_epoch(epoch: int, epochs: int, **values: float) -> None:
     parts = " ".join(f"{k}={v:.4g}" for k, v in values.items())
     log(f"epoch {epoch + 1}/{epochs} {parts}")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did. ``history`` has one entry per epoch run: ``epoch`` (1-based), ``steps``
+    (optimizer steps so far), ``seconds`` (since the start), ``loss`` (mean training loss of the
+    epoch's steps) and the validation metrics. ``best_epoch`` is 1-based (the last epoch when there
+    is no validation); ``stopped`` says why training ended: epochs, patience, max_steps or max_time."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    stopped: str = "epochs"
+
+
+def fit(
+    module: Any,
+    batches: Callable[[int], Iterable[Any]],
+    step: Callable[[Any], float],
+    validate: Callable[[], dict[str, float]] | None = None,
+    *,
+    epochs: int,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    patience: int = 0,
+    max_steps: int = 0,
+    max_time: float = 0.0,
+    log_every: int = 1,
+) -> FitResult:
+    """The training loop every use case shares: epochs of optimizer steps, validation after each
+    epoch, early stopping, and a budget; the best weights are restored into ``module`` at the end.
+
+    ``batches(epoch)`` yields the epoch's batches (the caller shuffles, with its own generator);
+    ``step(batch)`` runs one optimizer step and returns the loss as a float; ``validate()`` returns
+    metrics (``module`` in eval mode is its job) among which ``monitor`` is watched (``mode`` "min"
+    for a loss, "max" for a score). Training stops at the first of: ``epochs`` epochs, ``patience``
+    epochs without a better ``monitor`` (0: never early), ``max_steps`` optimizer steps (0: no
+    limit), ``max_time`` seconds (0: no limit). A budget ends the epoch it falls in; that partial
+    epoch is validated like the others. Without ``validate`` the last weights are kept."""
+    stopper = EarlyStopping(patience=patience or 10**9, mode=mode)
+    result = FitResult()
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        module.train()
+        losses = []
+        for batch in progress(batches(epoch), f"epoch {epoch + 1}", unit="step"):
+            losses.append(step(batch))
+            result.steps += 1
+            result.stopped = _out_of_budget(result.steps, time.perf_counter() - started, max_steps, max_time)
+            if result.stopped != "epochs":
+                break
+        values = {"loss": sum(losses) / max(1, len(losses)), **(validate() if validate else {})}
+        result.seconds = time.perf_counter() - started
+        result.history.append({"epoch": epoch + 1, "steps": result.steps, "seconds": round(result.seconds, 3), **values})
+        last = result.stopped != "epochs" or epoch == epochs - 1
+        if validate is None:
+            result.best_epoch = epoch + 1
+        elif stopper.step(values[monitor], module, epoch) and not last:
+            result.stopped, last = "patience", True
+        if last or epoch % log_every == log_every - 1:
+            log_epoch(epoch, epochs, **values)
+        if last:
+            break
+    if validate is not None:
+        stopper.restore_best(module)
+        result.best_epoch, result.best = stopper.best_epoch + 1, stopper.best
+    return result
+
+
+def _out_of_budget(steps: int, seconds: float, max_steps: int, max_time: float) -> str:
+    if max_steps and steps >= max_steps:
+        return "max_steps"
+    if max_time and seconds >= max_time:
+        return "max_time"
+    return "epochs"

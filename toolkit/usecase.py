@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,8 +79,9 @@ class Predictor:
 class UseCase:
     """One business use case. Subclass it, set ``name``, ``summary`` and ``Config``, implement the methods.
 
-    ``Config`` is a dataclass whose fields (with defaults) are the training settings users change
-    with ``--config FILE`` and ``--set key=value``."""
+    ``Config`` is a dataclass whose fields, declared with ``toolkit.settings.setting`` (default,
+    meaning, bounds), are the training settings users change with ``--config FILE`` and ``--set
+    key=value``; the core validates them before ``train`` is called."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -113,53 +113,8 @@ class UseCase:
         """Add this use case's own commands (e.g. ``aitk chatbot chat``) to its CLI group."""
 
     def config_from(self, settings: dict[str, Any]) -> Any:
-        """Build ``Config`` from ``{"key": value}``; values given as text are converted to the field's type."""
-        return build_config(self.Config, settings)
+        """Build ``Config`` from ``{"key": value}``: values given as text are converted to the field's
+        type, and an unknown name or a bad value raises AitkError (see toolkit.settings)."""
+        from toolkit.settings import build_settings
 
-
-def build_config(config_class: type, settings: dict[str, Any]) -> Any:
-    from toolkit.errors import AitkError
-
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(settings) - set(fields))
-    if unknown:
-        raise AitkError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(fields)}")
-    defaults = config_class()
-    values = {}
-    for key, value in settings.items():
-        values[key] = _coerce(key, value, getattr(defaults, key))
-    return dataclasses.replace(defaults, **values)
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    import json
-
-    from toolkit.errors import AitkError
-
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    if default is None:  # an optional setting: a number, true/false or JSON if it parses, else the text
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, (list, tuple)):  # JSON, or comma-separated like the defaults' items
-            if value.strip().startswith("["):
-                return type(default)(json.loads(value))
-            item = type(default[0]) if default else str
-            return type(default)(item(part.strip()) for part in value.split(",") if part.strip())
-        return json.loads(value)
-    except ValueError:
-        kind = type(default).__name__
-        raise AitkError(f"setting {key}={value!r}: expected a {kind} like {default!r}") from None
+        return build_settings(self.Config, settings)

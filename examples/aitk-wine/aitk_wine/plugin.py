@@ -7,24 +7,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit import Predictor, Record, Sample, UseCase, __version__, hookimpl
 from toolkit.bundle import Bundle, BundleWriter
 from toolkit.runtime import Runtime
+from toolkit.settings import setting
 
 from aitk_wine import data
 
 
 @dataclass
 class Config:
-    label: str = "label"
-    hidden: int = 64
-    epochs: int = 300
-    lr: float = 0.01
-    val_fraction: float = 0.2
-    patience: int = 30
-    seed: int = 0
+    """The training settings (`train --help` shows them; --set and --config change them)."""
+
+    label: str = setting("label", "The label column of the CSV.")
+    hidden_size: int = setting(64, "Hidden units of the MLP.", ge=1)
+    epochs: int = setting(300, "Passes over the training rows (one full-batch step each).", ge=1)
+    learning_rate: float = setting(0.01, "Adam learning rate.", gt=0)
+    val_fraction: float = setting(0.2, "Share of rows held out for early stopping.", gt=0, lt=1)
+    patience: int = setting(30, "Epochs without a lower validation loss before stopping (0: never early).", ge=0)
+    max_steps: int = setting(0, "Stop after this many optimizer steps (0: no limit).", ge=0)
+    max_time: float = setting(0.0, "Stop after this many seconds of training (0: no limit).", ge=0)
+    seed: int = setting(0, "Seed of the split and the initial weights.")
+
+    deprecated_names: ClassVar[dict[str, str]] = {"hidden": "hidden_size", "lr": "learning_rate"}
 
 
 class Wine(UseCase):
@@ -111,7 +118,7 @@ def fit(x, y, n_classes: int, config: Config):
     """Full-batch Adam with early stopping on a held-out fraction; returns the best model."""
     import torch
 
-    from toolkit.train import EarlyStopping, log_epoch
+    from toolkit import train
 
     from aitk_wine.model import TabularClassifier
 
@@ -119,26 +126,28 @@ def fit(x, y, n_classes: int, config: Config):
     n_val = max(1, int(len(x) * config.val_fraction))
     val, tr = order[:n_val], order[n_val:]
     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y).long()
-    model = TabularClassifier(x.shape[1], n_classes, config.hidden)
+    model = TabularClassifier(x.shape[1], n_classes, config.hidden_size)
     model.mean.copy_(x_t[tr].mean(0))
     model.std.copy_(x_t[tr].std(0).clamp_min(1e-6))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
-    stopper = EarlyStopping(patience=config.patience)
-    for epoch in range(config.epochs):
-        model.train()
+
+    def step(rows) -> float:
         optimizer.zero_grad()
-        loss = loss_fn(model.logits(x_t[tr]), y_t[tr])
+        loss = loss_fn(model.logits(x_t[rows]), y_t[rows])
         loss.backward()
         optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
         model.eval()
-        with torch.no_grad():
-            val_loss = loss_fn(model.logits(x_t[val]), y_t[val]).item()
-        if epoch % 50 == 0:
-            log_epoch(epoch, config.epochs, loss=loss.item(), val_loss=val_loss)
-        if stopper.step(val_loss, model, epoch):
-            break
-    stopper.restore_best(model)
+        return {"val_loss": loss_fn(model.logits(x_t[val]), y_t[val]).item()}
+
+    train.fit(
+        model, lambda epoch: [tr], step, validate, epochs=config.epochs, patience=config.patience,
+        max_steps=config.max_steps, max_time=config.max_time, log_every=50,
+    )
     return model.eval()
 
 
