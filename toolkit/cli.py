@@ -100,6 +100,34 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    bundles: Annotated[list[str], typer.Argument(help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="AITK_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); default: $AITK_API_KEY, else none.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Largest dynamic batch (default: the use case's).")] = None,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits for requests still arriving.")] = 2.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Records one model holds at once; more get 503 with Retry-After.")] = 4096,
+    max_records: Annotated[int, typer.Option("--max-records", min=1, help="Records per request (more: 413).")] = 1024,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0, help="Request body size limit in MiB (more: 413).")] = 16.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
+    session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
+    device: Device = "auto",
+    threads: Threads = None,
+    quantize: Quantize = None,
+) -> None:
+    """Serve bundles over HTTP: POST /v1/NAME/predict with dynamic batching, the use cases' own endpoints, /docs, /metrics."""
+    from toolkit.serve import Limits, build_app, run
+
+    limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_records=max_records, max_queue=max_queue,
+                    timeout_s=timeout, max_wait_ms=max_wait_ms, session_ttl_s=session_ttl)
+    server = build_app(bundles, _runtime(device, threads, quantize), limits, api_key, batch_size)
+    console.log(f"serving {', '.join(bundles)} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
+    run(server, host, port, limits, access_log)
+
+
 @bundle_app.command("info")
 def bundle_info(bundle: Annotated[Path, typer.Argument(help="A bundle directory.")], as_json: AsJson = False) -> None:
     """What a bundle is, how it was trained, its metrics; verifies its checksums."""

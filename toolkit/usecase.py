@@ -75,6 +75,19 @@ class Predictor:
     def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def from_json(self, value: Any, id: str) -> Record:
+        """A record from one JSON value of an `aitk serve` request, for ``decode`` as ``read``'s records are.
+
+        ``id`` is the value's position in the request. The default takes the value as the record's
+        data: right where ``read`` yields one parsed JSON object or table row per record. Raise
+        InputError for a value that cannot be a record (it becomes an error row)."""
+        return Record(id, value)
+
+    def from_upload(self, data: bytes, filename: str) -> Record:
+        """A record from one file uploaded to `aitk serve` (multipart); only use cases whose inputs are
+        files (images) implement it."""
+        raise NotImplementedError
+
 
 class UseCase:
     """One business use case. Subclass it, set ``name``, ``summary`` and ``Config``, implement the methods.
@@ -111,6 +124,11 @@ class UseCase:
 
     def commands(self, group: typer.Typer) -> None:
         """Add this use case's own commands (e.g. ``aitk chatbot chat``) to its CLI group."""
+
+    def serve_routes(self, app: Any, model: Any) -> None:
+        """Add this use case's own endpoints to `aitk serve`: ``app`` is the FastAPI app, ``model`` the
+        ``toolkit.serve.models.ServedModel`` (its bundle, predictor, limits and metrics). Every model
+        already has ``POST /v1/{name}/predict``; import FastAPI inside this method."""
 
     def config_from(self, settings: dict[str, Any]) -> Any:
         """Build ``Config`` from ``{"key": value}``: values given as text are converted to the field's

@@ -268,6 +268,11 @@ class CodegenPredictor(Predictor):
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         return read_prompt_records(paths)
 
+    def from_json(self, value: Any, id: str) -> Record:
+        """``{"prompt": ...}`` (a JSONL line of `predict`'s input); its ``id`` or ``task_id`` names the row."""
+        key = value.get("id", value.get("task_id")) if isinstance(value, dict) else None
+        return Record(id if key is None else str(key), data={"where": f"records[{id}]", "value": value})
+
     def decode(self, record: Record) -> tuple[str, str]:
         """``(prompt, where)``: where names the file and line for messages about the prompt."""
         return prompt_of(record.data), record.data["where"]

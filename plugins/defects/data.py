@@ -46,6 +46,19 @@ def open_image(source: Path | bytes, name: str = "") -> Image.Image:
     return to_rgb(image)
 
 
+def image_from_json(value: object) -> bytes:
+    """The image bytes of a JSON record ``{"image": BASE64}``; InputError names the field."""
+    import base64
+    import binascii
+
+    if not isinstance(value, dict) or not isinstance(value.get("image"), str):
+        raise InputError('field image: expected {"image": "<the image file, base64-encoded>"}')
+    try:
+        return base64.b64decode(value["image"], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InputError(f"field image: not valid base64 ({e})") from None
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float64)

@@ -58,6 +58,13 @@ class DefectPredictor(Predictor):
             else:
                 yield Record(id=str(path), data=Path(path))
 
+    def from_json(self, value: Any, id: str) -> Record:
+        """``{"image": BASE64}`` (the file's bytes, base64-encoded) -> the record ``read`` makes of a file."""
+        return Record(id, data=D.image_from_json(value))
+
+    def from_upload(self, data: bytes, filename: str) -> Record:
+        return Record(filename, data=data)
+
     def decode(self, record: Record) -> Decoded:
         image = D.open_image(record.data, record.id)
         return Decoded(D.resize(image, self.size), image.size, image if self.heatmaps else None, record.id)

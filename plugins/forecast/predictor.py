@@ -57,6 +57,23 @@ class ForecastPredictor(Predictor):
                 seen[sid] = path
                 yield Record(id=sid, data=(sid, part, path))
 
+    def from_json(self, value: Any, id: str) -> Record:
+        """One series as the rows of the table `predict` reads: ``{"rows": [{column: value, ...}, ...]}``
+        with the columns the model was trained with; ``"id"`` names it when the table has no id column."""
+        import pandas as pd
+
+        rows = value.get("rows") if isinstance(value, dict) else None
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise InputError('field rows: expected a list of objects, one per time step, like {"rows": [{"date": "2024-01-01", "sales": 12}]}')
+        name = Path(str(value.get("id", id)))
+        frame = pd.DataFrame(rows)
+        data.check_columns(frame, self.schema, name)
+        parts = list(data.split_series(frame, self.schema, name))
+        if len(parts) != 1:
+            raise InputError(f"field rows: {len(parts)} series; send one series per record")
+        sid, part = parts[0]
+        return Record(sid, data=(sid, part, name))
+
     def decode(self, record: Record) -> Window:
         sid, part, _ = record.data
         series = data.prepare(sid, part, self.schema, self.schema.freq, self.fill_gaps)

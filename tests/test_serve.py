@@ -1,0 +1,193 @@
+"""`aitk serve` on the example plugin's bundle: the rows batch predict writes, limits and errors as
+4xx JSON naming the field, 503 on a full queue, the API key, metrics, dynamic batching, SIGTERM
+draining in a real uvicorn, and no torch on the serving path."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import httpx
+import pytest
+from serve_client import batch_rows, client, free_port, server, served_rows, without_ids
+
+
+@pytest.fixture(scope="module")
+def rows(wine, tmp_path_factory) -> dict:
+    """The predict CSV with one bad row appended, its rows as JSON records, and batch predict's rows."""
+    root = tmp_path_factory.mktemp("serve-wine")
+    lines = (wine["data"] / "predict.csv").read_text().splitlines()[:40]
+    bad = lines[1].split(",")
+    bad[0] = "lots"
+    (root / "in.csv").write_text("\n".join([*lines, ",".join(bad)]) + "\n")
+    records = list(csv.DictReader(open(root / "in.csv", newline="")))
+    return {"records": records, "batch": batch_rows("wine", wine["bundle"], [root / "in.csv"], root / "out.jsonl")}
+
+
+def test_predict_returns_the_rows_batch_predict_writes(wine, rows):
+    with client(wine["bundle"]) as c:
+        served = served_rows(c, "wine", rows["records"])
+        one = served_rows(c, "wine", rows["records"][:1])
+    assert without_ids(served) == without_ids(rows["batch"])
+    assert served[-1]["error"] == "field 'alcohol': 'lots' is not a number"
+    assert [row["id"] for row in served] == [str(i) for i in range(len(served))]
+    assert without_ids(one) == without_ids(rows["batch"][:1])
+
+
+def test_models_probes_and_docs(wine):
+    with client(wine["bundle"]) as c:
+        models = c.get("/v1/models").json()["models"]
+        assert [m["name"] for m in models] == ["wine"] and models[0]["provider"] == "CPUExecutionProvider"
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").status_code == 200
+        assert "/v1/{model}/predict" in c.get("/openapi.json").json()["paths"]
+        assert c.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("body, status, field", [
+    (b"{not json", 400, "body"),
+    (b'{"rows": []}', 422, "records"),
+    (b'{"records": {"alcohol": 1}}', 422, "records"),
+    (b'{"records": []}', 422, "records"),
+    (b'{"records": [' + b",".join([b"{}"] * 5) + b"]}", 413, "records"),
+    (b'{"records": ["' + b"x" * 5000 + b'"]}', 413, "body"),
+])
+def test_bad_requests_get_4xx_json_naming_the_field(wine, body, status, field):
+    with client(wine["bundle"], max_records=4, max_body_bytes=4096) as c:
+        response = c.post("/v1/wine/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["field"] == field and response.json()["error"]
+
+
+def test_unknown_model_and_uploads_to_a_json_model(wine):
+    with client(wine["bundle"]) as c:
+        missing = c.post("/v1/churn/predict", json={"records": [{}]})
+        upload = c.post("/v1/wine/predict", files={"files": ("a.csv", b"1,2")})
+    assert missing.status_code == 404 and "churn" in missing.json()["error"]
+    assert upload.status_code == 415 and upload.json()["field"] == "body"
+
+
+def test_api_key_is_required_when_set(wine):
+    with client(wine["bundle"], api_key="s3cret") as c:
+        record = {"records": [{}]}
+        assert c.post("/v1/wine/predict", json=record).status_code == 401
+        assert c.post("/v1/wine/predict", json=record, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/metrics").status_code == 401
+        assert c.post("/v1/wine/predict", json=record, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.post("/v1/wine/predict", json=record, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+async def _concurrently(app, requests: list[dict], delay: float) -> list[httpx.Response]:
+    """Send ``requests`` at once to ``app`` in process (lifespan started), each model call taking ``delay`` s."""
+    model = app.state.models["wine"]
+    predict = model.predictor.predict
+
+    def slow_predict(inputs):
+        time.sleep(delay)
+        return predict(inputs)
+
+    model.predictor.predict = slow_predict
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aitk") as c:
+            return await asyncio.gather(*(c.post("/v1/wine/predict", json=r) for r in requests))
+
+
+def _app(wine, **limits):
+    from toolkit.runtime import Runtime
+    from toolkit.serve import Limits, build_app
+
+    return build_app([str(wine["bundle"])], Runtime(device="cpu"), Limits(**limits))
+
+
+def test_full_queue_gets_503_with_retry_after(wine, rows):
+    app = _app(wine, max_queue=3)
+    one = {"records": rows["records"][:2]}
+    responses = asyncio.run(_concurrently(app, [one, one, one], delay=0.3))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 503, 503]
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.headers["retry-after"] == "1" and "retry later" in busy.json()["error"]
+
+
+def test_timeout_gets_504(wine, rows):
+    app = _app(wine, timeout_s=0.1)
+    (response,) = asyncio.run(_concurrently(app, [{"records": rows["records"][:1]}], delay=0.5))
+    assert response.status_code == 504 and "timed out" in response.json()["error"]
+
+
+def test_concurrent_requests_share_model_calls(wine, rows):
+    app = _app(wine, max_wait_ms=50)
+    requests = [{"records": [record]} for record in rows["records"][:16]]
+    responses = asyncio.run(_concurrently(app, requests, delay=0.05))
+    assert all(r.status_code == 200 for r in responses)
+    served = [r.json()["rows"][0] for r in responses]
+    assert without_ids(served) == without_ids(rows["batch"][:16])
+    text = app.state.metrics.text().decode()
+    calls = next(line for line in text.splitlines() if line.startswith('aitk_batch_size_count{model="wine"}'))
+    assert float(calls.split()[-1]) < 16  # fewer model calls than requests
+    assert 'aitk_requests_total{code="200",endpoint="predict",model="wine"} 16.0' in text
+
+
+SERVE_SLOWLY = textwrap.dedent("""
+    import sys, time
+    from toolkit.runtime import Runtime
+    from toolkit.serve import Limits, build_app, run
+    app = build_app([sys.argv[1]], Runtime(device="cpu"))
+    model = app.state.models["wine"]
+    predict = model.predictor.predict
+    model.predictor.predict = lambda inputs: (time.sleep(1.5), predict(inputs))[1]
+    run(app, "127.0.0.1", int(sys.argv[2]), Limits(timeout_s=10))
+    assert "torch" not in sys.modules, "torch was imported"
+""")
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_exits_0(wine, rows):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", SERVE_SLOWLY, str(wine["bundle"]), str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(url):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() is not None else "not ready"
+            time.sleep(0.1)
+        answers = []
+        sender = threading.Thread(target=lambda: answers.append(httpx.post(url + "/v1/wine/predict", json={"records": rows["records"][:3]}, timeout=30)))
+        sender.start()
+        time.sleep(0.5)  # the request is in the model now
+        process.send_signal(signal.SIGTERM)
+        sender.join(30)
+        assert process.wait(30) == 0, process.stderr.read()
+        assert answers and answers[0].status_code == 200
+        assert without_ids(answers[0].json()["rows"]) == without_ids(rows["batch"][:3])
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "/healthz", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_cli_serves_and_takes_the_api_key_from_the_environment(wine, rows):
+    with server(str(wine["bundle"]), "--max-wait-ms", "1", env={"AITK_API_KEY": "k3y"}) as (process, url):
+        assert httpx.post(url + "/v1/wine/predict", json={"records": rows["records"][:2]}).status_code == 401
+        answer = httpx.post(url + "/v1/wine/predict", json={"records": rows["records"][:2]}, headers={"Authorization": "Bearer k3y"})
+        assert without_ids(answer.json()["rows"]) == without_ids(rows["batch"][:2])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0

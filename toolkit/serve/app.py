@@ -1,0 +1,163 @@
+"""The `aitk serve` application: generic endpoints for every model, plus the ones use cases add.
+
+    POST /v1/{model}/predict   {"records": [...]} (or multipart files) -> {"model", "rows"}: the
+                               rows batch `predict` writes for those records, error rows included
+    GET  /v1/models            each model's use case, bundle, versions, metrics, provider
+    GET  /healthz  /readyz     liveness; readiness (models loaded, batchers running)
+    GET  /metrics              Prometheus text
+    GET  /docs                 OpenAPI docs"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from toolkit import __version__
+from toolkit.errors import AitkError
+from toolkit.serve.batcher import run_in_thread
+from toolkit.serve.http import HTTPError, guarded, install_error_handlers
+from toolkit.serve.limits import ApiKey, BodyLimit, Limits
+from toolkit.serve.metrics import Metrics
+from toolkit.serve.models import ServedModel
+from toolkit.usecase import Predictor, Record
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["records"],
+                "properties": {"records": {"type": "array", "items": {}, "description": "One JSON value per record, shaped as the use case's input (a table row as an object, a JSONL line's object, an image as {\"image\": BASE64})."}},
+            }},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "One record per file (images)."}},
+            }},
+        },
+    }
+}
+
+
+def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics, api_key: str | None = None) -> FastAPI:
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batchers = [b for model in models.values() for b in model.batchers]
+        for batcher in batchers:
+            batcher.start()
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            for batcher in batchers:
+                await batcher.stop()
+
+    app = FastAPI(title="aitk serve", version=__version__, lifespan=lifespan,
+                  description="Online inference for aitk bundles through ONNX Runtime, with dynamic batching.")
+    app.state.models, app.state.metrics, app.state.limits = models, metrics, limits
+    install_error_handlers(app)
+
+    def model_named(name: str) -> ServedModel:
+        if name not in models:
+            raise HTTPError(404, f"model {name!r}: not served here (served: {', '.join(models)})", "model")
+        return models[name]
+
+    @app.get("/healthz", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    async def readyz() -> JSONResponse:
+        """Ready for traffic: every model loaded and its batcher running (503 otherwise)."""
+        ready = state["ready"] and all(b.running for m in models.values() for b in m.batchers)
+        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["probes"])
+    async def prometheus() -> Response:
+        """Prometheus text: requests, latency, batch sizes, records, error rows, queued records, by model."""
+        for model in models.values():
+            metrics.queued.labels(model.name).set(sum(b.held for b in model.batchers))
+        return Response(metrics.text(), media_type=metrics.content_type)
+
+    @app.get("/v1/models", tags=["models"])
+    async def list_models() -> dict[str, Any]:
+        """Every model served: name, use case, bundle, versions, metrics, execution provider."""
+        return {"models": [model.info() for model in models.values()]}
+
+    @app.post("/v1/{model}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
+    async def predict(model: str, request: Request) -> dict[str, Any]:
+        """The rows batch `predict` writes for these records (``id`` is the record's position in
+        the request unless the use case takes it from the record), error rows included."""
+        served = model_named(model)
+        rows = await guarded(metrics, limits, model, "predict", _predict(served, request, limits))
+        metrics.rows(model, rows)
+        return {"model": model, "rows": rows}
+
+    for model in models.values():
+        model.usecase.serve_routes(app, model)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)
+    return app
+
+
+async def _predict(served: ServedModel, request: Request, limits: Limits) -> list[dict[str, Any]]:
+    records = await _records(served.predictor, request, limits)
+    with served.batcher.reserve(len(records)) as ticket:
+        decoded = await run_in_thread(served.decode, records)
+        return await served.batcher.submit(ticket, list(zip(records, decoded)))
+
+
+async def _records(predictor: Predictor, request: Request, limits: Limits) -> list[Record]:
+    """The request's records: JSON ``{"records": [...]}``, or one per uploaded file."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return await _uploads(predictor, request, limits)
+    try:
+        body = json.loads(await request.body())
+    except ValueError as e:
+        raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
+    if not isinstance(body, dict) or "records" not in body:
+        raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "records")
+    values = body["records"]
+    if not isinstance(values, list):
+        raise HTTPError(422, "records: expected a list", "records")
+    _check_count(len(values), limits, "records")
+    records = []
+    for i, value in enumerate(values):
+        try:
+            records.append(predictor.from_json(value, str(i)))
+        except AitkError as e:
+            records.append(Record(str(i), error=f"records[{i}]: {e}"))
+    return records
+
+
+async def _uploads(predictor: Predictor, request: Request, limits: Limits) -> list[Record]:
+    if type(predictor).from_upload is Predictor.from_upload:
+        raise HTTPError(415, 'this model takes JSON records ({"records": [...]}), not file uploads', "body")
+    form = await request.form(max_files=limits.max_records + 1)
+    files = [value for _, value in form.multi_items() if not isinstance(value, str)]
+    if not files:
+        raise HTTPError(422, "files: no file in the form", "files")
+    _check_count(len(files), limits, "files")
+    records = []
+    for i, upload in enumerate(files):
+        name = upload.filename or str(i)
+        try:
+            records.append(predictor.from_upload(await upload.read(), name))
+        except AitkError as e:
+            records.append(Record(name, error=str(e)))
+    return records
+
+
+def _check_count(count: int, limits: Limits, field: str) -> None:
+    if count == 0:
+        raise HTTPError(422, f"{field}: empty; send at least one", field)
+    if count > limits.max_records:
+        raise HTTPError(413, f"{field}: {count} in one request, at most {limits.max_records} (--max-records)", field)

@@ -1,0 +1,152 @@
+"""Dynamic batching: requests for one model gathered into one model call, as Triton's dynamic
+batcher and Ray Serve's ``@serve.batch`` do.
+
+Each model has one ``Batcher``: an asyncio task that takes the queued items, up to ``max_batch``
+of them, and runs them in the model's own worker thread (one batch at a time, so the event loop
+never blocks and the next batch gathers while the model runs). A batch waits up to ``max_wait``
+seconds for more items only while other requests for the model are still on their way in
+(being decoded); a lone request runs at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class QueueFull(Exception):
+    """The model already holds ``max_queue`` items; the caller should retry later (HTTP 503)."""
+
+
+@dataclass
+class Ticket:
+    arrived: bool = False
+
+
+class Batcher(Generic[T, R]):
+    """``await submit(items)`` returns ``run(batch)``'s results for those items, in order.
+
+    ``run`` takes a list of items and returns one result per item; it runs in a worker thread.
+    ``on_batch(size)`` is called with the size of every batch run."""
+
+    def __init__(self, name: str, run: Callable[[list[T]], list[R]], max_batch: int, max_wait: float, max_queue: int,
+                 on_batch: Callable[[int], None] | None = None):
+        if max_batch < 1 or max_queue < 1 or max_wait < 0:
+            raise ValueError("max_batch and max_queue must be at least 1, max_wait at least 0")
+        self.name, self.run = name, run
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
+        self.on_batch = on_batch
+        self.held = 0  # items accepted and not yet answered: the bound of the queue
+        self.arriving = 0  # requests accepted whose items are not queued yet (still decoding)
+        self._items: deque[tuple[T, asyncio.Future]] = deque()
+        self._changed: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aitk-model-{name}")
+
+    def start(self) -> None:
+        """Start the batching task on the running event loop."""
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"aitk-batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @contextmanager
+    def reserve(self, count: int) -> Iterator[Ticket]:
+        """Hold room for ``count`` items while the block runs; QueueFull if there is none.
+
+        Until the ticket's items are submitted the request counts as arriving: a batch that
+        starts meanwhile waits up to ``max_wait`` for it."""
+        if self.held + count > self.max_queue:
+            raise QueueFull(f"{self.name}: {self.held} records queued, the limit is {self.max_queue}")
+        ticket = Ticket()
+        self.held += count
+        self.arriving += 1
+        try:
+            yield ticket
+        finally:
+            self.held -= count
+            self._arrived(ticket)
+
+    async def submit(self, ticket: Ticket, items: list[T]) -> list[R]:
+        """Queue ``items`` (room held by ``ticket``) and wait for their results."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._items.extend(zip(items, futures))
+        self._arrived(ticket)
+        return list(await asyncio.gather(*futures))
+
+    async def call(self, items: list[T]) -> list[R]:
+        """``reserve`` and ``submit`` in one step, for items that need no decoding first."""
+        with self.reserve(len(items)) as ticket:
+            return await self.submit(ticket, items)
+
+    def _arrived(self, ticket: Ticket) -> None:
+        if not ticket.arrived:
+            ticket.arrived = True
+            self.arriving -= 1
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        while not ready():
+            self._changed.clear()
+            timeout = None if deadline is None else deadline - loop.time()
+            if timeout is not None and timeout <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                return ready()
+        return True
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wait(lambda: bool(self._items), None)
+            deadline = loop.time() + self.max_wait
+            await self._wait(lambda: len(self._items) >= self.max_batch or not self.arriving, deadline)
+            batch = [self._items.popleft() for _ in range(min(self.max_batch, len(self._items)))]
+            batch = [(item, future) for item, future in batch if not future.done()]  # timed out or cancelled
+            if not batch:
+                continue
+            if self.on_batch:
+                self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self._executor, self.run, [item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
+            except Exception as e:  # the whole batch failed: every waiting request gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
+def run_in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in the default thread pool, awaited (for decoding and other blocking work)."""
+    return asyncio.get_running_loop().run_in_executor(None, function, *args)

@@ -1,0 +1,86 @@
+"""Errors as JSON for every endpoint, the core's and the plugins': 4xx naming the field, 503 with
+Retry-After when a model's queue is full, 504 after the request timeout, and never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from toolkit.serve.batcher import QueueFull
+from toolkit.serve.limits import Limits
+from toolkit.serve.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class HTTPError(Exception):
+    """An error answered as ``{"error": message, "field": field}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers = status, message, field, headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": self.message, **({"field": self.field} if self.field else {})}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def field_name(location: tuple | list) -> str:
+    """``("body", "records", 3, "text")`` -> ``records[3].text``."""
+    name = ""
+    for part in location:
+        if part in ("body", "query", "path", "header") and not name:
+            continue
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPError)
+    async def on_http_error(request: Request, error: HTTPError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        field = field_name(first.get("loc", ()))
+        return HTTPError(422, f"{field}: {first.get('msg', 'invalid')}", field).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_starlette(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, error: Exception) -> JSONResponse:
+        print(f"error: {request.method} {request.url.path}: {type(error).__name__}: {error}", file=sys.stderr)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
+
+
+async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, work: Awaitable[T]) -> T:
+    """Await ``work`` within the request timeout, counted in the metrics; a full queue is a 503
+    with Retry-After, a timeout a 504, any HTTPError keeps its status."""
+    with metrics.track(model, endpoint) as status:
+        try:
+            return await asyncio.wait_for(work, limits.timeout_s)
+        except QueueFull as e:
+            status["code"] = 503
+            raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
+        except asyncio.TimeoutError:
+            status["code"] = 504
+            raise HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
+        except HTTPError as e:
+            status["code"] = e.status
+            raise
+
+
+def json_object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise HTTPError(422, f"{field}: expected a JSON object", field)
+    return value

@@ -1,0 +1,55 @@
+"""Prometheus metrics of one server, in its own registry (``GET /metrics``): requests, latency,
+batch sizes, records and error rows, queue depth, all labelled by model."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # the *_created series only double the output
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("aitk_requests", "HTTP requests answered, by model, endpoint and status code", ["model", "endpoint", "code"], registry=r)
+        self.latency = Histogram("aitk_request_seconds", "Time to answer a request, seconds", ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batches = Histogram("aitk_batch_size", "Items per model call (dynamic batching)", ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.records = Counter("aitk_records", "Records predicted", ["model"], registry=r)
+        self.errors = Counter("aitk_record_errors", "Records answered with an error row", ["model"], registry=r)
+        self.queued = Gauge("aitk_queued_records", "Records a model holds (queued, decoding or running)", ["model"], registry=r)
+
+    @contextmanager
+    def track(self, model: str, endpoint: str) -> Iterator[dict]:
+        """Count and time one request; the block sets ``status["code"]`` (200 unless it does)."""
+        status = {"code": 200}
+        started = time.perf_counter()
+        try:
+            yield status
+        except BaseException:
+            if status["code"] == 200:
+                status["code"] = 500
+            raise
+        finally:
+            self.latency.labels(model, endpoint).observe(time.perf_counter() - started)
+            self.requests.labels(model, endpoint, str(status["code"])).inc()
+
+    def batch(self, model: str, size: int) -> None:
+        self.batches.labels(model).observe(size)
+
+    def rows(self, model: str, rows: list[dict]) -> None:
+        self.records.labels(model).inc(len(rows))
+        bad = sum(1 for row in rows if row.get("error") is not None)
+        if bad:
+            self.errors.labels(model).inc(bad)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

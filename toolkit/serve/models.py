@@ -1,0 +1,86 @@
+"""The models `aitk serve` holds: each a loaded bundle, its Predictor and its batcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.batch import _decode_all, _predict_decoded
+from toolkit.bundle import Bundle, load_bundle
+from toolkit.errors import AitkError
+from toolkit.runtime import Runtime
+from toolkit.serve.batcher import Batcher
+from toolkit.serve.limits import Limits
+from toolkit.serve.metrics import Metrics
+from toolkit.usecase import Predictor, Record, UseCase
+
+
+@dataclass
+class ServedModel:
+    """One bundle being served under ``name`` (its use case's name unless given as NAME=BUNDLE).
+
+    ``batcher`` runs ``(record, decoded)`` pairs through the predictor in dynamic batches and
+    returns exactly the rows batch `predict` writes, error rows included. Use cases that add
+    their own endpoints make their own batchers with ``new_batcher``."""
+
+    name: str
+    usecase: UseCase
+    bundle: Bundle
+    predictor: Predictor
+    limits: Limits
+    metrics: Metrics
+    batch_size: int
+    batchers: list[Batcher] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.batcher = self.new_batcher("predict", self._predict_pairs)
+
+    def new_batcher(self, purpose: str, run, max_batch: int | None = None) -> Batcher:
+        """A batcher for this model's ``run(items) -> results``, started and stopped with the server."""
+        batcher = Batcher(f"{self.name}-{purpose}", run, max_batch or self.batch_size, self.limits.max_wait_ms / 1000,
+                          self.limits.max_queue, on_batch=lambda size: self.metrics.batch(self.name, size))
+        self.batchers.append(batcher)
+        return batcher
+
+    def decode(self, records: list[Record]) -> list[tuple[Any, str | None]]:
+        """Each record decoded as batch `predict` decodes it: ``(input, None)`` or ``(None, error)``."""
+        return _decode_all(self.predictor, records)
+
+    def _predict_pairs(self, pairs: list[tuple[Record, tuple[Any, str | None]]]) -> list[dict[str, Any]]:
+        return _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
+
+    def info(self) -> dict[str, Any]:
+        manifest = self.bundle.manifest
+        return {
+            "name": self.name,
+            "usecase": self.usecase.name,
+            "bundle": str(self.bundle.path),
+            "plugin_version": manifest.get("plugin_version"),
+            "format_version": manifest.get("format_version"),
+            "created": manifest.get("created"),
+            "metrics": manifest.get("metrics", {}),
+            "provider": getattr(self.predictor, "provider", None),
+            "batch_size": self.batch_size,
+        }
+
+
+def load_models(specs: list[str], usecases: dict[str, UseCase], runtime: Runtime, limits: Limits, metrics: Metrics,
+                batch_size: int | None = None) -> dict[str, ServedModel]:
+    """Load each ``BUNDLE`` or ``NAME=BUNDLE``; the name defaults to the bundle's use case."""
+    models: dict[str, ServedModel] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = "", spec
+        bundle = load_bundle(Path(path))
+        kind = bundle.manifest["usecase"]
+        if kind not in usecases:
+            raise AitkError(f"{path}: a {kind!r} bundle, and no installed plugin provides {kind!r} (see `aitk plugins`)")
+        usecase = usecases[kind]
+        name = name or kind
+        if name in models:
+            raise AitkError(f"{path}: a second model named {name!r}; name them NAME=BUNDLE")
+        predictor = usecase.load(bundle, runtime)
+        models[name] = ServedModel(name, usecase, bundle, predictor, limits, metrics, batch_size or usecase.batch_size)
+    return models
