@@ -189,3 +189,11 @@ def test_sample_is_real_public_domain_data_in_long_format(tmp_path):
     assert list(frame.columns) == ["series", "date", "value"]
     assert frame.groupby("series").size().to_dict() == {"co2": 526, "elec_equip": 257, "elnino_sst": 732}
     assert "public domain" in (tmp_path / "s" / "SOURCES.md").read_text()
+
+
+def test_bad_settings_fail_before_the_data_is_read(tmp_path):
+    (tmp_path / "broken.csv").write_text("not,a\nforecast")
+    cell = run_aitk("forecast", "train", str(tmp_path / "broken.csv"), "--out", str(tmp_path / "b"), "--set", "cell=transformer", plugins="forecast")
+    assert cell.returncode == 1 and cell.stderr.strip() == "error: setting cell='transformer': expected one of lstm, gru"
+    levels = run_aitk("forecast", "train", str(tmp_path / "broken.csv"), "--out", str(tmp_path / "b"), "--set", "quantiles=0.1,0.9", plugins="forecast")
+    assert levels.returncode == 1 and "including 0.5" in levels.stderr and len(levels.stderr.strip().splitlines()) == 1

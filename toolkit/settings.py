@@ -136,8 +136,8 @@ def _one_line(error: dict[str, Any], given: dict[str, Any], hints: dict[str, Any
     """A pydantic error as ``setting NAME=VALUE: expected WHAT``."""
     loc = error["loc"]
     name = str(loc[0]) if loc else ""
-    if name not in hints:  # a check across settings in the Config's __post_init__
-        return f"settings: {error['msg'].removeprefix('Value error, ')}"
+    if name not in hints:  # a ValueError from the Config's __post_init__ (settings checked together)
+        return error["msg"].removeprefix("Value error, ")
     kind = error["type"]
     if kind in _EXPECTED:
         expected = "expected " + _EXPECTED[kind]

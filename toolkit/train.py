@@ -123,6 +123,8 @@ def fit(
             log_epoch(epoch, epochs, **values)
         if last:
             break
+    if result.stopped in ("max_steps", "max_time"):
+        log(f"training stopped by its budget: {result.stopped}={max_steps if result.stopped == 'max_steps' else max_time} reached after {result.steps} steps")
     if validate is not None:
         stopper.restore_best(module)
         result.best_epoch, result.best = stopper.best_epoch + 1, stopper.best

@@ -14,11 +14,13 @@ import torch
 from plugins.forecast import data
 from plugins.forecast.data import Series, Spec
 from plugins.forecast.model import Forecaster, pinball_loss
+from plugins.forecast.plugin import MAX_EPOCH_BATCHES
 from toolkit import AitkError, __version__, onnx_export
 from toolkit.bundle import Bundle, BundleWriter
 from toolkit.console import log
 from toolkit.runtime import Runtime
-from toolkit.train import EarlyStopping, log_epoch, seed_everything
+import toolkit.train
+from toolkit.train import seed_everything
 
 MAX_VAL_WINDOWS = 4096
 
@@ -91,7 +93,7 @@ def _train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, use
     series, bad, freq = data.load_series(paths, schema, config.fill_gaps)
     schema.freq = freq
     season, horizon, context = data.defaults_for(freq)
-    spec = data.make_spec(schema, config.context_length or context, config.horizon or horizon, quantile_list(config.quantiles),
+    spec = data.make_spec(schema, config.context_length or context, config.horizon or horizon, list(config.quantiles),
                           config.season or season, calendar_span(series) if config.calendar else None)
     short = [s for s in series if s.n < spec.context_length + spec.horizon]
     for s in short:
@@ -112,16 +114,6 @@ def calendar_span(series: list[Series]) -> float | None:
     if not series or not isinstance(series[0].times, pd.DatetimeIndex):
         return None
     return max((s.times[s.n - 1] - s.times[0]) / pd.Timedelta(days=1) for s in series)
-
-
-def quantile_list(value: Any) -> list[float]:
-    try:
-        quantiles = sorted(float(q) for q in data.names(value))
-    except ValueError:
-        raise AitkError(f"setting quantiles={value!r}: expected numbers like 0.1,0.5,0.9") from None
-    if 0.5 not in quantiles or len(set(quantiles)) != len(quantiles) or not all(0 < q < 1 for q in quantiles):
-        raise AitkError(f"setting quantiles={value!r}: expected distinct levels between 0 and 1, including 0.5")
-    return quantiles
 
 
 def report_skipped(bad: dict[str, str], shown: int = 5) -> None:
@@ -158,33 +150,30 @@ def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime
     model.to(device)
     taus = torch.tensor(spec.quantiles, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    stopper = EarlyStopping(patience=config.patience)
     rng = np.random.default_rng(config.seed)
-    per_epoch = min(len(train), config.samples_per_epoch or len(train))
+    per_epoch = min(len(train), config.samples_per_epoch or MAX_EPOCH_BATCHES * config.batch_size)
     log(f"{len(train)} training windows ({per_epoch} per epoch), {len(val)} validation windows, on {device}")
-    epoch = 0
-    for epoch in range(config.epochs):
-        model.train()
-        total = 0.0
+
+    def batches(epoch: int):
         order = rng.permutation(len(train))[:per_epoch]
-        for start in range(0, per_epoch, config.batch_size):
-            pick = train[order[start : start + config.batch_size]]
-            feeds, actual = windows.inputs(pick[:, 0], pick[:, 1])
-            loss = batch_loss(model, feeds, actual, taus, device)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total += loss.item() * len(pick)
-        scores = {"loss": total / per_epoch}
-        if len(val):
-            scores["val_loss"] = validation_loss(model, windows, val, taus, device)
-        log_epoch(epoch, config.epochs, **scores)
-        if len(val) and stopper.step(scores["val_loss"], model, epoch):
-            break
-    stopper.restore_best(model)
+        return [train[order[start : start + config.batch_size]] for start in range(0, per_epoch, config.batch_size)]
+
+    def step(pick: np.ndarray) -> float:
+        feeds, actual = windows.inputs(pick[:, 0], pick[:, 1])
+        loss = batch_loss(model, feeds, actual, taus, device)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    validate = (lambda: {"val_loss": validation_loss(model, windows, val, taus, device)}) if len(val) else None
+    result = toolkit.train.fit(
+        model, batches, step, validate, epochs=config.epochs, patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
+    )
     model.cpu().eval()
-    metrics = {"epochs": epoch + 1, "best_epoch": stopper.best_epoch + 1, "train_windows": len(train), "val_windows": len(val)}
+    metrics = {"epochs": len(result.history), "best_epoch": result.best_epoch, "steps": result.steps, "stopped_by": result.stopped,
+               "train_windows": len(train), "val_windows": len(val)}
     if len(val):
         metrics.update(validation_metrics(model, windows, val, spec.quantiles))
     return Trained(model, metrics, windows, val if len(val) else train[:MAX_VAL_WINDOWS])

@@ -6,58 +6,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from toolkit import Predictor, Sample, UseCase, hookimpl
 from toolkit.bundle import Bundle
 from toolkit.runtime import Runtime
+from toolkit.settings import setting
 from toolkit.usecase import Option
+
+
+MAX_EPOCH_BATCHES = 500
+"""samples_per_epoch=0 draws every training window per epoch, but at most this many batches: a
+validation (and a chance to stop early) at least every 500 steps however large the data."""
 
 
 @dataclass
 class ForecastConfig:
     # reading the data
-    format: str = "auto"
-    """auto, long (a row per series and time step) or wide (a row per series, values in columns, as M4)."""
-    id_column: str = ""
-    """Series id column; empty: series, series_id, unique_id, id or item_id if present, else one series per file."""
-    time_column: str = ""
-    """Empty: timestamp, date, ds, time or datetime."""
-    target: str = ""
-    """Column(s) to forecast, comma-separated; empty: target, y or value, or the only numeric column; * for every numeric one."""
-    known_covariates: str = ""
-    """Columns known in advance (promotions, prices, holidays); to predict, give them for the horizon in rows with an empty target."""
-    past_covariates: str = ""
-    """Columns known only up to now (weather observed, traffic)."""
-    freq: str = ""
-    """pandas frequency (h, D, W, MS, QS...); empty: inferred from the timestamps."""
-    fill_gaps: bool = False
-    """Interpolate missing timestamps and values instead of refusing the series."""
-    calendar: bool = True
-    """Add hour-of-day, day-of-week and day-of-year features: those that vary at the frequency and whose cycle the data spans twice."""
-    season: int = 0
-    """Seasonal period in steps for seasonal naive and MASE; 0: from the frequency (24 hourly, 7 daily, 52 weekly, 12 monthly)."""
+    format: Literal["auto", "long", "wide"] = setting("auto", "long: a row per series and time step; wide: a row per series, values in columns (as M4).")
+    id_column: str = setting("", "Series id column; empty: series, series_id, unique_id, id or item_id if present, else one series per file.")
+    time_column: str = setting("", "Time column; empty: timestamp, date, ds, time or datetime.")
+    target: list[str] = setting([], "Column(s) to forecast; empty: target, y or value, or the only numeric column; * for every numeric one.")
+    known_covariates: list[str] = setting([], "Columns known in advance (promotions, prices, holidays); to predict, give them for the horizon in rows with an empty target.")
+    past_covariates: list[str] = setting([], "Columns known only up to now (weather observed, traffic).")
+    freq: str = setting("", "pandas frequency (h, D, W, MS, QS...); empty: inferred from the timestamps.")
+    fill_gaps: bool = setting(False, "Interpolate missing timestamps and values instead of refusing the series.")
+    calendar: bool = setting(True, "Add hour-of-day, day-of-week and day-of-year features: those that vary at the frequency and whose cycle the data spans twice.")
+    season: int = setting(0, "Seasonal period in steps for seasonal naive and MASE; 0: from the frequency (24 hourly, 7 daily, 52 weekly, 12 monthly).", ge=0)
     # the model
-    horizon: int = 0
-    """Steps forecast; 0: from the frequency (24 hourly, 14 daily, 13 weekly, 12 monthly)."""
-    context_length: int = 0
-    """Steps the encoder reads; 0: from the frequency (168 hourly, 56 daily, 52 weekly, 36 monthly)."""
-    quantiles: str = "0.1,0.5,0.9"
-    cell: str = "lstm"
-    """lstm or gru."""
-    hidden_size: int = 64
-    num_layers: int = 1
-    dropout: float = 0.1
+    horizon: int = setting(0, "Steps forecast; 0: from the frequency (24 hourly, 14 daily, 13 weekly, 12 monthly).", ge=0)
+    context_length: int = setting(0, "Steps the encoder reads; 0: from the frequency (168 hourly, 56 daily, 52 weekly, 36 monthly).", ge=0)
+    quantiles: list[float] = setting([0.1, 0.5, 0.9], "Quantile levels forecast; distinct, between 0 and 1, including 0.5 (the point forecast).", gt=0, lt=1)
+    cell: Literal["lstm", "gru"] = setting("lstm", "Recurrent cell of the encoder and decoder.")
+    hidden_size: int = setting(64, "Units of the recurrent cell.", ge=1)
+    num_layers: int = setting(1, "Stacked recurrent layers.", ge=1)
+    dropout: float = setting(0.1, "Dropout between layers and before the head.", ge=0, lt=1)
     # training
-    epochs: int = 50
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    samples_per_epoch: int = 0
-    """Training windows drawn per epoch; 0: all of them."""
-    val_fraction: float = 0.2
-    """The last part of each series (at least one horizon) validates and stops training early."""
-    patience: int = 5
-    seed: int = 0
+    epochs: int = setting(50, "Passes of samples_per_epoch windows each.", ge=1)
+    batch_size: int = setting(64, "Windows per optimizer step.", ge=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate (gradient norm clipped at 1).", gt=0)
+    samples_per_epoch: int = setting(0, f"Training windows drawn per epoch; 0: all of them, at most {MAX_EPOCH_BATCHES} batches.", ge=0)
+    max_steps: int = setting(10_000, "Stop after this many optimizer steps (0: no limit); bounds training time as the data grows.", ge=0)
+    max_time: float = setting(0.0, "Stop after this many seconds of training (0: no limit).", ge=0)
+    val_fraction: float = setting(0.2, "The last part of each series (at least one horizon) validates and stops training early.", ge=0, lt=1)
+    patience: int = setting(5, "Epochs without a lower validation loss before stopping (0: never early).", ge=0)
+    seed: int = setting(0, "Seed of the window sampling and the initial weights.")
+
+    def __post_init__(self) -> None:
+        levels = sorted(self.quantiles)
+        if 0.5 not in levels or len(set(levels)) != len(levels):
+            raise ValueError(f"setting quantiles={self.quantiles}: expected distinct levels between 0 and 1, including 0.5")
+        self.quantiles = levels
 
 
 class Forecast(UseCase):
