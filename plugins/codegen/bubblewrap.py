@@ -35,15 +35,17 @@ class Bubblewrap:
     binary: str
     version: tuple[int, ...]
     interpreter: str  # the real Python executable (a venv's base interpreter)
-    binds: tuple[tuple[str, str], ...]  # ("dir", path) read-only binds, ("link", path, target) symlinks
+    binds: tuple[tuple[str, ...], ...]  # ("dir", path) read-only binds, ("link", path, target) symlinks
     cgroups: Path | None  # the pids cgroup hierarchy used for the process cap when running as root
 
     def command(self, program_fd: int, info_fd: int, argv: list[str]) -> list[str]:
         """``bwrap ... INTERPRETER ARGV``: the program file comes from ``program_fd`` (copied to
         ``/tmp/program.py``), bwrap writes its JSON info (the init's host pid) to ``info_fd``."""
         command = [self.binary, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-                   "--unshare-cgroup", "--disable-userns", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID),
-                   "--cap-drop", "ALL", "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox"]
+                   "--unshare-cgroup", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--cap-drop", "ALL",
+                   "--die-with-parent", "--new-session", "--as-pid-1", "--hostname", "sandbox"]
+        if self.version >= (0, 8):
+            command.append("--disable-userns")  # no nested user namespace (bwrap 0.8+)
         for bind in self.binds:
             command += ["--ro-bind", bind[1], bind[1]] if bind[0] == "dir" else ["--symlink", bind[2], bind[1]]
         size = ["--size", str(TMPFS_BYTES)] if self.version >= (0, 7) else []
@@ -61,8 +63,9 @@ class Bubblewrap:
         tmpfs = f"private {TMPFS_BYTES >> 20} MB tmpfs /tmp and /dev/shm" if self.version >= (0, 7) else "private tmpfs /tmp and /dev/shm"
         cap = "pids cgroup" if self.cgroups else "RLIMIT_NPROC" if os.geteuid() else "none (root without a writable pids cgroup)"
         shown = ", ".join(b[1] for b in self.binds if b[0] == "dir")
-        return (f"{self.name}: user/pid/mount/net/ipc/uts/cgroup namespaces, uid {SANDBOX_ID}, no capabilities, "
-                f"read-only {shown}, {tmpfs} (cwd /tmp), empty environment; process cap: {cap}")
+        nested = ", no nested user namespaces" if self.version >= (0, 8) else ""
+        return (f"{self.name}: user/pid/mount/net/ipc/uts/cgroup namespaces, uid {SANDBOX_ID}, no capabilities{nested}, "
+                f"read-only {shown}, {tmpfs} (cwd /tmp), cleared environment; process cap: {cap}")
 
 
 class ProcessCap:

@@ -124,35 +124,47 @@ def _cpu_seconds(timeout: float) -> int:
 
 
 def _run_sandboxed(found: Bubblewrap, source: str, timeout: float, memory_mb: int, processes: int) -> dict[str, Any]:
+    argv = ["-I", "-S", "-c", BOOTSTRAP, *_limits(timeout, memory_mb, processes, False)]
     cap = ProcessCap(found.cgroups, processes) if found.cgroups else None
-    with tempfile.TemporaryFile() as program, tempfile.TemporaryFile() as err:
-        program.write(source.encode("utf-8", "replace"))
-        program.flush()
-        program.seek(0)
-        info_r, info_w = os.pipe()
-        command = found.command(program.fileno(), info_w, ["-I", "-S", "-c", BOOTSTRAP, *_limits(timeout, memory_mb, processes, False)])
-        started = time.perf_counter()
-        try:
-            process = subprocess.Popen(cap.wrap(command) if cap else command, env={}, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=err, pass_fds=(program.fileno(), info_w))
-        finally:
-            os.close(info_w)
-        init = _init_pidfd(info_r)
-        try:
-            code = process.wait(timeout=max(timeout - (time.perf_counter() - started), 0.01))
-        except subprocess.TimeoutExpired:
-            code = None
-            _kill(process, init)
-        finally:
-            if init is not None:
-                os.close(init)
-            if cap:
-                cap.remove()
-        seconds = time.perf_counter() - started
-        stderr = _tail(err)
+    try:
+        with tempfile.TemporaryFile() as program, tempfile.TemporaryFile() as err:
+            program.write(source.encode("utf-8", "replace"))
+            program.flush()
+            program.seek(0)
+            started = time.perf_counter()
+            code = _start_and_wait(found, cap, program.fileno(), err, argv, timeout)
+            seconds = time.perf_counter() - started
+            stderr = _tail(err)
+    finally:
+        if cap:
+            cap.remove()
     if code is not None and code > 128:
         code = -(code - 128)  # bwrap reports a signal death as 128 + signal
     return {"status": _status(code, stderr), "seconds": round(seconds, 3), "returncode": code, "stderr": stderr.strip()[-500:]}
+
+
+def _start_and_wait(found: Bubblewrap, cap: ProcessCap | None, program_fd: int, err, argv: list[str], timeout: float) -> int | None:
+    """bwrap's exit status, or None when the program was killed at ``timeout`` seconds."""
+    started = time.perf_counter()
+    info_r, info_w = os.pipe()
+    try:
+        command = found.command(program_fd, info_w, argv)
+        process = subprocess.Popen(cap.wrap(command) if cap else command, env={}, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=err, pass_fds=(program_fd, info_w))
+    except BaseException:
+        os.close(info_r)
+        raise
+    finally:
+        os.close(info_w)
+    init = _init_pidfd(info_r)
+    try:
+        return process.wait(timeout=max(timeout - (time.perf_counter() - started), 0.01))
+    except subprocess.TimeoutExpired:
+        _kill(process, init)
+        return None
+    finally:
+        if init is not None:
+            os.close(init)
 
 
 def _init_pidfd(info_r: int) -> int | None:
