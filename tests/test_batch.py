@@ -39,7 +39,11 @@ def test_a_corrupt_record_becomes_an_error_row_and_the_run_goes_on(wine, tmp_pat
     rows = rows_of(tmp_path / "out.jsonl")
     assert len(rows) == count
     errors = {row["id"]: row["error"] for row in rows if row.get("error")}
-    assert errors == {"in.csv:3": "field 'alcohol': 'abc' is not a number", "in.csv:5": "field 'proline': missing, expected a number"}
+    name = str(tmp_path / "in.csv")
+    assert errors == {
+        f"{name}:3": f"{name}:3: field 'alcohol': 'abc' is not a number",
+        f"{name}:5": f"{name}:5: field 'proline': missing, expected a number",
+    }
     assert all(row["label"].startswith("cultivar_") for row in rows if not row.get("error"))
     assert "2 failed" in result.stderr
 
@@ -101,3 +105,103 @@ def test_killed_run_resumed_gives_exactly_the_rows_of_an_uninterrupted_run(wine,
     assert f"{done_before} resumed" in resumed.stderr or f"{done_before - 1} resumed" in resumed.stderr
     assert out.read_text().splitlines() == (tmp_path / "full.jsonl").read_text().splitlines()
     assert not journal.exists()
+
+
+def test_malformed_rows_are_error_rows_naming_file_line_and_problem(wine, tmp_path):
+    lines = (wine["data"] / "predict.csv").read_bytes().splitlines()
+    good = lines[1]
+    bad = [
+        good + b",1",  # line 3: an extra field
+        good.rsplit(b",", 3)[0],  # line 4: three fields short
+        b'"' + good,  # line 5: a quote that never closes
+        good.replace(b".", b"\xff", 1),  # line 6: not UTF-8
+        good.replace(good.split(b",")[0], b"1e39", 1),  # line 7: beyond float32
+        good.replace(good.split(b",")[0], b"inf", 1),  # line 8: not finite
+    ]
+    (tmp_path / "in.csv").write_bytes(b"\n".join([lines[0], good, *bad, good]) + b"\n")
+    result = predict(wine, tmp_path / "out.jsonl", tmp_path / "in.csv")
+    assert result.returncode == 3, result.stderr
+    rows = rows_of(tmp_path / "out.jsonl")
+    name = str(tmp_path / "in.csv")
+    assert [row["id"] for row in rows] == [f"{name}:{line}" for line in range(2, 10)]
+    assert [row.get("error") for row in rows] == [
+        None,
+        f"{name}:3: expected 13 fields, got 14",
+        f"{name}:4: expected 13 fields, got 10",
+        f"{name}:5: unbalanced quote (a quoted field never closes on this line)",
+        f"{name}:6: not valid UTF-8 (byte 2 of the line)",
+        f"{name}:7: field 'alcohol': 1e39 does not fit a float32 (largest 3.4e38)",
+        f"{name}:8: field 'alcohol': 'inf' is not a finite number",
+        None,
+    ]
+    assert rows[0]["label"] == rows[-1]["label"] and rows[0]["probability"] == rows[-1]["probability"]
+    assert "6 failed" in result.stderr
+
+
+def test_far_outside_training_is_scored_with_a_warning(wine, tmp_path):
+    lines = (wine["data"] / "predict.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    far = ["1e30", *first[1:]]
+    (tmp_path / "in.csv").write_text("\n".join([lines[0], lines[1], ",".join(far)]) + "\n")
+    assert predict(wine, tmp_path / "out.jsonl", tmp_path / "in.csv").returncode == 0
+    normal, extreme = rows_of(tmp_path / "out.jsonl")
+    assert "warnings" not in normal
+    assert extreme["label"].startswith("cultivar_") and len(extreme["warnings"]) == 1
+    assert extreme["warnings"][0].startswith("field 'alcohol': 1e+30 is far outside the training range [") and "; scored as " in extreme["warnings"][0]
+
+
+def test_an_unreadable_file_is_an_error_row_and_the_others_go_on(wine, tmp_path):
+    (tmp_path / "nocolumns.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "empty.csv").write_text("")
+    result = predict(wine, tmp_path / "out.jsonl", tmp_path / "nocolumns.csv", tmp_path / "empty.csv", wine["data"] / "predict.csv")
+    assert result.returncode == 3, result.stderr
+    rows = rows_of(tmp_path / "out.jsonl")
+    assert rows[0]["id"] == str(tmp_path / "nocolumns.csv")
+    assert rows[0]["error"].startswith(f"{tmp_path / 'nocolumns.csv'}: missing columns 'alcohol', 'malic_acid'")
+    assert len(rows) == 1 + len((wine["data"] / "predict.csv").read_text().splitlines()) - 1
+    assert all("label" in row for row in rows[1:])
+    assert f"warning: {tmp_path / 'empty.csv'}: no rows" in result.stderr
+
+
+def test_no_input_files_is_an_error_naming_the_spec_and_the_types(wine, tmp_path):
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "notes.txt").write_text("x")
+    result = predict(wine, tmp_path / "out.jsonl", tmp_path / "none")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'none'}: no input files in this folder (.csv, also .gz)"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_gzipped_and_utf16_tables_are_read_like_plain_ones(wine, tmp_path):
+    import gzip
+
+    text = (wine["data"] / "predict.csv").read_text()
+    (tmp_path / "plain.csv").write_text(text)
+    (tmp_path / "z.csv.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
+    outputs = []
+    for name in ("plain.csv", "z.csv.gz", "u16.csv"):
+        assert predict(wine, tmp_path / f"{name}.jsonl", tmp_path / name).returncode == 0
+        outputs.append([{k: v for k, v in row.items() if k != "id"} for row in rows_of(tmp_path / f"{name}.jsonl")])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_same_file_names_in_two_folders_keep_apart_and_resume_equals_a_full_run(wine, tmp_path):
+    lines = (wine["data"] / "predict.csv").read_text().splitlines()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        body = lines[1:] if folder == "a" else lines[:0:-1]  # the same name, different rows
+        (tmp_path / folder / "predict.csv").write_text("\n".join([lines[0], *body * 20]) + "\n")
+    inputs = [tmp_path / "a" / "predict.csv", tmp_path / "b" / "predict.csv"]
+    assert predict(wine, tmp_path / "full.jsonl", *inputs).returncode == 0
+    full = (tmp_path / "full.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in full]
+    assert len(ids) == len(set(ids)) == 2 * 20 * (len(lines) - 1)
+    for cut in (len(full) // 3, len(full) // 2 + 7):  # killed in file a, and in file b; the last line cut short
+        journal = tmp_path / "resumed.jsonl.partial.jsonl"
+        journal.write_text("\n".join(full[:cut]) + "\n" + full[cut][:20])
+        resumed = predict(wine, tmp_path / "resumed.jsonl", *inputs, extra=["--resume"])
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"{cut} resumed" in resumed.stderr
+        assert (tmp_path / "resumed.jsonl").read_text().splitlines() == full
+        (tmp_path / "resumed.jsonl").unlink()

@@ -162,8 +162,12 @@ def test_non_numeric_value_becomes_error_row(work):
 
 def test_missing_columns_are_named(work):
     pd.read_csv(work["test"]).head(5).drop(columns=["country"]).to_csv(work["root"] / "nocountry.csv", index=False)
-    result = aitk("fraud", "predict", work["bundle"], work["root"] / "nocountry.csv", "--out", work["root"] / "x.jsonl", check=1)
+    inputs = [work["root"] / "nocountry.csv", work["test"]]
+    result = aitk("fraud", "predict", work["bundle"], *inputs, "--out", work["root"] / "x.jsonl", "--explain", "0", check=3)
     assert "missing column 'country'" in result.stderr and "Traceback" not in result.stderr
+    rows = predictions(work["root"] / "x.jsonl")  # the file without the column is one error row; the other is scored
+    assert rows[0] == {"id": str(inputs[0]), "error": f"{inputs[0]}: missing column 'country' (columns: Time, amount, hour, distance_km, merchant, Class)"}
+    assert len(rows) == 1 + 1500 and all("score" in row for row in rows[1:])
     pd.read_csv(work["test"]).head(50).drop(columns=["Class"]).to_csv(work["root"] / "nolabel.csv", index=False)
     result = aitk("fraud", "evaluate", work["bundle"], work["root"] / "nolabel.csv", check=1)
     assert "missing column 'Class'" in result.stderr
@@ -178,6 +182,26 @@ def test_missing_columns_are_named(work):
     with pytest.raises(AitkError, match="missing column 'is_fraud'"):
         fraud.train(work["train"], work["root"] / "b3", fraud.config_from({"label": "is_fraud"}), Runtime(device="cpu"))
     assert not (work["root"] / "b2").exists() and not (work["root"] / "b3").exists()
+
+
+def test_extreme_amounts_are_error_rows_or_warned_never_nan(work):
+    rows = pd.read_csv(work["test"], dtype=str).head(4).drop(columns=["Class"])
+    rows["amount"] = ["1e39", "inf", "1e30", "12.5"]
+    rows.to_csv(work["root"] / "extreme.csv", index=False)
+    out = work["root"] / "extreme.jsonl"
+    result = aitk("fraud", "predict", work["bundle"], work["root"] / "extreme.csv", "--out", out, check=3)
+    assert "NaN" not in out.read_text()
+    huge, infinite, far, normal = predictions(out)
+    assert huge["error"].endswith("field 'amount': 1e39 does not fit a float32 (largest 3.4e38)")
+    assert infinite["error"].endswith("field 'amount': 'inf' is not a finite number")
+    assert 0 <= far["score"] <= 1 and far["warnings"][0].startswith("field 'amount': 1e+30 is far outside the training range")
+    assert "warnings" not in normal and "2 failed" in result.stderr
+
+
+def test_evaluate_over_zero_rows_is_an_error(work):
+    (work["root"] / "header.csv").write_text(work["test"].read_text().splitlines()[0] + "\n")
+    result = aitk("fraud", "evaluate", work["bundle"], work["root"] / "header.csv", check=1)
+    assert result.stderr.strip() == f"error: {work['root'] / 'header.csv'}: no labelled rows to evaluate"
 
 
 def test_autoencoder_without_labels(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 import time
@@ -223,8 +224,16 @@ class Journal:
                 self.failed += row.get("error") is not None
 
     def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows``; returns how many of them are error rows."""
-        self.file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        """Append ``rows``; returns how many of them are error rows.
+
+        A row holding NaN or an infinity anywhere is written as an error row naming the field:
+        nothing non-finite reaches an output."""
+        try:
+            text = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
+        except ValueError:
+            rows = [finite_row(row) for row in rows]
+            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        self.file.write(text)
         self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
@@ -245,6 +254,25 @@ class Journal:
             write_rows(lambda: _read_jsonl(self.path), self.out)
             self.path.unlink()
         return self.failed
+
+
+def finite_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row``, or an error row naming its first field that holds NaN or an infinity."""
+    field = _non_finite(row)
+    if field is None:
+        return row
+    return {"id": row.get("id"), "error": f"the model gave a non-finite value ({field[1]}) for output field {field[0]!r}"}
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def write_rows(rows: Callable[[], Iterable[dict[str, Any]]], out: Path) -> None:

@@ -7,8 +7,6 @@ numeric columns live in the ONNX graph; what stays out here is the category voca
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import AitkError
+from toolkit.io import base_suffix, has_suffix, open_text
 
 SUFFIXES = (".csv", ".parquet")
 LABEL_DEFAULTS = ("Class", "label")
@@ -36,59 +35,26 @@ def names(value: Any) -> list[str]:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The whole table as raw values: CSV cells as text, Parquet cells as stored."""
+    """The whole table (to train or evaluate on) as raw values: CSV cells as text (also .csv.gz),
+    Parquet cells as stored. A folder: every table in it, one after the other."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and has_suffix(p, SUFFIXES))
         if not files:
-            raise AitkError(f"{path}: no .csv or .parquet files in this folder")
+            raise AitkError(f"{path}: no .csv or .parquet files in this folder (also .gz)")
         return pd.concat([read_table(f) for f in files], ignore_index=True)
     if not path.is_file():
         raise AitkError(f"{path}: no such file")
-    suffix = path.suffix.lower()
+    suffix = base_suffix(path)
     try:
         if suffix == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+            with open_text(path) as text:
+                return pd.read_csv(text, dtype=str, keep_default_na=False)
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        raise AitkError(f"{path}: cannot read the table ({e})") from None
+        raise AitkError(f"{path}: cannot read the table ({str(e).strip()})") from None
     raise AitkError(f"{path}: expected a .csv or .parquet file")
-
-
-def iter_chunks(path: Path, chunk_rows: int = 4096) -> Iterator[pd.DataFrame]:
-    """The table in chunks of raw values (``-`` reads CSV from stdin)."""
-    if str(path) == "-":
-        yield from pd.read_csv(sys.stdin, dtype=str, keep_default_na=False, chunksize=chunk_rows)
-        return
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-                yield batch.to_pandas()
-        else:
-            raise AitkError(f"{path}: expected a .csv or .parquet file")
-    except (ValueError, OSError, pd.errors.ParserError) as e:
-        raise AitkError(f"{path}: cannot read the table ({e})") from None
-
-
-def header(path: Path) -> list[str]:
-    """A table's column names, read without its rows."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise AitkError(f"{path}: expected a .csv or .parquet file")
-    try:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.ParquetFile(path).schema_arrow.names)
-        return list(pd.read_csv(path, dtype=str, nrows=0).columns)
-    except (ValueError, OSError, pd.errors.ParserError) as e:
-        raise AitkError(f"{path}: cannot read the table ({e})") from None
 
 
 def cells(column: Any) -> np.ndarray:
@@ -122,8 +88,18 @@ def parse_numeric(column: Any) -> tuple[np.ndarray, np.ndarray]:
         except (TypeError, ValueError):
             parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isnan(parsed) & ~missing_mask(values)
-            return parsed.astype(np.float32), bad | np.isinf(parsed)
-    return values.astype(np.float32), np.isinf(values)
+            return _float32(parsed), bad | _too_big(parsed)
+    return _float32(values), _too_big(values)
+
+
+def _too_big(values: np.ndarray) -> np.ndarray:
+    """Infinite, or too large for float32 (1e39 would become inf in the model)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(values) > np.finfo(np.float32).max
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    return np.where(_too_big(values), np.nan, values).astype(np.float32)
 
 
 def category_text(column: Any) -> np.ndarray:
@@ -263,7 +239,10 @@ class Preprocessing:
             finite = values[~np.isnan(values)].astype(np.float64)
             median = float(np.median(finite)) if finite.size else 0.0
             scale = _robust_scale(finite)
-            numeric.append({"name": name, "median": median, "scale": scale, "missing": bool(np.isnan(values).any())})
+            low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            numeric.append({
+                "name": name, "median": median, "scale": scale, "missing": bool(np.isnan(values).any()), "min": low, "max": high,
+            })
         categorical = []
         for name in columns.categorical:
             counts = pd.Series(category_text(frame[name])).value_counts()
@@ -287,6 +266,20 @@ class Preprocessing:
             data["label"], data["time"], [c["name"] for c in data["numeric"]], [c["name"] for c in data["categorical"]]
         )
         return cls(columns, data["numeric"], data["categorical"])
+
+    @property
+    def ranges(self) -> list[list[float]] | None:
+        """[min, max] of each numeric column in training (None for bundles from before they were kept)."""
+        if not all("min" in c for c in self.numeric):
+            return None
+        return [[c["min"], c["max"]] for c in self.numeric]
+
+    def category_ids(self, texts: list[tuple]) -> np.ndarray:
+        """int64 [rows, C] vocabulary ids of rows whose first C cells are the categorical columns' texts."""
+        ids = np.zeros((len(texts), len(self.categorical)), dtype=np.int64)
+        for j, index in enumerate(self.index):
+            ids[:, j] = [index.get(MISSING_TOKEN if is_missing(row[j]) else row[j].strip(), OOV) for row in texts]
+        return ids
 
     @property
     def vocab_sizes(self) -> list[int]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import Predictor, Sample, UseCase, hookimpl
+from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
 from toolkit.usecase import Option
 
 SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
@@ -124,6 +124,8 @@ class Fraud(UseCase):
         y = fdata.labels(frame, label, data)
         score = scorer.score_frame(frame, data)
         keep = ~np.isnan(y)  # rows without a label are scored (a bad cell is still an error) but not counted
+        if not keep.any():
+            raise AitkError(f"{data}: no labelled rows to evaluate")
         y, score = y[keep], score[keep]
         weight = _given(options.get("negative_weight"), bundle.assets.get("negative_weight"), 1.0)
         cost_fn = _given(options.get("cost_fn"), bundle.assets.get("cost_fn"), 1.0)

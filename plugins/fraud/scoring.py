@@ -14,7 +14,6 @@ import numpy as np
 
 from toolkit import Predictor, Record
 from toolkit.bundle import Bundle
-from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
 
 from plugins.fraud import data as fdata
@@ -72,53 +71,39 @@ class FraudPredictor(Predictor):
         self.keep = keep
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per table row, id "FILE:ROW" (ROW counts data rows from 1); each file's header
-        is checked against the columns the bundle needs before any of its rows is read."""
-        needed = [*self.scorer.prep.columns.features, *self.keep]
-        paths = [Path(p) for p in paths]
-        for path in paths:
-            if str(path) != "-":
-                header = fdata.header(path)
-                for column in needed:
-                    fdata.require(header, column, path)
-        for path in paths:
-            row = 0
-            for chunk in fdata.iter_chunks(path):
-                if row == 0 and str(path) == "-":
-                    for column in needed:
-                        fdata.require(list(chunk.columns), column, "stdin")
-                columns = [c for c in needed if c in chunk.columns] or list(chunk.columns)
-                for values in chunk[columns].itertuples(index=False, name=None):
-                    row += 1
-                    yield Record(f"{'stdin' if str(path) == '-' else path}:{row}", dict(zip(columns, values)))
+        """One record per table row (CSV, also gzipped, or Parquet), id "PATH:LINE", read by the core
+        reader: a malformed row, a bad cell or a file without the bundle's columns is an error record."""
+        from toolkit.tables import Schema, read_records
 
-    def predict(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         prep = self.scorer.prep
-        for column in [*prep.columns.features, *self.keep]:
-            if column not in inputs[0]:
-                raise AitkError(f"missing column {column!r}")
-        columns = [*prep.columns.features, *self.keep]
-        grid = np.array([[*map(r.get, columns)] for r in inputs], dtype=object).reshape(len(inputs), len(columns))
-        table = {c: grid[:, j] for j, c in enumerate(columns)}
-        numeric, categorical, bad, reasons = prep.encode(table)
-        rows: list[dict[str, Any]] = [{"error": r} for r in reasons]
-        good = np.flatnonzero(~bad)
-        if not good.size:
-            return rows
-        numeric, categorical = numeric[good], categorical[good]
+        schema = Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)
+        return read_records(paths, schema)
+
+    def predict(self, inputs: list[tuple[np.ndarray, tuple]]) -> list[dict[str, Any]]:
+        from toolkit.tables import clip_far_values
+
+        prep = self.scorer.prep
+        numeric = np.stack([numbers for numbers, _ in inputs]).reshape(len(inputs), len(prep.numeric))
+        numeric, warnings = clip_far_values(numeric, prep.columns.numeric, prep.ranges)
+        texts = [cells for _, cells in inputs]
+        categorical = prep.category_ids(texts)
         score, logit = self.scorer.run(numeric, categorical)
-        explanations = self._explanations(numeric, categorical, logit, table, good) if self.explain else None
+        explanations = self._explanations(numeric, categorical, logit, texts) if self.explain else None
         flags = (score >= self.threshold).tolist()
-        for k, (i, value) in enumerate(zip(good.tolist(), np.round(score.astype(np.float64), 6).tolist())):
-            row: dict[str, Any] = {c: _plain(table[c][i]) for c in self.keep}
+        n_categorical = len(prep.categorical)
+        rows = []
+        for k, value in enumerate(np.round(score.astype(np.float64), 6).tolist()):
+            row: dict[str, Any] = dict(zip(self.keep, texts[k][n_categorical:]))
             row["score"] = value
             row["flag"] = flags[k]
             if explanations is not None:
                 row["top_features"] = explanations[k]
-            rows[i] = row
+            if warnings[k]:
+                row["warnings"] = warnings[k]
+            rows.append(row)
         return rows
 
-    def _explanations(self, numeric, categorical, logit, table, good) -> list[list[dict[str, Any]]]:
+    def _explanations(self, numeric, categorical, logit, texts) -> list[list[dict[str, Any]]]:
         """Per row, up to ``explain`` features that raised its score most: name, value, impact (log-odds)."""
         impacts = self.scorer.impacts(numeric, categorical, logit)
         top = np.argsort(-impacts, axis=1, kind="stable")[:, : self.explain]
@@ -129,20 +114,9 @@ class FraudPredictor(Predictor):
             if j < n_numeric:
                 v = numeric[k, j]
                 return None if np.isnan(v) else float(f"{v:.7g}")
-            return _plain(table[features[j]][good[k]])
+            return texts[k][j - n_numeric]
 
         return [
             [{"feature": features[j], "value": value(k, j), "impact": x} for j, x in zip(top[k].tolist(), top_impacts[k]) if x > 0]
             for k in range(len(top))
         ]
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-able cell: numpy scalars as Python ones, missing as None."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, str) and value.strip().lower() in fdata.MISSING:
-        return None
-    return value

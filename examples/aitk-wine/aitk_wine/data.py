@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import csv
-import math
-import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from toolkit import AitkError, InputError, Record
+from toolkit import AitkError
 
 
 def read_table(path: Path, label: str):
-    """Features (float32 array), labels (list of str) and feature names of a labelled CSV."""
+    """Features (float32 array), labels (list of str) and feature names of a labelled CSV (also .csv.gz).
+
+    AitkError names the file and what is wrong: no rows, no label column, a column that is not
+    numeric, missing or non-finite values."""
     import numpy as np
     import pandas as pd
 
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise AitkError(f"{path}: cannot read the table ({e})") from None
+    if frame.empty:
+        raise AitkError(f"{path}: no rows")
     if label not in frame.columns:
         raise AitkError(f"{path}: no label column {label!r} (columns: {', '.join(frame.columns)})")
     features = [c for c in frame.columns if c != label]
@@ -25,37 +29,11 @@ def read_table(path: Path, label: str):
             raise AitkError(f"{path}: column {column!r} is not numeric")
     if frame[features].isna().any().any():
         raise AitkError(f"{path}: missing values in {', '.join(frame[features].columns[frame[features].isna().any()])}")
-    return frame[features].to_numpy(np.float32), frame[label].astype(str).tolist(), features
-
-
-def read_records(paths: Iterable[Path]) -> Iterator[Record]:
-    """One record per CSV row, id ``file:line``; ``-`` reads CSV from stdin."""
-    for path in paths:
-        with (open(path, newline="", encoding="utf-8") if str(path) != "-" else _stdin()) as f:
-            for line, row in enumerate(csv.DictReader(f), start=2):
-                yield Record(id=f"{path.name}:{line}", data=row)
-
-
-def row_features(row: dict[str, str], features: list[str]) -> list[float]:
-    """The row's feature values in training order; InputError names the field that is wrong."""
-    values = []
-    for name in features:
-        text = row.get(name)
-        if text is None or text == "":
-            raise InputError(f"field {name!r}: missing, expected a number")
-        try:
-            value = float(text)
-        except ValueError:
-            raise InputError(f"field {name!r}: {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise InputError(f"field {name!r}: {text!r} is not a finite number")
-        values.append(value)
-    return values
-
-
-def _stdin():
-    sys.stdin.reconfigure(newline="")
-    return sys.stdin
+    x = frame[features].to_numpy(np.float64)
+    if not np.isfinite(x.astype(np.float32)).all():
+        row, col = map(int, np.argwhere(~np.isfinite(x.astype(np.float32)))[0])
+        raise AitkError(f"{path}: row {row + 1}: column {features[col]!r}: {x[row, col]!r} is not a finite float32")
+    return x.astype(np.float32), frame[label].astype(str).tolist(), features
 
 
 def write_sample(out: Path) -> tuple[Path, Path, Path]:

@@ -49,6 +49,7 @@ class Wine(UseCase):
         import torch
 
         from toolkit import onnx_export
+        from toolkit.tables import value_ranges
         from toolkit.train import seed_everything
 
         from aitk_wine.model import TabularClassifier
@@ -67,7 +68,9 @@ class Wine(UseCase):
             if runtime.int8:
                 onnx_export.quantize_dynamic(bundle.path("model.onnx"), bundle.path("model.int8.onnx"))
             bundle.write_weights(model.state_dict())
-            bundle.manifest["assets"] = {"features": features, "classes": classes, "label": config.label}
+            bundle.manifest["assets"] = {
+                "features": features, "classes": classes, "label": config.label, "ranges": value_ranges(x),
+            }
             bundle.manifest["metrics"] = {"train_accuracy": float((model(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())}
             return bundle.commit()
 
@@ -75,7 +78,7 @@ class Wine(UseCase):
         import numpy as np
         from sklearn.metrics import accuracy_score, f1_score
 
-        x, labels, _ = data.read_table(data_path, bundle.assets["label"])
+        x, labels, _ = data.read_table(data_path, bundle.assets["label"])  # AitkError when it has no rows
         predictor = self.load(bundle, runtime)
         predicted = [row["label"] for row in predictor.predict(list(x))]
         majority = max(set(labels), key=labels.count)
@@ -96,22 +99,33 @@ class ClassifierPredictor(Predictor):
         self.provider = self.session.provider
         self.classes = bundle.assets["classes"]
         self.features = bundle.assets["features"]
+        self.ranges = bundle.assets.get("ranges")
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        return data.read_records(paths)
+        """One record per CSV row (the core reader: a malformed row or cell is an error row)."""
+        from toolkit.tables import Schema, read_records
 
-    def decode(self, record: Record) -> list[float]:
-        return data.row_features(record.data, self.features)
+        return read_records(paths, Schema(tuple(self.features)))
+
+    def decode(self, record: Record):
+        return record.data[0]
 
     def predict(self, inputs: list) -> list[dict[str, Any]]:
         import numpy as np
 
-        (probabilities,) = self.session(np.asarray(inputs, dtype=np.float32))
-        return [
+        from toolkit.tables import clip_far_values
+
+        x, warnings = clip_far_values(np.asarray(inputs, dtype=np.float32), self.features, self.ranges)
+        (probabilities,) = self.session(x)
+        rows = [
             {"label": self.classes[int(p.argmax())], "probability": float(p.max()),
              "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)}}
             for p in probabilities
         ]
+        for row, warning in zip(rows, warnings):
+            if warning:
+                row["warnings"] = warning
+        return rows
 
 
 def fit(x, y, n_classes: int, config: Config):

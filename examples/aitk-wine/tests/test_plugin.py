@@ -26,3 +26,17 @@ def test_trains_beats_majority_and_predicts(tmp_path: Path):
     assert predicted.returncode == 0, predicted.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == metrics["rows"] and all(row["label"].startswith("cultivar_") for row in rows)
+
+
+def test_a_malformed_row_is_an_error_row_and_the_others_are_scored(tmp_path: Path):
+    assert aitk("wine", "sample", str(tmp_path / "data")).returncode == 0
+    assert aitk("wine", "train", str(tmp_path / "data/train.csv"), "--out", str(tmp_path / "bundle")).returncode == 0
+    header, first, *rest = (tmp_path / "data/predict.csv").read_text().splitlines()
+    (tmp_path / "in.csv").write_text("\n".join([header, first + ",extra", first, "nan" + first[first.index(","):]]) + "\n")
+    out = tmp_path / "rows.jsonl"
+    predicted = aitk("wine", "predict", str(tmp_path / "bundle"), str(tmp_path / "in.csv"), "--out", str(out))
+    assert predicted.returncode == 3, predicted.stderr
+    extra, good, not_finite = [json.loads(line) for line in out.read_text().splitlines()]
+    assert extra["error"].endswith(":2: expected 13 fields, got 14")
+    assert good["label"].startswith("cultivar_") and "error" not in good
+    assert not_finite["error"].endswith("is not a finite number")

@@ -1,0 +1,67 @@
+"""The core table reader and the batch writer's guard: bad rows isolated, nothing non-finite written."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from toolkit.batch import Journal
+from toolkit.tables import Schema, clip_far_values, read_records, value_ranges
+
+
+def records(path, schema):
+    return [(r.id, None if r.data is None else (r.data[0].tolist(), r.data[1]), r.error) for r in read_records([path], schema)]
+
+
+def test_rows_decode_a_batch_at_a_time_and_bad_cells_fail_alone(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'x,kind,y,extra\n1,a,2.5,z\n\n3,,NA,z\n4,"b,c",abc,z\n5,d,1e39,z\n')
+    schema = Schema(("x", "y"), ("kind",), frozenset({"", "na"}))
+    got = records(path, schema)
+    assert got[0] == (f"{path}:2", ([1.0, 2.5], ("a",)), None)
+    assert got[1][0] == f"{path}:4" and got[1][1][0][0] == 3.0 and np.isnan(got[1][1][0][1]) and got[1][1][1] == (None,)
+    assert got[2] == (f"{path}:5", None, f"{path}:5: field 'y': 'abc' is not a number")
+    assert got[3] == (f"{path}:6", None, f"{path}:6: field 'y': 1e39 does not fit a float32 (largest 3.4e38)")
+    strict = records(path, Schema(("x", "y")))
+    assert strict[1] == (f"{path}:4", None, f"{path}:4: field 'y': 'NA' is not a finite number")
+
+
+def test_parquet_rows_and_nulls(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0, None, float("inf")], "code": [5411.0, None, 7.5]}), path)
+    got = records(path, Schema(("x",), ("code",)))
+    assert got[0] == (f"{path}:1", ([1.0], ("5411",)), None)
+    assert got[1] == (f"{path}:2", None, f"{path}:2: field 'x': missing, expected a number")
+    assert got[2] == (f"{path}:3", None, f"{path}:3: field 'x': inf is not a finite number")
+
+
+def test_a_missing_column_or_unreadable_file_is_one_error_record(tmp_path):
+    (tmp_path / "a.csv").write_text("x,z\n1,2\n")
+    assert records(tmp_path / "a.csv", Schema(("x", "y"))) == [(str(tmp_path / "a.csv"), None, f"{tmp_path / 'a.csv'}: missing column 'y' (columns: x, z)")]
+    assert records(tmp_path / "nope.csv", Schema(("x",)))[0][2] == f"{tmp_path / 'nope.csv'}: cannot open (No such file or directory)"
+
+
+def test_values_far_outside_training_are_clipped_with_a_warning():
+    ranges = value_ranges(np.array([[0.0, 10.0], [1.0, 20.0]]))
+    assert ranges == [[0.0, 1.0], [10.0, 20.0]]
+    x = np.array([[0.5, 15.0], [1.9, 31.0], [-1.5, np.nan]], dtype=np.float32)
+    clipped, warnings = clip_far_values(x, ["a", "b"], ranges)
+    np.testing.assert_array_equal(clipped, np.array([[0.5, 15.0], [1.9, 30.0], [-1.0, np.nan]], dtype=np.float32))
+    assert warnings == [
+        [],
+        ["field 'b': 31 is far outside the training range [10, 20]; scored as 30"],
+        ["field 'a': -1.5 is far outside the training range [0, 1]; scored as -1"],
+    ]
+
+
+def test_the_writer_turns_a_non_finite_row_into_an_error_row(tmp_path):
+    journal = Journal(tmp_path / "out.jsonl", resume=False)
+    bad = journal.write([{"id": "a", "score": 0.5}, {"id": "b", "score": float("nan")}, {"id": "c", "p": {"x": float("inf")}}])
+    journal.close()
+    text = (tmp_path / "out.jsonl").read_text()
+    assert bad == 2 and "NaN" not in text and "Infinity" not in text
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert rows[0] == {"id": "a", "score": 0.5}
+    assert rows[1] == {"id": "b", "error": "the model gave a non-finite value (nan) for output field 'score'"}
+    assert rows[2]["error"] == "the model gave a non-finite value (inf) for output field 'p.x'"
