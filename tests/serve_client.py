@@ -43,7 +43,13 @@ def served_rows(test_client, model: str, records: list[Any]) -> list[dict[str, A
 
 
 def without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+    """Rows without their ids, and errors without the record id they start with (a file:line in
+    batch predict, the position in the request when served)."""
+    return [{k: _unprefixed(v, row["id"]) if k == "error" else v for k, v in row.items() if k != "id"} for row in rows]
+
+
+def _unprefixed(error: str | None, record_id: str) -> str | None:
+    return error[len(record_id) + 2:] if error and error.startswith(f"{record_id}: ") else error
 
 
 def free_port() -> int:

@@ -223,3 +223,16 @@ def test_dialogue_clarifies_when_two_intents_are_close():
     assert extract("send it to jo@example.org, order #123456, £12.50 on 2024-02-01", domain["slots"]) == {
         "order_number": "#123456", "email": "jo@example.org", "amount": "£12.50", "date": "2024-02-01"}
     assert sentiment("not bad at all") == 0 and sentiment("this is terrible, I'm so angry") >= 3
+
+
+def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
+    """Messages and whole conversations: the rows of batch predict, error rows included."""
+    from serve_client import client, served_rows, without_ids
+
+    lines = [{"text": "my card still hasn't come"}, {"conversation": ["I want my money back", "it was 19.99 EUR", "yesterday"]},
+             {"text": ""}, {"txt": "no text field"}, {"text": "I want to talk to a human"}]
+    _, batch = predict(bot, tmp_path, lines)
+    with client(bot["bundle"]) as c:
+        served = served_rows(c, "chatbot", lines)
+    assert without_ids(served) == without_ids(batch)
+    assert "error" in served[3]

@@ -221,3 +221,16 @@ def test_the_plugin_imports_no_heavy_library():
     code = "import sys, plugins.codegen.plugin; print([m for m in ('torch', 'numpy', 'transformers', 'onnxruntime') if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
+    from serve_client import batch_rows, client, served_rows, without_ids
+
+    records = [{"prompt": "def add(a, b):"}, {"prompt": "import os\n"}, {"prompt": ""}, {"task_id": "t1", "prompt": "class A:"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    batch = batch_rows("codegen", trained["bundle"], [tmp_path / "in.jsonl"], tmp_path / "out.jsonl")
+    with client(trained["bundle"]) as c:
+        served = served_rows(c, "codegen", records)
+    assert len(served) == 4 and served[3]["id"] == "t1"
+    assert without_ids(served)[:2] + without_ids(served)[3:] == without_ids(batch)[:2] + without_ids(batch)[3:]
+    assert "field prompt" in served[2]["error"]

@@ -152,3 +152,27 @@ def test_image_modes_are_converted_to_rgb():
     transparent = Image.new("RGBA", (3, 3), (0, 0, 0, 0))
     assert np.asarray(to_rgb(transparent)).min() == 255  # transparent becomes white, not black
     assert to_rgb(Image.new("P", (3, 3))).mode == "RGB"
+
+
+def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
+    """Images as base64 in JSON and as multipart uploads: the rows of batch predict, error rows included."""
+    import base64
+
+    from serve_client import batch_rows, client, served_rows, without_ids
+
+    test = trained["data"] / "test"
+    paths = [test / "good/000.png", test / "crack/000.png", test / "spot/001.png"]
+    (tmp_path / "notes.png").write_text("not an image")
+    paths.append(tmp_path / "notes.png")
+    batch = batch_rows("defects", trained["bundle"], paths, tmp_path / "out.jsonl")
+    with client(trained["bundle"]) as c:
+        served = served_rows(c, "defects", [{"image": base64.b64encode(p.read_bytes()).decode()} for p in paths])
+        uploaded = c.post("/v1/defects/predict", files=[("files", (p.name, p.read_bytes(), "image/png")) for p in paths])
+        bad = served_rows(c, "defects", [{"image": "%%%"}, {"picture": "x"}])
+    good = [i for i, row in enumerate(batch) if row.get("error") is None]
+    assert len(good) == 3
+    assert [without_ids(served)[i] for i in good] == [without_ids(batch)[i] for i in good]
+    assert without_ids(uploaded.json()["rows"])[:3] == without_ids(batch)[:3]
+    assert [row["id"] for row in uploaded.json()["rows"]] == [p.name for p in paths]
+    assert "not a readable image" in served[3]["error"] and "not a readable image" in uploaded.json()["rows"][3]["error"]
+    assert "field image" in bad[0]["error"] and "field image" in bad[1]["error"]

@@ -197,3 +197,18 @@ def test_bad_settings_fail_before_the_data_is_read(tmp_path):
     assert cell.returncode == 1 and cell.stderr.strip() == "error: setting cell='transformer': expected one of lstm, gru"
     levels = run_aitk("forecast", "train", str(tmp_path / "broken.csv"), "--out", str(tmp_path / "b"), "--set", "quantiles=0.1,0.9", plugins="forecast")
     assert levels.returncode == 1 and "including 0.5" in levels.stderr and len(levels.stderr.strip().splitlines()) == 1
+
+
+def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
+    """One series per record as its table rows: the rows of batch predict, error rows included."""
+    from serve_client import batch_rows, client, served_rows, without_ids
+
+    frame = pd.read_csv(trained["predict"])
+    batch = batch_rows("forecast", trained["bundle"], [trained["predict"]], tmp_path / "out.jsonl")
+    records = [{"rows": part.to_dict("records")} for _, part in frame.groupby("series", sort=False)]
+    with client(trained["bundle"]) as c:
+        served = served_rows(c, "forecast", [*records, {"rows": "none"}, {"rows": [{"series": "x", "day": 1}]}])
+    assert [row["id"] for row in served[:len(records)]] == [row["id"] for row in batch]
+    assert without_ids(served[:len(records)]) == without_ids(batch)
+    assert "context_length" in served[len(records) - 1]["error"]  # the 10-value series, as in batch
+    assert "field rows" in served[-2]["error"] and "no column 'date'" in served[-1]["error"]

@@ -246,3 +246,21 @@ def test_sample_is_small_real_and_attributed(tmp_path):
     assert train["Time"].max() <= evaluate["Time"].min()  # split by time
     assert train["Class"].sum() > 20 and evaluate["Class"].sum() > 5
     assert "Class" not in pd.read_csv(sample.predict[0]).columns
+
+
+def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
+    """One transaction per request, as a payment system scores them: the rows of batch predict,
+    error rows included; numbers sent as JSON numbers score the same as the CSV's text."""
+    from serve_client import batch_rows, client, served_rows, without_ids
+
+    frame = pd.read_csv(work["test"], dtype=str, keep_default_na=False).drop(columns="Class").head(40)
+    frame.loc[39, "amount"] = "twelve"
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    batch = batch_rows("fraud", work["bundle"], [tmp_path / "in.csv"], tmp_path / "out.jsonl")
+    records = frame.to_dict("records")
+    with client(work["bundle"]) as c:
+        one_by_one = [served_rows(c, "fraud", [record])[0] for record in records]
+        numbers = served_rows(c, "fraud", [{k: float(v) if k == "amount" else v for k, v in records[0].items()}])
+    assert without_ids(one_by_one) == without_ids(batch)
+    assert "amount" in one_by_one[-1]["error"]
+    assert numbers[0]["score"] == one_by_one[0]["score"]
