@@ -1,6 +1,7 @@
 """Plugin discovery: entry points load one by one; a broken one is reported, not fatal."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,40 @@ def test_version_and_help():
     assert run_aitk("--version", plugins="wine").stdout.startswith("aitk ")
     assert "wine" in run_aitk("--help", plugins="wine").stdout
     assert run_aitk("no-such-command", plugins="wine").returncode == 2
+
+
+def plugin_env(tmp_path, name, source):
+    """A distribution ``aitk-NAME`` whose aitk entry point is a module with ``source``."""
+    dist = tmp_path / f"aitk_{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: aitk-{name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[aitk]\n{name} = aitk_{name}_plugin\n")
+    (tmp_path / f"aitk_{name}_plugin.py").write_text(source)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_plugin_that_exits_at_import_is_a_load_error_not_the_end_of_the_cli(tmp_path):
+    env = plugin_env(tmp_path, "quits", "import sys\nsys.exit(3)\n")
+    version = run_aitk("--version", env=env, plugins="wine,quits")
+    assert version.returncode == 0 and version.stdout.startswith("aitk ")
+    listed = run_aitk("plugins", "--json", env=env, plugins="wine,quits")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["quits"]["error"] == "SystemExit: 3" and rows["wine"]["usecases"] == ["wine"]
+    assert "plugin 'quits' failed to load: SystemExit: 3" in listed.stderr
+
+
+def test_a_plugin_taking_an_existing_use_case_name_is_reported(tmp_path):
+    source = (
+        "from toolkit import UseCase, hookimpl\n"
+        "class Impostor(UseCase):\n    name = 'fraud'\n    summary = 'not the fraud use case'\n"
+        "@hookimpl\ndef register_usecases(register):\n    register(Impostor())\n"
+    )
+    env = plugin_env(tmp_path, "impostor", source)
+    listed = run_aitk("plugins", "--json", env=env, plugins="fraud,impostor")
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    clash = "use case 'fraud' is already registered by plugin 'fraud'; this one is not loaded"
+    assert rows["impostor"]["error"] == clash and rows["impostor"]["usecases"] == []
+    assert rows["fraud"]["usecases"] == ["fraud"]
+    assert f"warning: plugin 'impostor': {clash}" in listed.stderr
+    assert "Fraud detection" in run_aitk("fraud", "--help", env=env, plugins="fraud,impostor").stdout

@@ -26,16 +26,22 @@ def load_plugins() -> None:
         return
     _loaded = True
     only = {n.strip() for n in os.environ.get("AITK_LOAD_PLUGINS", "").split(",") if n.strip()}
-    for ep in entry_points(group="aitk"):
+    for ep in sorted(entry_points(group="aitk"), key=_third_party):  # built-in use cases keep their names
         if (only and ep.name not in only) or pm.get_plugin(ep.name) is not None:
             continue
         try:
             pm.register(ep.load(), name=ep.name)
-        except Exception as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # SystemExit at import too: a plugin must not take the CLI down
             load_errors[ep.name] = f"{type(e).__name__}: {e}"
             if os.environ.get("AITK_STRICT_PLUGINS") == "1":
                 raise AitkError(f"plugin {ep.name!r} failed to load: {load_errors[ep.name]}") from e
             print(f"warning: plugin {ep.name!r} failed to load: {load_errors[ep.name]}", file=sys.stderr)
+
+
+def _third_party(ep) -> bool:
+    return ep.dist is None or ep.dist.name != "aitk"
 
 
 _usecases: dict | None = None
@@ -49,6 +55,12 @@ def get_usecases() -> dict:
         _usecases = {}
         for name, plugin in pm.list_name_plugin():
             def register(usecase, _plugin=name):
+                taken = _usecases.get(usecase.name)
+                if taken is not None and taken is not usecase:
+                    clash = f"use case {usecase.name!r} is already registered by plugin {taken.plugin!r}; this one is not loaded"
+                    load_errors[_plugin] = "; ".join(filter(None, [load_errors.get(_plugin), clash]))
+                    print(f"warning: plugin {_plugin!r}: {clash}", file=sys.stderr)
+                    return
                 usecase.plugin = _plugin
                 _usecases[usecase.name] = usecase
 
@@ -56,7 +68,9 @@ def get_usecases() -> dict:
             try:
                 if hook is not None:
                     hook(register=register)
-            except Exception as e:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:
                 load_errors[name] = f"{type(e).__name__}: {e}"
                 print(f"warning: plugin {name!r} failed to register: {load_errors[name]}", file=sys.stderr)
     return _usecases

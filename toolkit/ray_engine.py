@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def run_batch_ray(
     done = frozenset(journal.ids)
     files = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, len(paths)))
     settings = (usecase_name, str(bundle), runtime, options)
-    records = files.flat_map(lambda item: [{"record": r} for r in _predictor(*settings).read([Path(item["path"])]) if r.id not in done])
+    records = files.flat_map(lambda item: [{"record": r} for r in _read_file(settings, item["path"]) if r.id not in done])
     rows = records.map_batches(
         PredictorActor,
         fn_constructor_args=(settings,),
@@ -63,6 +64,8 @@ def run_batch_ray(
     batches = ([json.loads(text) for text in batch["row"]] for batch in rows.iter_batches(batch_size=batch_size, batch_format="pandas"))
     try:
         summary = write_batches(batches, journal, Counter(len(done)), provider=f"ray ({actors} actors)")
+    except ray.exceptions.RayError as e:  # a failure inside Ray: its last line, not Ray's traceback
+        raise AitkError(_last_line(e)) from None
     finally:
         if started_here:
             ray.shutdown()
@@ -76,9 +79,28 @@ def import_ray():
         import ray.data  # noqa: F401
     except ImportError:
         raise AitkError("--engine ray needs Ray: pip install 'aitk[ray]'") from None
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("ray", "ray.data"):  # a failure is reported as one line by the driver, not by Ray's loggers
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return ray
+
+
+def _read_file(settings: tuple, path: str) -> list:
+    """The records of one input file (a Ray read task); a file that cannot be read is one error record."""
+    from toolkit.usecase import Record
+
+    try:
+        return list(_predictor(*settings).read([Path(path)]))
+    except AitkError as e:
+        return [Record(id=path, error=str(e))]
+    except Exception as e:  # a reader failing its own way: still that file's error, not the run's end
+        return [Record(id=path, error=f"{path}: {type(e).__name__}: {e}")]
+
+
+def _last_line(error: Exception) -> str:
+    """The user-facing line of a Ray error: the last line of its text, colours and module path dropped."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    return re.sub(r"^toolkit\.errors\.\w+: ", "", last)
 
 
 _predictors: dict[str, Any] = {}
