@@ -144,7 +144,8 @@ def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "
     torch.set_num_threads(threads)
     info, weights, size = bundle.assets["backbone"], bundle.read_weights(), images.shape[1]
     features, _ = M.build_features(info["backbone"], "none", info["layers"], size, log=lambda m: None)
-    head = M.AnomalyHead(weights["head.bank"], size, bundle.config["sigma"], channels=weights["head.bank"].shape[1])
+    classes = weights["head.classifier.linear.weight"].shape[0] if "head.classifier.linear.weight" in weights else 0  # trained with defect types
+    head = M.AnomalyHead(weights["head.bank"], size, bundle.config["sigma"], classes=classes, channels=weights["head.bank"].shape[1])
     model = M.DefectModel(features, head).eval()
     model.load_state_dict(weights)
     model.to(device)

@@ -36,7 +36,8 @@ def defects_speed(bundle, inputs: Path, device: str, rounds: int) -> list[dict]:
     images = np.stack([D.load_image(p, size)[0] for p in (paths * 32)[:32]])
     rates = bench.speed(bundle, images, os.cpu_count() or 1, rounds, device)
     base = rates["torch eager fp32"]
-    return [{"engine": name, "unit": "images/s", "batch 32": round(rate, 1), "vs torch": round(rate / base, 2)} for name, rate in rates.items()]
+    return [{"engine": name, "result": f"{rate:.1f} images/s at batch 32, {rate / base:.2f}x torch", "images_per_s": round(rate, 1)}
+            for name, rate in rates.items()]
 
 
 def codegen_speed(bundle, device: str, rounds: int) -> list[dict]:
@@ -46,8 +47,8 @@ def codegen_speed(bundle, device: str, rounds: int) -> list[dict]:
     prompt = min(64, context // 4)
     args = SimpleNamespace(device=device, threads=None, rounds=rounds, prompt_tokens=prompt, new_tokens=min(128, context - prompt))
     rows = bench.speed(bundle, args, Path(tempfile.mkdtemp(prefix="gpu-check-codegen-")))
-    return [{"engine": f"{name} ({args.prompt_tokens}-token prompts, {args.new_tokens} new)", "unit": "tokens/s", "batch 1": float(b1), "batch 8": float(b8),
-             "vs torch": f"{r1} / {r8}", "greedy tokens as torch": same} for name, b1, b8, r1, r8, same in rows]
+    return [{"engine": name, "result": f"{b1} / {b8} tokens/s at batch 1 / 8 ({r1} / {r8} torch), {args.prompt_tokens}-token prompts + "
+             f"{args.new_tokens} new; greedy tokens as torch: {same}", "tokens_per_s": {"1": float(b1), "8": float(b8)}} for name, b1, b8, r1, r8, same in rows]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def install(record: Path) -> None:
     sessions: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     cls = runtime.OrtSession
-    original_init, original_run, original_on_device = cls.__init__, cls.run, cls.run_on_device
+    original_init = cls.__init__
 
     def init(self, model, rt) -> None:
         try:
@@ -49,17 +49,18 @@ def install(record: Path) -> None:
                 arrays[f"{prefix}.out.{i}"] = _host(value)
             self._spy_calls += 1
 
-    def run(self, feeds):
-        outputs = original_run(self, feeds)
-        keep(self, feeds, outputs)
-        return outputs
+    def watched(method):
+        def call(self, feeds):
+            outputs = method(self, feeds)
+            keep(self, feeds, outputs)
+            return outputs
 
-    def run_on_device(self, feeds):
-        outputs = original_on_device(self, feeds)
-        keep(self, feeds, outputs)
-        return outputs
+        return call
 
-    cls.__init__, cls.run, cls.run_on_device = init, run, run_on_device
+    cls.__init__ = init
+    for name in ("run", "run_on_device"):  # run_on_device: IO binding, outputs left on the device
+        if hasattr(cls, name):
+            setattr(cls, name, watched(getattr(cls, name)))
 
     def write() -> None:
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import gpu_spy
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SPEED = ("defects", "codegen")
 QUICK = {
-    "codegen": {("max_steps", "steps"): 60, ("eval_every", "eval_steps"): 30},
+    "codegen": {("max_steps", "steps"): 40, ("per_device_train_batch_size", "batch_size"): 8, ("eval_every", "eval_steps"): 20},
     "chatbot": {("num_train_epochs", "epochs"): 15},
     "fraud": {("num_train_epochs", "epochs"): 10, ("patience",): 5},
     "forecast": {("num_train_epochs", "epochs"): 3},
@@ -149,7 +149,7 @@ def run_pair(check, name: str, sample, bundle: Path, base: Path, device: str, pr
     used = {f"{s['model']}": s["provider"] for s in on_device}
     result = f"{headline(metrics)}; predict {summary['ok']} ok, {summary['failed']} failed, {summary['records_per_s']} records/s" if summary and metrics else ""
     status = "ok" if not problems else ("not run: time budget spent" if all("not run" in p for p in problems) else "FAILED: " + "; ".join(problems))
-    check.row(name, "evaluate+predict", device, precision, status, eval_s + predict_s, f"{result}; sessions {used}", metrics=metrics, summary=summary)
+    check.row(name, "evaluate+predict", device, precision, status, eval_s + predict_s, f"{result}; sessions {used}" if used else result, metrics=metrics, summary=summary)
 
 
 def compare_runs(check, name: str, work: Path, device: str, precision: str, tolerance) -> None:
@@ -163,7 +163,7 @@ def compare_runs(check, name: str, work: Path, device: str, precision: str, tole
     rows = rows_identical(work / f"reference-{precision}-predictions.jsonl", work / f"test-{precision}-predictions.jsonl")
     within = all(r["within"] or r["compared"] == 0 for r in results) and compared > 0
     result = (f"max abs diff {worst['max_abs_diff']:.3g} at {worst['worst'] or '-'}; {compared} calls compared, {skipped} skipped "
-              f"(inputs differ, e.g. generated tokens diverged); predict rows identical: {rows}")
+              f"(different inputs); predict rows identical: {rows}")
     check.row(name, "parity vs cpu", device, precision, "ok" if within else "FAILED: outputs differ beyond the parity tolerance" if compared else "FAILED: no call had identical inputs", 0.0, result)
 
 
@@ -186,10 +186,10 @@ def speed(check, name: str, bundle: Path, sample, work: Path, device: str, until
     sessions = gpu_spy.read(work / "speed-spy")[0]["sessions"]
     expected = CUDA if device == "cuda" else CPU
     wrong = [f"{s['model']} got {s['provider']}" for s in sessions if s["device"] == device and s["provider"] != expected]
+    status = "FAILED: sessions fell back: " + ", ".join(wrong) if wrong else "ok"
     for i, row in enumerate(json.loads(out.read_text())):
-        engine = row.pop("engine")
-        result = ", ".join(f"{k} {v}" for k, v in row.items())
-        check.row(name, "speed", device, engine, "FAILED: sessions fell back: " + ", ".join(wrong) if wrong else "ok", seconds if i == 0 else 0.0, result)
+        engine, result = row.pop("engine"), row.pop("result")
+        check.row(name, "speed", device, engine, status, seconds if i == 0 else 0.0, result, **row)
 
 
 def headline(metrics: Any, count: int = 3) -> str:
