@@ -49,7 +49,10 @@ def without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _unprefixed(error: str | None, record_id: str) -> str | None:
-    return error[len(record_id) + 2:] if error and error.startswith(f"{record_id}: ") else error
+    for prefix in (f"{record_id}: ", f"records[{record_id}]: "):
+        if error and error.startswith(prefix):
+            return error[len(prefix):]
+    return error
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ def test_predict_returns_the_rows_batch_predict_writes(wine, rows):
         served = served_rows(c, "wine", rows["records"])
         one = served_rows(c, "wine", rows["records"][:1])
     assert without_ids(served) == without_ids(rows["batch"])
-    assert served[-1]["error"] == "field 'alcohol': 'lots' is not a number"
+    assert served[-1]["error"] == f"records[{len(served) - 1}]: field 'alcohol': 'lots' is not a number"
     assert [row["id"] for row in served] == [str(i) for i in range(len(served))]
     assert without_ids(one) == without_ids(rows["batch"][:1])
 

@@ -87,6 +87,39 @@ def _records(name: str, batch: _Batch, schema: Schema) -> Iterator[Record]:
             yield Record(f"{name}:{line}", (numbers[i], texts[i]))
 
 
+def record_from_object(value: Any, schema: Schema, id: str) -> Record:
+    """The record of one table row sent as a JSON object ``{column: value}`` (`aitk serve`), decoded
+    as a row of a file is: numbers as JSON numbers or text, the same bad cells refused. InputError
+    names the field that is missing or wrong."""
+    import pyarrow as pa
+
+    if not isinstance(value, dict):
+        raise InputError("expected a JSON object of column: value, like a table row")
+    for column in (*schema.numbers, *schema.texts):
+        if column not in value:
+            raise InputError(f"field {column!r}: missing; the model needs {', '.join(map(repr, (*schema.numbers, *schema.texts)))}")
+    cells = {}
+    for column in schema.numbers:
+        cell = value[column]
+        if isinstance(cell, bool) or not isinstance(cell, (int, float, str, type(None))):
+            raise InputError(f"field {column!r}: expected a number, got {json_type(cell)}")
+        cells[column] = pa.array([None if cell is None else cell if isinstance(cell, str) else repr(cell)], pa.string())
+    numbers, bad = decode_numbers(cells, schema)
+    if bad:
+        raise InputError(bad[0])
+    texts = []
+    for column in schema.texts:
+        cell = value[column]
+        if isinstance(cell, (bool, dict, list)):
+            raise InputError(f"field {column!r}: expected text, got {json_type(cell)}")
+        texts.extend(_text_cells(pa.array([cell if cell is None or isinstance(cell, str) else float(cell)])))
+    return Record(id, (numbers[0], tuple(texts)))
+
+
+def json_type(value: Any) -> str:
+    return {bool: "true/false", dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+
+
 def decode_numbers(columns: dict[str, Any], schema: Schema) -> tuple[np.ndarray, dict[int, str]]:
     """(float32 [rows, len(schema.numbers)], reason by row index for rows with a bad number cell).
 

@@ -73,11 +73,21 @@ class FraudPredictor(Predictor):
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per table row (CSV, also gzipped, or Parquet), id "PATH:LINE", read by the core
         reader: a malformed row, a bad cell or a file without the bundle's columns is an error record."""
-        from toolkit.tables import Schema, read_records
+        from toolkit.tables import read_records
+
+        return read_records(paths, self.schema())
+
+    def from_json(self, value: Any, id: str) -> Record:
+        """One transaction sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
+        from toolkit.tables import record_from_object
+
+        return record_from_object(value, self.schema(), id)
+
+    def schema(self):
+        from toolkit.tables import Schema
 
         prep = self.scorer.prep
-        schema = Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)
-        return read_records(paths, schema)
+        return Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)
 
     def predict(self, inputs: list[tuple[np.ndarray, tuple]]) -> list[dict[str, Any]]:
         from toolkit.tables import clip_far_values

@@ -107,6 +107,12 @@ class ClassifierPredictor(Predictor):
 
         return read_records(paths, Schema(tuple(self.features)))
 
+    def from_json(self, value: Any, id: str) -> Record:
+        """A row sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
+        from toolkit.tables import Schema, record_from_object
+
+        return record_from_object(value, Schema(tuple(self.features)), id)
+
     def decode(self, record: Record):
         return record.data[0]
 
