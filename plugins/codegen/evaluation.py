@@ -63,7 +63,8 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
             completions += [(p, s, c) for (p, s), c in zip(part, done)]
             new_tokens += sum(len(c.tokens) for c in done)
     generate_s = time.perf_counter() - started
-    log(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in the sandbox")
+    isolation = describe(timeout, memory_mb, unsafe=unsafe)
+    log(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in {isolation}")
     results = run_programs([p.program(c.text) for p, _, c in completions], timeout=timeout, memory_mb=memory_mb, unsafe=unsafe)
     passed: dict[str, int] = {p.task_id: 0 for p in problems}
     for (p, _, _), result in zip(completions, results):
@@ -77,7 +78,7 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
         "timeouts": statuses.count("timeout"),
         "memory_errors": statuses.count("memory"),
         "generate_tokens_per_s": round(new_tokens / generate_s, 1) if generate_s else None,
-        "sandbox": describe(timeout, memory_mb, unsafe=unsafe),
+        "sandbox": isolation,
     })
     if report:
         _write_report(report / "completions.jsonl", completions, results)
