@@ -136,6 +136,23 @@ def test_malformed_rows_are_error_rows_naming_file_line_and_problem(wine, tmp_pa
     ]
     assert rows[0]["label"] == rows[-1]["label"] and rows[0]["probability"] == rows[-1]["probability"]
     assert "6 failed" in result.stderr
+    full = (tmp_path / "out.jsonl").read_text().splitlines()
+    (tmp_path / "resumed.jsonl.partial.jsonl").write_text("\n".join(full[:4]) + "\n")  # killed after line 5
+    resumed = predict(wine, tmp_path / "resumed.jsonl", tmp_path / "in.csv", extra=["--resume"])
+    assert resumed.returncode == 3 and "4 resumed" in resumed.stderr
+    assert (tmp_path / "resumed.jsonl").read_text().splitlines() == full
+
+
+def test_evaluate_over_zero_rows_is_an_error_and_metrics_json_has_no_nan(wine, tmp_path, capsys):
+    header = (wine["data"] / "test.csv").read_text().splitlines()[0]
+    (tmp_path / "header.csv").write_text(header + "\n")
+    result = run_aitk("wine", "evaluate", str(wine["bundle"]), str(tmp_path / "header.csv"), plugins="wine")
+    assert result.returncode == 1 and result.stderr.strip() == f"error: {tmp_path / 'header.csv'}: no rows"
+
+    from toolkit.cli import print_metrics
+
+    print_metrics({"roc_auc": float("nan"), "per_class": {"a": float("inf"), "b": 0.5}}, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"roc_auc": None, "per_class": {"a": None, "b": 0.5}}
 
 
 def test_far_outside_training_is_scored_with_a_warning(wine, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -340,10 +341,21 @@ def _usecases() -> dict[str, UseCase]:
 
 
 def print_metrics(metrics: dict[str, Any], as_json: bool) -> None:
+    """Metrics as JSON (an undefined metric, NaN, is null: JSON has no NaN) or as aligned text."""
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(_finite(metrics), indent=2, allow_nan=False))
     else:
         print_mapping(metrics)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def print_mapping(mapping: dict[str, Any], indent: int = 0) -> None:
