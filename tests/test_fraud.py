@@ -264,3 +264,17 @@ def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
     assert without_ids(one_by_one) == without_ids(batch)
     assert "amount" in one_by_one[-1]["error"]
     assert numbers[0]["score"] == one_by_one[0]["score"]
+
+
+def test_settings_are_typed_and_checked_before_any_data_is_read():
+    from plugins.fraud.plugin import Fraud
+    from toolkit.errors import AitkError
+
+    config = Fraud().config_from({"width": "64", "numeric": "V1,V2", "target_recall": "0.9"})
+    assert config.hidden_size == 64 and config.numeric == ["V1", "V2"] and config.target_recall == 0.9
+    with pytest.raises(AitkError, match="^choose the threshold by one rule"):
+        Fraud().config_from({"target_precision": 0.9, "target_recall": 0.5})
+    with pytest.raises(AitkError, match=r"^setting target_precision=1.5: expected a value <= 1$"):
+        Fraud().config_from({"target_precision": 1.5})
+    with pytest.raises(AitkError, match=r"^setting model='gbm': expected one of mlp, ft_transformer, autoencoder$"):
+        Fraud().config_from({"model": "gbm"})

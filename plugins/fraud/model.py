@@ -153,11 +153,11 @@ class AutoEncoder(nn.Module):
 
 def build(arch: str, numeric: list[dict[str, Any]], vocab_sizes: list[int], config: Any) -> nn.Module:
     if arch == "mlp":
-        return MLP(numeric, vocab_sizes, config.width, config.layers, config.dropout, config.embedding_dim)
+        return MLP(numeric, vocab_sizes, config.hidden_size, config.num_layers, config.dropout, config.embedding_dim)
     if arch == "ft_transformer":
-        return FTTransformer(numeric, vocab_sizes, config.width, config.layers, config.dropout, config.heads)
+        return FTTransformer(numeric, vocab_sizes, config.hidden_size, config.num_layers, config.dropout, config.num_heads)
     if arch == "autoencoder":
-        return AutoEncoder(numeric, vocab_sizes, config.width, config.layers, config.dropout)
+        return AutoEncoder(numeric, vocab_sizes, config.hidden_size, config.num_layers, config.dropout)
     raise ValueError(f"model {arch!r}: expected one of {', '.join(ARCHITECTURES)}")
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit.settings import setting
 from toolkit.usecase import Option
 
 SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
@@ -17,50 +18,46 @@ SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
 
 @dataclass
 class FraudConfig:
-    label: str = ""
-    """Label column (1 = fraud); empty: "Class" if present, else "label"."""
-    time: str = ""
-    """Time column for the time-ordered validation split; empty: Time/time/timestamp if present; "none": random split."""
-    numeric: str = ""
-    """Numeric feature columns, comma-separated; the rest are detected."""
-    categorical: str = ""
-    """Categorical feature columns, comma-separated; the rest are detected."""
-    ignore: str = ""
-    """Columns that are not features (ids, free text), comma-separated."""
-    model: str = "mlp"
-    """mlp, ft_transformer, or autoencoder (no labels needed: the reconstruction error is the score)."""
-    width: int = 128
-    """Hidden width (mlp, autoencoder) or token width (ft_transformer)."""
-    layers: int = 2
-    """Hidden layers (mlp, autoencoder) or transformer blocks (ft_transformer)."""
-    heads: int = 4
-    embedding_dim: int = 8
-    dropout: float = 0.1
-    loss: str = "weighted"
-    """weighted (class-weighted cross-entropy) or focal."""
-    pos_weight: float = 0.0
-    """Weight of a fraud row in the loss; 0: legitimate / fraud rows in the training data."""
-    focal_gamma: float = 2.0
-    epochs: int = 200
-    patience: int = 20
-    """Epochs without a better validation PR-AUC before stopping."""
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.2
-    """Share of rows (the latest, by time) held out for early stopping, calibration and the threshold."""
-    min_category_count: int = 2
-    """Categories seen fewer times share the out-of-vocabulary bucket."""
-    max_categories: int = 1000
-    anomaly_rate: float = 0.01
-    """autoencoder without labels: the share of validation rows the threshold flags."""
-    target_precision: float | None = None
-    target_recall: float | None = None
-    cost_fn: float | None = None
-    cost_fp: float | None = None
-    negative_weight: float = 1.0
-    """Weight of a legitimate row when the data is under-sampled (calibration, threshold, PR-AUC)."""
-    seed: int = 0
+    label: str = setting("", 'Label column (1 = fraud); empty: "Class" if present, else "label".')
+    time: str = setting("", 'Time column for the time-ordered validation split; empty: Time/time/timestamp if present; "none": random split.')
+    numeric: list[str] = setting([], "Numeric feature columns; the rest are detected.")
+    categorical: list[str] = setting([], "Categorical feature columns; the rest are detected.")
+    ignore: list[str] = setting([], "Columns that are not features (ids, free text).")
+    model: Literal["mlp", "ft_transformer", "autoencoder"] = setting("mlp", "The network; autoencoder needs no labels: the reconstruction error is the score.")
+    hidden_size: int = setting(128, "Hidden width (mlp, autoencoder) or token width (ft_transformer).", ge=1)
+    num_layers: int = setting(2, "Hidden layers (mlp, autoencoder) or transformer blocks (ft_transformer).", ge=1)
+    num_heads: int = setting(4, "Attention heads (ft_transformer); must divide hidden_size.", ge=1)
+    embedding_dim: int = setting(8, "Width of a categorical column's embedding (mlp, autoencoder).", ge=1)
+    dropout: float = setting(0.1, "Dropout in the hidden layers.", ge=0, lt=1)
+    loss: Literal["weighted", "focal"] = setting("weighted", "weighted: class-weighted cross-entropy; focal: focal loss.")
+    pos_weight: float = setting(0.0, "Weight of a fraud row in the loss; 0: legitimate / fraud rows in the training data.", ge=0)
+    focal_gamma: float = setting(2.0, "Focusing exponent of the focal loss.", ge=0)
+    epochs: int = setting(200, "Passes over the training rows.", ge=1)
+    patience: int = setting(20, "Epochs without a better validation PR-AUC before stopping (0: never early).", ge=0)
+    batch_size: int = setting(256, "Rows per optimizer step.", ge=1)
+    learning_rate: float = setting(1e-3, "AdamW learning rate.", gt=0)
+    weight_decay: float = setting(1e-4, "AdamW weight decay.", ge=0)
+    max_steps: int = setting(20_000, "Stop after this many optimizer steps (0: no limit); bounds training time as the data grows.", ge=0)
+    max_time: float = setting(0.0, "Stop after this many seconds of training (0: no limit).", ge=0)
+    val_fraction: float = setting(0.2, "Share of rows (the latest, by time) held out for early stopping, calibration and the threshold.", gt=0, lt=1)
+    min_category_count: int = setting(2, "Categories seen fewer times share the out-of-vocabulary bucket.", ge=1)
+    max_categories: int = setting(1000, "At most this many categories per column (the most frequent).", ge=1)
+    anomaly_rate: float = setting(0.01, "autoencoder without labels: the share of validation rows the threshold flags.", gt=0, lt=1)
+    target_precision: float | None = setting(None, "Choose the threshold with this precision on validation (most recall).", gt=0, le=1)
+    target_recall: float | None = setting(None, "Choose the threshold with this recall on validation (fewest alerts).", gt=0, le=1)
+    cost_fn: float | None = setting(None, "Cost of a missed fraud; with cost_fp, choose the least-cost threshold.", ge=0)
+    cost_fp: float | None = setting(None, "Cost of a false alert.", ge=0)
+    negative_weight: float = setting(1.0, "Weight of a legitimate row when the data is under-sampled (calibration, threshold, PR-AUC).", gt=0)
+    seed: int = setting(0, "Seed of the split, the batches and the initial weights.")
+
+    deprecated_names: ClassVar[dict[str, str]] = {"lr": "learning_rate", "width": "hidden_size", "layers": "num_layers", "heads": "num_heads"}
+
+    def __post_init__(self) -> None:
+        rules = [self.target_precision is not None, self.target_recall is not None, self.cost_fn is not None or self.cost_fp is not None]
+        if sum(rules) > 1:
+            raise ValueError("choose the threshold by one rule: --target-precision, --target-recall, or --cost-fn/--cost-fp")
+        if self.model == "ft_transformer" and self.hidden_size % self.num_heads:
+            raise ValueError(f"setting num_heads={self.num_heads}: expected a divisor of hidden_size={self.hidden_size} (ft_transformer)")
 
 
 class Fraud(UseCase):

@@ -10,47 +10,20 @@ import numpy as np
 import torch
 
 import toolkit
+import toolkit.train
 from toolkit import onnx_export
 from toolkit.bundle import Bundle, BundleWriter
 from toolkit.console import log
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
-from toolkit.train import EarlyStopping, log_epoch, seed_everything
+from toolkit.train import seed_everything
 
 from plugins.fraud import data as fdata
 from plugins.fraud import metrics
-from plugins.fraud.model import ARCHITECTURES, FraudModel, build, focal_loss
-
-
-def check_config(config: Any) -> Any:
-    """Validate the settings; thresholds and costs given as text (``--set``) become numbers."""
-    for key in ("target_precision", "target_recall", "cost_fn", "cost_fp"):
-        value = getattr(config, key)
-        if value is not None and value != "":
-            try:
-                setattr(config, key, float(value))
-            except (TypeError, ValueError):
-                raise AitkError(f"setting {key}={value!r}: expected a number") from None
-        else:
-            setattr(config, key, None)
-    if config.model not in ARCHITECTURES:
-        raise AitkError(f"setting model={config.model!r}: expected one of {', '.join(ARCHITECTURES)}")
-    if config.loss not in ("weighted", "focal"):
-        raise AitkError(f"setting loss={config.loss!r}: expected weighted or focal")
-    for key in ("target_precision", "target_recall"):
-        value = getattr(config, key)
-        if value is not None and not 0 < value <= 1:
-            raise AitkError(f"--{key.replace('_', '-')} {value}: expected a number in (0, 1]")
-    rules = [config.target_precision is not None, config.target_recall is not None, config.cost_fn is not None or config.cost_fp is not None]
-    if sum(rules) > 1:
-        raise AitkError("choose the threshold by one rule: --target-precision, --target-recall, or --cost-fn/--cost-fp")
-    if not 0 < config.val_fraction < 1:
-        raise AitkError(f"setting val_fraction={config.val_fraction}: expected a number in (0, 1)")
-    return config
+from plugins.fraud.model import FraudModel, build, focal_loss
 
 
 def train(data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
-    config = check_config(config)
     seed_everything(config.seed)
     frame = fdata.read_table(data)
     supervised = config.model != "autoencoder"
@@ -153,61 +126,63 @@ def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows
     positives = float(y[train_rows].sum())
     pos_weight = config.pos_weight or (len(train_rows) - positives) / max(positives, 1.0)
     labels = torch.from_numpy(y.astype(np.float32))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    stopper = EarlyStopping(patience=config.patience, mode="max")
-    generator = np.random.default_rng(config.seed)
-    for epoch in range(config.epochs):
-        net.to(device).train()
-        total = 0.0
-        for rows in batches(train_rows, config.batch_size, generator):
-            index = torch.from_numpy(rows)
-            target = labels[index].to(device)
-            logits = net(tensors[0][index].to(device), tensors[1][index].to(device))
-            weight = 1.0 + (pos_weight - 1.0) * target
-            if config.loss == "focal":
-                loss = focal_loss(logits, target, weight, config.focal_gamma)
-            else:
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(rows)
-        net.to("cpu")
-        val_pr_auc = metrics.pr_auc(y[val_rows], raw_scores(net, tensors, val_rows), config.negative_weight)
-        log_epoch(epoch, config.epochs, loss=total / len(train_rows), val_pr_auc=val_pr_auc)
-        if stopper.step(val_pr_auc, net, epoch):
-            break
-    stopper.restore_best(net)
-    log(f"best epoch {stopper.best_epoch + 1}: validation PR-AUC {stopper.best:.4f}")
+
+    def loss(index: torch.Tensor) -> torch.Tensor:
+        target = labels[index].to(device)
+        logits = net(tensors[0][index].to(device), tensors[1][index].to(device))
+        weight = 1.0 + (pos_weight - 1.0) * target
+        if config.loss == "focal":
+            return focal_loss(logits, target, weight, config.focal_gamma)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
+
+    def validate() -> dict[str, float]:
+        return {"val_pr_auc": metrics.pr_auc(y[val_rows], _scores_on_cpu(net, tensors, val_rows, device), config.negative_weight)}
+
+    result = _fit(net, train_rows, loss, validate, "val_pr_auc", "max", config, device)
+    log(f"best epoch {result.best_epoch}: validation PR-AUC {result.best:.4f}")
 
 
 def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, y_val: np.ndarray | None, config: Any, device: str) -> None:
     """Learns to reconstruct (mostly) legitimate rows; stops on validation PR-AUC when labels exist, else on validation error."""
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    stopper = EarlyStopping(patience=config.patience, mode="max" if y_val is not None else "min")
-    generator = np.random.default_rng(config.seed)
-    for epoch in range(config.epochs):
-        net.to(device).train()
-        total = 0.0
-        for rows in batches(train_rows, config.batch_size, generator):
-            index = torch.from_numpy(rows)
-            loss = net.errors(tensors[0][index].to(device), tensors[1][index].to(device)).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(rows)
-        net.to("cpu")
-        raw = raw_scores(net, tensors, val_rows)
+
+    def loss(index: torch.Tensor) -> torch.Tensor:
+        return net.errors(tensors[0][index].to(device), tensors[1][index].to(device)).mean()
+
+    def validate() -> dict[str, float]:
+        raw = _scores_on_cpu(net, tensors, val_rows, device)
         if y_val is not None:
-            value = metrics.pr_auc(y_val, raw, config.negative_weight)
-            log_epoch(epoch, config.epochs, loss=total / len(train_rows), val_pr_auc=value)
-        else:
-            value = float(np.mean(np.exp(raw)))
-            log_epoch(epoch, config.epochs, loss=total / len(train_rows), val_error=value)
-        if stopper.step(value, net, epoch):
-            break
-    stopper.restore_best(net)
-    log(f"best epoch {stopper.best_epoch + 1}")
+            return {"val_pr_auc": metrics.pr_auc(y_val, raw, config.negative_weight)}
+        return {"val_error": float(np.mean(np.exp(raw)))}
+
+    monitor, mode = ("val_pr_auc", "max") if y_val is not None else ("val_error", "min")
+    result = _fit(net, train_rows, loss, validate, monitor, mode, config, device)
+    log(f"best epoch {result.best_epoch}")
+
+
+def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str, config: Any, device: str) -> toolkit.train.FitResult:
+    """AdamW over shuffled batches of ``train_rows`` through the shared loop (toolkit.train.fit)."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = np.random.default_rng(config.seed)
+
+    def step(rows: np.ndarray) -> float:
+        loss = loss_fn(torch.from_numpy(rows))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    net.to(device)
+    return toolkit.train.fit(
+        net, lambda epoch: batches(train_rows, config.batch_size, generator), step, validate, epochs=config.epochs,
+        monitor=monitor, mode=mode, patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
+    )
+
+
+def _scores_on_cpu(net, tensors, rows: np.ndarray, device: str) -> np.ndarray:
+    """Validation scores, computed on the CPU as the exported model is; the net goes back to ``device``."""
+    scores = raw_scores(net.to("cpu"), tensors, rows)
+    net.to(device)
+    return scores
 
 
 def calibrate(model: FraudModel, raw: np.ndarray, y: np.ndarray | None, config: Any) -> dict[str, Any]:
