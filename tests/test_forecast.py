@@ -212,3 +212,67 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     assert without_ids(served[:len(records)]) == without_ids(batch)
     assert "context_length" in served[len(records) - 1]["error"]  # the 10-value series, as in batch
     assert "field rows" in served[-2]["error"] and "no column 'date'" in served[-1]["error"]
+
+
+def test_non_finite_and_overflowing_values_are_error_rows_and_far_values_warn(trained, tmp_path):
+    frame = seasonal_frame()
+    frame["value"] = frame["value"].astype(object)
+    frame.loc[230, "value"] = "inf"  # series a, row 231
+    frame.loc[470, "value"] = "-inf"  # series b
+    frame.loc[710, "value"] = "1e300"  # series c: finite, but past float32
+    frame.loc[950:959, "value"] = 5000.0  # series d: finite, far outside what training saw
+    frame.to_csv(tmp_path / "extreme.csv", index=False)
+    out = tmp_path / "extreme.jsonl"
+    result = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "extreme.csv"), "--out", str(out), plugins="forecast")
+    assert result.returncode == 3, result.stderr
+    assert "nan" not in out.read_text().lower()
+    rows = predictions(out)
+    assert rows["a"]["error"] == "series a: column 'value': inf is not a finite number (row 231)"
+    assert rows["b"]["error"] == "series b: column 'value': -inf is not a finite number (row 471)"
+    assert rows["c"]["error"].startswith("series c: column 'value': 1e+300 is too large (the model computes in float32")
+    assert "error" not in rows["d"] and np.isfinite(rows["d"]["p50"]).all()
+    assert len(rows["d"]["warnings"]) == 1 and "value: 5000 is" in rows["d"]["warnings"][0] and "extrapolates" in rows["d"]["warnings"][0]
+
+
+def test_semicolon_decimal_comma_and_tab_separated_tables_read_like_csv(trained, tmp_path):
+    frame = seasonal_frame()
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    frame.to_csv(tmp_path / "excel.csv", index=False, sep=";", decimal=",")
+    frame.to_csv(tmp_path / "tabs.tsv", index=False, sep="\t")
+    outs = {}
+    for name in ("plain.csv", "excel.csv", "tabs.tsv"):
+        outs[name] = tmp_path / f"{name}.jsonl"
+        result = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / name), "--out", str(outs[name]), plugins="forecast")
+        assert result.returncode == 0, result.stderr
+    assert predictions(outs["excel.csv"]) == predictions(outs["plain.csv"]) == predictions(outs["tabs.tsv"])
+
+
+def test_timestamps_with_changing_utc_offsets_go_to_one_zone_and_a_naive_mix_is_refused():
+    from plugins.forecast.data import parse_times
+    from toolkit import InputError
+
+    hours = pd.date_range("2024-03-30 22:00", periods=8, freq="h", tz="Europe/Berlin")  # crosses the 31 March change
+    iso = pd.Series([t.isoformat() for t in hours], index=pd.RangeIndex(1, 9))
+    utc = parse_times(iso, "m")
+    assert str(utc.tz) == "UTC" and (np.diff(utc.asi8) == 3600 * 10**6).all()
+    days = pd.Series([t.isoformat() for t in pd.date_range("2024-03-28", periods=6, freq="D", tz="Europe/Berlin")])
+    assert parse_times(days, "d").strftime("%Y-%m-%d").tolist() == ["2024-03-28", "2024-03-29", "2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02"]
+    mixed = pd.Series(["2024-01-01T00:00:00+01:00", "2024-01-02T00:00:00", "2024-01-03T00:00:00+01:00"], index=pd.RangeIndex(1, 4), name="date")
+    with pytest.raises(InputError, match=r"series s: column 'date' mixes timestamps with and without a UTC offset: .* \(row 2\)"):
+        parse_times(mixed, "s")
+
+
+def test_training_reads_a_composite_key_in_a_european_table_and_names_bad_series(tmp_path):
+    frame = seasonal_frame(n=120, series=("a", "b", "c"))
+    frame[["store", "item"]] = frame["series"].map({"a": ("1", "x"), "b": ("1", "y"), "c": ("2", "x")}).tolist()
+    frame = frame.drop(columns="series")[["store", "item", "date", "value"]]
+    frame.loc[frame.index[-1], "value"] = np.inf  # store 2, item x: data row 360
+    frame.to_csv(tmp_path / "sales.csv", index=False, sep=";", decimal=",")
+    result = run_aitk("forecast", "train", str(tmp_path / "sales.csv"), "--out", str(tmp_path / "b"), "--set", "id_column=store,item",
+                      "--horizon", "7", "--set", "context_length=14", *TINY, "--set", "epochs=3", "--threads", "1", plugins="forecast")
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {tmp_path / 'sales.csv'}: series 2/x: column 'value': inf is not a finite number (row 360)" in result.stderr
+    out = tmp_path / "p.jsonl"
+    frame.iloc[:-1].to_csv(tmp_path / "new.csv", index=False, sep=";", decimal=",")
+    assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "new.csv"), "--out", str(out), plugins="forecast").returncode == 0
+    assert sorted(predictions(out)) == ["1/x", "1/y", "2/x"]

@@ -31,19 +31,32 @@ class Item:
     group: str | None = None
 
 
-def open_image(source: Path | bytes, name: str = "") -> Image.Image:
-    """An RGB PIL image from a file or bytes; grayscale, 16-bit, palette, RGBA and CMYK are converted.
+DEFAULT_MAX_PIXELS = 178_956_970
+"""Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS): a guard against decompression bombs."""
+MIN_SIDE = 8
+"""Smaller images show too few pixels to inspect; they are refused, not scored."""
+Image.MAX_IMAGE_PIXELS = None  # open_image checks the limit itself, naming the file and the setting
 
-    16-bit data is scaled to 8 bits by 1/257 (full range), never stretched per image, so that
-    scores stay comparable between images. Raises InputError for anything that is not a readable image."""
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def open_image(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An RGB PIL image from a file or bytes; grayscale, 16-bit, float, palette, RGBA and CMYK are converted.
+
+    Pixels are scaled by their type, never stretched per image, so that scores stay comparable
+    between images: 8-bit as is, 16-bit by 1/257 (65535 becomes 255), 32-bit integer images as
+    16-bit data, float images from [0, 1]. Raises InputError naming the file for anything that
+    is not a readable image, an image over ``max_pixels`` pixels or under MIN_SIDE on a side,
+    and pixel values its type cannot hold (int32 outside 0..65535, float outside [0, 1])."""
     name = name or str(source)
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        check_size(image.size, name, max_pixels)
         image.load()
         image = ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
-    return to_rgb(image)
+    return to_rgb(image, name)
 
 
 def image_from_json(value: object) -> bytes:
@@ -59,12 +72,22 @@ def image_from_json(value: object) -> bytes:
         raise InputError(f"field image: not valid base64 ({e})") from None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if values.max(initial=0) > 255:
-            values = values / 257.0
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+def check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
+    """InputError for an image too large to decode safely or too small to inspect."""
+    width, height = size
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name}: {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(a guard against decompression bombs); raise max_image_pixels to read it"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{name}: {width}x{height} pixels is too small to inspect (at least {MIN_SIDE} on each side)")
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """RGB from any Pillow mode, scaling deep pixels by their type (see ``open_image``)."""
+    if image.mode in SIXTEEN_BIT or image.mode in ("I", "F"):
+        image = Image.fromarray(_to_8bit(np.asarray(image), image.mode, name), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # transparent pixels become white rather than whatever colour hides under alpha 0
         rgba = image.convert("RGBA")
@@ -73,9 +96,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: Path | bytes, size: int, name: str = "") -> tuple[np.ndarray, Image.Image]:
+def _to_8bit(values: np.ndarray, mode: str, name: str) -> np.ndarray:
+    values = values.astype(np.float64)
+    low, high = (float(values.min(initial=0)), float(values.max(initial=0))) if values.size else (0.0, 0.0)
+    if mode == "F":
+        if not np.isfinite(values).all():
+            raise InputError(f"{name}: float image with NaN or infinite pixels")
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise InputError(f"{name}: float pixels from {low:.4g} to {high:.4g}; float images must hold values in [0, 1]")
+        values = values * 255.0
+    else:
+        if mode == "I" and (low < 0 or high > 65535):
+            raise InputError(f"{name}: 32-bit integer pixels from {low:.0f} to {high:.0f}; expected 16-bit values (0..65535)")
+        values = values / 257.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def load_image(source: Path | bytes, size: int, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Image.Image]:
     """(uint8 array [size, size, 3] for the model, the original RGB image)."""
-    image = open_image(source, name)
+    image = open_image(source, name, max_pixels)
     return resize(image, size), image
 
 
@@ -89,10 +128,12 @@ def load_mask(path: Path | None, size: int) -> np.ndarray:
         return np.zeros((size, size), dtype=bool)
     try:
         mask = Image.open(path)
+        check_size(mask.size, str(path), DEFAULT_MAX_PIXELS)
         mask.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        mask = to_rgb(mask, str(path))
+    except (UnidentifiedImageError, OSError, ValueError, InputError) as e:
         raise AitkError(f"{path}: not a readable mask image ({e})") from None
-    mask = to_rgb(mask).convert("L").resize((size, size), Image.Resampling.NEAREST)
+    mask = mask.convert("L").resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(mask) > 127
 
 

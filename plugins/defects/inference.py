@@ -41,8 +41,10 @@ def bundle_threshold(bundle: Bundle, runtime: Runtime, override: float | None) -
 
 
 class DefectPredictor(Predictor):
-    def __init__(self, bundle: Bundle, runtime: Runtime, threshold: float | None = None, heatmaps: Path | None = None):
+    def __init__(self, bundle: Bundle, runtime: Runtime, threshold: float | None = None, heatmaps: Path | None = None,
+                 max_image_pixels: int | None = None):
         self.size = image_size(bundle)
+        self.max_pixels = max_pixels(bundle, max_image_pixels)
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
         self.threshold = bundle_threshold(bundle, runtime, threshold)
@@ -66,7 +68,7 @@ class DefectPredictor(Predictor):
         return Record(filename, data=data)
 
     def decode(self, record: Record) -> Decoded:
-        image = D.open_image(record.data, record.id)
+        image = D.open_image(record.data, record.id, self.max_pixels)
         return Decoded(D.resize(image, self.size), image.size, image if self.heatmaps else None, record.id)
 
     def predict(self, inputs: list[Decoded]) -> list[dict[str, Any]]:
@@ -125,12 +127,17 @@ def write_overlay(x: Decoded, anomaly_map: np.ndarray, threshold: float, boxes: 
     return path
 
 
-def run_items(session, items: list[D.Item], size: int, batch_size: int = 16):
+def max_pixels(bundle: Bundle, given: int | None) -> int:
+    """The image size limit: given, else the bundle's training setting, else Pillow's."""
+    return int(given or bundle.config.get("max_image_pixels") or D.DEFAULT_MAX_PIXELS)
+
+
+def run_items(session, items: list[D.Item], size: int, batch_size: int = 16, limit: int = D.DEFAULT_MAX_PIXELS):
     """(maps [N, S, S], scores [N], probabilities [N, K] or None) of labelled items."""
     maps, scores, probs = [], [], []
     with ThreadPoolExecutor(4) as pool:
         for start in range(0, len(items), batch_size):
-            images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items[start : start + batch_size])))
+            images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size, max_pixels=limit)[0], items[start : start + batch_size])))
             outputs = session(images)
             maps.append(outputs[0])
             scores.append(outputs[1])
@@ -139,14 +146,15 @@ def run_items(session, items: list[D.Item], size: int, batch_size: int = 16):
     return np.concatenate(maps), np.concatenate(scores), np.concatenate(probs) if probs else None
 
 
-def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, threshold: float | None) -> dict[str, Any]:
+def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, threshold: float | None,
+             max_image_pixels: int | None = None) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix, roc_auc_score
 
     items = D.load_items(data, "test")
     size = image_size(bundle)
     session = runtime.session(runtime.model_file(bundle))
     threshold = bundle_threshold(bundle, runtime, threshold)
-    maps, scores, probs = run_items(session, items, size)
+    maps, scores, probs = run_items(session, items, size, limit=max_pixels(bundle, max_image_pixels))
     defective = np.array([not i.good for i in items])
     predicted = scores >= threshold
     both = defective.any() and not defective.all()

@@ -37,6 +37,8 @@ class DefectsConfig:
     percentile: float = 99.0
     """Threshold = this percentile of validation good scores when there are no defect images to calibrate on."""
     classifier_epochs: int = 300
+    max_image_pixels: int = 178_956_970
+    """Larger images are refused as possible decompression bombs (Pillow's limit); raise it for large scans."""
     batch_size: int = 16
     seed: int = 0
 
@@ -51,8 +53,12 @@ class Defects(UseCase):
         "predict": [
             Option("threshold", float, None, "Score at or above which an image is a defect (default: the bundle's calibrated one)."),
             Option("heatmaps", Path, None, "Write an anomaly-map overlay PNG per image into this folder."),
+            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting)."),
         ],
-        "evaluate": [Option("threshold", float, None, "Score at or above which an image is a defect (default: the bundle's).")],
+        "evaluate": [
+            Option("threshold", float, None, "Score at or above which an image is a defect (default: the bundle's)."),
+            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting)."),
+        ],
     }
 
     def sample(self, out: Path) -> Sample:
@@ -67,15 +73,17 @@ class Defects(UseCase):
 
         return train(self.name, Path(data), Path(out), config, runtime)
 
-    def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, threshold: float | None = None, **options: Any) -> dict[str, Any]:
+    def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, threshold: float | None = None,
+                 max_image_pixels: int | None = None, **options: Any) -> dict[str, Any]:
         from plugins.defects.inference import evaluate
 
-        return evaluate(bundle, Path(data), runtime, report, threshold)
+        return evaluate(bundle, Path(data), runtime, report, threshold, max_image_pixels)
 
-    def load(self, bundle, runtime, threshold: float | None = None, heatmaps: Path | None = None, **options: Any) -> Predictor:
+    def load(self, bundle, runtime, threshold: float | None = None, heatmaps: Path | None = None,
+             max_image_pixels: int | None = None, **options: Any) -> Predictor:
         from plugins.defects.inference import DefectPredictor
 
-        return DefectPredictor(bundle, runtime, threshold, heatmaps)
+        return DefectPredictor(bundle, runtime, threshold, heatmaps, max_image_pixels)
 
 
 @hookimpl

@@ -39,13 +39,13 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
     device = runtime.torch_device()
     size = config.image_size
 
-    bank_features = extract(features, bank_items, size, config.batch_size, device, "bank features")
+    bank_features = extract(features, bank_items, size, config.batch_size, device, "bank features", config.max_image_pixels)
     bank, bank_info = build_bank(bank_features, config)
     types = sorted({i.defect_type for i in items if not i.good and i.defect_type})
     head = M.AnomalyHead(bank, size, config.sigma, classes=len(types) if len(types) >= 2 else 0, channels=bank.shape[1])
     model = M.DefectModel(features.cpu(), head).eval()
 
-    val_features = extract(features, val_items, size, config.batch_size, device, "validation") if val_items else None
+    val_features = extract(features, val_items, size, config.batch_size, device, "validation", config.max_image_pixels) if val_items else None
     metrics: dict[str, Any] = {"bank_images": len(bank_items), "validation_images": len(val_items)}
     if head.classifier is not None:
         metrics["classifier_train_accuracy"] = fit_classifier(head, val_items, val_features, types, config)
@@ -55,8 +55,8 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
     metrics.update(validation_metrics(val_scores, labels, threshold))
 
     with BundleWriter(out, usecase=usecase, plugin_version=toolkit.__version__, config=config) as w:
-        calibration = _sample_images(bank_items, size)
-        parity_images = _sample_images(val_items or bank_items, size, count=3)
+        calibration = _sample_images(bank_items, size, config.max_image_pixels)
+        parity_images = _sample_images(val_items or bank_items, size, config.max_image_pixels, count=3)
         with tempfile.TemporaryDirectory() as tmp:
             parts = export_parts(model, calibration[:2], parity_images, Path(tmp))
             merge(parts["features"], parts["head"], w.path("model.onnx"))
@@ -116,18 +116,20 @@ def _label_output(head: M.AnomalyHead) -> str | None:
     return "defect_probs" if head.classifier is not None else None
 
 
-def load_batch(items: list[D.Item], size: int, pool: ThreadPoolExecutor) -> np.ndarray:
-    return np.stack(list(pool.map(lambda i: D.load_image(i.image, size)[0], items)))
+def load_batch(items: list[D.Item], size: int, pool: ThreadPoolExecutor, max_pixels: int = D.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """uint8 [N, size, size, 3]; a bad image fails with its name."""
+    return np.stack(list(pool.map(lambda i: D.load_image(i.image, size, max_pixels=max_pixels)[0], items)))
 
 
-def extract(features: M.PatchFeatures, items: list[D.Item], size: int, batch_size: int, device: str, desc: str) -> torch.Tensor:
+def extract(features: M.PatchFeatures, items: list[D.Item], size: int, batch_size: int, device: str, desc: str,
+            max_pixels: int = D.DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Patch features [N, C, h, w] (on CPU) of ``items``; a bad training image fails with its name."""
     features = features.to(device)
     out = []
     batches = range(0, len(items), batch_size)
     with ThreadPoolExecutor(4) as pool, torch.no_grad():
         for start in progress(batches, desc, total=len(batches), unit="batch"):
-            images = torch.from_numpy(load_batch(items[start : start + batch_size], size, pool)).to(device)
+            images = torch.from_numpy(load_batch(items[start : start + batch_size], size, pool, max_pixels)).to(device)
             out.append(features(images).cpu())
     features.cpu()
     return torch.cat(out)
@@ -200,10 +202,10 @@ def validation_metrics(scores: np.ndarray, defective: np.ndarray, threshold: flo
     return metrics
 
 
-def _sample_images(items: list[D.Item], size: int, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+def _sample_images(items: list[D.Item], size: int, max_pixels: int, count: int = CALIBRATION_IMAGES) -> np.ndarray:
     step = max(1, len(items) // count)
     with ThreadPoolExecutor(4) as pool:
-        return load_batch(items[::step][:count], size, pool)
+        return load_batch(items[::step][:count], size, pool, max_pixels)
 
 
 def export_parts(model: M.DefectModel, example: np.ndarray, parity: np.ndarray, tmp: Path) -> dict[str, Any]:
@@ -296,7 +298,7 @@ def int8_report(fp32: Path, int8: Path, items: list[D.Item], defective: np.ndarr
     scores: list[list[np.ndarray]] = [[], []]
     with ThreadPoolExecutor(4) as pool:
         for start in range(0, len(items), config.batch_size):
-            images = load_batch(items[start : start + config.batch_size], config.image_size, pool)
+            images = load_batch(items[start : start + config.batch_size], config.image_size, pool, config.max_image_pixels)
             for k, session in enumerate(sessions):
                 scores[k].append(session(images)[1])
     fp, q = np.concatenate(scores[0]), np.concatenate(scores[1])

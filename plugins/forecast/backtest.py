@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.forecast import data
+from plugins.forecast import data, time_features
 from plugins.forecast.data import Series
 from plugins.forecast.predictor import ForecastPredictor, plot_forecast, png_name
 from toolkit import AitkError
@@ -46,7 +46,7 @@ def run_backtest(predictor: ForecastPredictor, series: list[Series], windows: in
     jobs = []  # (series, origins, feeds)
     for s in series:
         origins = origins_for(s.n, L, H, windows, stride)
-        past, future = data.features(s, spec, freq)
+        past, future = time_features.features(s, spec, freq)
         jobs.append((s, origins, [predictor.feeds(s, int(t0), past, future) for t0 in origins]))
     flat = [f for _, _, feeds in jobs for f in feeds]
     outputs = np.concatenate([predictor.run(flat[i : i + batch]) for i in range(0, len(flat), batch)]) if flat else None

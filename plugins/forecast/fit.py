@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugins.forecast import data
-from plugins.forecast.data import Series, Spec
+from plugins.forecast import data, table, time_features
+from plugins.forecast.data import Series
+from plugins.forecast.time_features import Spec
 from plugins.forecast.model import Forecaster, pinball_loss
 from plugins.forecast.plugin import MAX_EPOCH_BATCHES
 from toolkit import AitkError, __version__, onnx_export
@@ -33,7 +34,7 @@ class Windows:
         self.stats = stats.astype(np.float32)  # [series, 2, targets]
         ys, pasts, futures, starts, start = [], [], [], [], 0
         for s in series:
-            past, future = data.features(s, spec, freq)
+            past, future = time_features.features(s, spec, freq)
             ys.append(s.y.astype(np.float32))
             pasts.append(past)
             futures.append(future[: s.n])
@@ -88,12 +89,12 @@ def train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, usec
 
 def _train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, usecase: str) -> Bundle:
     seed_everything(config.seed)
-    paths = data.input_files(data_path)
-    schema = data.resolve_schema(data.read_table(paths[0]), config, paths[0])
+    paths = table.input_files(data_path)
+    schema = data.resolve_schema(table.read_table(paths[0], config.delimiter, config.decimal), config, paths[0])
     series, bad, freq = data.load_series(paths, schema, config.fill_gaps)
     schema.freq = freq
-    season, horizon, context = data.defaults_for(freq)
-    spec = data.make_spec(schema, config.context_length or context, config.horizon or horizon, list(config.quantiles),
+    season, horizon, context = time_features.defaults_for(freq)
+    spec = time_features.make_spec(schema, config.context_length or context, config.horizon or horizon, list(config.quantiles),
                           config.season or season, calendar_span(series) if config.calendar else None)
     short = [s for s in series if s.n < spec.context_length + spec.horizon]
     for s in short:
@@ -137,7 +138,7 @@ def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime
     train, val, cuts = split_origins(series, L, H, config.val_fraction)
     if not len(train):
         raise AitkError(f"no training windows: each series needs more than context_length + horizon = {L + H} values before its validation part")
-    stats = np.stack([data.series_scale(s.y[: max(cut, 2)]) for s, cut in zip(series, cuts)])
+    stats = np.stack([time_features.series_scale(s.y[: max(cut, 2)]) for s, cut in zip(series, cuts)])
     windows = Windows(series, spec, freq, stats)
     if len(val) > MAX_VAL_WINDOWS:
         val = val[np.linspace(0, len(val) - 1, MAX_VAL_WINDOWS).round().astype(int)]

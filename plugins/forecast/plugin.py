@@ -24,12 +24,14 @@ validation (and a chance to stop early) at least every 500 steps however large t
 class ForecastConfig:
     # reading the data
     format: Literal["auto", "long", "wide"] = setting("auto", "long: a row per series and time step; wide: a row per series, values in columns (as M4).")
-    id_column: str = setting("", "Series id column; empty: series, series_id, unique_id, id or item_id if present, else one series per file.")
+    id_column: str = setting("", "Series id column, or several comma-separated (a composite key: store,item); empty: series, series_id, unique_id, id or item_id if present, else one series per file.")
     time_column: str = setting("", "Time column; empty: timestamp, date, ds, time or datetime.")
     target: list[str] = setting([], "Column(s) to forecast; empty: target, y or value, or the only numeric column; * for every numeric one.")
     known_covariates: list[str] = setting([], "Columns known in advance (promotions, prices, holidays); to predict, give them for the horizon in rows with an empty target.")
     past_covariates: list[str] = setting([], "Columns known only up to now (weather observed, traffic).")
     freq: str = setting("", "pandas frequency (h, D, W, MS, QS...); empty: inferred from the timestamps.")
+    delimiter: str = setting("", "CSV field delimiter: , ; | or tab; empty: found from each file (the one that splits every line alike).")
+    decimal: Literal["", ".", ","] = setting("", "CSV decimal mark; empty: a comma when the file is not comma-separated and writes numbers as 1,5.")
     fill_gaps: bool = setting(False, "Interpolate missing timestamps and values instead of refusing the series.")
     calendar: bool = setting(True, "Add hour-of-day, day-of-week and day-of-year features: those that vary at the frequency and whose cycle the data spans twice.")
     season: int = setting(0, "Seasonal period in steps for seasonal naive and MASE; 0: from the frequency (24 hourly, 7 daily, 52 weekly, 12 monthly).", ge=0)
@@ -63,7 +65,7 @@ class Forecast(UseCase):
     name = "forecast"
     summary = "Time-series forecasting: quantile forecasts for one or many series (LSTM/GRU)."
     Config = ForecastConfig
-    input_suffixes = (".csv", ".parquet")
+    input_suffixes = (".csv", ".tsv", ".parquet")
     options = {
         "train": [
             Option("target", str, None, "Column(s) to forecast, comma-separated (default: target, y or value)."),
@@ -81,7 +83,7 @@ class Forecast(UseCase):
     }
 
     def sample(self, out: Path) -> Sample:
-        from plugins.forecast.data import write_sample
+        from plugins.forecast.sample import write_sample
 
         return write_sample(out)
 
@@ -93,7 +95,7 @@ class Forecast(UseCase):
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None,
                  windows: int = 3, stride: int | None = None, fill_gaps: bool | None = None, **options: Any) -> dict[str, Any]:
         from plugins.forecast import backtest
-        from plugins.forecast.data import input_files
+        from plugins.forecast.table import input_files
 
         predictor = self.load(bundle, runtime, fill_gaps=fill_gaps)
         return backtest.evaluate(predictor, input_files(data), windows or 3, stride, report)

@@ -12,11 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from plugins.forecast import data
-from plugins.forecast.data import Schema, Series, Spec
+from plugins.forecast import data, time_features
+from plugins.forecast.data import Schema, Series
+from plugins.forecast.time_features import Spec
 from toolkit import AitkError, InputError, Predictor, Record
 from toolkit.bundle import Bundle
 from toolkit.runtime import Runtime
+
+OUT_OF_RANGE = 10.0
+"""Standard deviations from a series' training mean beyond which its forecast carries a warning."""
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Window:
     feeds: list[np.ndarray]  # context, loc, scale[, past][, future], without the batch axis
     times: Any  # the horizon's timestamps
     history: tuple[Any, np.ndarray]  # recent (timestamps, values), for plots
+    warnings: list[str]  # why the forecast may not be trusted (values far outside what training saw)
 
 
 class ForecastPredictor(Predictor):
@@ -45,8 +50,7 @@ class ForecastPredictor(Predictor):
         seen: dict[str, Path] = {}
         for path in paths:
             try:
-                frame = data.read_table(path)
-                data.check_columns(frame, self.schema, path)
+                frame = data.read(path, self.schema)
             except AitkError as e:
                 yield Record(id=str(path), error=str(e))
                 continue
@@ -80,11 +84,28 @@ class ForecastPredictor(Predictor):
         L, H = self.spec.context_length, self.spec.horizon
         if series.n < L:
             raise InputError(f"series {sid}: {series.n} values, the model needs at least {L} (its context_length)")
-        past, future = data.features(series, self.spec, self.schema.freq, extra=H)
+        past, future = time_features.features(series, self.spec, self.schema.freq, extra=H)
         feeds = self.feeds(series, series.n, past, future)
         keep = min(series.n, max(3 * H, L))
         history = (series.times[series.n - keep : series.n], series.y[-keep:])
-        return Window(sid, feeds, data.future_times(series.times[: series.n], self.schema.freq, H), history)
+        times = time_features.future_times(series.times[: series.n], self.schema.freq, H)
+        return Window(sid, feeds, times, history, self.out_of_range(series))
+
+    def out_of_range(self, series: Series) -> list[str]:
+        """A warning per target whose recent values lie over OUT_OF_RANGE standard deviations from the
+        series' training mean (series the model was not trained on are scaled by their own context)."""
+        if series.id not in self.stats:
+            return []
+        loc, scale = self.stats[series.id]
+        recent = series.y[-self.spec.context_length :]
+        far = np.abs(recent - loc) / scale
+        found = []
+        for t, target in enumerate(self.schema.targets):
+            k = int(np.argmax(far[:, t]))
+            if far[k, t] > OUT_OF_RANGE:
+                found.append(f"{target}: {recent[k, t]:.6g} is {far[k, t]:.0f} standard deviations from the training data "
+                             f"(mean {loc[t]:.6g}, std {scale[t]:.6g}); the forecast extrapolates")
+        return found
 
     def feeds(self, series: Series, t0: int, past: np.ndarray, future: np.ndarray) -> list[np.ndarray]:
         """Inputs for the forecast from origin ``t0`` (the first step forecast)."""
@@ -101,7 +122,7 @@ class ForecastPredictor(Predictor):
         """The series' stored mean and std, or those of its context for a series the model has not seen."""
         if sid in self.stats:
             return self.stats[sid]
-        return data.series_scale(history[-self.spec.context_length :])
+        return time_features.series_scale(history[-self.spec.context_length :])
 
     def run(self, feeds: list[list[np.ndarray]]) -> np.ndarray:
         """Quantiles [windows, horizon, targets, quantiles] for a list of per-window inputs."""
@@ -113,17 +134,21 @@ class ForecastPredictor(Predictor):
         rows = []
         for window, q in zip(inputs, quantiles):
             rows.append(self.row(window, q))
-            if self.plot is not None:
+            if self.plot is not None and "error" not in rows[-1]:
                 plot_forecast(self.plot / png_name(window.id), window.id, window.history, window.times, q, self.spec.quantiles, self.schema.targets)
         return rows
 
     def row(self, window: Window, q: np.ndarray) -> dict[str, Any]:
-        row: dict[str, Any] = {"series": window.id, "timestamp": data.format_times(window.times)}
+        if not np.isfinite(q).all():
+            return {"series": window.id, "error": f"series {window.id}: the forecast overflows float32 (values too large for the model)"}
+        row: dict[str, Any] = {"series": window.id, "timestamp": time_features.format_times(window.times)}
         targets = self.schema.targets
         for t, target in enumerate(targets):
             for k, level in enumerate(self.spec.quantiles):
                 key = quantile_name(level) if len(targets) == 1 else f"{target}_{quantile_name(level)}"
                 row[key] = [float(f"{v:.6g}") for v in q[:, t, k].tolist()]
+        if window.warnings:
+            row["warnings"] = window.warnings
         return row
 
 
