@@ -176,3 +176,51 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     assert [row["id"] for row in uploaded.json()["rows"]] == [p.name for p in paths]
     assert "not a readable image" in served[3]["error"] and "not a readable image" in uploaded.json()["rows"][3]["error"]
     assert "field image" in bad[0]["error"] and "field image" in bad[1]["error"]
+
+
+def test_pixels_are_scaled_by_their_type_never_per_image(tmp_path):
+    from plugins.defects import data as D
+    from toolkit import InputError
+
+    tile = np.random.default_rng(0).integers(60, 200, (32, 32)).astype(np.uint8)
+    eight = np.asarray(D.to_rgb(Image.fromarray(tile)))
+    Image.fromarray(tile.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(tile.astype(np.int32) * 257, "I").save(tmp_path / "int32.tif")
+    Image.fromarray(tile.astype(np.float32) / 255, "F").save(tmp_path / "float.tif")
+    for name in ("deep.png", "int32.tif", "float.tif"):
+        np.testing.assert_array_equal(np.asarray(D.open_image(tmp_path / name)), eight, err_msg=name)
+    dark = tile.astype(np.uint16)  # a dark 16-bit exposure: values <= 255 stay dark, as its type says
+    brighter = dark.copy()
+    brighter[0, 0] = 256
+    a, b = (np.asarray(D.to_rgb(Image.fromarray(x))) for x in (dark, brighter))
+    assert a.max() <= 1 and (a[1:] == b[1:]).all()  # one brighter pixel changes one pixel, not the scaling
+    Image.fromarray(np.full((16, 16), -5, np.int32), "I").save(tmp_path / "signed.tif")
+    Image.fromarray(np.full((16, 16), 3.5, np.float32), "F").save(tmp_path / "hdr.tif")
+    with pytest.raises(InputError, match=r"signed.tif: 32-bit integer pixels from -5 to -5; expected 16-bit values"):
+        D.open_image(tmp_path / "signed.tif")
+    with pytest.raises(InputError, match=r"hdr.tif: float pixels from 3.5 to 3.5; float images must hold values in \[0, 1\]"):
+        D.open_image(tmp_path / "hdr.tif")
+
+
+def test_deep_tiny_and_oversized_images_in_predict_and_train(trained, tmp_path):
+    good = sorted((trained["data"] / "test" / "good").glob("*.png"))[0]
+    gray = np.asarray(Image.open(good).convert("L"))
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.tif")
+    Image.fromarray(gray.astype(np.float32) / 255, "F").save(tmp_path / "grayf.tif")
+    Image.new("L", (3, 2), 128).save(tmp_path / "tiny.png")
+    Image.fromarray(np.full((16, 16), 70000, np.int32), "I").save(tmp_path / "wide.tif")
+    out = tmp_path / "p.jsonl"
+    result = run_aitk("defects", "predict", str(trained["bundle"]), *(str(tmp_path / n) for n in ("gray.png", "gray16.tif", "grayf.tif", "tiny.png", "wide.tif")),
+                      "--out", str(out), plugins="defects")
+    assert result.returncode == 3, result.stderr
+    rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["gray.png"]["score"] == pytest.approx(rows["gray16.tif"]["score"]) == pytest.approx(rows["grayf.tif"]["score"])
+    assert rows["tiny.png"]["error"].endswith("tiny.png: 3x2 pixels is too small to inspect (at least 8 on each side)")
+    assert "32-bit integer pixels from 70000 to 70000" in rows["wide.tif"]["error"]
+    limited = run_aitk("defects", "predict", str(trained["bundle"]), str(good), "--out", str(out), "--max-image-pixels", "1000", plugins="defects")
+    assert limited.returncode == 3 and "over the limit of 1,000 (a guard against decompression bombs)" in out.read_text()
+    refused = run_aitk("defects", "train", str(trained["data"]), "--out", str(tmp_path / "b"), *QUICK, "--set", "max_image_pixels=5000", plugins="defects")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {trained['data']}/train/good/") and "9,216 pixels, over the limit of 5,000" in last

@@ -78,7 +78,7 @@ def check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise InputError(
             f"{name}: {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
-            "(a guard against decompression bombs); raise max_image_pixels to read it"
+            "(a guard against decompression bombs); to read it, raise the limit: train --set max_image_pixels=N, predict --max-image-pixels N"
         )
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{name}: {width}x{height} pixels is too small to inspect (at least {MIN_SIDE} on each side)")
@@ -98,7 +98,7 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
 
 def _to_8bit(values: np.ndarray, mode: str, name: str) -> np.ndarray:
     values = values.astype(np.float64)
-    low, high = (float(values.min(initial=0)), float(values.max(initial=0))) if values.size else (0.0, 0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if mode == "F":
         if not np.isfinite(values).all():
             raise InputError(f"{name}: float image with NaN or infinite pixels")
