@@ -234,3 +234,34 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     assert len(served) == 4 and served[3]["id"] == "t1"
     assert without_ids(served)[:2] + without_ids(served)[3:] == without_ids(batch)[:2] + without_ids(batch)[3:]
     assert "field prompt" in served[2]["error"]
+
+
+def test_openai_client_completes_through_serve_plain_and_streaming(trained, loaded):
+    """The official openai client against `aitk serve`: greedy text equals the in-process
+    generator's, the stream adds up to the plain text, a seed makes sampling repeatable, and
+    a bad field is a 422 naming it."""
+    import openai
+
+    from plugins.codegen.generate import Sampling
+    from serve_client import server
+
+    _, generator = loaded
+    prompt = "def add(a, b):"
+    want = generator.complete([prompt], Sampling(max_new_tokens=12, temperature=0))[0]
+    with server(str(trained["bundle"])) as (_, url):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        plain = client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0)
+        chunks = list(client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0, stream=True))
+        sampled = [client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0.9, top_p=0.9, seed=7).choices[0].text
+                   for _ in range(2)]
+        two = client.completions.create(model="codegen", prompt=[prompt, "import os\n"], max_tokens=6, temperature=0, stop=["\n\n"])
+        with pytest.raises(openai.UnprocessableEntityError) as bad:
+            client.completions.create(model="codegen", prompt=prompt, max_tokens=100000)
+    assert plain.choices[0].text == want.text and plain.object == "text_completion"
+    assert plain.usage.completion_tokens == len(want.tokens) and plain.usage.prompt_tokens == want.prompt_tokens
+    assert plain.choices[0].finish_reason == {"eos": "stop", "stop": "stop", "length": "length"}[want.finish_reason]
+    assert len(chunks) > 2 and "".join(c.choices[0].text for c in chunks) == want.text
+    assert chunks[-1].choices[0].finish_reason == plain.choices[0].finish_reason
+    assert sampled[0] == sampled[1]
+    assert [c.index for c in two.choices] == [0, 1] and all("\n\n" not in c.text for c in two.choices)
+    assert bad.value.response.json()["field"] == "max_tokens" and "max_tokens" in bad.value.message

@@ -208,6 +208,12 @@ class Codegen(UseCase):
         generator = self.generator(bundle, runtime)
         return CodegenPredictor(generator, Sampling(**settings), generator.session.provider)
 
+    def serve_routes(self, app, model) -> None:
+        """`aitk serve`: OpenAI-compatible POST /v1/completions (plugins/codegen/serve.py)."""
+        from plugins.codegen.serve import add_routes
+
+        add_routes(app, model)
+
     def generator(self, bundle: Bundle, runtime: Runtime):
         """The KV-cache generator of a bundle (the int8 graph when the runtime asks for it)."""
         from plugins.codegen.data import load_tokenizer
