@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test bench clean bubblewrap
+.PHONY: demo test bench clean bubblewrap chromium
 
 $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 bubblewrap:
 	@command -v bwrap >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap)
 
+# The report test opens `evaluate --report`'s index.html in headless Chromium (Debian/Ubuntu packages).
+chromium:
+	@command -v chromedriver >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
 demo: $(STAMP) bubblewrap
 	$(BIN)/aitk demo
 
-test: $(STAMP) bubblewrap
+test: $(STAMP) bubblewrap chromium
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

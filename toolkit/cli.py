@@ -96,7 +96,10 @@ def demo(
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        print_table(rows)
+        print_table([{k: v for k, v in row.items() if k != "report"} for row in rows])
+        for row in rows:
+            if row.get("report"):
+                print(f"{row['usecase']} report: {row['report']}")
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
 
@@ -214,6 +217,10 @@ def add_usecase_commands(usecase: UseCase) -> None:
         _require_exists(data)
         loaded = load_bundle(bundle, usecase=name)
         metrics = usecase.evaluate(loaded, data, _runtime(device, threads, quantize), report=report, **options)
+        if report is not None:
+            from toolkit.report import finish
+
+            finish(report, f"aitk {name} evaluate {data}", metrics, loaded)
         print_metrics(metrics, as_json)
 
     def predict(

@@ -35,6 +35,7 @@ def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: 
 def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any]:
     from toolkit.batch import expand_inputs, run_batch
     from toolkit.bundle import load_bundle
+    from toolkit.report import finish
 
     started = time.perf_counter()
     sample = usecase.sample(out / "sample")
@@ -42,6 +43,7 @@ def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any
     trained = time.perf_counter()
     bundle = load_bundle(bundle.path, usecase=usecase.name)
     metrics = usecase.evaluate(bundle, sample.evaluate, runtime, report=out / "report")
+    report = finish(out / "report", f"aitk demo: {usecase.name}", metrics, bundle)
     paths = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
     summary = run_batch(usecase.load(bundle, runtime), paths, out / "predictions.jsonl", batch_size=usecase.batch_size)
     return {
@@ -53,6 +55,7 @@ def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any
         "records_per_s": summary["records_per_s"],
         "provider": summary["provider"],
         "bundle": str(bundle.path),
+        "report": str(report),
     }
 
 
