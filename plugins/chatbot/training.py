@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 import toolkit
+import toolkit.train
 from toolkit import AitkError
 from toolkit.bundle import Bundle, BundleWriter
 from toolkit.console import log, progress
 from toolkit.onnx_export import export, quantize_dynamic
 from toolkit.runtime import Runtime
-from toolkit.train import EarlyStopping, log_epoch, seed_everything
+from toolkit.train import seed_everything
 
 from plugins.chatbot.data import FAQ_PREFIX, MAX_MESSAGE_CHARS, labelled_data
 from plugins.chatbot.model import IntentModel, build_encoder, pad_id
@@ -35,7 +36,7 @@ AXES = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch",
 def auto_settings(config) -> dict[str, Any]:
     """Learning rate and epochs when left at 0: they depend on whether the encoder is pretrained."""
     scratch = config.encoder == "scratch"
-    lr = config.lr or (5e-4 if scratch else 1e-4)  # 1e-4, 5 epochs: the Banking77 benchmark's recipe
+    lr = config.learning_rate or (5e-4 if scratch else 1e-4)  # 1e-4, 5 epochs: the Banking77 benchmark's recipe
     epochs = config.epochs or (60 if config.freeze_encoder else 40 if scratch else 5)
     return {"lr": lr, "epochs": epochs}
 
@@ -45,14 +46,13 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
     seed_everything(config.seed)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    _check(config)
     domain, rows = labelled_data(Path(data), config.domain)
     labels = _labels(domain, rows)
     index = {label: i for i, label in enumerate(labels)}
     texts = [t for t, _ in rows]
     targets = np.array([index[label] for _, label in rows])
     encoder, tokenizer, description = build_encoder(config, texts)
-    tokenizer.enable_truncation(config.max_len)
+    tokenizer.enable_truncation(config.max_length)
     tokenizer.no_padding()
     pad = pad_id(tokenizer)
     token_ids = [e.ids for e in tokenizer.encode_batch([t[:MAX_MESSAGE_CHARS] for t in texts])]
@@ -76,7 +76,7 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
         writer.write_weights(model.state_dict())
         writer.manifest["assets"] = {
             "labels": labels,
-            "max_len": config.max_len,
+            "max_len": config.max_length,
             "pad_id": pad,
             "encoder": description,
             "threshold": config.threshold,
@@ -97,18 +97,6 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
         metrics["train_seconds"] = round(time.perf_counter() - started, 1)
         writer.manifest["metrics"] = metrics
         return writer.commit()
-
-
-def _check(config) -> None:
-    if config.max_len < 8 or config.max_len > 512:
-        raise AitkError(f"max_len={config.max_len}: expected 8..512 tokens")
-    if not 0 <= config.val_fraction < 0.9:
-        raise AitkError(f"val_fraction={config.val_fraction}: expected 0 <= val_fraction < 0.9")
-    for key in ("threshold", "margin", "faq_threshold"):
-        if not 0 <= getattr(config, key) <= 1:
-            raise AitkError(f"{key}={getattr(config, key)}: expected a value in 0..1")
-    if config.batch_size < 1 or config.epochs < 0:
-        raise AitkError("batch_size must be >= 1 and epochs >= 0")
 
 
 def _labels(domain: dict[str, Any], rows: list[tuple[str, str]]) -> list[str]:
@@ -187,43 +175,34 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
     rng = np.random.default_rng(config.seed)
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     total = steps_per_epoch * auto["epochs"]
+    total = min(total, config.max_steps) if config.max_steps else total  # the schedule ends where the budget does
     optimizer = torch.optim.AdamW(
-        [{"params": model.encoder.parameters(), "lr": auto["lr"]}, {"params": model.head.parameters(), "lr": config.head_lr}],
+        [{"params": model.encoder.parameters(), "lr": auto["lr"]}, {"params": model.head.parameters(), "lr": config.head_learning_rate}],
         weight_decay=config.weight_decay,
     )
     warmup = max(1, int(0.06 * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     y = torch.as_tensor(targets, device=device)
-    stopper = EarlyStopping(patience=config.patience, mode="max")
-    epochs_run = 0
-    for epoch in range(auto["epochs"]):
-        model.train()
-        started, total_loss = time.perf_counter(), 0.0
-        batches = length_batches(token_ids, train_idx, config.batch_size, rng)
-        for batch in progress(batches, f"epoch {epoch + 1}", total=len(batches), unit="batch"):
-            ids, mask = batch_tensors(token_ids, batch, pad, device)
-            with _autocast(config, device):
-                logits, _ = model(ids, mask)
-            loss = loss_fn(logits.float(), y[batch])
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.item() * len(batch)
-        epochs_run = epoch + 1
-        values = {"loss": total_loss / len(train_idx), "s": time.perf_counter() - started}
-        if len(val_idx):
-            values["val_acc"] = _accuracy(model, token_ids, targets, val_idx, config, device, pad)
-            log_epoch(epoch, auto["epochs"], **values)
-            if stopper.step(values["val_acc"], model, epoch):
-                break
-        else:
-            log_epoch(epoch, auto["epochs"], **values)
-    if len(val_idx):
-        stopper.restore_best(model)
-    return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1 if len(val_idx) else epochs_run}
+
+    def step(batch) -> float:
+        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        with _autocast(config, device):
+            logits, _ = model(ids, mask)
+        loss = loss_fn(logits.float(), y[batch])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    validate = (lambda: {"val_acc": _accuracy(model, token_ids, targets, val_idx, config, device, pad)}) if len(val_idx) else None
+    result = toolkit.train.fit(
+        model, lambda epoch: length_batches(token_ids, train_idx, config.batch_size, rng), step, validate, epochs=auto["epochs"],
+        monitor="val_acc", mode="max", patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
+    )
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
 
 
 @torch.no_grad()
@@ -265,39 +244,34 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     with precision or contextlib.nullcontext():
         features = pooled_features(model, token_ids, np.concatenate([train_idx, val_idx]), pad, device).to(device)
     y = torch.as_tensor(targets, device=device)
-    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.head_learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    stopper = EarlyStopping(patience=config.patience * 5, mode="max")
     rng = np.random.default_rng(config.seed)
-    epochs_run = 0
-    for epoch in range(epochs):
-        model.head.train()
-        total_loss = 0.0
+
+    def batches(epoch: int):
         order = rng.permutation(train_idx)
-        for start in range(0, len(order), config.batch_size):
-            batch = torch.as_tensor(order[start: start + config.batch_size], device=device)
-            loss = loss_fn(model.head(model.dropout(features[batch])), y[batch])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.item() * len(batch)
-        epochs_run = epoch + 1
-        if len(val_idx):
-            model.head.eval()
-            with torch.no_grad():
-                val = torch.as_tensor(val_idx, device=device)
-                acc = float((model.head(features[val]).argmax(1) == y[val]).float().mean())
-            if epoch % 10 == 9 or epoch == epochs - 1:
-                log_epoch(epoch, epochs, loss=total_loss / len(train_idx), val_acc=acc)
-            if stopper.step(acc, model.head, epoch):
-                break
-        elif epoch % 10 == 9 or epoch == epochs - 1:
-            log_epoch(epoch, epochs, loss=total_loss / len(train_idx))
-    if len(val_idx):
-        stopper.restore_best(model.head)
+        return [torch.as_tensor(order[start: start + config.batch_size], device=device) for start in range(0, len(order), config.batch_size)]
+
+    def step(batch: torch.Tensor) -> float:
+        loss = loss_fn(model.head(model.dropout(features[batch])), y[batch])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    @torch.no_grad()
+    def validate() -> dict[str, float]:
+        model.head.eval()
+        val = torch.as_tensor(val_idx, device=device)
+        return {"val_acc": float((model.head(features[val]).argmax(1) == y[val]).float().mean())}
+
+    result = toolkit.train.fit(
+        model.head, batches, step, validate if len(val_idx) else None, epochs=epochs, monitor="val_acc", mode="max",
+        patience=config.patience * 5, log_every=10,
+    )
     for p in model.encoder.parameters():
         p.requires_grad_(True)
-    return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1 if len(val_idx) else epochs_run}
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
 
 
 def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], path: Path, fp16: bool) -> dict[str, Any]:
