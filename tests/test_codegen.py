@@ -116,11 +116,11 @@ def test_complete_streams_the_same_text_as_predict(trained, loaded):
     from plugins.codegen.generate import Sampling
 
     _, generator = loaded
-    result = codegen("complete", "def add(a, b):", "--bundle", trained["bundle"], "--max-new-tokens", "20")
+    result = codegen("complete", trained["bundle"], "def add(a, b):", "--max-new-tokens", "20")
     assert result.returncode == 0, result.stderr
     assert result.stdout == generator.complete(["def add(a, b):"], Sampling(max_new_tokens=20))[0].text + "\n"
     assert "tokens/s" in result.stderr
-    empty = codegen("complete", "", "--bundle", trained["bundle"])
+    empty = codegen("complete", trained["bundle"], "")
     assert empty.returncode == 1 and empty.stderr.strip() == "error: prompt: expected a non-empty string"
 
 
@@ -211,7 +211,7 @@ def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):
     assert summary["model_type"] == "llama" and summary["kv_heads"] == 2 and summary["greedy_equals_hf_generate"] is True
     manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
     assert "model.int8.onnx" in manifest["files"] and 0 <= manifest["model_int8"]["greedy_tokens_equal_fp32"] <= 1
-    completed = codegen("complete", "def f(x):", "--bundle", tmp_path / "bundle", "--max-new-tokens", "5", "--quantize", "int8")
+    completed = codegen("complete", tmp_path / "bundle", "def f(x):", "--max-new-tokens", "5", "--quantize", "int8")
     assert completed.returncode == 0, completed.stderr
     missing = codegen("import", tmp_path, "--out", tmp_path / "b2")
     assert missing.returncode == 1 and "not a Hugging Face model directory" in missing.stderr

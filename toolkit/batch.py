@@ -3,7 +3,8 @@
 Rows go to a journal (``OUT.partial.jsonl``) as each batch finishes; when the run ends the
 journal becomes ``OUT`` (JSONL, CSV or Parquet by its extension) through a temp file and a
 rename, so OUT is never half-written. ``--resume`` keeps the rows of the journal (or of a
-finished OUT) and skips their records. A bad record becomes a row with an ``error`` field."""
+finished OUT) and skips their records. A bad record becomes a row with an ``error`` field.
+OUT ``-`` writes the rows to stdout as JSON lines, each batch as it finishes."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import counter, log
+from toolkit.console import bar, get_logger
 from toolkit.errors import AitkError
 from toolkit.io import has_suffix
 from toolkit.usecase import Predictor, Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
+logger = get_logger(__name__)
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -62,7 +64,7 @@ def _once(paths: list[Path]) -> list[Path]:
     for path in paths:
         key = path if str(path) == "-" else path.resolve()
         if key in seen:
-            log(f"warning: {path}: named more than once; read once")
+            logger.warning(f"{path}: named more than once; read once")
             continue
         seen.add(key)
         unique.append(path)
@@ -81,12 +83,14 @@ def run_batch(
     batch_size: int = 32,
     resume: bool = False,
     workers: int | None = None,
+    total: int | None = None,
 ) -> dict[str, Any]:
-    """Predict every record of ``paths`` into ``out`` on this machine; returns the run's summary.
+    """Predict every record of ``paths`` into ``out`` on this machine (``-``: stdout); returns the
+    run's summary. ``total``, the records expected (resumed ones included), sizes the progress bar.
 
     Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
     batches ahead of the model."""
-    journal = Journal(out, resume)
+    journal = StdoutJournal() if str(out) == "-" else Journal(out, resume)
     resumed = Counter()
     records = skip_done(predictor.read(paths), journal.ids, resumed)
 
@@ -103,7 +107,8 @@ def run_batch(
             for chunk, decoded in pending:
                 yield _predict_decoded(predictor, chunk, decoded.result())
 
-    return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None))
+    remaining = None if total is None else max(0, total - len(journal.ids))
+    return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining)
 
 
 @dataclass
@@ -120,16 +125,18 @@ def skip_done(records: Iterable[Record], done: set[str], skipped: Counter) -> It
             yield record
 
 
-def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None) -> dict[str, Any]:
-    """Journal each batch of rows as it comes, then write the output; returns the run's summary."""
+def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
+                  total: int | None = None) -> dict[str, Any]:
+    """Journal each batch of rows as it comes, then write the output; returns the run's summary.
+    ``total`` (records to predict, when known) gives the progress bar its length and ETA."""
     started = time.perf_counter()
     ok = failed = 0
-    with counter("predict", "rec") as bar:
+    with bar("predict", total, "rec") as shown:
         try:
             for rows in batches:
                 bad = journal.write(rows)
                 ok, failed = ok + len(rows) - bad, failed + bad
-                bar.update(len(rows))
+                shown.update(len(rows))
         except BaseException:
             journal.abandon()
             raise
@@ -189,6 +196,29 @@ def _predict_isolating(predictor: Predictor, inputs: list[Any]) -> list[dict[str
         if len(inputs) == 1:
             return [{"error": str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"}]
         return [row for x in inputs for row in _predict_isolating(predictor, [x])]
+
+
+class StdoutJournal:
+    """``--out -``: each batch's rows as JSON lines on stdout as soon as it is done (no resume)."""
+
+    out = "-"
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.failed = 0
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        sys.stdout.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        sys.stdout.flush()
+        bad = sum(1 for row in rows if row.get("error") is not None)
+        self.failed += bad
+        return bad
+
+    def abandon(self) -> None:
+        pass
+
+    def close(self) -> int:
+        return self.failed
 
 
 class Journal:
@@ -389,8 +419,8 @@ def _arrow_value(value: Any, arrow_type) -> Any:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(
+    """The run's summary as one log line (stderr; none with --quiet)."""
+    logger.info(
         f"{summary['records']} records ({summary['ok']} ok, {summary['failed']} failed, {summary['resumed']} resumed) "
-        f"in {summary['seconds']:.2f} s, {summary['records_per_s']} records/s on {summary['provider']} -> {summary['output']}",
-        file=sys.stderr,
+        f"in {summary['seconds']:.2f} s, {summary['records_per_s']} records/s on {summary['provider']} -> {summary['output']}"
     )

@@ -1,24 +1,28 @@
 """`aitk`: the core commands, plus `aitk <usecase> sample|train|evaluate|predict` built from each UseCase.
 
-Exit codes: 0 ok; 1 an error explained in one line; 2 usage (Click's); 3 a batch run finished
-with failed records; 4 `--device cuda` and CUDA cannot be used."""
+Exit codes: 0 ok; 1 an error explained in one line; 2 a usage error (one line too); 3 a batch run
+finished with failed records; 4 `--device cuda` and CUDA cannot be used. The shared options are
+declared in toolkit/cli_options.py; logs and bars go through toolkit/console.py."""
 
 from __future__ import annotations
 
-import inspect
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
+from typer._click.exceptions import ClickException as _UsageError  # Typer vendors Click (typer>=0.29)
 
 from toolkit import __version__, console
+from toolkit.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataArg, Device, Force, QuantizeRun, QuantizeTrain,
+                                 Report, Threads, ThreadsTrain, Command, check_replaceable, examples, make_runtime, with_options)
+from toolkit.display import print_mapping, print_metrics, print_table
 from toolkit.errors import AitkError
-from toolkit.usecase import Option, UseCase
+from toolkit.settings_file import read_settings
+from toolkit.usecase import UseCase
 
 PLAIN_HELP = {"rich_markup_mode": None}  # rich-formatted help costs ~0.4 s of imports on every --help
 app = typer.Typer(
@@ -33,11 +37,7 @@ plugin_app = typer.Typer(help="Write plugins.", no_args_is_help=True, **PLAIN_HE
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(plugin_app, name="plugin")
 debug = os.environ.get("AITK_DEBUG") == "1"
-
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda (exit 4 when cuda cannot be used).")]
-Threads = Annotated[Optional[int], typer.Option("--threads", help="Threads for ONNX Runtime, and for torch when training (default: all cores).")]
-Quantize = Annotated[Optional[str], typer.Option("--quantize", help="int8 (CPU) or fp16 (GPU): write (train) or run (evaluate, predict) that model.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+logger = console.get_logger(__name__)
 
 
 def _version(value: bool) -> None:
@@ -46,18 +46,45 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(epilog="The logging options work anywhere on the command line, before or after the command.\n\n" + examples(
+    "aitk plugins", "aitk demo --only fraud", "aitk fraud train data/train.csv --out bundle --quiet", "aitk fraud predict --help"))
 def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
-    debug_: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No logs or progress bars on stderr.")] = False,
+    debug_: Annotated[bool, typer.Option("--debug", help="Debug logs, and tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No logs or progress bars on stderr (errors still show).")] = False,
+    log_file: Annotated[Optional[Path], typer.Option("--log-file", metavar="FILE", help="Also append the logs, with timestamps, to FILE.")] = None,
+    log_timestamps: Annotated[bool, typer.Option("--log-timestamps", help="Start each log line on stderr with the time.")] = False,
 ) -> None:
-    global debug
-    debug = debug or debug_
-    console.quiet = quiet
+    """(The options are read by ``main`` before Click parses the line, so they work anywhere in it.)"""
 
 
-@app.command("plugins")
+GLOBAL_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--debug": "debug", "--log-timestamps": "timestamps"}
+
+
+def split_global_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``argv`` without the logging options, and those options' values; they may come anywhere
+    before a ``--`` (so ``aitk fraud train ... --quiet`` works as well as ``aitk --quiet fraud ...``)."""
+    rest, found, i = [], {"quiet": False, "debug": False, "timestamps": False, "log_file": None}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in GLOBAL_FLAGS:
+            found[GLOBAL_FLAGS[arg]] = True
+        elif arg == "--log-file":
+            if i + 1 >= len(argv):
+                raise _UsageError("--log-file: expected a file name after it")
+            found["log_file"], i = Path(argv[i + 1]), i + 1
+        elif arg.startswith("--log-file="):
+            found["log_file"] = Path(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, found
+
+
+@app.command("plugins", cls=Command, epilog=examples("aitk plugins", "aitk plugins --json"))
 def plugins_command(as_json: AsJson = False) -> None:
     """Installed plugins: name, version, distribution, use cases, load errors."""
     from toolkit.plugins import plugin_info
@@ -69,7 +96,7 @@ def plugins_command(as_json: AsJson = False) -> None:
     print_table([{**r, "usecases": ", ".join(r["usecases"]), "error": r["error"] or ""} for r in rows])
 
 
-@app.command()
+@app.command(cls=Command, epilog=examples("aitk doctor", "aitk doctor --json"))
 def doctor(as_json: AsJson = False) -> None:
     """Versions, ONNX Runtime providers (available and usable), GPU, threads."""
     from toolkit.doctor import report
@@ -81,18 +108,18 @@ def doctor(as_json: AsJson = False) -> None:
         print_mapping(info)
 
 
-@app.command()
+@app.command(cls=Command, epilog=examples("aitk demo", "aitk demo --only forecast --only fraud --out /tmp/demo"))
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where the demo writes its data, bundles and predictions.")] = Path("aitk-demo"),
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this use case (repeatable).")] = None,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the demo writes its data, bundles and predictions.")] = Path("aitk-demo"),
+    only: Annotated[Optional[list[str]], typer.Option("--only", metavar="USECASE", help="Run only this use case (repeatable).")] = None,
     device: Device = "auto",
-    threads: Threads = None,
+    threads: ThreadsTrain = None,
     as_json: AsJson = False,
 ) -> None:
     """Every installed use case end to end on its sample data: sample, train, evaluate, predict."""
     from toolkit.demo import run_demo
 
-    rows = run_demo(_usecases(), out, only or [], _runtime(device, threads, None))
+    rows = run_demo(_usecases(), out, only or [], make_runtime(device, threads, None))
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
@@ -104,36 +131,37 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command, epilog=examples(
+    "aitk serve fraud-bundle", "aitk serve bot=chatbot-bundle fraud=fraud-bundle --host 0.0.0.0 --port 8080 --api-key KEY"))
 def serve(
-    bundles: Annotated[list[str], typer.Argument(help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).")],
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="AITK_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); default: $AITK_API_KEY, else none.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Largest dynamic batch (default: the use case's).")] = None,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits for requests still arriving.")] = 2.0,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=1, help="Records one model holds at once; more get 503 with Retry-After.")] = 4096,
-    max_records: Annotated[int, typer.Option("--max-records", min=1, help="Records per request (more: 413).")] = 1024,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0, help="Request body size limit in MiB (more: 413).")] = 16.0,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
-    session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
+    bundles: Annotated[list[str], typer.Argument(metavar="BUNDLE...", help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).", show_default=False)],
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="AITK_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); default: $AITK_API_KEY, else none.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, metavar="N", help="Largest dynamic batch (default: the use case's).")] = None,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, metavar="MS", help="How long a batch waits for requests still arriving.")] = 2.0,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=1, metavar="N", help="Records one model holds at once; more get 503 with Retry-After.")] = 4096,
+    max_records: Annotated[int, typer.Option("--max-records", min=1, metavar="N", help="Records per request (more: 413).")] = 1024,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0, metavar="MB", help="Request body size limit in MiB (more: 413).")] = 16.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
+    session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
     device: Device = "auto",
     threads: Threads = None,
-    quantize: Quantize = None,
+    quantize: QuantizeRun = None,
 ) -> None:
     """Serve bundles over HTTP: POST /v1/NAME/predict with dynamic batching, the use cases' own endpoints, /docs, /metrics."""
     from toolkit.serve import Limits, build_app, run
 
     limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_records=max_records, max_queue=max_queue,
                     timeout_s=timeout, max_wait_ms=max_wait_ms, session_ttl_s=session_ttl)
-    server = build_app(bundles, _runtime(device, threads, quantize), limits, api_key, batch_size)
-    console.log(f"serving {', '.join(bundles)} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
+    server = build_app(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size)
+    logger.info(f"serving {', '.join(bundles)} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
     run(server, host, port, limits, access_log)
 
 
-@bundle_app.command("info")
-def bundle_info(bundle: Annotated[Path, typer.Argument(help="A bundle directory.")], as_json: AsJson = False) -> None:
+@bundle_app.command("info", cls=Command, epilog=examples("aitk bundle info bundle", "aitk bundle info bundle --json"))
+def bundle_info(bundle: BundleArg, as_json: AsJson = False) -> None:
     """What a bundle is, how it was trained, its metrics; verifies its checksums."""
     from toolkit.bundle import load_bundle
 
@@ -156,17 +184,17 @@ def bundle_info(bundle: Annotated[Path, typer.Argument(help="A bundle directory.
     })
 
 
-@plugin_app.command("new")
+@plugin_app.command("new", cls=Command, epilog=examples("aitk plugin new churn", "aitk plugin new churn --out ~/src"))
 def plugin_new(
-    name: Annotated[str, typer.Argument(help="The use case name (a Python identifier, e.g. churn).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Parent folder (default: current).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The use case name (a Python identifier, e.g. churn).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Parent folder (default: current).")] = None,
 ) -> None:
     """Write a pip-installable plugin package `aitk-NAME` with a working tabular use case and a test."""
     from toolkit.scaffold import new_plugin
 
     path = new_plugin(name, out or Path.cwd())
     print(path)
-    console.log(f"next: pip install -e {path} && aitk {name} sample {name}-data && pytest {path}")
+    logger.info(f"next: pip install -e {path} && aitk {name} sample {name}-data && pytest {path}")
 
 
 def add_usecase_commands(usecase: UseCase) -> None:
@@ -174,41 +202,50 @@ def add_usecase_commands(usecase: UseCase) -> None:
     group = typer.Typer(help=usecase.summary, no_args_is_help=True, **PLAIN_HELP)
     name = usecase.name
 
-    @group.command("sample")
-    def sample(out: Annotated[Path, typer.Argument(help="Folder to write the sample data to.")]) -> None:
-        """Write real sample data to start from."""
+    @group.command("sample", cls=Command, epilog=examples(f"aitk {name} sample data", f"aitk {name} sample data --json"))
+    def sample(
+        out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the sample data to.", show_default=False)],
+        as_json: AsJson = False,
+    ) -> None:
+        """Write real sample data to start from, and print where each part is."""
         written = usecase.sample(out)
-        print_mapping({"train": str(written.train), "evaluate": str(written.evaluate), "predict": [str(p) for p in written.predict]})
+        paths = {"train": str(written.train), "evaluate": str(written.evaluate), "predict": [str(p) for p in written.predict]}
+        if as_json:
+            print(json.dumps({**paths, "settings": written.settings}, indent=2))
+        else:
+            print_mapping(paths)
 
     def train(
-        data: Annotated[Path, typer.Argument(help="Training data (file or folder).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="The bundle directory to write.")],
-        config: Annotated[Optional[Path], typer.Option("--config", help="Training settings file (JSON, YAML or TOML).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", help="A training setting key=value (repeatable).")] = None,
+        data: Annotated[Path, typer.Argument(metavar="DATA", help="Training data (file or folder).", show_default=False)],
+        out: BundleOut,
+        force: Force = False,
+        config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="Training settings file: .json, .yaml, .yml or .toml.")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="A training setting (repeatable).")] = None,
         device: Device = "auto",
-        threads: Threads = None,
-        quantize: Quantize = None,
+        threads: ThreadsTrain = None,
+        quantize: QuantizeTrain = None,
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
         if not usecase.train_data_spec:
             _require_exists(data)
+        check_replaceable(out, force)
         settings = read_settings(config) if config else {}
         settings.update(parse_settings(set_ or []))
         settings.update({k: v for k, v in options.items() if v is not None})
-        runtime = _runtime(device, threads, quantize)
+        runtime = make_runtime(device, threads, quantize)
         started = time.perf_counter()
         bundle = usecase.train(data, out, usecase.config_from(settings), runtime)
-        console.log(f"bundle written to {bundle.path} in {time.perf_counter() - started:.1f} s")
+        logger.info(f"bundle written to {bundle.path} in {time.perf_counter() - started:.1f} s")
         print_metrics(bundle.metrics, as_json)
 
     def evaluate(
-        bundle: Annotated[Path, typer.Argument(help="A bundle directory.")],
-        data: Annotated[Path, typer.Argument(help="Labelled data (file or folder).")],
-        report: Annotated[Optional[Path], typer.Option("--report", help="Folder for plots and reports.")] = None,
+        bundle: BundleArg,
+        data: DataArg,
+        report: Report = None,
         device: Device = "auto",
         threads: Threads = None,
-        quantize: Quantize = None,
+        quantize: QuantizeRun = None,
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
@@ -216,7 +253,7 @@ def add_usecase_commands(usecase: UseCase) -> None:
 
         _require_exists(data)
         loaded = load_bundle(bundle, usecase=name)
-        metrics = usecase.evaluate(loaded, data, _runtime(device, threads, quantize), report=report, **options)
+        metrics = usecase.evaluate(loaded, data, make_runtime(device, threads, quantize), report=report, **options)
         if report is not None:
             from toolkit.report import finish
 
@@ -224,28 +261,29 @@ def add_usecase_commands(usecase: UseCase) -> None:
         print_metrics(metrics, as_json)
 
     def predict(
-        bundle: Annotated[Path, typer.Argument(help="A bundle directory.")],
-        inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Output file: .jsonl, .csv or .parquet.")],
+        bundle: BundleArg,
+        inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Files, folders, globs, or - for stdin.", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Output file: .jsonl, .csv or .parquet; - writes JSON lines to stdout.", show_default=False)],
         resume: Annotated[bool, typer.Option("--resume", help="Keep rows already in --out and skip their records.")] = False,
-        batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Records per model call (default: the use case's).")] = None,
+        batch_size: BatchSize = None,
         device: Device = "auto",
         threads: Threads = None,
-        quantize: Quantize = None,
-        engine: Annotated[str, typer.Option("--engine", help="local, or ray: Ray Data on a cluster (needs aitk[ray]).")] = "local",
-        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: start a local one).")] = None,
-        actors: Annotated[Optional[int], typer.Option("--actors", min=1, help="Ray predictor actors (default: one per GPU, else cores/2).")] = None,
+        quantize: QuantizeRun = None,
+        engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local, or ray: Ray Data on a cluster (needs aitk[ray]).")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help="Ray cluster address (default: start a local one).")] = None,
+        actors: Annotated[Optional[int], typer.Option("--actors", min=1, metavar="N", help="Ray predictor actors (default: one per GPU, else cores/2).")] = None,
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
         from toolkit.batch import expand_inputs, print_summary, run_batch
         from toolkit.bundle import load_bundle
 
-        if engine not in ("local", "ray"):
-            raise AitkError(f"--engine {engine!r}: expected local or ray")
+        to_stdout = str(out) == "-"
+        if to_stdout and (as_json or resume or engine == "ray"):
+            raise typer.BadParameter("--out - writes the rows to stdout: it cannot go with --json, --resume or --engine ray", param_hint="'--out'")
         loaded = load_bundle(bundle, usecase=name)
         paths = expand_inputs(inputs, usecase.input_suffixes)
-        runtime = _runtime(device, threads, quantize)
+        runtime = make_runtime(device, threads, quantize)
         batch_size = batch_size or usecase.batch_size
         if engine == "ray":
             from toolkit.ray_engine import run_batch_ray
@@ -253,7 +291,8 @@ def add_usecase_commands(usecase: UseCase) -> None:
             runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
             summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors)
         else:
-            summary = run_batch(usecase.load(loaded, runtime, **options), paths, out, batch_size=batch_size, resume=resume)
+            predictor = usecase.load(loaded, runtime, **options)
+            summary = run_batch(predictor, paths, out, batch_size=batch_size, resume=resume, total=predictor.count(paths))
         if as_json:
             print(json.dumps(summary, indent=2))
         else:
@@ -264,9 +303,18 @@ def add_usecase_commands(usecase: UseCase) -> None:
     train.__doc__ = "Train, export to ONNX, check parity against torch, write the bundle."
     evaluate.__doc__ = "Metrics of a bundle on labelled data."
     predict.__doc__ = "Batch inference over files; a bad record becomes an error row (exit 3)."
+    command_examples = {
+        "train": examples(f"aitk {name} train DATA --out bundle", f"aitk {name} train DATA --out bundle --force --set seed=1 --quantize int8",
+                          f"aitk {name} train DATA --out bundle --config settings.yaml --log-file train.log"),
+        "evaluate": examples(f"aitk {name} evaluate bundle DATA", f"aitk {name} evaluate bundle DATA --json --report report"),
+        "predict": examples(f"aitk {name} predict bundle INPUT --out predictions.jsonl", f"aitk {name} predict bundle folder/ more/*.csv --out rows.parquet --resume",
+                            f"aitk {name} predict bundle INPUT --out - --quiet | head"),
+    }
     for command in (train, evaluate, predict):
-        epilog = settings_help(usecase.Config) if command is train else None
-        group.command(command.__name__, epilog=epilog)(_with_options(command, usecase.options.get(command.__name__, [])))
+        epilog = command_examples[command.__name__]
+        if command is train and (settings := settings_help(usecase.Config)):
+            epilog = settings + "\n\n" + epilog
+        group.command(command.__name__, cls=Command, epilog=epilog)(with_options(command, usecase.options.get(command.__name__, [])))
     usecase.commands(group)
     app.add_typer(group, name=name)
 
@@ -282,42 +330,6 @@ def settings_help(config_class: type) -> str | None:
         return None
 
 
-def _with_options(func, extra: list[Option]):
-    """``func`` with its ``**options`` replaced by one ``--name`` option per extra Option."""
-    signature = inspect.signature(func, eval_str=True)
-    params = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    for option in extra:
-        flag = "--" + option.name.replace("_", "-")
-        if option.type is bool:  # unset (None) means the bundle's or the use case's own default
-            flag = f"{flag}/--no-{flag[2:]}"
-        default = typer.Option(option.default, flag, help=option.help)
-        params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
-    func.__signature__ = signature.replace(parameters=params)
-    return func
-
-
-def read_settings(path: Path) -> dict[str, Any]:
-    """Training settings from a JSON, YAML or TOML file (a flat mapping of setting to value)."""
-    _require_exists(path)
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            settings = yaml.safe_load(text)
-        elif path.suffix == ".toml":
-            import tomllib
-
-            settings = tomllib.loads(text)
-        else:
-            settings = json.loads(text)
-    except Exception as e:
-        raise AitkError(f"{path}: cannot parse settings ({e})") from None
-    if not isinstance(settings, dict):
-        raise AitkError(f"{path}: expected a mapping of setting to value")
-    return settings
-
-
 def parse_settings(pairs: list[str]) -> dict[str, str]:
     settings = {}
     for pair in pairs:
@@ -326,14 +338,6 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
             raise AitkError(f"--set {pair!r}: expected key=value")
         settings[key.strip()] = value
     return settings
-
-
-def _runtime(device: str, threads: int | None, quantize: str | None):
-    from toolkit.runtime import Runtime
-
-    if quantize not in (None, "int8", "fp16", "none"):
-        raise AitkError(f"--quantize {quantize!r}: expected int8, fp16 or none")
-    return Runtime(device=device, threads=threads, int8=quantize == "int8", fp16=quantize == "fp16")
 
 
 def _require_exists(path: Path) -> None:
@@ -347,73 +351,48 @@ def _usecases() -> dict[str, UseCase]:
     return get_usecases()
 
 
-def print_metrics(metrics: dict[str, Any], as_json: bool) -> None:
-    """Metrics as JSON (an undefined metric, NaN, is null: JSON has no NaN) or as aligned text."""
-    if as_json:
-        print(json.dumps(_finite(metrics), indent=2, allow_nan=False))
-    else:
-        print_mapping(metrics)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def print_mapping(mapping: dict[str, Any], indent: int = 0) -> None:
-    width = max((len(k) for k in mapping), default=0)
-    for key, value in mapping.items():
-        if isinstance(value, dict) and value and indent < 2:
-            print(" " * indent + f"{key}:")
-            print_mapping(value, indent + 2)
-        else:
-            print(" " * indent + f"{key:<{width}}  {_cell(value)}")
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
-
-
-def _cell(value: Any, limit: int = 120) -> str:
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        text = json.dumps(value)
-        return text if len(text) <= limit else text[: limit - 3] + "..."
-    return "" if value is None else str(value)
-
-
 def main() -> None:
+    """The `aitk` command: logging options from anywhere on the line, plugins' commands, one-line errors."""
+    global debug
+    try:
+        argv, flags = split_global_options(sys.argv[1:])
+    except _UsageError as e:
+        _fail(f"error: {e}", 2)
+    debug = debug or flags["debug"]
+    try:
+        console.setup(flags["quiet"], debug, flags["log_file"], flags["timestamps"])
+    except OSError as e:
+        _fail(f"error: --log-file {flags['log_file']}: {e.strerror}", 2)
     try:
         from toolkit.plugins import pm
 
         for usecase in _usecases().values():
             add_usecase_commands(usecase)
         pm.hook.register_commands(app=app)
-        app()
+        code = app(args=argv, prog_name="aitk", standalone_mode=False)
+    except _UsageError as e:
+        _fail(f"error: {_usage_message(e)}", e.exit_code)
     except AitkError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail(f"error: {e}", e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
     except Exception as e:
         if debug:
             raise
-        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_message(error: Exception) -> str:
+    """Click's message for a usage error on one line, without pydantic's "Value error, " and with
+    "expected an integer" for a number that is not one; the usage block Click adds is left out."""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    message = message.replace("Value error, ", "").replace("\n", " ")
+    return message.replace("Input should be a valid integer, unable to parse string as an integer", "expected an integer")

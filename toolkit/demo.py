@@ -6,9 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 from toolkit.usecase import UseCase
+
+logger = get_logger(__name__)
 
 
 def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: Runtime) -> list[dict[str, Any]]:
@@ -22,12 +24,12 @@ def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: 
     for name, usecase in usecases.items():
         if only and name not in only:
             continue
-        log(f"== demo: {name} ==")
+        logger.info(f"== demo: {name} ==")
         try:
             rows.append(demo_usecase(usecase, out / name, runtime))
         except Exception as e:
             message = str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"
-            log(f"demo {name} failed: {message}")
+            logger.error(f"demo {name} failed: {message}")
             rows.append({"usecase": name, "status": f"failed: {message}"})
     return rows
 
@@ -45,7 +47,8 @@ def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any
     metrics = usecase.evaluate(bundle, sample.evaluate, runtime, report=out / "report")
     report = finish(out / "report", f"aitk demo: {usecase.name}", metrics, bundle)
     paths = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
-    summary = run_batch(usecase.load(bundle, runtime), paths, out / "predictions.jsonl", batch_size=usecase.batch_size)
+    predictor = usecase.load(bundle, runtime)
+    summary = run_batch(predictor, paths, out / "predictions.jsonl", batch_size=usecase.batch_size, total=predictor.count(paths))
     return {
         "usecase": usecase.name,
         "status": "ok",

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.errors import InputError
+
+logger = get_logger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
@@ -90,7 +92,7 @@ def read_lines(path: Path | str) -> Iterator[Line]:
                 empty = False
                 yield line
         if empty:
-            log(f"warning: {name_of(path)}: empty, no records")
+            logger.warning(f"{name_of(path)}: empty, no records")
 
 
 def _utf8_lines(stream: BinaryIO, offset: int) -> Iterator[Line]:

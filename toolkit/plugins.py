@@ -6,17 +6,18 @@ AITK_STRICT_PLUGINS=1 makes a load error fatal; AITK_LOAD_PLUGINS=a,b loads only
 from __future__ import annotations
 
 import os
-import sys
 from importlib.metadata import entry_points
 
 import pluggy
 
 from toolkit import hookspecs
+from toolkit.console import get_logger
 from toolkit.errors import AitkError
 
 pm = pluggy.PluginManager("aitk")
 pm.add_hookspecs(hookspecs)
 load_errors: dict[str, str] = {}
+logger = get_logger(__name__)
 _loaded = False
 
 
@@ -37,7 +38,7 @@ def load_plugins() -> None:
             load_errors[ep.name] = f"{type(e).__name__}: {e}"
             if os.environ.get("AITK_STRICT_PLUGINS") == "1":
                 raise AitkError(f"plugin {ep.name!r} failed to load: {load_errors[ep.name]}") from e
-            print(f"warning: plugin {ep.name!r} failed to load: {load_errors[ep.name]}", file=sys.stderr)
+            logger.warning(f"plugin {ep.name!r} failed to load: {load_errors[ep.name]}")
 
 
 def _third_party(ep) -> bool:
@@ -72,7 +73,7 @@ def get_usecases() -> dict:
                 raise
             except BaseException as e:
                 load_errors[name] = f"{type(e).__name__}: {e}"
-                print(f"warning: plugin {name!r} failed to register: {load_errors[name]}", file=sys.stderr)
+                logger.warning(f"plugin {name!r} failed to register: {load_errors[name]}")
     return _usecases
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.console import warn_once
 from toolkit.errors import AitkError, DeviceError
 
 CUDA = "CUDAExecutionProvider"
@@ -43,10 +43,10 @@ class Runtime:
         wanted = "model.int8.onnx" if self.int8 and self.provider() == CPU else "model.fp16.onnx" if self.fp16 else None
         if wanted and bundle.has(wanted):
             if wanted == "model.fp16.onnx" and self.provider() == CPU:
-                _warn_once("warning: float16 is for the CUDA provider; on the CPU it is no faster than fp32")
+                warn_once("float16 is for the CUDA provider; on the CPU it is no faster than fp32")
             return bundle.file(wanted)
         if wanted:
-            _warn_once(f"warning: this bundle has no {wanted} (train with --quantize {wanted.split('.')[1]} to add one); running model.onnx")
+            warn_once(f"this bundle has no {wanted} (train with --quantize {wanted.split('.')[1]} to add one); running model.onnx")
         return bundle.file("model.onnx")
 
     def provider(self) -> str:
@@ -59,7 +59,7 @@ class Runtime:
         if self.device == "cuda":
             raise DeviceError(f"--device cuda: CUDA cannot be used: {reason}")
         if _nvidia_device_present():
-            _warn_once(f"warning: {reason}; running on CPU")
+            warn_once(f"{reason}; running on CPU")
         return CPU
 
     def torch_device(self) -> str:
@@ -94,7 +94,7 @@ class OrtSession:
             reason = "ONNX Runtime could not start its CUDA provider (CUDA or cuDNN libraries missing?)"
             if runtime.device == "cuda":
                 raise DeviceError(f"--device cuda: {reason}")
-            _warn_once(f"warning: {reason}; running on CPU")
+            warn_once(f"{reason}; running on CPU")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.device_type = "cuda" if self.provider == CUDA else "cpu"
@@ -157,8 +157,3 @@ def available_providers() -> list[str]:
 
 def _nvidia_device_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists() or os.name == "nt"
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    print(message, file=sys.stderr)

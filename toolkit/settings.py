@@ -23,8 +23,10 @@ import types
 import typing
 from typing import Any, Literal
 
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.errors import AitkError
+
+logger = get_logger(__name__)
 
 _KEY = "aitk_setting"
 
@@ -86,7 +88,7 @@ def _rename_deprecated(deprecated: dict[str, str], values: dict[str, Any]) -> di
             continue
         if new in values:
             raise AitkError(f"settings {key!r} and {new!r} both given; {key!r} is the deprecated name of {new!r}")
-        log(f"warning: setting {key!r} is deprecated, use {new!r}; the old name will be removed in the next version")
+        logger.warning(f"setting {key!r} is deprecated, use {new!r}; the old name will be removed in the next version")
         renamed[new] = value
     return renamed
 

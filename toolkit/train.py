@@ -1,16 +1,19 @@
-"""Shared training pieces: seeding, early stopping, the epoch log line, and the one training loop
-(``fit``) with early stopping and a budget (``max_steps``, ``max_time``)."""
+"""Shared training pieces: seeding, early stopping, each epoch's metrics (on the epoch bar, or in the
+log), and the one training loop (``fit``) with early stopping and a budget (``max_steps``, ``max_time``)."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.console import log, progress
+from toolkit.console import bars_enabled, epoch_progress, get_logger, progress
+
+logger = get_logger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -55,9 +58,14 @@ class EarlyStopping:
             model.load_state_dict(self.best_state)
 
 
-def log_epoch(epoch: int, epochs: int, **values: float) -> None:
+def log_epoch(epoch: int, epochs: int, bar: Any = None, **values: float) -> None:
+    """One epoch's metrics: on ``bar`` (from ``toolkit.console.epoch_progress``) when it is shown,
+    and then as a debug line only (``--debug``, ``--log-file``); otherwise as an info line."""
+    shown = bar is not None and bars_enabled()
+    if shown:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
     parts = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-    log(f"epoch {epoch + 1}/{epochs} {parts}")
+    logger.log(logging.DEBUG if shown else logging.INFO, f"epoch {epoch + 1}/{epochs} {parts}")
 
 
 @dataclass
@@ -87,7 +95,7 @@ def fit(
     patience: int = 0,
     max_steps: int = 0,
     max_time: float = 0.0,
-    log_every: int = 1,
+    log_every: int | None = None,
 ) -> FitResult:
     """The training loop every use case shares: epochs of optimizer steps, validation after each
     epoch, early stopping, and a budget; the best weights are restored into ``module`` at the end.
@@ -98,11 +106,15 @@ def fit(
     for a loss, "max" for a score). Training stops at the first of: ``epochs`` epochs, ``patience``
     epochs without a better ``monitor`` (0: never early), ``max_steps`` optimizer steps (0: no
     limit), ``max_time`` seconds (0: no limit). A budget ends the epoch it falls in; that partial
-    epoch is validated like the others. Without ``validate`` the last weights are kept."""
+    epoch is validated like the others. Without ``validate`` the last weights are kept.
+
+    Progress: one bar over the epochs (with the latest metrics on it) and one over each epoch's
+    steps; without bars, a log line every ``log_every`` epochs (default: about ten lines in all)."""
     stopper = EarlyStopping(patience=patience or 10**9, mode=mode)
     result = FitResult()
     started = time.perf_counter()
-    for epoch in range(epochs):
+    log_every = log_every or max(1, epochs // 10)
+    for epoch, shown in epoch_progress(epochs):
         module.train()
         losses = []
         for batch in progress(batches(epoch), f"epoch {epoch + 1}", unit="step"):
@@ -119,12 +131,12 @@ def fit(
             result.best_epoch = epoch + 1
         elif stopper.step(values[monitor], module, epoch) and not last:
             result.stopped, last = "patience", True
-        if last or epoch % log_every == log_every - 1:
-            log_epoch(epoch, epochs, **values)
+        if bars_enabled() or last or epoch % log_every == log_every - 1:
+            log_epoch(epoch, epochs, bar=shown, **values)
         if last:
             break
     if result.stopped in ("max_steps", "max_time"):
-        log(f"training stopped by its budget: {result.stopped}={max_steps if result.stopped == 'max_steps' else max_time} reached after {result.steps} steps")
+        logger.info(f"training stopped by its budget: {result.stopped}={max_steps if result.stopped == 'max_steps' else max_time} reached after {result.steps} steps")
     if validate is not None:
         stopper.restore_best(module)
         result.best_epoch, result.best = stopper.best_epoch + 1, stopper.best

@@ -68,6 +68,14 @@ class Predictor:
         It is the predictor's job because what to read depends on the bundle (its columns, say)."""
         raise NotImplementedError
 
+    def count(self, paths: list[Path]) -> int | None:
+        """About how many records ``read(paths)`` will give, found cheaply (no parsing), for the
+        progress bar's total and ETA; None when unknown. The default counts lines of JSONL, rows of
+        CSV and Parquet, and one record per other file (``toolkit.counting.count_records``)."""
+        from toolkit.counting import count_records
+
+        return count_records(list(paths))
+
     def decode(self, record: Record) -> Any:
         """Turn a record into a model input; runs in a thread pool. Raise InputError for bad input."""
         return record.data

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from toolkit import AitkError, Predictor, Record
-from toolkit.console import log
+from toolkit.console import get_logger
 
 from plugins.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
 from plugins.chatbot.dialogue import Conversation, Policy, Understanding
+
+logger = get_logger(__name__)
 
 CHUNK = 64
 OOS_NAMES = ("oos", "out_of_scope", "out-of-scope")
@@ -221,7 +223,7 @@ def _write_report(folder: Path, per_intent: dict[str, dict[str, Any]], errors: l
         writer = csv.writer(f)
         writer.writerow(["text", "intent", "predicted", "confidence"])
         writer.writerows(errors)
-    log(f"report: {folder / 'per_intent.csv'}, {folder / 'errors.csv'} ({len(errors)} errors)")
+    logger.info(f"report: {folder / 'per_intent.csv'}, {folder / 'errors.csv'} ({len(errors)} errors)")
 
 
 def faq_memory(domain: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit import Predictor, Sample, UseCase, hookimpl
 from toolkit.settings import setting
 from toolkit.usecase import Option
 
@@ -97,13 +97,16 @@ class Chatbot(UseCase):
     def commands(self, group) -> None:
         import typer
 
-        @group.command("chat")
+        from toolkit.cli_options import BundleArg, Command, Device, QuantizeRun, Threads, examples
+
+        @group.command("chat", cls=Command, epilog=examples(
+            "aitk chatbot chat bundle", "aitk chatbot chat bundle --log turns.jsonl", "printf 'hi\\nmy card is lost\\n' | aitk chatbot chat bundle --json"))
         def chat(
-            bundle: Annotated[Path, typer.Argument(help="A chatbot bundle directory.")],
-            log: Annotated[Optional[Path], typer.Option("--log", help="Append every turn to this JSONL file.")] = None,
-            device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-            threads: Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime intra-op threads.")] = None,
-            quantize: Annotated[Optional[str], typer.Option("--quantize", help="int8: run the bundle's int8 model.")] = None,
+            bundle: BundleArg,
+            log: Annotated[Optional[Path], typer.Option("--log", metavar="FILE", help="Append every turn to this JSONL file.")] = None,
+            device: Device = "auto",
+            threads: Threads = None,
+            quantize: QuantizeRun = None,
             as_json: Annotated[bool, typer.Option("--json", help="Print each turn as a JSON line.")] = False,
         ) -> None:
             """Chat with a bundle in the terminal (or pipe messages in, one per line). /reset starts over, /quit ends."""
@@ -115,14 +118,12 @@ def chat_loop(bundle_path: Path, log: Optional[Path], device: str, threads: Opti
     import json
 
     from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from toolkit.cli_options import make_runtime
 
     from plugins.chatbot.dialogue import Conversation
     from plugins.chatbot.nlu import NLU, TurnLog
 
-    if quantize not in (None, "int8", "none"):
-        raise AitkError(f"--quantize {quantize!r}: expected int8 or none")
-    nlu = NLU(load_bundle(bundle_path, usecase="chatbot"), Runtime(device=device, threads=threads, int8=quantize == "int8"))
+    nlu = NLU(load_bundle(bundle_path, usecase="chatbot"), make_runtime(device, threads, quantize))
     turn_log = TurnLog(log)
     interactive = sys.stdin.isatty()
     conversation, number = Conversation(nlu.policy), 1

@@ -19,7 +19,7 @@ import toolkit
 import toolkit.train
 from toolkit import AitkError
 from toolkit.bundle import Bundle, BundleWriter
-from toolkit.console import log, progress
+from toolkit.console import get_logger, progress
 from toolkit.onnx_export import export, quantize_dynamic
 from toolkit.runtime import Runtime
 from toolkit.train import seed_everything
@@ -27,6 +27,8 @@ from toolkit.train import seed_everything
 from plugins.chatbot.data import FAQ_PREFIX, MAX_MESSAGE_CHARS, labelled_data
 from plugins.chatbot.model import IntentModel, build_encoder, pad_id
 from plugins.chatbot.nlu import encode, faq_memory, run_model, softmax
+
+logger = get_logger(__name__)
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUTS = ("logits", "embedding")
@@ -57,7 +59,7 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
     pad = pad_id(tokenizer)
     token_ids = [e.ids for e in tokenizer.encode_batch([t[:MAX_MESSAGE_CHARS] for t in texts])]
     train_idx, val_idx = split(targets, config.val_fraction, config.seed)
-    log(f"chatbot: {len(rows)} utterances, {len(labels)} labels ({sum(l.startswith(FAQ_PREFIX) for l in labels)} FAQ), "
+    logger.info(f"chatbot: {len(rows)} utterances, {len(labels)} labels ({sum(l.startswith(FAQ_PREFIX) for l in labels)} FAQ), "
         f"{len(train_idx)} train / {len(val_idx)} validation, encoder {description}{' (frozen)' if config.freeze_encoder else ''}")
     model = IntentModel(encoder, len(labels), config.dropout)
     device = runtime.torch_device()
@@ -168,7 +170,7 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
     if config.freeze_encoder:
         return _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, auto_settings(config)["epochs"])
     if config.probe_epochs and config.encoder != "scratch":
-        log(f"linear probe: {config.probe_epochs} epochs of the head alone on frozen features, then fine-tuning")
+        logger.info(f"linear probe: {config.probe_epochs} epochs of the head alone on frozen features, then fine-tuning")
         _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, config.probe_epochs, _autocast(config, device))
     auto = auto_settings(config)
     model.to(device)
@@ -316,5 +318,5 @@ def _quantize(writer: BundleWriter, session, tokenizer, pad: int, texts: list[st
     if targets is not None:
         result["val_accuracy"] = round(float(np.mean(logits8.argmax(1) == targets[: len(texts)])), 4)
     if result["label_agreement"] < 0.98:
-        log(f"warning: the int8 model agrees with fp32 on only {result['label_agreement']:.1%} of labels")
+        logger.warning(f"the int8 model agrees with fp32 on only {result['label_agreement']:.1%} of labels")
     return result

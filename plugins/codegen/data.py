@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import AitkError, InputError, Record
-from toolkit.console import log
+from toolkit.console import get_logger
+
+logger = get_logger(__name__)
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -85,7 +87,7 @@ def read_sources(files: Iterable[Path]) -> tuple[list[Path], list[str]]:
         except UnicodeDecodeError as e:
             skipped.append(f"{path} (invalid UTF-8 at byte {e.start})")
     if skipped:
-        log(f"skipped {len(skipped)} files: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}")
+        logger.info(f"skipped {len(skipped)} files: {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}")
     return kept, texts
 
 

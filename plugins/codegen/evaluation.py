@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.console import log, progress
+from toolkit.console import get_logger, progress
 
 from plugins.codegen.data import Problem
 from plugins.codegen.generate import Generator, Sampling
 from plugins.codegen.sandbox import describe, run_programs
+
+logger = get_logger(__name__)
 
 
 def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int = 8) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
             new_tokens += sum(len(c.tokens) for c in done)
     generate_s = time.perf_counter() - started
     isolation = describe(timeout, memory_mb, unsafe=unsafe)
-    log(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in {isolation}")
+    logger.info(f"generated {len(completions)} completions ({new_tokens} tokens) in {generate_s:.1f} s; running their tests in {isolation}")
     results = run_programs([p.program(c.text) for p, _, c in completions], timeout=timeout, memory_mb=memory_mb, unsafe=unsafe)
     passed: dict[str, int] = {p.task_id: 0 for p in problems}
     for (p, _, _), result in zip(completions, results):

@@ -11,7 +11,7 @@ import numpy as np
 
 from toolkit import AitkError, __version__, onnx_export
 from toolkit.bundle import Bundle, BundleWriter
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 
 from plugins.codegen.data import load_tokenizer
@@ -21,6 +21,8 @@ from plugins.codegen.model import (
     cache_shape, export_decoder, export_scorer, hf_greedy, load_pretrained, max_positions, parameter_count, special_ids, unique_state_dict,
 )
 
+logger = get_logger(__name__)
+
 
 def write_bundle(out: Path, model, tokenizer, runtime: Runtime, config: Any, context: int, metrics: dict[str, Any],
                  windows: list, heldout: list[str], source: str) -> Bundle:
@@ -29,7 +31,7 @@ def write_bundle(out: Path, model, tokenizer, runtime: Runtime, config: Any, con
     vocab = int(model.config.vocab_size)
     ids = special_ids(model, tokenizer)
     with BundleWriter(out, usecase="codegen", plugin_version=__version__, config=config) as w:
-        log("exporting the KV-cache graph and the token-score graph to ONNX")
+        logger.info("exporting the KV-cache graph and the token-score graph to ONNX")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the parity checks below are the proof
             w.manifest["model"] = export_decoder(model, w.path("model.onnx"), shape, vocab, runtime.fp16)
@@ -77,7 +79,7 @@ def _greedy_check(model, generator, windows: list, vocab: int, new_tokens: int =
     theirs = hf_greedy(model, ids, mask, new_tokens, generator.pad, sorted(generator.eos))
     equal = all(c.tokens == _until_eos(list(map(int, t)), generator.eos) for c, t in zip(ours, theirs))
     if not equal:
-        log("warning: ORT greedy tokens differ from HF generate() on the probe prompts (a near tie in the logits?)")
+        logger.warning("ORT greedy tokens differ from HF generate() on the probe prompts (a near tie in the logits?)")
     return equal
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from toolkit import AitkError, Predictor, Record
-from toolkit.console import log
+from toolkit.console import get_logger
 
 from plugins.codegen.data import prompt_of, read_prompt_records
+
+logger = get_logger(__name__)
 
 ON_LONG = ("truncate", "error")
 
@@ -136,7 +138,7 @@ class Generator:
             for i, completion in zip(good, done):
                 completion.warning = fitted[i][1]
                 if completion.warning:
-                    log(f"warning: {completion.warning}")
+                    logger.warning(completion.warning)
                 results[i] = completion
         return results
 

@@ -12,9 +12,13 @@ from typing import Any
 
 from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
 from toolkit.bundle import Bundle
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 from toolkit.usecase import Option
+
+from plugins.codegen.options import SAMPLING_OPTIONS, default_new_tokens, sampling_from
+
+logger = get_logger(__name__)
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 
@@ -57,16 +61,6 @@ class CodegenConfig:
     seed: int = 0
 
 
-SAMPLING_OPTIONS = [
-    Option("max_new_tokens", int, None, "Most tokens to generate per prompt (default: 128, at most half the context)."),
-    Option("temperature", float, 0.0, "0 = greedy; above 0 samples."),
-    Option("top_k", int, 0, "Sample among the k most likely tokens (0: off)."),
-    Option("top_p", float, 1.0, "Sample among the most likely tokens holding this much probability."),
-    Option("repetition_penalty", float, 1.0, "Above 1 discourages tokens already present."),
-    Option("seed", int, 0, "Sampling seed."),
-]
-
-
 class Codegen(UseCase):
     name = "codegen"
     summary = "Code completion: a decoder-only transformer trained on your code (or imported), KV-cache generation in ONNX Runtime."
@@ -77,7 +71,6 @@ class Codegen(UseCase):
     options = {
         "predict": [
             *SAMPLING_OPTIONS,
-            Option("stop", str, None, 'Stop sequence ("\\n\\n") or a JSON list of them.'),
             Option("on_long", str, "truncate", "A prompt longer than context - max_new_tokens: truncate (keep its end) or error."),
         ],
         "evaluate": [
@@ -126,7 +119,7 @@ class Codegen(UseCase):
             checkpoint.check(config)
         files, texts = corpus.read_sources(corpus.corpus_files(data, config.include))
         train_idx, held_idx = corpus.split_files(files, texts, config.holdout, config.seed)
-        log(f"corpus: {len(files)} files ({len(train_idx)} train, {len(held_idx)} held out), {sum(map(len, texts)) / 1e6:.1f} M characters")
+        logger.info(f"corpus: {len(files)} files ({len(train_idx)} train, {len(held_idx)} held out), {sum(map(len, texts)) / 1e6:.1f} M characters")
         model, tokenizer = None, None
         if config.init:
             model, tokenizer = _init_model(Path(config.init))
@@ -135,7 +128,7 @@ class Codegen(UseCase):
         elif tokenizer is None:
             started = time.perf_counter()
             tokenizer = corpus.train_tokenizer([texts[i] for i in train_idx], config.vocab_size)
-            log(f"tokenizer: {tokenizer.get_vocab_size()} tokens, trained in {time.perf_counter() - started:.1f} s")
+            logger.info(f"tokenizer: {tokenizer.get_vocab_size()} tokens, trained in {time.perf_counter() - started:.1f} s")
         eot, pad = tokenizer.token_to_id(corpus.EOT), tokenizer.token_to_id(corpus.PAD)
         if model is None:
             model = build_model(config.arch, config.size, tokenizer.get_vocab_size(), config.context, eot, pad, config.dropout)
@@ -147,7 +140,7 @@ class Codegen(UseCase):
         state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str())
         metrics = {"train_tokens": int(len(stream)), "steps": state.step, "train_minutes": round(state.seconds / 60, 2), "history": state.history}
         if config.checkpoint_every:
-            log(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
+            logger.info(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
         heldout = [str(files[i]) for i in held_idx]
         from plugins.codegen.export import write_bundle
 
@@ -198,15 +191,10 @@ class Codegen(UseCase):
         return {**{k: metrics[k] for k in headline}, **metrics}
 
     def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
-        from plugins.codegen.generate import CodegenPredictor, Sampling, parse_stop
+        from plugins.codegen.generate import CodegenPredictor
 
-        defaults = {o.name: o.default for o in self.options["predict"]}
-        given = {k: v for k, v in options.items() if v is not None}
-        settings = {**defaults, **given}
-        settings["stop"] = parse_stop(settings["stop"])
-        settings["max_new_tokens"] = settings["max_new_tokens"] or default_new_tokens(bundle)
         generator = self.generator(bundle, runtime)
-        return CodegenPredictor(generator, Sampling(**settings), generator.session.provider)
+        return CodegenPredictor(generator, sampling_from(options, bundle), generator.session.provider)
 
     def serve_routes(self, app, model) -> None:
         """`aitk serve`: OpenAI-compatible POST /v1/completions (plugins/codegen/serve.py)."""
@@ -225,10 +213,6 @@ class Codegen(UseCase):
         from plugins.codegen.commands import add_commands
 
         add_commands(group, self)
-
-
-def default_new_tokens(bundle: Bundle) -> int:
-    return min(128, bundle.assets["context"] // 2)
 
 
 def _init_model(path: Path):

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from toolkit import AitkError
-from toolkit.console import log, progress
+from toolkit.console import get_logger, progress
 from toolkit.train import EarlyStopping
+
+logger = get_logger(__name__)
 
 # Settings a checkpoint must share with the run that resumes it.
 SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context", "seed", "include", "holdout", "init")
@@ -121,7 +123,7 @@ def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: st
     state = TrainState()
     if config.resume:
         state = checkpoint.restore(model, optimizer, stopper, config, device)
-    log(f"training {config.arch}/{config.size} on {len(stream):,} tokens, {len(windows)} held-out windows, "
+    logger.info(f"training {config.arch}/{config.size} on {len(stream):,} tokens, {len(windows)} held-out windows, "
         f"device {device}{', bf16 autocast' if dtype else ''}, steps {state.step}..{config.steps}")
     started = time.perf_counter() - state.seconds
     for step in progress(range(state.step, config.steps), "train", total=config.steps - state.step, unit="step"):
@@ -144,7 +146,7 @@ def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: st
         if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or last or stop):
             checkpoint.save(model, optimizer, stopper, state, config, tokenizer_json)
         if stop or out_of_time:
-            log(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_minutes={config.max_minutes} reached"))
+            logger.info(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_minutes={config.max_minutes} reached"))
             break
     if stopper.best_state is not None:
         stopper.restore_best(model)
@@ -155,7 +157,7 @@ def _evaluate(model, windows, config, device, pad_id, dtype, train_loss: float, 
     val, _ = heldout_loss(model, windows, config.batch_size, pad_id, device, dtype)
     rate = state.step * config.batch_size * config.context / max(state.seconds, 1e-9)
     state.history.append({"step": state.step, "loss": round(train_loss, 4), "heldout_loss": round(val, 4), "seconds": round(state.seconds, 1)})
-    log(f"step {state.step}/{config.steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
+    logger.info(f"step {state.step}/{config.steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
     stop = stopper.step(val, model, state.step)
     state.best, state.best_step, state.bad_evals = stopper.best, stopper.best_epoch, stopper.bad_epochs
     return stop
@@ -220,7 +222,7 @@ class Checkpoint:
             best = {k: v.clone() for k, v in model.state_dict().items()}
             best.update(load_file(self.folder / "best.safetensors", device=device))
             stopper.best_state = best
-        log(f"resuming from {self.folder} at step {state.step}")
+        logger.info(f"resuming from {self.folder} at step {state.step}")
         return state
 
 

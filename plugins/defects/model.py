@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit import AitkError
+from toolkit.console import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
@@ -109,7 +112,7 @@ def build_features(backbone: str, weights: str, layers: list[int], image_size: i
     if weights == "auto":
         source = pretrained_package_weights(backbone)
         if source is None:
-            log(f"no packaged weights for {backbone}: random initialisation (give --set weights=PATH for pretrained ones)")
+            logger.info(f"no packaged weights for {backbone}: random initialisation (give --set weights=PATH for pretrained ones)")
     elif weights != "none":
         source = Path(weights)
     if source is not None:

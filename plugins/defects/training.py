@@ -15,12 +15,14 @@ import torch
 import toolkit
 from toolkit import onnx_export
 from toolkit.bundle import Bundle, BundleWriter
-from toolkit.console import log, progress
+from toolkit.console import get_logger, progress
 from toolkit.runtime import Runtime
 from toolkit.train import seed_everything
 
 from plugins.defects import data as D
 from plugins.defects import model as M
+
+logger = get_logger(__name__)
 
 CALIBRATION_IMAGES = 32
 PARITY_ATOL = 1e-3
@@ -33,7 +35,7 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
         torch.set_num_threads(runtime.threads)
     items = D.load_items(data, "train")
     bank_items, val_items = D.split_validation(items, D.validation_items(data), config.val_fraction, config.seed)
-    log(f"{len(bank_items)} good images for the memory bank, {len(val_items)} for validation "
+    logger.info(f"{len(bank_items)} good images for the memory bank, {len(val_items)} for validation "
         f"({sum(not i.good for i in val_items)} defects)")
     features, info = M.build_features(config.backbone, config.weights, config.layers, config.image_size, log)
     device = runtime.torch_device()
@@ -143,7 +145,7 @@ def build_bank(features: torch.Tensor, config: Any) -> tuple[torch.Tensor, dict]
     size = min(config.memory_size, len(pool))
     started = time.perf_counter()
     bank = pool[M.coreset(pool, size, config.projection, config.seed)].clone()
-    log(f"memory bank: {size} of {len(flat)} patch features ({time.perf_counter() - started:.1f} s)")
+    logger.info(f"memory bank: {size} of {len(flat)} patch features ({time.perf_counter() - started:.1f} s)")
     return bank, {"rows": size, "dim": int(flat.shape[1]), "patches": int(len(flat)), "pool": int(len(pool))}
 
 
@@ -153,7 +155,7 @@ def head_scores(head: M.AnomalyHead, features: torch.Tensor, batch: int = 32) ->
 
 
 def _self_scores(head: M.AnomalyHead, features: torch.Tensor) -> np.ndarray:
-    log("warning: no validation images (val_fraction=0 and no defects): the threshold comes from training images and will be low")
+    logger.warning("no validation images (val_fraction=0 and no defects): the threshold comes from training images and will be low")
     return head_scores(head, features)
 
 
@@ -165,7 +167,7 @@ def fit_classifier(head: M.AnomalyHead, val_items: list[D.Item], val_features: t
         pooled = head.pooled(chosen, head.patch_scores(chosen))
     labels = torch.tensor([types.index(val_items[k].defect_type) for k in rows])
     accuracy = head.classifier.fit(pooled, labels, config.classifier_epochs, config.seed)
-    log(f"defect-type head: {len(types)} types, {len(rows)} images, train accuracy {accuracy:.3f}")
+    logger.info(f"defect-type head: {len(types)} types, {len(rows)} images, train accuracy {accuracy:.3f}")
     return accuracy
 
 
@@ -306,5 +308,5 @@ def int8_report(fp32: Path, int8: Path, items: list[D.Item], defective: np.ndarr
     if defective.any() and not defective.all():
         report["validation_auroc_fp32"] = float(roc_auc_score(defective, fp))
         report["validation_auroc_int8"] = float(roc_auc_score(defective, q))
-    log(f"int8: max score diff {report['max_abs_score_diff']:.4g}, correlation {report['score_corr']:.5f}")
+    logger.info(f"int8: max score diff {report['max_abs_score_diff']:.4g}, correlation {report['score_corr']:.5f}")
     return report

@@ -14,7 +14,9 @@ from plugins.forecast import data, time_features
 from plugins.forecast.data import Series
 from plugins.forecast.predictor import ForecastPredictor, plot_forecast, png_name
 from toolkit import AitkError
-from toolkit.console import log
+from toolkit.console import get_logger
+
+logger = get_logger(__name__)
 
 METRICS = ("smape", "mase", "mse", "mae")
 MAX_PLOTS = 20
@@ -141,7 +143,7 @@ def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stri
         else:
             usable.append(s)
     for reason in list(bad.values())[:5]:
-        log(f"skipped {reason}")
+        logger.info(f"skipped {reason}")
     if not usable:
         raise AitkError(f"no series to evaluate ({len(bad)} left out; the first: {next(iter(bad.values()), 'none')})")
     results = run_backtest(predictor, usable, windows, stride)
@@ -171,4 +173,4 @@ def write_report(report: Path, results: list[Backtest], rows: list[dict[str, Any
         plot_forecast(report / png_name(r.series.id), r.series.id, history, r.series.times[t0 : t0 + H], r.quantiles[-1],
                       predictor.spec.quantiles, predictor.schema.targets, actual=r.actual[-1])
     if len(results) > MAX_PLOTS:
-        log(f"plotted the first {MAX_PLOTS} of {len(results)} series in {report}")
+        logger.info(f"plotted the first {MAX_PLOTS} of {len(results)} series in {report}")

@@ -18,10 +18,12 @@ from plugins.forecast.model import Forecaster, pinball_loss
 from plugins.forecast.plugin import MAX_EPOCH_BATCHES
 from toolkit import AitkError, __version__, onnx_export
 from toolkit.bundle import Bundle, BundleWriter
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 import toolkit.train
 from toolkit.train import seed_everything
+
+logger = get_logger(__name__)
 
 MAX_VAL_WINDOWS = 4096
 
@@ -103,7 +105,7 @@ def _train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, use
     report_skipped(bad)
     if not series:
         raise AitkError(f"{data_path}: no series to train on ({len(bad)} left out; the first: {next(iter(bad.values()), 'none')})")
-    log(f"{len(series)} series, targets {', '.join(schema.targets)}, freq {freq or 'integer steps'}, "
+    logger.info(f"{len(series)} series, targets {', '.join(schema.targets)}, freq {freq or 'integer steps'}, "
         f"context {spec.context_length}, horizon {spec.horizon}, season {spec.season}")
     trained = fit(series, spec, freq, config, runtime)
     trained.metrics.update(series=len(series), skipped_series=len(bad))
@@ -119,9 +121,9 @@ def calendar_span(series: list[Series]) -> float | None:
 
 def report_skipped(bad: dict[str, str], shown: int = 5) -> None:
     for reason in list(bad.values())[:shown]:
-        log(f"skipped {reason}")
+        logger.info(f"skipped {reason}")
     if len(bad) > shown:
-        log(f"skipped {len(bad) - shown} more series")
+        logger.info(f"skipped {len(bad) - shown} more series")
 
 
 @dataclasses.dataclass
@@ -153,7 +155,7 @@ def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     rng = np.random.default_rng(config.seed)
     per_epoch = min(len(train), config.samples_per_epoch or MAX_EPOCH_BATCHES * config.batch_size)
-    log(f"{len(train)} training windows ({per_epoch} per epoch), {len(val)} validation windows, on {device}")
+    logger.info(f"{len(train)} training windows ({per_epoch} per epoch), {len(val)} validation windows, on {device}")
 
     def batches(epoch: int):
         order = rng.permutation(len(train))[:per_epoch]

@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolkit.console import get_logger
 from toolkit.errors import AitkError
 from toolkit.io import base_suffix, has_suffix, open_text
+
+logger = get_logger(__name__)
 
 SUFFIXES = (".csv", ".parquet")
 LABEL_DEFAULTS = ("Class", "label")
@@ -170,12 +173,10 @@ def _pick(wanted: str, defaults: tuple[str, ...], present: list[str], source: Pa
 
 def _detect(column: pd.Series, name: str, source: Path) -> str | None:
     """numeric, categorical, or None for a column that only looks like an id (unique per row)."""
-    from toolkit.console import log
-
     values, bad = parse_numeric(column)
     filled = ~missing_mask(column)
     if not filled.any():
-        log(f"column {name}: empty, not used")
+        logger.info(f"column {name}: empty, not used")
         return None
     if not bad.any():
         return "numeric"
@@ -187,7 +188,7 @@ def _detect(column: pd.Series, name: str, source: Path) -> str | None:
         )
     n_unique = column[filled].nunique()
     if filled.sum() > 50 and n_unique > 0.9 * filled.sum():
-        log(f"column {name}: one value per row (an id?), not used; declare it with --set categorical={name} to use it")
+        logger.info(f"column {name}: one value per row (an id?), not used; declare it with --set categorical={name} to use it")
         return None
     return "categorical"
 

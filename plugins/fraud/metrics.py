@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.console import log
+from toolkit.console import get_logger
+
+logger = get_logger(__name__)
 
 
 def weights(y: np.ndarray, negative_weight: float) -> np.ndarray:
@@ -100,7 +102,7 @@ def choose_threshold(
         if ok.size:
             return float(thresholds[ok[-1]]), f"precision >= {target_precision:g} on validation"
         best = int(np.argmax(precision))
-        log(f"warning: no threshold reaches precision {target_precision:g} on validation; using the most precise one ({precision[best]:.3f})")
+        logger.warning(f"no threshold reaches precision {target_precision:g} on validation; using the most precise one ({precision[best]:.3f})")
         return float(thresholds[best]), f"highest precision on validation ({precision[best]:.3f} < {target_precision:g})"
     if target_recall:
         ok = np.flatnonzero(recall >= target_recall)

@@ -13,7 +13,7 @@ import toolkit
 import toolkit.train
 from toolkit import onnx_export
 from toolkit.bundle import Bundle, BundleWriter
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
 from toolkit.train import seed_everything
@@ -21,6 +21,8 @@ from toolkit.train import seed_everything
 from plugins.fraud import data as fdata
 from plugins.fraud import metrics
 from plugins.fraud.model import FraudModel, build, focal_loss
+
+logger = get_logger(__name__)
 
 
 def train(data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
@@ -32,14 +34,14 @@ def train(data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
     y = fdata.labels(frame, columns.label, data) if columns.label else None
     if y is not None and np.isnan(y).any():
         keep = ~np.isnan(y)
-        log(f"{int((~keep).sum())} rows without a label left out")
+        logger.info(f"{int((~keep).sum())} rows without a label left out")
         frame, y = frame[keep].reset_index(drop=True), y[keep]
     if supervised and not 0 < np.sum(y) < len(y):
         raise AitkError(f"{data}: label column {columns.label!r} needs both fraud (1) and legitimate (0) rows")
     train_rows, val_rows = split(frame, y, columns.time, config, data)
     prep = fdata.Preprocessing.fit(frame.iloc[train_rows], columns, config.min_category_count, config.max_categories)
     numeric, categorical = prep.encode_checked(frame, data)
-    log(
+    logger.info(
         f"{len(frame)} rows ({len(train_rows)} train, {len(val_rows)} validation"
         + (f", {int(y.sum())} frauds" if y is not None else "")
         + f"); {len(columns.numeric)} numeric, {len(columns.categorical)} categorical features"
@@ -74,7 +76,7 @@ def operating_point(model: FraudModel, raw_val: np.ndarray, y_val: np.ndarray | 
     else:
         threshold, rule = 0.5, f"anomaly_rate {config.anomaly_rate:g} of validation rows"
         validation = {"rows": len(raw_val), "flagged": float(np.mean(score_val >= threshold))}
-    log(f"threshold {threshold:.4g} ({rule}); validation " + " ".join(f"{k}={v:.4g}" for k, v in validation.items() if isinstance(v, float)))
+    logger.info(f"threshold {threshold:.4g} ({rule}); validation " + " ".join(f"{k}={v:.4g}" for k, v in validation.items() if isinstance(v, float)))
     return {"calibration": calibration, "threshold": threshold, "rule": rule, "validation": validation}
 
 
@@ -89,7 +91,7 @@ def split(frame, y: np.ndarray | None, time: str | None, config: Any, source: Pa
         train_rows, val_rows = order[: n - n_val], order[n - n_val :]
         if y is None or (0 < y[val_rows].sum() < len(val_rows) and y[train_rows].sum() > 0):
             return np.sort(train_rows), np.sort(val_rows)
-        log("warning: the time split leaves training or validation without one of the classes; splitting at random instead")
+        logger.warning("the time split leaves training or validation without one of the classes; splitting at random instead")
     rng = np.random.default_rng(config.seed)
     if y is None:
         rows = rng.permutation(n)
@@ -139,7 +141,7 @@ def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows
         return {"val_pr_auc": metrics.pr_auc(y[val_rows], _scores_on_cpu(net, tensors, val_rows, device), config.negative_weight)}
 
     result = _fit(net, train_rows, loss, validate, "val_pr_auc", "max", config, device)
-    log(f"best epoch {result.best_epoch}: validation PR-AUC {result.best:.4f}")
+    logger.info(f"best epoch {result.best_epoch}: validation PR-AUC {result.best:.4f}")
 
 
 def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, y_val: np.ndarray | None, config: Any, device: str) -> None:
@@ -156,7 +158,7 @@ def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, 
 
     monitor, mode = ("val_pr_auc", "max") if y_val is not None else ("val_error", "min")
     result = _fit(net, train_rows, loss, validate, monitor, mode, config, device)
-    log(f"best epoch {result.best_epoch}")
+    logger.info(f"best epoch {result.best_epoch}")
 
 
 def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str, config: Any, device: str) -> toolkit.train.FitResult:
@@ -288,5 +290,5 @@ def quantize(src: Path, dst: Path, model: FraudModel, tensors, val_rows) -> dict
     fp32 = runtime.session(src).run(feeds)[0]
     int8 = runtime.session(dst).run(feeds)[0]
     diff = float(np.max(np.abs(fp32 - int8))) if len(fp32) else 0.0
-    log(f"int8 model: max score difference from fp32 on validation {diff:.4g}")
+    logger.info(f"int8 model: max score difference from fp32 on validation {diff:.4g}")
     return {"file": dst.name, "max_abs_score_diff_vs_fp32": diff, "rows": len(val_rows)}

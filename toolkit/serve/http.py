@@ -4,7 +4,6 @@ Retry-After when a model's queue is full, 504 after the request timeout, and nev
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -13,9 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from toolkit.console import get_logger
 from toolkit.serve.batcher import QueueFull
 from toolkit.serve.limits import Limits
 from toolkit.serve.metrics import Metrics
+
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -59,7 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, error: Exception) -> JSONResponse:
-        print(f"error: {request.method} {request.url.path}: {type(error).__name__}: {error}", file=sys.stderr)
+        logger.error(f"{request.method} {request.url.path}: {type(error).__name__}: {error}")
         return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
 
 

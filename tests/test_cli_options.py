@@ -1,0 +1,155 @@
+"""The command-line surface users rely on: one-line usage errors, logging options anywhere, log lines
+that never break a bar, Examples in every help, `--out -`, `--force`, settings files, record counts."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_aitk
+
+from toolkit import console
+from toolkit.counting import count_records
+from toolkit.errors import AitkError
+from toolkit.settings_file import read_settings
+
+
+def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
+    result = run_aitk("wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--device", "gpu", plugins="wine")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: Invalid value for '--device': 'gpu' is not one of 'auto', 'cpu', 'cuda'."
+    quantize = run_aitk("wine", "evaluate", str(tmp_path), str(tmp_path), "--quantize", "fp32", plugins="wine")
+    assert quantize.returncode == 2 and len(quantize.stderr.strip().splitlines()) == 1 and "'int8', 'fp16', 'none'" in quantize.stderr
+    number = run_aitk("wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--threads", "two", plugins="wine")
+    assert number.returncode == 2 and number.stderr.strip() == "error: Invalid value for '--threads': expected an integer"
+
+
+def test_quiet_and_log_options_work_after_the_command(wine, tmp_path):
+    predict = ["wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv")]
+    loud = run_aitk(*predict, "--out", str(tmp_path / "a.jsonl"), plugins="wine")
+    assert loud.returncode == 0 and "records" in loud.stderr
+    quiet = run_aitk(*predict, "--out", str(tmp_path / "b.jsonl"), "--quiet", plugins="wine")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    log = tmp_path / "run.log"
+    logged = run_aitk(*predict, "--out", str(tmp_path / "c.jsonl"), "--log-file", str(log), "-q", plugins="wine")
+    assert logged.returncode == 0 and logged.stderr == ""
+    line = log.read_text().splitlines()[-1]
+    assert " INFO aitk.toolkit.batch: " in line and "records" in line and line[:4].isdigit()  # timestamp first
+    stamped = run_aitk("--log-timestamps", *predict, "--out", str(tmp_path / "d.jsonl"), plugins="wine")
+    assert stamped.stderr[:4].isdigit() and "records" in stamped.stderr
+
+
+def test_log_lines_are_written_through_tqdm_while_a_bar_is_open(monkeypatch, capsys):
+    from tqdm import tqdm
+
+    written = []
+    monkeypatch.setattr(tqdm, "write", classmethod(lambda cls, message, file=None: written.append(message)))
+    monkeypatch.setattr(console, "bars_enabled", lambda: True)
+    console.setup()
+    logger = console.get_logger("tests.bars")
+    try:
+        with console.bar("train", total=3, unit="step") as shown:
+            logger.info("held-out loss 1.23")
+            console.warn_once("a warning once")
+            console.warn_once("a warning once")
+            shown.update(3)
+        logger.info("after the bar")
+    finally:
+        logging.getLogger("aitk").handlers.clear()
+    assert written == ["held-out loss 1.23", "warning: a warning once"]
+    assert capsys.readouterr().err.endswith("after the bar\n")
+
+
+def test_every_help_has_examples_and_names_arguments_by_meaning():
+    script = (
+        "from toolkit.cli import app, add_usecase_commands, _usecases\n"
+        "import typer\n"
+        "for u in _usecases().values(): add_usecase_commands(u)\n"
+        "def walk(command, path):\n"
+        "    subs = getattr(command, 'commands', {})\n"
+        "    for name, sub in subs.items(): yield from walk(sub, [*path, name])\n"
+        "    if not subs: yield path, command\n"
+        "root = typer.main.get_command(app)\n"
+        "for path, command in walk(root, ['aitk']):\n"
+        "    ctx = typer.Context(command, info_name=' '.join(path))\n"
+        "    print(' '.join(path), '|', command.get_help(ctx).replace(chr(10), ' '))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "AITK_LOAD_PLUGINS": "wine,codegen,chatbot"})
+    assert result.returncode == 0, result.stderr
+    helps = dict(line.split(" | ", 1) for line in result.stdout.splitlines())
+    assert {"aitk wine predict", "aitk codegen complete", "aitk chatbot chat", "aitk bundle info", "aitk doctor"} <= set(helps)
+    assert [name for name, text in helps.items() if "Examples:" not in text] == []
+    assert [name for name, text in helps.items() if "{" in text.split("Options:")[0] or "<list[" in text] == []
+    assert "Usage: aitk wine predict [OPTIONS] BUNDLE INPUT..." in helps["aitk wine predict"]
+    assert "Usage: aitk codegen complete [OPTIONS] BUNDLE PROMPT" in helps["aitk codegen complete"]
+    assert "train" not in helps["aitk wine predict"].split("--quantize")[1].split("--engine")[0]
+
+
+def test_out_dash_writes_json_lines_to_stdout(wine, tmp_path):
+    result = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", "-", plugins="wine")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = count_records([wine["data"] / "predict.csv"])
+    assert len(rows) == expected > 0 and all(row["label"] for row in rows)
+    assert not Path("-").exists() and not Path("-.partial.jsonl").exists()
+    clash = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", "-", "--json", plugins="wine")
+    assert clash.returncode == 2 and len(clash.stderr.strip().splitlines()) == 1
+
+
+def test_train_refuses_to_replace_a_bundle_without_force(wine, tmp_path):
+    train = ["wine", "train", str(wine["data"] / "train.csv"), "--set", "epochs=5"]
+    assert run_aitk(*train, "--out", str(tmp_path / "b"), plugins="wine").returncode == 0
+    manifest = (tmp_path / "b/manifest.json").read_text()
+    again = run_aitk(*train, "--out", str(tmp_path / "b"), "--set", "seed=1", plugins="wine")
+    assert again.returncode == 1 and again.stderr.strip() == f"error: --out {tmp_path / 'b'}: a bundle is already there; --force replaces a bundle"
+    assert (tmp_path / "b/manifest.json").read_text() == manifest
+    forced = run_aitk(*train, "--out", str(tmp_path / "b"), "--set", "seed=1", "--force", plugins="wine")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((tmp_path / "b/manifest.json").read_text())["config"]["seed"] == 1
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/keep.csv").write_text("a\n1\n")
+    not_a_bundle = run_aitk(*train, "--out", str(tmp_path / "data"), "--force", plugins="wine")
+    assert not_a_bundle.returncode == 1 and "is not a bundle" in not_a_bundle.stderr and (tmp_path / "data/keep.csv").exists()
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("s.yaml", "hidden: 16\nepochs: [3\n", "s.yaml:3:1: invalid YAML: "),
+    ("s.json", '{"hidden": 16,\n "epochs": }', "s.json:2:12: invalid JSON: Expecting value"),
+    ("s.toml", "hidden = 16\nepochs = \n", "s.toml:2:10: invalid TOML: "),
+])
+def test_a_bad_settings_file_names_file_line_and_column(tmp_path, name, text, where):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(AitkError) as error:
+        read_settings(tmp_path / name)
+    assert str(error.value).startswith(str(tmp_path / where)) and "\n" not in str(error.value)
+
+
+def test_a_settings_file_format_follows_its_extension(tmp_path, wine):
+    (tmp_path / "s.yml").write_text("hidden: 16\n")
+    assert read_settings(tmp_path / "s.yml") == {"hidden": 16}
+    (tmp_path / "s.cfg").write_text("[x]\nhidden = 16\n")
+    with pytest.raises(AitkError, match=r"s\.cfg: a settings file must end in \.json, \.yaml, \.yml, \.toml"):
+        read_settings(tmp_path / "s.cfg")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(AitkError, match="expected a mapping of setting to value, found list"):
+        read_settings(tmp_path / "list.yaml")
+    cli = run_aitk("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--config", str(tmp_path / "s.cfg"), plugins="wine")
+    assert cli.returncode == 1 and len(cli.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()
+
+
+def test_sample_json_says_where_each_part_is(tmp_path):
+    result = run_aitk("wine", "sample", str(tmp_path / "d"), "--json", plugins="wine")
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert Path(written["train"]).is_file() and all(Path(p).is_file() for p in written["predict"])
+
+
+def test_records_are_counted_before_predicting_for_the_bar_total(tmp_path):
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n3,4\n5,6")  # no newline at the end
+    (tmp_path / "lines.jsonl").write_text('{"x": 1}\n{"x": 2}\n')
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    assert count_records([tmp_path / "rows.csv", tmp_path / "lines.jsonl", tmp_path / "image.png"]) == 3 + 2 + 1
+    assert count_records([Path("-")]) is None
