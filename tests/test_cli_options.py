@@ -59,6 +59,7 @@ def test_log_lines_are_written_through_tqdm_while_a_bar_is_open(monkeypatch, cap
         logger.info("after the bar")
     finally:
         logging.getLogger("aitk").handlers.clear()
+        logging.getLogger("aitk").propagate = True
     assert written == ["held-out loss 1.23", "warning: a warning once"]
     assert capsys.readouterr().err.endswith("after the bar\n")
 

@@ -75,10 +75,10 @@ def test_bounds_are_checked_for_values_and_each_list_item():
     assert error({"quantiles": [0.5, 1.0]}) == "setting quantiles=[0.5, 1.0]: expected values < 1"
 
 
-def test_deprecated_names_work_with_a_warning(capsys):
+def test_deprecated_names_work_with_a_warning(caplog):
     config = build_settings(Config, {"lr": "0.01", "layers": [3]})
     assert config.learning_rate == 0.01 and config.feature_stages == [3]
-    warnings = capsys.readouterr().err.strip().splitlines()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and "'lr' is deprecated, use 'learning_rate'" in warnings[0]
     assert error({"lr": 0.1, "learning_rate": 0.2}).startswith("settings 'lr' and 'learning_rate' both given")
 
