@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.console import log
+from toolkit.console import get_logger
 from toolkit.errors import InputError
 from toolkit.io import base_suffix, name_of, open_binary, text_encoding
 from toolkit.usecase import Record
+
+logger = get_logger(__name__)
 
 BLOCK_BYTES = 1 << 20
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -62,11 +64,11 @@ def _file_records(path: Path, schema: Schema) -> Iterator[Record]:
                 yield record
     except InputError as e:
         message = str(e) if str(e).startswith(name) else f"{name}: {e}"
-        log(f"warning: {message}; an error row for the file, the other inputs go on")
+        logger.warning(f"{message}; an error row for the file, the other inputs go on")
         yield Record(id=name, error=message)
         return
     if count == 0:
-        log(f"warning: {name}: no rows, nothing to predict")
+        logger.warning(f"{name}: no rows, nothing to predict")
 
 
 def _records(name: str, batch: _Batch, schema: Schema) -> Iterator[Record]:
