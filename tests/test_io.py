@@ -43,10 +43,10 @@ def test_utf16_without_bom_is_an_error_not_garbage(tmp_path):
         open_text(path).read()
 
 
-def test_empty_file_gives_a_warning(tmp_path, capsys):
+def test_empty_file_gives_a_warning(tmp_path, caplog):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     assert list(read_lines(tmp_path / "empty.jsonl")) == []
-    assert "warning: " in capsys.readouterr().err
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "empty, no records" in caplog.records[0].getMessage()
 
 
 def test_folders_find_gzipped_inputs_and_name_what_they_looked_for(tmp_path):
