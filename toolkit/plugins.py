@@ -60,7 +60,7 @@ def get_usecases() -> dict:
                 if taken is not None and taken is not usecase:
                     clash = f"use case {usecase.name!r} is already registered by plugin {taken.plugin!r}; this one is not loaded"
                     load_errors[_plugin] = "; ".join(filter(None, [load_errors.get(_plugin), clash]))
-                    print(f"warning: plugin {_plugin!r}: {clash}", file=sys.stderr)
+                    logger.warning(f"plugin {_plugin!r}: {clash}")
                     return
                 usecase.plugin = _plugin
                 _usecases[usecase.name] = usecase

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import log
+from toolkit.console import get_logger
+
+logger = get_logger(__name__)
 
 MAX_TABLE_ROWS = 100
 
@@ -93,7 +95,7 @@ def write_index(folder: Path, title: str, metrics: dict[str, Any]) -> Path:
     tmp = folder / ".index.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, index)
-    log(f"report: {index} ({len(pngs)} plots)")
+    logger.info(f"report: {index} ({len(pngs)} plots)")
     return index
 
 
