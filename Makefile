@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 bubblewrap:
 	@command -v bwrap >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap)
 
-# The report test opens `evaluate --report`'s index.html in headless Chromium (Debian/Ubuntu packages).
+# Tests drive a real headless Chromium (Debian/Ubuntu packages): `evaluate --report`'s index.html
+# and the `aitk serve` chat page.
 chromium:
-	@command -v chromedriver >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
 demo: $(STAMP) bubblewrap
 	$(BIN)/aitk demo

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +238,67 @@ def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
         served = served_rows(c, "chatbot", lines)
     assert without_ids(served) == without_ids(batch)
     assert "error" in served[3]
+
+
+def test_serve_conversations_carry_slots_and_hand_off_like_batch_conversations(bot, tmp_path):
+    """Server-side conversations answer turn by turn exactly as a conversation in batch predict
+    does (slots asked for and filled across turns, hand-off sticking); they expire when idle."""
+    from serve_client import client
+
+    lines = [{"conversation": ["I want my money back for a purchase", "it was 19.99 EUR", "yesterday"]},
+             {"conversation": ["I need a human", "hello?"]}]
+    _, batch = predict(bot, tmp_path, lines)
+    with client(bot["bundle"], session_ttl_s=1.5) as c:
+        for line, row in zip(lines, batch):
+            opened = c.post("/v1/chatbot/conversations")
+            assert opened.status_code == 201
+            url = f"/v1/chatbot/conversations/{opened.json()['id']}"
+            turns = [c.post(url + "/messages", json={"text": text}).json() for text in line["conversation"]]
+            assert [{k: v for k, v in t.items() if k not in ("conversation", "turn", "handed_off")} for t in turns] == row["turns"]
+            assert turns[-1]["handed_off"] == row["handed_off"] and [t["turn"] for t in turns] == [1, 2, 3][:len(turns)]
+        assert turns[-1]["action"] == "handed_off" and c.get(url).json()["handed_off"]
+        assert c.post(url + "/messages", json={"txt": "hi"}).json()["field"] == "text"
+        time.sleep(2)
+        expired = c.post(url + "/messages", json={"text": "hello"})
+        assert expired.status_code == 404 and "expired" in expired.json()["error"]
+
+
+def test_chat_page_in_a_real_browser_asks_for_a_slot_and_hands_off(bot):
+    """The /chat page in headless Chromium: type messages, read the replies, through a slot
+    question and a hand-off to a person."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from serve_client import server
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={bot['root'] / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    with server(str(bot["bundle"])) as (_, url):
+        browser = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        try:
+            browser.get(url + "/chat")
+            wait = WebDriverWait(browser, 20)
+            wait.until(lambda b: b.find_element(By.ID, "log").get_attribute("data-conversation"))
+
+            def say(text: str):
+                before = len(browser.find_elements(By.CSS_SELECTOR, ".bot"))
+                box = browser.find_element(By.ID, "message")
+                box.send_keys(text)
+                browser.find_element(By.ID, "send").click()
+                wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".bot")) > before)
+                reply = browser.find_elements(By.CSS_SELECTOR, ".bot")[-1]
+                return reply.get_attribute("data-action"), reply.text
+
+            assert say("I want my money back for a purchase")[0] == "ask_slot"
+            assert say("it was 19.99 EUR")[0] == "ask_slot"
+            action, reply = say("yesterday")
+            assert action == "respond" and "19.99 EUR" in reply
+            assert say("I need a human")[0] == "handoff"
+            assert "A person will take over" in browser.find_elements(By.CSS_SELECTOR, ".note")[-1].text
+            assert say("hello?")[0] == "handed_off"
+        finally:
+            browser.quit()

@@ -94,6 +94,12 @@ class Chatbot(UseCase):
 
         return ChatPredictor(NLU(bundle, runtime), TurnLog(options.get("log")))
 
+    def serve_routes(self, app, model) -> None:
+        """`aitk serve`: conversations kept on the server, and a chat page at /chat (plugins/chatbot/serve.py)."""
+        from plugins.chatbot.serve import add_routes
+
+        add_routes(app, model)
+
     def commands(self, group) -> None:
         import typer
 
