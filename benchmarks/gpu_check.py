@@ -28,6 +28,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ class Check:
         self.deadline = time.monotonic() + args.budget
         self.scale = args.budget / DEFAULT_BUDGET
         self.log = open(args.out / "log.txt", "w")
+        self.lock, self.local = threading.Lock(), threading.local()  # the CPU reference runs beside the device's
 
     def row(self, usecase: str, step: str, device: str, precision: str, status: str, seconds: float, result: str, **details: Any) -> dict:
         row = {"usecase": usecase, "step": step, "device": device, "precision": precision, "status": status,
@@ -163,9 +165,10 @@ class Check:
             out, err = process.communicate()
             code = "timeout"
         seconds = time.monotonic() - started
-        self.log.write(f"==== {name} (exit {code}, {seconds:.1f} s): {' '.join(command)}\n{err}\n")
-        self.log.flush()
-        self.last_error = _last_line(err)
+        with self.lock:
+            self.log.write(f"==== {name} (exit {code}, {seconds:.1f} s): {' '.join(command)}\n{err}\n")
+            self.log.flush()
+        self.local.error = _last_line(err)
         return code, out, seconds
 
     def aitk(self, name: str, record: Path, args: list, kind: str, until: float) -> tuple[int | str, Any, float]:
@@ -179,7 +182,7 @@ class Check:
     def failure(self, code: int | str) -> str:
         if code == "not run":
             return "not run: time budget spent"
-        return f"FAILED: {'timed out' if code == 'timeout' else f'exit {code}'}: {self.last_error}"
+        return f"FAILED: {'timed out' if code == 'timeout' else f'exit {code}'}: {getattr(self.local, 'error', '')}"
 
 
 def _last_line(text: str) -> str:

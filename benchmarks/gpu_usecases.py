@@ -8,6 +8,7 @@ import importlib.util
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,13 @@ def check_usecase(check, usecase, work: Path, device: str, until: float, args) -
     if not train(check, name, sample, bundle, work, device, until):
         return
     tolerance = tolerances(check, name, bundle, until)
-    devices = [("test", device), ("reference", "cpu")]
-    for precision in ("fp32", "fp16"):
-        for role, on in devices:
-            run_pair(check, name, sample, bundle, work / f"{role}-{precision}", on, precision, until)
-        compare_runs(check, name, work, device, precision, tolerance)
+    with ThreadPoolExecutor(2) as pool:  # the CPU reference runs while the device under test runs
+        for precision in ("fp32", "fp16"):
+            runs = [pool.submit(run_pair, check, name, sample, bundle, work / f"{role}-{precision}", on, precision, until)
+                    for role, on in (("test", device), ("reference", "cpu"))]
+            for run in runs:
+                check.row(**run.result())
+            compare_runs(check, name, work, device, precision, tolerance)
     if name in SPEED:
         speed(check, name, bundle, sample, work, device, until, args.rounds)
 
@@ -148,8 +151,8 @@ def _parities(value: Any):
             yield from _parities(item)
 
 
-def run_pair(check, name: str, sample, bundle: Path, base: Path, device: str, precision: str, until: float) -> None:
-    """`evaluate` then `predict` on one device and precision; one row: exit codes, providers, metrics, speed."""
+def run_pair(check, name: str, sample, bundle: Path, base: Path, device: str, precision: str, until: float) -> dict[str, Any]:
+    """`evaluate` then `predict` on one device and precision; the row: exit codes, providers, metrics, speed."""
     quantize = ["--quantize", "fp16"] if precision == "fp16" else []
     code, metrics, eval_s = check.aitk(f"{name} evaluate {device} {precision}", base.with_name(base.name + "-evaluate"),
                                        [name, "evaluate", bundle, sample.evaluate, "--device", device, *quantize], "run", until)
@@ -172,7 +175,8 @@ def run_pair(check, name: str, sample, bundle: Path, base: Path, device: str, pr
     used = {f"{s['model']}": s["provider"] for s in on_device}
     result = f"{headline(metrics)}; predict {summary['ok']} ok, {summary['failed']} failed, {summary['records_per_s']} records/s" if summary and metrics else ""
     status = "ok" if not problems else ("not run: time budget spent" if all("not run" in p for p in problems) else "FAILED: " + "; ".join(problems))
-    check.row(name, "evaluate+predict", device, precision, status, eval_s + predict_s, f"{result}; sessions {used}" if used else result, metrics=metrics, summary=summary)
+    return {"usecase": name, "step": "evaluate+predict", "device": device, "precision": precision, "status": status, "seconds": eval_s + predict_s,
+            "result": f"{result}; sessions {used}" if used else result, "metrics": metrics, "summary": summary}
 
 
 def compare_runs(check, name: str, work: Path, device: str, precision: str, tolerance) -> None:
