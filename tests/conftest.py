@@ -29,3 +29,14 @@ def wine(tmp_path_factory) -> dict[str, Path]:
     trained = run_aitk("wine", "train", str(root / "data/train.csv"), "--out", str(root / "bundle"), plugins="wine")
     assert trained.returncode == 0, trained.stderr
     return {"data": root / "data", "bundle": root / "bundle"}
+
+
+def assert_report(folder: Path, *plots: str) -> None:
+    """``evaluate --report`` wrote ``plots`` and an index.html with every PNG of the folder inline."""
+    import re
+
+    for name in plots:
+        assert (folder / name).stat().st_size > 1000, name
+    page = (folder / "index.html").read_text()
+    inline = re.findall(r"<img src='data:image/png;base64,", page)
+    assert len(inline) == len(list(folder.rglob("*.png"))) >= len(plots)

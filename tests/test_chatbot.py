@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_aitk
+from conftest import assert_report, run_aitk
 
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -128,6 +128,7 @@ def test_evaluate_reports_accuracy_f1_per_intent_and_oos_recall(bot, tmp_path):
     assert metrics["oos_recall"] >= 0.6 and metrics["oos_examples"] == 15
     assert metrics["per_intent"]["change_pin"]["support"] == 15
     assert (tmp_path / "report" / "per_intent.csv").exists()
+    assert_report(tmp_path / "report", "confusion_matrix.png", "confidence.png")
 
 
 def test_onnx_matches_torch(bot):

@@ -207,7 +207,58 @@ def evaluate(bundle, data: Path, runtime, report: Path | None = None) -> dict[st
     metrics["per_intent"] = per_intent
     if report is not None:
         _write_report(Path(report), per_intent, [(texts[i], truth[i], predicted[i], float(probs[i].max())) for i in scored if truth[i] != predicted[i]])
+        plot_confusions(y_true, y_pred, Path(report) / "confusion_matrix.png")
+        plot_confidence(probs.max(axis=1)[scored], np.array([a == b for a, b in zip(y_true, y_pred)]), nlu.policy.threshold, Path(report) / "confidence.png")
     return metrics
+
+
+def plot_confusions(y_true: list[str], y_pred: list[str], path: Path, top: int = 15) -> None:
+    """Confusion matrix (rows true, columns predicted, row-normalised) over only the ``top``
+    intents most involved in confusions, so it stays readable with 77+ intents."""
+    from sklearn.metrics import confusion_matrix
+
+    from toolkit.report import pyplot, save_figure
+
+    labels = sorted(set(y_true) | set(y_pred))
+    counts = confusion_matrix(y_true, y_pred, labels=labels)
+    off = counts - np.diag(np.diag(counts))
+    involved = off.sum(axis=0) + off.sum(axis=1)
+    keep = [i for i in np.argsort(-involved, kind="stable")[:top] if involved[i] > 0] or list(range(min(top, len(labels))))
+    keep = sorted(keep)
+    sub = counts[np.ix_(keep, keep)].astype(float)
+    shown = sub / np.maximum(counts[keep].sum(axis=1, keepdims=True), 1)
+    plt = pyplot()
+    size = 3 + 0.45 * len(keep)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    names = [labels[i] for i in keep]
+    ax.set_xticks(range(len(keep)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(keep)), names, fontsize=8)
+    for r in range(len(keep)):
+        for c in range(len(keep)):
+            if sub[r, c]:
+                ax.text(c, r, int(sub[r, c]), ha="center", va="center", fontsize=7, color="white" if shown[r, c] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=f"most confused intents ({len(keep)} of {len(labels)}; share of the true intent)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_confidence(confidence: np.ndarray, correct: np.ndarray, threshold: float, path: Path) -> None:
+    """Histogram of the top intent's probability, right and wrong predictions apart, with the
+    dialogue's confidence threshold (below it the bot asks again instead of answering)."""
+    from toolkit.report import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 26)
+    ax.hist(confidence[correct], bins=bins, alpha=0.6, label=f"right ({int(correct.sum())})")
+    ax.hist(confidence[~correct], bins=bins, alpha=0.6, label=f"wrong ({int((~correct).sum())})")
+    ax.axvline(threshold, color="C3", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set(xlabel="confidence (top intent probability)", ylabel="utterances", title="confidence")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def _write_report(folder: Path, per_intent: dict[str, dict[str, Any]], errors: list[tuple[str, str, str, float]]) -> None:

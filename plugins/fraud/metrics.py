@@ -151,3 +151,31 @@ def summary(y: np.ndarray, score: np.ndarray, threshold: float, negative_weight:
         "cost_fn": float(cost_fn),
         "cost_fp": float(cost_fp),
     }
+
+
+def plot_threshold(y: np.ndarray, score: np.ndarray, negative_weight: float, threshold: float, cost_fn: float, cost_fp: float, path: Path) -> None:
+    """Two panels: the score distribution of each class (log counts) with the threshold, and
+    precision, recall and expected cost (right axis) against the threshold."""
+    from toolkit.report import pyplot, save_figure
+
+    plt = pyplot()
+    fig, (dist, sweep) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.linspace(float(score.min()), float(score.max()) + 1e-9, 50)
+    dist.hist(score[y <= 0.5], bins=bins, alpha=0.6, label=f"legitimate ({int(np.sum(y <= 0.5))})", log=True)
+    dist.hist(score[y > 0.5], bins=bins, alpha=0.6, label=f"fraud ({int(np.sum(y > 0.5))})", log=True)
+    dist.axvline(threshold, color="C3", linestyle="--", label=f"threshold {threshold:.3g}")
+    dist.set(xlabel="score", ylabel="rows (log)", title="score distribution by class")
+    dist.legend()
+    cuts, tp, fp, fn = curve(y, score, negative_weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sweep.plot(cuts, tp / (tp + fp), label="precision")
+        sweep.plot(cuts, tp / (tp + fn), label="recall")
+    sweep.axvline(threshold, color="C3", linestyle="--", label="threshold")
+    sweep.set(xlabel="threshold (flag score >= threshold)", ylabel="precision / recall", ylim=(0, 1.02), title=f"against the threshold (negatives x{negative_weight:g})")
+    right = sweep.twinx()
+    right.plot(cuts, cost_fn * fn + cost_fp * fp, color="C2", label=f"expected cost (fn {cost_fn:g}, fp {cost_fp:g})")
+    right.set_ylabel("expected cost")
+    right.legend(loc="upper center")
+    sweep.legend(loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, path)

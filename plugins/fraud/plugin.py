@@ -134,6 +134,7 @@ class Fraud(UseCase):
             report = Path(report)
             report.mkdir(parents=True, exist_ok=True)
             metrics.plot_pr(y, score, weight, threshold, report / "pr_curve.png", f"{Path(data).name} (negatives x{weight:g})")
+            metrics.plot_threshold(y, score, weight, threshold, cost_fn, cost_fp, report / "threshold.png")
             result["pr_curve"] = str(report / "pr_curve.png")
         return result
 
