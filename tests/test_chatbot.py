@@ -142,7 +142,7 @@ def test_onnx_matches_torch(bot):
     from toolkit.runtime import Runtime
 
     bundle = load_bundle(bot["bundle"], usecase="chatbot")
-    assert bundle.manifest["model"]["parity"]["label_agreement"] == 1.0
+    assert bundle.graph()["parity"]["label_agreement"] == 1.0
     encoder = BertModel(BertConfig(**bundle.read_json("encoder_config.json")), add_pooling_layer=False)
     model = IntentModel(encoder, len(bundle.assets["labels"]))
     model.load_state_dict(bundle.read_weights())
@@ -197,7 +197,7 @@ def test_scratch_encoder_with_bpe_and_int8(bot, tmp_path):
                    "--set", "num_heads=2", "--set", "epochs=3", "--set", "max_length=24", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
     manifest = json.loads((tmp_path / "scratch" / "manifest.json").read_text())
-    assert manifest["model_int8"]["label_agreement"] > 0.9 and (tmp_path / "scratch" / "model.int8.onnx").exists()
+    assert manifest["graphs"]["model"]["variants"]["int8"]["label_agreement"] > 0.9 and (tmp_path / "scratch" / "model.int8.onnx").exists()
     result = aitk("chatbot", "chat", str(tmp_path / "scratch"), "--quantize", "int8", "--json", stdin="hello\n")
     assert result.returncode == 0 and json.loads(result.stdout)["reply"]
 

@@ -51,8 +51,8 @@ def test_a_few_training_steps_lower_the_held_out_loss(trained):
     assert [h["step"] for h in history] == [20, 40, 60]
     assert history[-1]["heldout_loss"] < history[0]["heldout_loss"] < math.log(512)
     assert metrics["heldout_perplexity"] == pytest.approx(math.exp(metrics["heldout_loss"]))
-    assert manifest["model"]["greedy_equals_hf_generate"] is True
-    assert manifest["model"]["parity"]["max_abs_diff"]["logits"] < 1e-3
+    assert manifest["graphs"]["model"]["greedy_equals_hf_generate"] is True
+    assert manifest["graphs"]["model"]["parity"]["max_abs_diff"]["logits"] < 1e-3
     assert {"model.onnx", "score.onnx", "tokenizer.json", "weights.safetensors"} <= set(manifest["files"])
 
 
@@ -210,7 +210,7 @@ def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):
     summary = json.loads(result.stdout)
     assert summary["model_type"] == "llama" and summary["kv_heads"] == 2 and summary["greedy_equals_hf_generate"] is True
     manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
-    assert "model.int8.onnx" in manifest["files"] and 0 <= manifest["model_int8"]["greedy_tokens_equal_fp32"] <= 1
+    assert "model.int8.onnx" in manifest["files"] and 0 <= manifest["graphs"]["model"]["variants"]["int8"]["greedy_tokens_equal_fp32"] <= 1
     completed = codegen("complete", tmp_path / "bundle", "def f(x):", "--max-new-tokens", "5", "--quantize", "int8")
     assert completed.returncode == 0, completed.stderr
     missing = codegen("import", tmp_path, "--out", tmp_path / "b2")

@@ -55,10 +55,10 @@ def test_onnx_model_matches_torch_rebuilt_from_the_bundle_weights(trained):
     with torch.no_grad():
         expected = [t.numpy() for t in model.eval()(torch.from_numpy(images))]
     got = Runtime(device="cpu").session(bundle.file("model.onnx"))(images)
-    assert [o["name"] for o in bundle.manifest["model"]["schema"]["outputs"]] == ["anomaly_map", "score", "defect_probs"]
+    assert [o["name"] for o in bundle.graph()["schema"]["outputs"]] == ["anomaly_map", "score", "defect_probs"]
     for want, have in zip(expected, got):
         np.testing.assert_allclose(have, want, atol=1e-3, rtol=1e-4)
-    assert bundle.has("model.int8.onnx") and "threshold_int8" in bundle.assets
+    assert "int8" in bundle.variants() and "threshold_int8" in bundle.assets
 
 
 def test_predict_over_a_folder_writes_rows_heatmaps_and_error_rows(trained, tmp_path):

@@ -63,7 +63,7 @@ def test_onnx_matches_torch_on_a_real_window(trained):
     from toolkit.runtime import Runtime
 
     bundle = load_bundle(trained["bundle"], usecase="forecast")
-    assert bundle.manifest["model"]["parity"]["max_abs_diff"]["quantiles"] <= 1e-4
+    assert bundle.graph()["parity"]["max_abs_diff"]["quantiles"] <= 1e-4
     usecase = Forecast()
     predictor = usecase.load(bundle, Runtime(device="cpu", threads=1))
     window = predictor.decode(next(iter(predictor.read([trained["series"]]))))
@@ -123,7 +123,7 @@ def test_unknown_or_missing_columns_get_one_line_errors(trained, tmp_path):
 
 def test_int8_model_is_written_checked_and_used(trained):
     manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
-    int8 = manifest["model"]["int8"]
+    int8 = manifest["graphs"]["model"]["variants"]["int8"]
     assert int8["quantiles_ordered"] and int8["pinball_int8"] < 1.2 * int8["pinball_fp32"]
     import onnx
 

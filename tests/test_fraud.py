@@ -116,7 +116,7 @@ def test_onnx_matches_torch(work):
     np.testing.assert_allclose(got, want, atol=1e-5)
     int8 = Runtime(device="cpu").session(bundle.file("model.int8.onnx"))(numeric, categorical)[0]
     assert np.abs(int8 - want).max() < 0.05
-    assert bundle.manifest["model"]["parity"]["max_abs_diff"]["score"] <= 1e-3
+    assert bundle.graph()["parity"]["max_abs_diff"]["score"] <= 1e-3
 
 
 def test_predict_scores_flags_and_explains(work):

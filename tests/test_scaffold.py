@@ -16,7 +16,7 @@ def test_new_plugin_installs_appears_and_passes_its_test(tmp_path):
     site = tmp_path / "site"
     install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(package)]
     subprocess.run(install, check=True, capture_output=True)
-    env = {"PYTHONPATH": str(site)}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     listed = run_aitk("plugins", env=env, plugins="churn")
     assert "churn" in listed.stdout and "aitk-churn" in listed.stdout
     tests = subprocess.run(

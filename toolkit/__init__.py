@@ -2,7 +2,7 @@
 
 from toolkit.errors import AitkError, DeviceError, InputError
 from toolkit.hookspecs import hookimpl
-from toolkit.usecase import Predictor, Record, Sample, UseCase
+from toolkit.usecase import Graph, Predictor, Record, Sample, TrainResult, UseCase
 
 __version__ = "0.1.0"
-__all__ = ["AitkError", "DeviceError", "InputError", "Predictor", "Record", "Sample", "UseCase", "hookimpl"]
+__all__ = ["AitkError", "DeviceError", "InputError", "Graph", "Predictor", "Record", "Sample", "TrainResult", "UseCase", "hookimpl"]

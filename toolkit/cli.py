@@ -175,12 +175,13 @@ def bundle_info(bundle: BundleArg, as_json: AsJson = False) -> None:
         "bundle": str(bundle),
         "usecase": manifest["usecase"],
         "created": manifest["created"],
-        "plugin_version": manifest["plugin_version"],
+        "plugin": f"{manifest['plugin']['name']} {manifest['plugin']['version']}",
+        "format_version": manifest["format_version"],
         "checksums": f"{len(sizes)} files verified",
         "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
-        "config": manifest.get("config", {}),
-        "metrics": manifest.get("metrics", {}),
-        "model": manifest.get("model", {}),
+        "config": manifest["config"],
+        "metrics": manifest["metrics"],
+        "graphs": manifest["graphs"],
     })
 
 
@@ -233,9 +234,11 @@ def add_usecase_commands(usecase: UseCase) -> None:
         settings = read_settings(config) if config else {}
         settings.update(parse_settings(set_ or []))
         settings.update({k: v for k, v in options.items() if v is not None})
-        runtime = make_runtime(device, threads, quantize)
+        from toolkit.package import train_bundle
+
+        variants = [] if quantize in (None, "none") else [quantize]
         started = time.perf_counter()
-        bundle = usecase.train(data, out, usecase.config_from(settings), runtime)
+        bundle = train_bundle(usecase, data, out, usecase.config_from(settings), make_runtime(device, threads, None), variants)
         logger.info(f"bundle written to {bundle.path} in {time.perf_counter() - started:.1f} s")
         print_metrics(bundle.metrics, as_json)
 

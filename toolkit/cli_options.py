@@ -79,7 +79,7 @@ def make_runtime(device: str, threads: int | None, quantize: str | None) -> Runt
     """The Runtime the shared options describe (``quantize`` None or "none": the fp32 model)."""
     from toolkit.runtime import Runtime
 
-    return Runtime(device=device, threads=threads, int8=quantize == "int8", fp16=quantize == "fp16")
+    return Runtime(device=device, threads=threads, variant=None if quantize in (None, "none") else quantize)
 
 
 def check_replaceable(out: Path, force: bool) -> None:

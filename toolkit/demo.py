@@ -37,11 +37,12 @@ def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: 
 def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any]:
     from toolkit.batch import expand_inputs, run_batch
     from toolkit.bundle import load_bundle
+    from toolkit.package import train_bundle
     from toolkit.report import finish
 
     started = time.perf_counter()
     sample = usecase.sample(out / "sample")
-    bundle = usecase.train(sample.train, out / "bundle", usecase.config_from(sample.settings), runtime)
+    bundle = train_bundle(usecase, sample.train, out / "bundle", usecase.config_from(sample.settings), runtime)
     trained = time.perf_counter()
     bundle = load_bundle(bundle.path, usecase=usecase.name)
     metrics = usecase.evaluate(bundle, sample.evaluate, runtime, report=out / "report")

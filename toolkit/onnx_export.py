@@ -6,6 +6,7 @@ BundleWriter block never commits a bad export. The returned dict goes into the m
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -98,6 +99,24 @@ def check_parity(
     return result
 
 
+def compare(reference: Path, other: Path, inputs: tuple, output_names: Sequence[str], label_output: str | None = None) -> dict[str, Any]:
+    """How far ``other`` (an int8 graph, say) is from ``reference`` in ONNX Runtime (CPU) on ``inputs``:
+    the largest absolute difference of each output, and the share of equal labels for ``label_output``."""
+    import numpy as np
+
+    from toolkit.runtime import Runtime
+
+    cpu = Runtime(device="cpu")
+    feeds = [t.detach().cpu().numpy() for t in inputs]
+    want, have = cpu.session(Path(reference))(*feeds), cpu.session(Path(other))(*feeds)
+    result: dict[str, Any] = {"max_abs_diff": {}, "batch": int(feeds[0].shape[0])}
+    for name, a, b in zip(output_names, want, have):
+        result["max_abs_diff"][name] = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+        if name == label_output:
+            result["label_agreement"] = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    return result
+
+
 FP16_ATOL, FP16_RTOL = 1e-2, 2e-2  # float16 keeps ~3 significant digits; errors grow with an output's scale
 FP16_KEEP_FP32 = ["LSTM", "GRU", "RNN"]  # no float16 kernels in the CPU provider, where the check runs
 
@@ -154,9 +173,13 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     del model.graph.value_info[:]  # stale shapes make the quantizer's shape inference fail
     cleaned = Path(dst).with_suffix(".prep.onnx")
     onnx.save(model, str(cleaned))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
     try:
         ort_quantize_dynamic(str(cleaned), str(dst), weight_type=QuantType.QInt8)
     finally:
+        root.setLevel(level)
         cleaned.unlink(missing_ok=True)
 
 

@@ -6,7 +6,7 @@ AITK_STRICT_PLUGINS=1 makes a load error fatal; AITK_LOAD_PLUGINS=a,b loads only
 from __future__ import annotations
 
 import os
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 
 import pluggy
 
@@ -96,3 +96,21 @@ def plugin_info() -> list[dict]:
             "error": load_errors.get(ep.name),
         })
     return rows
+
+
+def distribution_of(usecase) -> dict[str, str]:
+    """``{"name", "version"}`` of the installed distribution that provides ``usecase``: the one whose
+    entry point registered it, else (a use case made outside the plugin manager, in a script) the one
+    that installs its top-level module. AitkError when it is not installed."""
+    plugin = getattr(usecase, "plugin", None)
+    for ep in entry_points(group="aitk"):
+        if ep.name == plugin and ep.dist is not None:
+            return {"name": ep.dist.name, "version": ep.dist.version}
+    module = type(usecase).__module__.split(".")[0]
+    for name in packages_distributions().get(module, []):
+        try:
+            return {"name": name, "version": version(name)}
+        except PackageNotFoundError:
+            continue
+    raise AitkError(f"use case {usecase.name!r}: its module {module!r} is not part of an installed distribution "
+                    "(pip install it, e.g. pip install -e .), so a bundle cannot record the plugin's version")

@@ -13,6 +13,7 @@ from typing import Any
 
 from toolkit.console import warn_once
 from toolkit.errors import AitkError, DeviceError
+from toolkit.manifest import VARIANTS, variant_file
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -21,33 +22,48 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class Runtime:
-    """How to run models: ``device`` (auto, cpu, cuda), ORT intra-op ``threads`` (None: all cores)."""
+    """How to run models: ``device`` (auto, cpu, cuda), ORT intra-op ``threads`` (None: all cores), and
+    the bundle ``variant`` to run (None: fp32; "int8": the CPU path; "fp16": the CUDA path).
+
+    What a bundle holds (which variants to write) is a training setting, not the runtime's."""
 
     device: str = "auto"
     threads: int | None = None
-    int8: bool = False
-    """Training also writes an int8 model; predicting runs it on CPU when the bundle has one."""
-    fp16: bool = False
-    """Training also writes an fp16 model (for the CUDA provider); predicting runs it when the bundle has one."""
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise AitkError(f"--device {self.device!r}: expected one of {', '.join(DEVICES)}")
+        if self.variant not in (None, *VARIANTS):
+            raise AitkError(f"--quantize {self.variant!r}: expected one of {', '.join(VARIANTS)}")
+
+    @property
+    def int8(self) -> bool:  # transitional: plugins not yet on toolkit.package write the variant the runtime names
+        return self.variant == "int8"
+
+    @property
+    def fp16(self) -> bool:  # transitional, like int8
+        return self.variant == "fp16"
 
     def session(self, model: Path | bytes) -> OrtSession:
         return OrtSession(model, self)
 
-    def model_file(self, bundle) -> Path:
-        """The bundle's ONNX file this runtime should run: int8 on CPU, or fp16, when asked for and present
-        (int8 is a CPU path: under CUDA the fp32 model runs)."""
-        wanted = "model.int8.onnx" if self.int8 and self.provider() == CPU else "model.fp16.onnx" if self.fp16 else None
-        if wanted and bundle.has(wanted):
-            if wanted == "model.fp16.onnx" and self.provider() == CPU:
-                warn_once("float16 is for the CUDA provider; on the CPU it is no faster than fp32")
-            return bundle.file(wanted)
-        if wanted:
-            warn_once(f"this bundle has no {wanted} (train with --quantize {wanted.split('.')[1]} to add one); running model.onnx")
-        return bundle.file("model.onnx")
+    def variant_for(self, bundle, graph: str = "model") -> str | None:
+        """The variant of ``graph`` this runtime runs: the one asked for when the bundle has it, else
+        None (fp32). int8 is a CPU path: under CUDA the fp32 graph runs."""
+        if self.variant is None or (self.variant == "int8" and self.provider() != CPU):
+            return None
+        if self.variant not in bundle.variants(graph):
+            warn_once(f"this bundle has no {variant_file(graph, self.variant)} (train with --quantize {self.variant} "
+                      f"to add one); running {bundle.model_file(None, graph).name}")
+            return None
+        if self.variant == "fp16" and self.provider() == CPU:
+            warn_once("float16 is for the CUDA provider; on the CPU it is no faster than fp32")
+        return self.variant
+
+    def model_file(self, bundle, graph: str = "model") -> Path:
+        """The ONNX file of ``graph`` this runtime runs (see ``variant_for``)."""
+        return bundle.model_file(self.variant_for(bundle, graph), graph)
 
     def provider(self) -> str:
         """The provider sessions will ask for; raises DeviceError when ``cuda`` cannot be had."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -50,6 +50,62 @@ class Option:
     type: type
     default: Any = None
     help: str = ""
+
+
+Check = Callable[[str, Path, Path], dict[str, Any]]
+
+
+@dataclass
+class Graph:
+    """One ONNX graph of a bundle, exported from a torch module and checked against it.
+
+    ``name``: "model" is the graph predict runs; its files are NAME.onnx and NAME.VARIANT.onnx.
+    ``dynamic_axes`` defaults to axis 0 ("batch") of every input and output; ``parity_inputs``
+    (default: the example inputs) should hold another batch size, to prove the dynamic axis;
+    ``label_output`` names a score output whose argmax must agree with torch's (classifiers).
+
+    ``variants``: the variants this graph may have; those asked for at training are written.
+    ``calibration``: feeds ({input name: array}) for static int8, calibrated (convolutional models);
+    None means dynamic int8 (MatMul, Gemm and LSTM weights).
+    ``parts``: graphs exported one by one (each checked against its own module) and chained into
+    this one, each part's outputs feeding the next part's inputs of the same name; a variant then
+    converts only the parts whose ``variants`` allow it (a distance head kept in fp32, say).
+    ``prepare(path)`` rewrites an exported file in place before the parity check (fold Pad into Conv...).
+    ``check(variant, path, fp32_path) -> dict`` runs after each file of the graph is written
+    ("fp32" for the graph itself); what it returns joins that file's manifest entry. It may add to
+    the result's metrics, assets and files (figures measured on the exported graph)."""
+
+    module: Any
+    example_inputs: tuple
+    input_names: Sequence[str]
+    output_names: Sequence[str]
+    name: str = "model"
+    dynamic_axes: dict[str, dict[int, str]] | None = None
+    parity_inputs: tuple | None = None
+    atol: float = 1e-4
+    label_output: str | None = None
+    variants: tuple[str, ...] = ("int8", "fp16")
+    calibration: Iterable[dict[str, Any]] | None = None
+    parts: list[Graph] = field(default_factory=list)
+    prepare: Callable[[Path], None] | None = None
+    check: Check | None = None
+
+
+@dataclass
+class TrainResult:
+    """What ``UseCase.train`` learned, everything a bundle is made of.
+
+    ``graphs``: the ONNX graphs, one named "model". ``weights``: a state dict, saved as
+    weights.safetensors (to fine-tune or rebuild the torch model). ``assets``: JSON settings predict
+    needs (preprocessing, labels, thresholds). ``files``: extra bundle files by name: a numpy array
+    (NAME.npy), a JSON value (NAME.json), text or bytes (written as given), or a Path (copied).
+    ``metrics``: figures measured at training (JSON)."""
+
+    graphs: list[Graph]
+    weights: dict[str, Any]
+    assets: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Predictor:
@@ -120,7 +176,9 @@ class UseCase:
     def sample(self, out: Path) -> Sample:
         raise NotImplementedError
 
-    def train(self, data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
+    def train(self, data: Path, out: Path, config: Any, runtime: Runtime) -> TrainResult:
+        """Train on ``data`` with the settings ``config``; the core packages the result as the bundle
+        ``out`` (``out`` is given for what lives beside it, such as checkpoints)."""
         raise NotImplementedError
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:

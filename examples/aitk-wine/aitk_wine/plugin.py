@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from toolkit import Predictor, Record, Sample, UseCase, __version__, hookimpl
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import Graph, Predictor, Record, Sample, TrainResult, UseCase, hookimpl
+from toolkit.bundle import Bundle
 from toolkit.runtime import Runtime
 from toolkit.settings import setting
 
@@ -44,35 +44,26 @@ class Wine(UseCase):
         train, test, predict = data.write_sample(out)
         return Sample(train=train, evaluate=test, predict=[predict])
 
-    def train(self, data_path: Path, out: Path, config: Config, runtime: Runtime) -> Bundle:
+    def train(self, data_path: Path, out: Path, config: Config, runtime: Runtime) -> TrainResult:
         import numpy as np
         import torch
 
-        from toolkit import onnx_export
         from toolkit.tables import value_ranges
         from toolkit.train import seed_everything
-
-        from aitk_wine.model import TabularClassifier
 
         seed_everything(config.seed)
         x, labels, features = data.read_table(data_path, config.label)
         classes = sorted(set(labels))
         y = np.array([classes.index(label) for label in labels])
         model = fit(x, y, len(classes), config)
-        with BundleWriter(out, usecase=self.name, plugin_version=__version__, config=config) as bundle:
-            example = torch.from_numpy(x[:4])
-            bundle.manifest["model"] = onnx_export.export(
-                model, (example,), bundle.path("model.onnx"), ["features"], ["probabilities"],
-                parity_inputs=(torch.from_numpy(x[:7]),), label_output="probabilities", fp16=runtime.fp16,
-            )
-            if runtime.int8:
-                onnx_export.quantize_dynamic(bundle.path("model.onnx"), bundle.path("model.int8.onnx"))
-            bundle.write_weights(model.state_dict())
-            bundle.manifest["assets"] = {
-                "features": features, "classes": classes, "label": config.label, "ranges": value_ranges(x),
-            }
-            bundle.manifest["metrics"] = {"train_accuracy": float((model(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())}
-            return bundle.commit()
+        graph = Graph(model, (torch.from_numpy(x[:4]),), ["features"], ["probabilities"],
+                      parity_inputs=(torch.from_numpy(x[:7]),), label_output="probabilities")
+        return TrainResult(
+            graphs=[graph],
+            weights=model.state_dict(),
+            assets={"features": features, "classes": classes, "label": config.label, "ranges": value_ranges(x)},
+            metrics={"train_accuracy": float((model(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())},
+        )
 
     def evaluate(self, bundle: Bundle, data_path: Path, runtime: Runtime, report: Path | None = None) -> dict[str, Any]:
         import numpy as np

@@ -1,0 +1,131 @@
+"""The bundle manifest's schema, owned by the core: what every bundle records, checked when it is
+written and when it is read. A bundle of format 1 is read through ``from_format_1``.
+
+Format 2 (``manifest.json``)::
+
+    format_version   2 (an integer)
+    usecase          the use case's name
+    plugin           {"name", "version"}: the distribution that registered the use case
+    toolkit_version  the aitk that wrote the bundle
+    created          ISO 8601 time, UTC
+    config           the training settings
+    graphs           {"model": GRAPH, ...}: the ONNX graphs; "model" is the one predict runs
+    assets           the use case's JSON settings (preprocessing, thresholds, labels...)
+    metrics          figures measured at training
+    files            {relative path: sha256} of every other file in the bundle
+
+    GRAPH = {"file", "schema" (inputs, outputs), "parity" (the check against torch),
+             "variants": {"int8" | "fp16": {"file", ...its checks}}, ...the use case's checks}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from toolkit.errors import AitkError
+
+FORMAT_VERSION = 2
+VARIANTS = ("int8", "fp16")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def variant_file(graph: str, variant: str | None) -> str:
+    """The file name of ``graph``'s ONNX file: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``."""
+    return f"{graph}.onnx" if variant is None else f"{graph}.{variant}.onnx"
+
+
+def validate(manifest: Any, where: str) -> dict[str, Any]:
+    """``manifest`` if it has every field of format 2 with the right type; else AitkError naming
+    ``where`` (the bundle) and the field."""
+    top = _mapping(manifest, "manifest", where)
+    version = top.get("format_version")
+    if type(version) is not int:  # 1.0 and true are not format versions
+        raise AitkError(f"{where}: manifest field format_version: expected an integer, got {version!r}")
+    for key in ("usecase", "toolkit_version", "created"):
+        _text(top, key, where)
+    plugin = _field(top, "plugin", dict, where)
+    for key in ("name", "version"):
+        _text(plugin, key, where, "plugin.")
+    for key in ("config", "assets", "metrics"):
+        _field(top, key, dict, where)
+    files = _field(top, "files", dict, where)
+    for name, digest in files.items():
+        if not isinstance(digest, str) or not SHA256.fullmatch(digest):
+            raise AitkError(f"{where}: manifest field files.{name}: expected a sha256 digest, got {digest!r}")
+    graphs = _field(top, "graphs", dict, where)
+    if "model" not in graphs:
+        raise AitkError(f"{where}: manifest field graphs: no 'model' graph")
+    for name, graph in graphs.items():
+        _graph(graph, f"graphs.{name}.", files, where)
+    return top
+
+
+def _graph(graph: Any, prefix: str, files: dict, where: str) -> None:
+    graph = _mapping(graph, prefix.rstrip("."), where)
+    _listed(graph, prefix, files, where)
+    _field(graph, "schema", dict, where, prefix)
+    _field(graph, "parity", dict, where, prefix)
+    for variant, entry in _field(graph, "variants", dict, where, prefix).items():
+        if variant not in VARIANTS:
+            raise AitkError(f"{where}: manifest field {prefix}variants: unknown variant {variant!r} (expected {' or '.join(VARIANTS)})")
+        _listed(_mapping(entry, f"{prefix}variants.{variant}", where), f"{prefix}variants.{variant}.", files, where)
+
+
+def _listed(entry: dict, prefix: str, files: dict, where: str) -> None:
+    name = _text(entry, "file", where, prefix)
+    if name not in files:
+        raise AitkError(f"{where}: manifest field {prefix}file: {name!r} is not among the bundle's files")
+
+
+def _mapping(value: Any, field: str, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise AitkError(f"{where}: manifest field {field}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _field(mapping: dict, key: str, kind: type, where: str, prefix: str = "") -> Any:
+    if key not in mapping:
+        raise AitkError(f"{where}: manifest field {prefix}{key} is missing")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise AitkError(f"{where}: manifest field {prefix}{key}: expected {_names[kind]}, got {type(value).__name__}")
+    return value
+
+
+def _text(mapping: dict, key: str, where: str, prefix: str = "") -> str:
+    value = _field(mapping, key, str, where, prefix)
+    if not value:
+        raise AitkError(f"{where}: manifest field {prefix}{key}: expected a non-empty string")
+    return value
+
+
+_names = {dict: "an object", str: "a string", list: "a list"}
+
+
+def from_format_1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 manifest as format 2. Format 1 kept the main graph under ``model`` (with codegen's
+    second graph under ``model.score`` and the fp16 variant under ``model.fp16``), the int8 variant
+    under ``model_int8`` (forecast: ``model.int8``), and ``plugin_version`` (aitk's own version)."""
+    upgraded = {k: v for k, v in manifest.items() if k not in ("model", "model_int8", "plugin_version")}
+    version = str(manifest.get("plugin_version", "unknown"))
+    upgraded.update(format_version=FORMAT_VERSION, plugin={"name": "aitk", "version": version}, toolkit_version=version)
+    for key in ("config", "assets", "metrics"):
+        upgraded.setdefault(key, {})
+    model = manifest.get("model")
+    if not isinstance(model, dict):
+        upgraded["graphs"] = model  # validate() names what is wrong
+        return upgraded
+    model = dict(model)
+    graphs: dict[str, Any] = {}
+    if isinstance(model.get("score"), dict):
+        graphs["score"] = {**model.pop("score"), "variants": {}}
+    variants = {v: model.pop(v) for v in VARIANTS if isinstance(model.get(v), dict)}
+    if isinstance(manifest.get("model_int8"), dict):
+        variants["int8"] = manifest["model_int8"]
+    for variant in VARIANTS:  # format 1 found variants by file name; some plugins wrote no entry
+        if variant not in variants and variant_file("model", variant) in manifest.get("files", {}):
+            variants[variant] = {"file": variant_file("model", variant)}
+    graphs = {"model": {**model, "variants": variants}, **graphs}
+    upgraded["graphs"] = graphs
+    return upgraded
