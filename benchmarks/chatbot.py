@@ -64,7 +64,7 @@ def run(work: Path) -> None:
     from plugins.chatbot.nlu import evaluate
 
     fp32 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads))
-    int8 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads, int8=True))
+    int8 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads, variant="int8"))
     setting = ", ".join([f"{args.epochs} epochs, max_len {args.max_len}, lr {args.lr:g}, batch {args.batch_size}", *args.set])
     rows.append((f"fine-tuned MiniLM, ORT fp32 ({setting})", f"{fp32['accuracy']:.2%} (macro F1 {fp32['macro_f1']:.3f})", f"{train_s:.0f} s training"))
     rows.append(("fine-tuned MiniLM, ORT int8 dynamic", f"{int8['accuracy']:.2%} (macro F1 {int8['macro_f1']:.3f})", ""))
@@ -146,8 +146,10 @@ def fine_tune(train_csv: Path, out: Path, args):
     settings = {"epochs": args.epochs, "max_length": args.max_len, "learning_rate": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0}
     settings.update(item.split("=", 1) for item in args.set)
     config = usecase.config_from(settings)
-    runtime = Runtime(device="cpu", threads=args.threads, int8=True)
-    return usecase.train(train_csv, out, config, runtime), runtime
+    from toolkit.package import train_bundle
+
+    runtime = Runtime(device="cpu", threads=args.threads)
+    return train_bundle(usecase, train_csv, out, config, runtime, ["int8"]), runtime
 
 
 def speed_table(bundle, test_csv: Path, args) -> dict:
@@ -170,8 +172,8 @@ def speed_table(bundle, test_csv: Path, args) -> dict:
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"])
     pad = bundle.assets["pad_id"]
     sessions = {
-        "ORT fp32": Runtime(device="cpu", threads=args.threads).session(bundle.file("model.onnx")),
-        "ORT int8": Runtime(device="cpu", threads=args.threads).session(bundle.file("model.int8.onnx")),
+        "ORT fp32": Runtime(device="cpu", threads=args.threads).session(bundle.model_file()),
+        "ORT int8": Runtime(device="cpu", threads=args.threads).session(bundle.model_file("int8")),
     }
 
     def torch_run(ids, mask):
@@ -194,7 +196,7 @@ def speed_table(bundle, test_csv: Path, args) -> dict:
 
     latency = []
     for label, int8 in (("ORT fp32", False), ("ORT int8", True)):
-        nlu = NLU(bundle, Runtime(device="cpu", threads=args.threads, int8=int8))
+        nlu = NLU(bundle, Runtime(device="cpu", threads=args.threads, variant="int8" if int8 else None))
         samples = []
         for text in texts[:200]:
             started = time.perf_counter()

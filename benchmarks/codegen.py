@@ -78,6 +78,7 @@ def main() -> None:
 
 def build(args, out: Path, size: str, vocab: int, minutes: float):
     """A bundle trained by the plugin for ``minutes`` (0: no step at all, random weights) with int8 and fp16 too."""
+    from toolkit.package import train_bundle
     from toolkit.runtime import Runtime
 
     from plugins.codegen.plugin import Codegen
@@ -88,7 +89,7 @@ def build(args, out: Path, size: str, vocab: int, minutes: float):
         "lr": args.lr, "warmup": 50, "steps": 1_000_000 if minutes else 0, "max_minutes": minutes, "eval_every": 100,
         "eval_tokens": 16384, "patience": 0, "checkpoint_every": 0,
     })
-    return load(usecase.train(args.corpus, out, config, Runtime(device="cpu", threads=args.threads, int8=True, fp16=True)).path)
+    return load(train_bundle(usecase, args.corpus, out, config, Runtime(device="cpu", threads=args.threads), ["int8", "fp16"]).path)
 
 
 def load(path: Path):
@@ -118,9 +119,9 @@ def speed(bundle, args, work: Path) -> list[list]:
 
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"))
     runtime = Runtime(device=args.device, threads=args.threads)
-    sessions = {name: runtime.session(bundle.file(name)) for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx") if bundle.has(name)}
-    print(f"{args.device}: torch on {args.device}, ONNX Runtime sessions got " + ", ".join(f"{n} {s.provider}" for n, s in sessions.items()))
-    fp32 = Generator(sessions["model.onnx"], tokenizer, bundle.assets)
+    sessions = {name: runtime.session(bundle.model_file(name)) for name in (None, *bundle.variants())}
+    print(f"{args.device}: torch on {args.device}, ONNX Runtime sessions got " + ", ".join(f"{n or 'fp32'} {s.provider}" for n, s in sessions.items()))
+    fp32 = Generator(sessions[None], tokenizer, bundle.assets)
     model = load_bundle_model(bundle)
     no_cache = NoCacheGenerator(model, work / "nocache.onnx", runtime, fp32)  # exported from the model on the CPU
     model.to(args.device)
@@ -136,8 +137,8 @@ def speed(bundle, args, work: Path) -> list[list]:
         "HF generate() with KV cache, torch fp32 (peer)": run_hf,
         "ORT with KV cache, fp32": lambda batch: [c.tokens for c in fp32.generate(batch, sampling, [0] * len(batch))],
     }
-    for name, label in (("model.fp16.onnx", "ORT with KV cache, fp16"), ("model.int8.onnx", "ORT with KV cache, int8 dynamic")):
-        if name in sessions and not (name == "model.int8.onnx" and args.device != "cpu"):  # int8 is the CPU path
+    for name, label in (("fp16", "ORT with KV cache, fp16"), ("int8", "ORT with KV cache, int8 dynamic")):
+        if name in sessions and not (name == "int8" and args.device != "cpu"):  # int8 is the CPU path
             other = Generator(sessions[name], tokenizer, bundle.assets)
             variants[label] = lambda batch, g=other: [c.tokens for c in g.generate(batch, sampling, [0] * len(batch))]
     rates: dict[str, dict[int, float]] = {name: {} for name in [*variants, "ORT without KV cache, fp32 (1 round)"]}

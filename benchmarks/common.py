@@ -13,12 +13,13 @@ from pathlib import Path
 def trained_usecase(name: str, work: Path):
     """(usecase, bundle, sample) for an installed use case, trained on its own sample data."""
     from toolkit.bundle import load_bundle
+    from toolkit.package import train_bundle
     from toolkit.plugins import get_usecases
     from toolkit.runtime import Runtime
 
     usecase = get_usecases()[name]
     sample = usecase.sample(work / "sample")
-    bundle = usecase.train(sample.train, work / "bundle", usecase.config_from(sample.settings), Runtime(device="cpu"))
+    bundle = train_bundle(usecase, sample.train, work / "bundle", usecase.config_from(sample.settings), Runtime(device="cpu"))
     return usecase, load_bundle(bundle.path, usecase=name), sample
 
 

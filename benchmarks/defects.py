@@ -150,10 +150,10 @@ def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "
     model.load_state_dict(weights)
     model.to(device)
     runtime = Runtime(device=device, threads=threads)
-    files = {"ORT fp32": "model.onnx", "ORT fp16 (backbone)": "model.fp16.onnx"}
+    files = {"ORT fp32": None, "ORT fp16 (backbone)": "fp16"}
     if device == "cpu":  # int8 is the CPU path
-        files["ORT int8 (static, backbone)"] = "model.int8.onnx"
-    sessions = {name: runtime.session(bundle.file(file)) for name, file in files.items() if bundle.has(file)}
+        files["ORT int8 (static, backbone)"] = "int8"
+    sessions = {name: runtime.session(bundle.model_file(variant)) for name, variant in files.items() if variant in (None, *bundle.variants())}
     print(f"{device}: torch on {device}, ONNX Runtime sessions got " + ", ".join(f"{n} {s.provider}" for n, s in sessions.items()))
 
     def torch_eager(x):
@@ -187,6 +187,7 @@ def main() -> None:
     import toolkit.console
     from plugins.defects import data as D
     from plugins.defects.plugin import Defects
+    from toolkit.package import train_bundle
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
 
@@ -199,12 +200,12 @@ def main() -> None:
     config = usecase.config_from(settings)
 
     started = time.perf_counter()
-    usecase.train(manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads, int8=True, fp16=True))
+    train_bundle(usecase, manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads), ["int8", "fp16"])
     train_s = time.perf_counter() - started
     bundle = load_bundle(work / "bundle", usecase="defects")
     results = {}
     for p in ("fp32", "int8", "fp16"):  # on the CPU: the same numbers a GPU gives, up to rounding
-        runtime = Runtime(device="cpu", threads=args.threads, int8=p == "int8", fp16=p == "fp16")
+        runtime = Runtime(device="cpu", threads=args.threads, variant=None if p == "fp32" else p)
         results[f"PatchCore {p} (ORT)"] = usecase.evaluate(bundle, manifest, runtime, report=work / f"report_{p}")
     probe = linear_probe(args.data.resolve(), args.image_size, args.threads)
     ceiling = mask_probe(args.data.resolve(), config, args.threads)
@@ -213,7 +214,7 @@ def main() -> None:
     images = next(image_batches(test, args.image_size, args.batch))
     speeds = speed(bundle, images, args.threads, args.rounds, args.device)
     paths = [i.image for i in test]
-    files = {p: predict_files(usecase, bundle, paths, work / f"pred_{p}.jsonl", Runtime(device=args.device, threads=args.threads, int8=p == "int8", fp16=p == "fp16"))
+    files = {p: predict_files(usecase, bundle, paths, work / f"pred_{p}.jsonl", Runtime(device=args.device, threads=args.threads, variant=None if p == "fp32" else p))
              for p in ("fp32", "int8" if args.device == "cpu" else "fp16")}
 
     fp32, int8 = results["PatchCore fp32 (ORT)"], results["PatchCore int8 (ORT)"]

@@ -39,6 +39,7 @@ def ett(args, work: Path) -> list[dict]:
     from plugins.forecast import data
     from plugins.forecast.backtest import run_backtest
     from plugins.forecast.plugin import Forecast
+    from toolkit.package import train_bundle
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
 
@@ -57,7 +58,7 @@ def ett(args, work: Path) -> list[dict]:
             "hidden_size": args.hidden, "num_layers": args.layers, "epochs": args.epochs, "patience": args.patience,
             "samples_per_epoch": args.samples, "batch_size": 64, "learning_rate": args.lr,
         })
-        bundle = load_bundle(usecase.train(train_file, work / f"ett{horizon}", config, runtime).path)
+        bundle = load_bundle(train_bundle(usecase, train_file, work / f"ett{horizon}", config, runtime).path)
         trained = time.perf_counter() - started
         predictor = usecase.load(bundle, runtime)
         series = data.prepare("ETTh1", frame.set_axis(pd.RangeIndex(1, len(frame) + 1)), predictor.schema, predictor.schema.freq, False)
@@ -83,6 +84,7 @@ def m4(args, work: Path) -> dict:
 
     from plugins.forecast import data
     from plugins.forecast.plugin import Forecast
+    from toolkit.package import train_bundle
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
 
@@ -95,7 +97,7 @@ def m4(args, work: Path) -> dict:
         "samples_per_epoch": args.samples, "batch_size": 64, "learning_rate": args.lr, "val_fraction": 0.1,
     })
     started = time.perf_counter()
-    bundle = load_bundle(usecase.train(train_file, work / "m4", config, runtime).path)
+    bundle = load_bundle(train_bundle(usecase, train_file, work / "m4", config, runtime).path)
     trained = time.perf_counter() - started
     predictor = usecase.load(bundle, runtime)
     records = list(predictor.read([train_file]))
@@ -124,6 +126,7 @@ def latency(args, work: Path) -> dict:
 
     from plugins.forecast.fit import torch_model
     from plugins.forecast.plugin import Forecast
+    from toolkit.package import train_bundle
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
 
@@ -134,7 +137,7 @@ def latency(args, work: Path) -> dict:
     usecase, runtime = Forecast(), Runtime(device="cpu", threads=args.latency_threads)
     config = usecase.config_from({"target": "OT", "horizon": 24, "context_length": 168, "hidden_size": 128, "num_layers": 2,
                                   "epochs": 1, "samples_per_epoch": 256})
-    bundle = load_bundle(usecase.train(path, work / "latency", config, runtime).path)
+    bundle = load_bundle(train_bundle(usecase, path, work / "latency", config, runtime).path)
     predictor = usecase.load(bundle, runtime)
     (record,) = list(predictor.read([path]))
     window = predictor.decode(record)

@@ -69,6 +69,7 @@ def accuracy(tmp: Path, settings: dict[str, str], seeds: int, threads: int):
     from plugins.fraud import data as fdata
     from plugins.fraud import metrics
     from plugins.fraud.plugin import Fraud
+    from toolkit.package import train_bundle
     from toolkit.bundle import load_bundle
     from toolkit.runtime import Runtime
 
@@ -80,10 +81,10 @@ def accuracy(tmp: Path, settings: dict[str, str], seeds: int, threads: int):
     for seed in range(seeds):
         config = fraud.config_from({**settings, "seed": seed, "negative_weight": NEGATIVE_WEIGHT})
         started = time.perf_counter()
-        bundle = load_bundle(fraud.train(tmp / "train.csv", tmp / f"bundle{seed}", config, Runtime(device="cpu", threads=threads, int8=True)).path)
+        bundle = load_bundle(train_bundle(fraud, tmp / "train.csv", tmp / f"bundle{seed}", config, Runtime(device="cpu", threads=threads), ["int8"]).path)
         seconds = time.perf_counter() - started
         for name, int8 in (("aitk", False), ("aitk int8", True)):
-            m = fraud.evaluate(bundle, tmp / "test.csv", Runtime(device="cpu", threads=threads, int8=int8))
+            m = fraud.evaluate(bundle, tmp / "test.csv", Runtime(device="cpu", threads=threads, variant="int8" if int8 else None))
             results[name].append({"pr_auc": m["pr_auc"], "roc_auc": m["roc_auc"], "recall_at_1pct_fpr": m["recall_at_1pct_fpr"], "train_s": seconds})
         features = fdata.Preprocessing.from_json(bundle.read_json("preprocessing.json")).columns.features
         started = time.perf_counter()
@@ -131,8 +132,8 @@ def engines(bundle, booster, test: pd.DataFrame, threads: int) -> dict[str, obje
     numeric, categorical, _, _ = prep.encode(batch)
     feeds = {"numeric": numeric} | ({"categorical": categorical} if categorical.shape[1] else {})
     runtime = Runtime(device="cpu", threads=threads)
-    fp32 = runtime.session(bundle.file("model.onnx"))
-    int8 = runtime.session(bundle.file("model.int8.onnx"))
+    fp32 = runtime.session(bundle.model_file())
+    int8 = runtime.session(bundle.model_file("int8"))
 
     config = Fraud().config_from(bundle.config)
     model = FraudModel(build(config.model, prep.numeric, prep.vocab_sizes, config), bool(prep.numeric), bool(prep.categorical))

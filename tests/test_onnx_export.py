@@ -61,15 +61,22 @@ class LastStep(torch.nn.Module):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the LSTM's shape checks, traced as constants
 @pytest.mark.parametrize("make, shape", [(small_cnn, (5, 3, 16, 16)), (LastStep, (5, 12, 3))])
-def test_fp16_export_is_written_beside_the_fp32_one_and_checked_against_torch(tmp_path, make, shape):
+def test_fp16_variant_is_written_beside_the_fp32_one_and_checked_against_torch(tmp_path, make, shape):
+    from toolkit import Graph, TrainResult
+    from toolkit.package import package
+
+    class Usecase:
+        name, plugin = "wine", "fraud"  # the fraud entry point: a plugin of the aitk distribution
+
     torch.manual_seed(0)
     model, x = make().eval(), torch.randn(*shape)
-    info = export(model, (x[:2],), tmp_path / "m.onnx", ["x"], ["y"], parity_inputs=(x,), fp16=True)
-    assert info["fp16"]["file"] == "m.fp16.onnx" and info["fp16"]["parity"]["max_abs_diff"]["y"] > 0
-    graph = onnx.load(str(tmp_path / "m.fp16.onnx")).graph
+    bundle = package(TrainResult([Graph(model, (x[:2],), ["x"], ["y"], parity_inputs=(x,))], model.state_dict()), tmp_path / "b", Usecase(), {}, ["fp16"])
+    info = bundle.graph()["variants"]["fp16"]
+    assert info["file"] == "model.fp16.onnx" and info["parity"]["max_abs_diff"]["y"] > 0
+    graph = onnx.load(str(bundle.model_file("fp16"))).graph
     assert onnx.TensorProto.FLOAT16 in {t.data_type for t in graph.initializer}
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed what they fed before
-    (got,) = Runtime(device="cpu").session(tmp_path / "m.fp16.onnx")(x.numpy())
+    (got,) = Runtime(device="cpu").session(bundle.model_file("fp16"))(x.numpy())
     assert got.dtype == np.float32 and np.allclose(got, model(x).detach().numpy(), atol=0.05)
 
 

@@ -126,10 +126,8 @@ class BundleWriter:
     Use as a context manager: leaving the block by an exception (a failed parity check, Ctrl-C,
     SIGTERM) removes the temporary directory and leaves any existing bundle at ``out`` untouched."""
 
-    def __init__(self, out: Path, usecase: str, plugin: dict[str, str] | None = None, config: Any = None, plugin_version: str | None = None):
+    def __init__(self, out: Path, usecase: str, plugin: dict[str, str], config: Any = None):
         from toolkit import __version__
-
-        plugin = plugin or {"name": "aitk", "version": plugin_version or __version__}  # transitional: plugins not yet on toolkit.package
 
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,8 +178,6 @@ class BundleWriter:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, self.path(name))
 
     def commit(self) -> Bundle:
-        if "model" in self.manifest:  # transitional: a plugin not yet on toolkit.package wrote the format-1 layout
-            self.manifest = schema.from_format_1({**self.manifest, "format_version": 1, "plugin_version": self.manifest["plugin"]["version"]})
         files = sorted(p for p in self.dir.rglob("*") if p.is_file())
         self.manifest["files"] = {p.relative_to(self.dir).as_posix(): _sha256(p)[0] for p in files}
         self.manifest = schema.validate(jsonable(self.manifest), str(self.out))

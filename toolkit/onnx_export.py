@@ -1,8 +1,8 @@
 """torch -> ONNX with dynamic batch axes, a parity check against torch, int8 quantization and fp16.
 
 ``export`` writes the ONNX file, runs it in ONNX Runtime (CPU) beside the torch module on the
-same inputs and raises ParityError when they disagree, so a caller writing a bundle inside a
-BundleWriter block never commits a bad export. The returned dict goes into the manifest."""
+same inputs and raises ParityError when they disagree, so ``toolkit.package`` never commits a
+bad export. The returned dict goes into the manifest."""
 
 from __future__ import annotations
 
@@ -26,14 +26,12 @@ def export(
     atol: float = 1e-4,
     label_output: str | None = None,
     opset: int = 17,
-    fp16: bool = False,
 ) -> dict[str, Any]:
     """Export ``module`` and check it; returns the model's schema and parity for the manifest.
 
     ``dynamic_axes`` defaults to axis 0 ("batch") of every input and output. ``parity_inputs``
     (default ``example_inputs``) should hold a batch size other than the export's to prove the
-    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers).
-    ``fp16`` also writes and checks the float16 model beside it (see ``write_fp16``)."""
+    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers)."""
     import torch
 
     module = module.eval()
@@ -53,10 +51,7 @@ def export(
             dynamo=False,
         )
     parity = check_parity(module, path, parity_inputs or example_inputs, output_names, atol, label_output)
-    result = {"file": Path(path).name, "schema": onnx_schema(path), "parity": parity}
-    if fp16:
-        result["fp16"] = write_fp16(module, path, parity_inputs or example_inputs, output_names, label_output)
-    return result
+    return {"file": Path(path).name, "schema": onnx_schema(path), "parity": parity}
 
 
 def check_parity(
@@ -121,14 +116,6 @@ FP16_ATOL, FP16_RTOL = 1e-2, 2e-2  # float16 keeps ~3 significant digits; errors
 FP16_KEEP_FP32 = ["LSTM", "GRU", "RNN"]  # no float16 kernels in the CPU provider, where the check runs
 
 
-def write_fp16(module, src: Path, inputs: tuple, output_names: Sequence[str], label_output: str | None = None) -> dict[str, Any]:
-    """Write ``src`` in float16 beside it as ``<stem>.fp16.onnx`` (see ``convert_fp16``) and check it
-    against torch like the fp32 export, with a tolerance relative to each output's scale."""
-    dst = Path(src).with_name(f"{Path(src).stem}.fp16.onnx")
-    convert_fp16(src, dst)
-    return {"file": dst.name, "parity": check_parity(module, dst, inputs, output_names, FP16_ATOL, label_output, FP16_RTOL)}
-
-
 def convert_fp16(src: Path, dst: Path) -> None:
     """float16 weights and activations, for the CUDA provider; inputs and outputs keep their types."""
     import onnx
@@ -164,7 +151,7 @@ def onnx_schema(path: Path) -> dict[str, list[dict[str, Any]]]:
 def quantize_dynamic(src: Path, dst: Path) -> None:
     """int8 weights, activations quantized on the fly: for MatMul-, Gemm- and LSTM-heavy models.
 
-    Never for convolutional models: ConvInteger ran 5-16x slower than fp32 (see PERF.md)."""
+    Never for convolutional models: ConvInteger ran 5-16x slower than fp32 in the defects benchmark."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic

@@ -28,10 +28,7 @@ def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: 
     """``usecase.train`` then ``package``: what `aitk USECASE train` runs. A stale temp folder of a
     killed run to the same ``out`` is removed first."""
     remove_stale_temp(Path(out))
-    result = usecase.train(data, out, config, runtime)
-    if isinstance(result, Bundle):  # transitional: a plugin that still writes its own bundle
-        return result
-    return package(result, out, usecase, config, variants)
+    return package(usecase.train(data, out, config, runtime), out, usecase, config, variants)
 
 
 def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = ()) -> Bundle:

@@ -37,14 +37,6 @@ class Runtime:
         if self.variant not in (None, *VARIANTS):
             raise AitkError(f"--quantize {self.variant!r}: expected one of {', '.join(VARIANTS)}")
 
-    @property
-    def int8(self) -> bool:  # transitional: plugins not yet on toolkit.package write the variant the runtime names
-        return self.variant == "int8"
-
-    @property
-    def fp16(self) -> bool:  # transitional, like int8
-        return self.variant == "fp16"
-
     def session(self, model: Path | bytes) -> OrtSession:
         return OrtSession(model, self)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from toolkit import Predictor, Sample, UseCase, hookimpl
+from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.settings import setting
 from toolkit.usecase import Option
 
@@ -79,10 +79,10 @@ class Chatbot(UseCase):
             settings={"freeze_encoder": True, "epochs": 60, "max_length": 48},
         )
 
-    def train(self, data: Path, out: Path, config: ChatbotConfig, runtime) -> Any:
+    def train(self, data: Path, out: Path, config: ChatbotConfig, runtime) -> TrainResult:
         from plugins.chatbot.training import train
 
-        return train(data, out, config, runtime)
+        return train(data, config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Optional[Path] = None, **options: Any) -> dict:
         from plugins.chatbot.nlu import evaluate

@@ -1,13 +1,11 @@
-"""Training: fine-tune (or freeze) the encoder for intent classification, export the one ONNX
-graph, embed the FAQ question variants with it, and write the bundle."""
+"""Training: fine-tune (or freeze) the encoder for intent classification; the result for the core
+to package, whose check embeds the FAQ question variants with the exported graph."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-import toolkit
-import toolkit.train
-from toolkit import AitkError
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import AitkError, Graph, TrainResult
 from toolkit.console import get_logger, progress
-from toolkit.onnx_export import export, quantize_dynamic
+import toolkit.train
 from toolkit.runtime import Runtime
 from toolkit.train import seed_everything
 
@@ -43,7 +38,7 @@ def auto_settings(config) -> dict[str, Any]:
     return {"lr": lr, "epochs": epochs}
 
 
-def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
+def train(data: Path, config, runtime: Runtime) -> TrainResult:
     started = time.perf_counter()
     seed_everything(config.seed)
     if runtime.threads:
@@ -65,40 +60,39 @@ def train(data: Path, out: Path, config, runtime: Runtime) -> Bundle:
     device = runtime.torch_device()
     fitted = fit(model, token_ids, targets, train_idx, val_idx, config, device, pad)
     model = model.cpu().float().eval()
-    with BundleWriter(out, usecase="chatbot", plugin_version=toolkit.__version__, config=config) as writer:
-        tokenizer.save(str(writer.path("tokenizer.json")))
-        sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
-        writer.manifest["model"] = _export(model, tokenizer, pad, texts, sample_texts, writer.path("model.onnx"), runtime.fp16)
-        session = Runtime(device="cpu", threads=runtime.threads).session(writer.path("model.onnx"))
-        questions, owners = faq_memory(domain)
-        _, faq_embeddings, _ = run_model(session, tokenizer, questions, pad)
-        writer.write_array("faq_embeddings.npy", faq_embeddings.reshape(len(questions), -1).astype(np.float32) if questions else np.zeros((0, encoder.config.hidden_size), np.float32))
-        writer.write_json("domain.json", _stored_domain(domain))
-        writer.write_json("encoder_config.json", encoder.config.to_dict())
-        writer.write_weights(model.state_dict())
-        writer.manifest["assets"] = {
-            "labels": labels,
-            "max_len": config.max_length,
-            "pad_id": pad,
-            "encoder": description,
-            "threshold": config.threshold,
-            "margin": config.margin,
-            "faq_threshold": config.faq_threshold,
-            "faq_owner": owners,
-        }
-        metrics: dict[str, Any] = {"labels": len(labels), "train_examples": len(train_idx), "validation_examples": len(val_idx), **fitted}
-        if len(val_idx):
-            val_texts = [texts[i] for i in val_idx]
-            logits, _, _ = run_model(session, tokenizer, val_texts, pad)
-            metrics["val_accuracy"] = round(float(np.mean(logits.argmax(1) == targets[val_idx])), 4)
-        if runtime.int8:
-            eval_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:512]]
-            writer.manifest["model_int8"] = _quantize(writer, session, tokenizer, pad, eval_texts, targets[val_idx] if len(val_idx) else None, runtime)
-            if "val_accuracy" in writer.manifest["model_int8"]:
-                metrics["val_accuracy_int8"] = writer.manifest["model_int8"]["val_accuracy"]
-        metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-        writer.manifest["metrics"] = metrics
-        return writer.commit()
+    sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
+    eval_idx = (val_idx if len(val_idx) else train_idx)[:512]
+    metrics: dict[str, Any] = {"labels": len(labels), "train_examples": len(train_idx), "validation_examples": len(val_idx), **fitted,
+                               "train_seconds": round(time.perf_counter() - started, 1)}
+    questions, owners = faq_memory(domain)
+    result = TrainResult(
+        graphs=[],
+        weights=model.state_dict(),
+        assets={"labels": labels, "max_len": config.max_length, "pad_id": pad, "encoder": description, "threshold": config.threshold,
+                "margin": config.margin, "faq_threshold": config.faq_threshold, "faq_owner": owners},
+        files={"tokenizer.json": tokenizer.to_str(), "domain.json": _stored_domain(domain), "encoder_config.json": encoder.config.to_dict()},
+        metrics=metrics,
+    )
+
+    def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+        """On the exported graph: the FAQ embeddings and validation accuracy (fp32), agreement with fp32 (int8)."""
+        cpu = Runtime(device="cpu", threads=runtime.threads)
+        if variant == "fp32":
+            _, faq, _ = run_model(cpu.session(path), tokenizer, questions, pad)
+            result.files["faq_embeddings.npy"] = faq.reshape(len(questions), -1).astype(np.float32) if questions else np.zeros((0, encoder.config.hidden_size), np.float32)
+            if len(val_idx):
+                logits, _, _ = run_model(cpu.session(path), tokenizer, [texts[i] for i in val_idx], pad)
+                metrics["val_accuracy"] = round(float(np.mean(logits.argmax(1) == targets[val_idx])), 4)
+            return {}
+        if variant != "int8":
+            return {}
+        report = int8_report(cpu.session(fp32), cpu.session(path), tokenizer, pad, [texts[i] for i in eval_idx], targets[val_idx] if len(val_idx) else None)
+        if "val_accuracy" in report:
+            metrics["val_accuracy_int8"] = report["val_accuracy"]
+        return report
+
+    result.graphs.append(_graph(model, tokenizer, pad, texts, sample_texts, check))
+    return result
 
 
 def _labels(domain: dict[str, Any], rows: list[tuple[str, str]]) -> list[str]:
@@ -276,40 +270,21 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
 
 
-def _export(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], path: Path, fp16: bool) -> dict[str, Any]:
-    """Export with a 2-text example and check parity on a different batch size and length."""
+def _graph(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], check) -> Graph:
+    """The graph: exported with a 2-text example, checked on a different batch size and length."""
     example = encode(tokenizer, texts[:2], pad)
     parity = encode(tokenizer, (sample_texts + ["?", "a much longer message " * 8])[:18], pad)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return export(
-            model,
-            (torch.from_numpy(example[0]), torch.from_numpy(example[1])),
-            path,
-            INPUTS,
-            OUTPUTS,
-            dynamic_axes=AXES,
-            parity_inputs=(torch.from_numpy(parity[0]), torch.from_numpy(parity[1])),
-            atol=1e-3,
-            label_output="logits",
-            fp16=fp16,
-        )
+    return Graph(
+        model, (torch.from_numpy(example[0]), torch.from_numpy(example[1])), INPUTS, OUTPUTS, dynamic_axes=AXES,
+        parity_inputs=(torch.from_numpy(parity[0]), torch.from_numpy(parity[1])), atol=1e-3, label_output="logits", check=check,
+    )
 
 
-def _quantize(writer: BundleWriter, session, tokenizer, pad: int, texts: list[str], targets, runtime: Runtime) -> dict[str, Any]:
-    """model.int8.onnx (dynamic int8 MatMuls) and how closely it follows the fp32 model."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
-    try:
-        quantize_dynamic(writer.path("model.onnx"), writer.path("model.int8.onnx"))
-    finally:
-        root.setLevel(level)
-    int8 = Runtime(device="cpu", threads=runtime.threads).session(writer.path("model.int8.onnx"))
+def int8_report(session, int8, tokenizer, pad: int, texts: list[str], targets) -> dict[str, Any]:
+    """How closely the int8 graph (dynamic int8 MatMuls) follows the fp32 one."""
     logits, embeddings, _ = run_model(session, tokenizer, texts, pad)
     logits8, embeddings8, _ = run_model(int8, tokenizer, texts, pad)
     result: dict[str, Any] = {
-        "file": "model.int8.onnx",
         "label_agreement": round(float(np.mean(logits.argmax(1) == logits8.argmax(1))), 4),
         "embedding_cosine_min": round(float(np.min(np.sum(embeddings * embeddings8, axis=1))), 5),
         "max_prob_diff": round(float(np.abs(softmax(logits) - softmax(logits8)).max()), 4),

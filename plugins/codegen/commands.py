@@ -79,13 +79,16 @@ def add_commands(group: typer.Typer, usecase) -> None:
         as_json: AsJson = False,
     ) -> None:
         """Export a local Hugging Face causal LM to a codegen bundle (KV-cache ONNX graph, parity-checked)."""
+        from toolkit.package import package
+
         from plugins.codegen.export import import_model
 
         if not hf_dir.is_dir():
             raise AitkError(f"{hf_dir}: no such directory")
         check_replaceable(out, force)
-        bundle = import_model(hf_dir, out, make_runtime(device, threads, quantize), context)
+        result, config = import_model(hf_dir, context, threads)
+        bundle = package(result, out, usecase, config, [quantize] if quantize not in (None, "none") else [])
         logger.info(f"bundle written to {bundle.path}")
-        summary = {"bundle": str(bundle.path), **bundle.assets, "parity": bundle.manifest["model"]["parity"]["max_abs_diff"]["logits"],
-                   "greedy_equals_hf_generate": bundle.manifest["model"]["greedy_equals_hf_generate"]}
+        summary = {"bundle": str(bundle.path), **bundle.assets, "parity": bundle.graph()["parity"]["max_abs_diff"]["logits"],
+                   "greedy_equals_hf_generate": bundle.graph()["greedy_equals_hf_generate"]}
         print(json.dumps(summary, indent=2) if as_json else "\n".join(f"{k:<26} {v}" for k, v in summary.items()))

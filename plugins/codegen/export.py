@@ -1,16 +1,14 @@
-"""Writing a codegen bundle: export the KV-cache and token-score graphs, check them against torch
-(tensor parity, and greedy tokens against HF ``generate()``), int8, held-out perplexity."""
+"""What a codegen bundle is made of: the KV-cache and token-score graphs and their checks beyond
+tensor parity (greedy tokens against HF ``generate()``, int8/fp16 agreement, held-out perplexity)."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from toolkit import AitkError, __version__, onnx_export
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import AitkError, TrainResult
 from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 
@@ -18,46 +16,51 @@ from plugins.codegen.data import load_tokenizer
 from plugins.codegen.evaluation import perplexity
 from plugins.codegen.generate import Generator, Sampling
 from plugins.codegen.model import (
-    cache_shape, export_decoder, export_scorer, hf_greedy, load_pretrained, max_positions, parameter_count, special_ids, unique_state_dict,
+    cache_shape, decoder_graph, hf_greedy, load_pretrained, max_positions, parameter_count, prompt_pass_parity, scorer_graph, special_ids,
+    unique_state_dict,
 )
 
 logger = get_logger(__name__)
 
 
-def write_bundle(out: Path, model, tokenizer, runtime: Runtime, config: Any, context: int, metrics: dict[str, Any],
-                 windows: list, heldout: list[str], source: str) -> Bundle:
-    """Export the KV-cache and token-score graphs, check them against torch, write the bundle."""
+def train_result(model, tokenizer, context: int, metrics: dict[str, Any], windows: list, heldout: list[str], source: str,
+                 threads: int | None = None) -> TrainResult:
+    """The KV-cache and token-score graphs, checked beyond parity: greedy tokens of the exported loop
+    against HF ``generate()``, int8/fp16 agreement with fp32, held-out perplexity of the score graph."""
     shape = cache_shape(model)
     vocab = int(model.config.vocab_size)
     ids = special_ids(model, tokenizer)
-    with BundleWriter(out, usecase="codegen", plugin_version=__version__, config=config) as w:
-        logger.info("exporting the KV-cache graph and the token-score graph to ONNX")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the parity checks below are the proof
-            w.manifest["model"] = export_decoder(model, w.path("model.onnx"), shape, vocab, runtime.fp16)
-            w.manifest["model"]["score"] = export_scorer(model, w.path("score.onnx"), vocab)
-        w.path("tokenizer.json").write_text(tokenizer.to_str())
-        w.write_json("model_config.json", model.config.to_dict())
-        w.write_json("heldout.json", heldout)
-        w.write_weights(unique_state_dict(model))
-        assets = {"source": source, "model_type": model.config.model_type, "context": context, "vocab_size": vocab,
-                  "parameters": parameter_count(model), **shape, **ids}
-        w.manifest["assets"] = assets
-        cpu = Runtime(device="cpu", threads=runtime.threads)
-        generator = Generator(cpu.session(w.path("model.onnx")), load_tokenizer(w.path("tokenizer.json")), assets)
-        w.manifest["model"]["greedy_equals_hf_generate"] = _greedy_check(model, generator, windows, vocab)
-        if runtime.int8:
-            onnx_export.quantize_dynamic(w.path("model.onnx"), w.path("model.int8.onnx"))
-            int8 = Generator(cpu.session(w.path("model.int8.onnx")), generator.tokenizer, assets)
-            w.manifest["model_int8"] = {"file": "model.int8.onnx", **_agreement(generator, int8, windows, vocab)}
-        if runtime.fp16:
-            fp16 = Generator(cpu.session(w.path("model.fp16.onnx")), generator.tokenizer, assets)
-            w.manifest["model"]["fp16"].update(_agreement(generator, fp16, windows, vocab))
+    assets = {"source": source, "model_type": model.config.model_type, "context": context, "vocab_size": vocab,
+              "parameters": parameter_count(model), **shape, **ids}
+    result = TrainResult(
+        graphs=[], weights=unique_state_dict(model), assets=assets,
+        files={"tokenizer.json": tokenizer.to_str(), "model_config.json": model.config.to_dict(), "heldout.json": heldout},
+        metrics={**metrics, "parameters": assets["parameters"]},
+    )
+    decoder = decoder_graph(model, shape, vocab)
+    cpu = Runtime(device="cpu", threads=threads)
+
+    def generator(path: Path) -> Generator:
+        return Generator(cpu.session(path), tokenizer, assets)
+
+    def check_decoder(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+        if variant != "fp32":
+            return _agreement(generator(fp32), generator(path), windows, vocab)
+        return {"parity_prompt_pass": prompt_pass_parity(decoder, path, shape, vocab),
+                "greedy_equals_hf_generate": _greedy_check(model, generator(path), windows, vocab)}
+
+    def check_scorer(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
         if windows:
-            scored = perplexity(cpu.session(w.path("score.onnx")), windows, ids["pad_id"])
-            metrics = {"heldout_perplexity": scored["perplexity"], "heldout_loss": scored["loss"], "heldout_tokens": scored["tokens"], **metrics}
-        w.manifest["metrics"] = {**metrics, "parameters": assets["parameters"]}
-        return w.commit()
+            scored = perplexity(cpu.session(path), windows, ids["pad_id"])
+            result.metrics = {"heldout_perplexity": scored["perplexity"], "heldout_loss": scored["loss"], "heldout_tokens": scored["tokens"], **result.metrics}
+        return {}
+
+    decoder.check = check_decoder
+    scorer = scorer_graph(model)
+    scorer.check = check_scorer
+    result.graphs += [decoder, scorer]
+    logger.info("exporting the KV-cache graph and the token-score graph to ONNX")
+    return result
 
 
 def _probe_prompts(windows: list, vocab: int, count: int = 2, length: int = 24) -> list[list[int]]:
@@ -108,12 +111,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def import_model(hf_dir: Path, out: Path, runtime: Runtime, context: int | None = None) -> Bundle:
-    """A bundle from a local Hugging Face causal-LM folder: exported, parity-checked, ready to predict."""
+def import_model(hf_dir: Path, context: int | None = None, threads: int | None = None) -> tuple[TrainResult, dict[str, Any]]:
+    """What a local Hugging Face causal-LM folder makes: the result to package and the settings to record."""
     model = load_pretrained(hf_dir)
     tokenizer = load_tokenizer(Path(hf_dir) / "tokenizer.json")
     limit = max_positions(model)
     if context is not None and not 1 < context <= limit:
         raise AitkError(f"--context {context}: expected 2..{limit} (the model's maximum)")
     config = {"imported_from": str(Path(hf_dir).resolve())}
-    return write_bundle(out, model, tokenizer, runtime, config, context or limit, {}, [], [], "imported")
+    return train_result(model, tokenizer, context or limit, {}, [], [], "imported", threads), config

@@ -1,6 +1,6 @@
-"""The decoder-only model: transformers configs by size, the ONNX wrappers (KV cache, token scores), export.
+"""The decoder-only model: transformers configs by size, the ONNX wrappers (KV cache, token scores) as graphs.
 
-The KV-cache graph follows the recipe in PERF.md: ``forward(input_ids, attention_mask, position_ids,
+The KV-cache graph (the recipe of optimum's decoder export): ``forward(input_ids, attention_mask, position_ids,
 *past)`` builds a DynamicCache from the (key, value) pairs and returns the last position's logits
 followed by every layer's keys and values. The prompt pass feeds empty past tensors
 ``[batch, kv_heads, 0, head_dim]``, so one graph serves the prompt and every new token."""
@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from toolkit import AitkError
-from toolkit import onnx_export
+from toolkit import AitkError, Graph, onnx_export
 
 PRESETS = {
     "tiny": {"layers": 2, "width": 128, "heads": 4},
@@ -123,23 +122,23 @@ def past_names(layers: int) -> tuple[list[str], list[str]]:
     return inputs, [n.replace("past.", "present.") for n in inputs]
 
 
-def export_decoder(model, path: Path, shape: dict[str, int], vocab_size: int, fp16: bool = False) -> dict[str, Any]:
-    """Export the KV-cache graph; parity against torch for a decoding step and for a prompt pass (empty past)."""
+def decoder_graph(model, shape: dict[str, int], vocab_size: int) -> Graph:
+    """The KV-cache graph ("model"): parity against torch for a decoding step with a left-padded row,
+    and (``prompt_pass_parity``) for a prompt pass with an empty past."""
     wrapper = KVDecoder(model).eval()
     past_in, past_out = past_names(shape["layers"])
     axes = {"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"}, "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"}}
     axes.update({n: {0: "batch", 2: "past"} for n in past_in})
     axes.update({n: {0: "batch", 2: "total"} for n in past_out})
-    example = _decoder_inputs(shape, vocab_size, batch=2, new=3, past=5)
     step = _decoder_inputs(shape, vocab_size, batch=3, new=1, past=7)
     step[1][0, :2] = 0  # a left-padded row
-    info = onnx_export.export(
-        wrapper, example, path, ["input_ids", "attention_mask", "position_ids", *past_in], ["logits", *past_out],
-        dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL, fp16=fp16,
-    )
+    return Graph(wrapper, _decoder_inputs(shape, vocab_size, batch=2, new=3, past=5), ["input_ids", "attention_mask", "position_ids", *past_in],
+                 ["logits", *past_out], dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL)
+
+
+def prompt_pass_parity(graph: Graph, path: Path, shape: dict[str, int], vocab_size: int) -> dict[str, Any]:
     prompt = _decoder_inputs(shape, vocab_size, batch=2, new=6, past=0)
-    info["parity_prompt_pass"] = onnx_export.check_parity(wrapper, path, prompt, ["logits", *past_out], PARITY_ATOL)
-    return info
+    return onnx_export.check_parity(graph.module, path, prompt, graph.output_names, PARITY_ATOL)
 
 
 def _decoder_inputs(shape: dict[str, int], vocab_size: int, batch: int, new: int, past: int) -> tuple:
@@ -151,15 +150,16 @@ def _decoder_inputs(shape: dict[str, int], vocab_size: int, batch: int, new: int
     return (ids, mask, positions, *kv)
 
 
-def export_scorer(model, path: Path, vocab_size: int) -> dict[str, Any]:
-    wrapper = TokenScorer(model).eval()
+def scorer_graph(model) -> Graph:
+    """The token-score graph ("score", fp32 only): per-token negative log-likelihood, for perplexity."""
+    vocab_size = int(model.config.vocab_size)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab_size, (2, 8), generator=generator)
     parity_ids = torch.randint(0, vocab_size, (3, 5), generator=generator)
     parity_mask = torch.ones(3, 5, dtype=torch.long)
     parity_mask[1, 3:] = 0
-    return onnx_export.export(
-        wrapper, (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], ["nll"],
+    return Graph(
+        TokenScorer(model).eval(), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], ["nll"], name="score", variants=(),
         dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}, "nll": {0: "batch", 1: "predicted"}},
         parity_inputs=(parity_ids, parity_mask), atol=PARITY_ATOL,
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.bundle import Bundle
 from toolkit.console import get_logger
 from toolkit.runtime import Runtime
@@ -102,7 +102,7 @@ class Codegen(UseCase):
                       "warmup": 20, "eval_every": 50, "eval_tokens": 8192, "checkpoint_every": 0},
         )
 
-    def train(self, data: Path, out: Path, config: CodegenConfig, runtime: Runtime) -> Bundle:
+    def train(self, data: Path, out: Path, config: CodegenConfig, runtime: Runtime) -> TrainResult:
         import torch
 
         from toolkit.train import seed_everything
@@ -142,9 +142,9 @@ class Codegen(UseCase):
         if config.checkpoint_every:
             logger.info(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
         heldout = [str(files[i]) for i in held_idx]
-        from plugins.codegen.export import write_bundle
+        from plugins.codegen.export import train_result
 
-        return write_bundle(out, model.float().cpu().eval(), tokenizer, runtime, config, context, metrics, windows, heldout, "trained")
+        return train_result(model.float().cpu().eval(), tokenizer, context, metrics, windows, heldout, "trained", runtime.threads)
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
         from plugins.codegen import data as corpus

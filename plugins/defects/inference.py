@@ -35,7 +35,7 @@ def bundle_threshold(bundle: Bundle, runtime: Runtime, override: float | None) -
     if override is not None:
         return float(override)
     assets = bundle.assets
-    if runtime.model_file(bundle).name == "model.int8.onnx" and "threshold_int8" in assets:
+    if runtime.variant_for(bundle) == "int8" and "threshold_int8" in assets:
         return float(assets["threshold_int8"])
     return float(assets["threshold"])
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from toolkit import Predictor, Sample, UseCase, hookimpl
+from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.settings import setting
 from toolkit.usecase import Option
 
@@ -61,10 +61,10 @@ class Defects(UseCase):
         demo = folders[0]
         return Sample(train=demo, evaluate=demo, predict=[demo / "test"], settings={"image_size": 128, "sigma": 2.0, "memory_size": 512})
 
-    def train(self, data: Path, out: Path, config: DefectsConfig, runtime) -> Any:
+    def train(self, data: Path, out: Path, config: DefectsConfig, runtime) -> TrainResult:
         from plugins.defects.training import train
 
-        return train(self.name, Path(data), Path(out), config, runtime)
+        return train(Path(data), config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, threshold: float | None = None,
                  max_image_pixels: int | None = None, **options: Any) -> dict[str, Any]:

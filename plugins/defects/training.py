@@ -1,10 +1,9 @@
-"""Training: features of good images -> coreset memory bank -> threshold and defect-type head -> ONNX bundle."""
+"""Training: features of good images -> coreset memory bank -> threshold and defect-type head; the
+graph (two parts: int8 and fp16 convert the features only) for the core to package."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import toolkit
-from toolkit import onnx_export
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import Graph, TrainResult
 from toolkit.console import get_logger, progress
 from toolkit.runtime import Runtime
 from toolkit.train import seed_everything
@@ -28,7 +25,7 @@ CALIBRATION_IMAGES = 32
 PARITY_ATOL = 1e-3
 
 
-def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
+def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     started = time.perf_counter()
     seed_everything(config.seed)
     if runtime.threads:
@@ -56,44 +53,30 @@ def train(usecase: str, data: Path, out: Path, config: Any, runtime: Runtime) ->
     threshold, method = calibrate(val_scores, labels, config.percentile)
     metrics.update(validation_metrics(val_scores, labels, threshold))
 
-    with BundleWriter(out, usecase=usecase, plugin_version=toolkit.__version__, config=config) as w:
-        calibration = _sample_images(bank_items, size, config.max_image_pixels)
-        parity_images = _sample_images(val_items or bank_items, size, config.max_image_pixels, count=3)
-        with tempfile.TemporaryDirectory() as tmp:
-            parts = export_parts(model, calibration[:2], parity_images, Path(tmp))
-            merge(parts["features"], parts["head"], w.path("model.onnx"))
-            outputs = output_names(head)
-            w.manifest["model"] = {
-                "file": "model.onnx",
-                "schema": onnx_export.onnx_schema(w.path("model.onnx")),
-                "parity": onnx_export.check_parity(model, w.path("model.onnx"), (torch.from_numpy(parity_images),), outputs, PARITY_ATOL, _label_output(head)),
-                "parts": parts["parity"],
-            }
-            if runtime.fp16:  # the backbone only, like int8: the head's bank distances need fp32
-                onnx_export.convert_fp16(parts["features"], Path(tmp) / "features.fp16.onnx")
-                merge(Path(tmp) / "features.fp16.onnx", parts["head"], w.path("model.fp16.onnx"))
-                w.manifest["model"]["fp16"] = {"file": "model.fp16.onnx", "parity": onnx_export.check_parity(
-                    model, w.path("model.fp16.onnx"), (torch.from_numpy(parity_images),), outputs, onnx_export.FP16_ATOL, _label_output(head), onnx_export.FP16_RTOL)}
-            if runtime.int8:
-                quantized = Path(tmp) / "features.int8.onnx"
-                onnx_export.quantize_static(parts["features"], quantized, ({"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)))
-                merge(quantized, parts["head"], w.path("model.int8.onnx"))
-                int8 = int8_report(w.path("model.onnx"), w.path("model.int8.onnx"), val_items or bank_items, labels, config)
-                w.manifest["model_int8"] = {"file": "model.int8.onnx", **int8}
-                w.manifest["assets"]["threshold_int8"] = calibrate(np.array(int8.pop("scores")), labels, config.percentile)[0]
-        w.write_weights(model.state_dict())
-        w.manifest["assets"].update({
-            "preprocessing": preprocessing(size, info),
-            "backbone": info,
-            "memory_bank": bank_info,
-            "threshold": threshold,
-            "threshold_method": method,
-            "defect_types": types if head.classifier is not None else [],
-            "outputs": outputs,
-        })
-        metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-        w.manifest["metrics"] = metrics
-        return w.commit()
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    assets = {
+        "preprocessing": preprocessing(size, info),
+        "backbone": info,
+        "memory_bank": bank_info,
+        "threshold": threshold,
+        "threshold_method": method,
+        "defect_types": types if head.classifier is not None else [],
+        "outputs": output_names(head),
+    }
+    result = TrainResult(graphs=[], weights=model.state_dict(), assets=assets, metrics=metrics)
+
+    def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+        """int8: its scores against fp32's on the validation images, and its own threshold."""
+        if variant != "int8":
+            return {}
+        report = int8_report(fp32, path, val_items or bank_items, labels, config)
+        result.assets["threshold_int8"] = calibrate(np.array(report.pop("scores")), labels, config.percentile)[0]
+        return report
+
+    calibration = _sample_images(bank_items, size, config.max_image_pixels)
+    parity = _sample_images(val_items or bank_items, size, config.max_image_pixels, count=3)
+    result.graphs.append(model_graph(model, calibration, parity, check))
+    return result
 
 
 def preprocessing(size: int, info: dict) -> dict[str, Any]:
@@ -210,22 +193,22 @@ def _sample_images(items: list[D.Item], size: int, max_pixels: int, count: int =
         return load_batch(items[::step][:count], size, pool, max_pixels)
 
 
-def export_parts(model: M.DefectModel, example: np.ndarray, parity: np.ndarray, tmp: Path) -> dict[str, Any]:
-    """Export features and head as two ONNX graphs (each parity-checked); int8 touches only the first."""
-    example_t, parity_t = torch.from_numpy(example), torch.from_numpy(parity)
+def model_graph(model: M.DefectModel, calibration: np.ndarray, parity: np.ndarray, check) -> Graph:
+    """The graph: features, then head, exported as two parts (each parity-checked) and chained; the
+    variants convert the features only (int8 static, calibrated on ``calibration``): the head's
+    memory-bank distances need fp32."""
+    example_t, parity_t = torch.from_numpy(calibration[:2]), torch.from_numpy(parity)
     with torch.no_grad():
         example_f, parity_f = model.features(example_t), model.features(parity_t)
-    outputs = output_names(model.head)
-    head_axes = {"features": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on constant folding are noise to a user
-        features = onnx_export.export(
-            model.features, (example_t,), tmp / "features.onnx", ["image"], ["features"],
-            {"image": {0: "batch"}, "features": {0: "batch"}}, (parity_t,), PARITY_ATOL,
-        )
-        head = onnx_export.export(model.head, (example_f,), tmp / "head.onnx", ["features"], outputs, head_axes, (parity_f,), PARITY_ATOL, _label_output(model.head))
-    fuse_pads(tmp / "features.onnx", example[:1])
-    return {"features": tmp / "features.onnx", "head": tmp / "head.onnx", "parity": {"features": features["parity"], "head": head["parity"]}}
+    outputs, label = output_names(model.head), _label_output(model.head)
+    features = Graph(
+        model.features, (example_t,), ["image"], ["features"], name="features", dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
+        parity_inputs=(parity_t,), atol=PARITY_ATOL, calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)],
+        prepare=lambda path: fuse_pads(path, calibration[:1]),
+    )
+    head = Graph(model.head, (example_f,), ["features"], outputs, name="head", dynamic_axes={"features": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                 parity_inputs=(parity_f,), atol=PARITY_ATOL, label_output=label, variants=())
+    return Graph(model, (example_t,), ["image"], outputs, parity_inputs=(parity_t,), atol=PARITY_ATOL, label_output=label, parts=[features, head], check=check)
 
 
 def fuse_pads(path: Path, example: np.ndarray) -> None:
@@ -276,19 +259,6 @@ def _drop_dead_nodes(model) -> None:
             needed.update(node.input)
         else:
             model.graph.node.remove(node)
-
-
-def merge(features_path: Path, head_path: Path, out: Path) -> None:
-    """One graph: image -> features -> head; the head's internal names get a prefix to avoid clashes."""
-    import onnx
-    from onnx import compose
-
-    first = onnx.load(str(features_path))
-    second = compose.add_prefix(onnx.load(str(head_path)), "head/", rename_inputs=False, rename_outputs=False)
-    second.ir_version = first.ir_version
-    merged = compose.merge_models(first, second, io_map=[("features", "features")])
-    onnx.checker.check_model(merged)
-    onnx.save(merged, str(out))
 
 
 def int8_report(fp32: Path, int8: Path, items: list[D.Item], defective: np.ndarray, config: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Training: windows over every series, pinball loss, a time-based validation split with early
-stopping, then ONNX export (checked against torch), optional int8, and the bundle."""
+stopping; the result (graph, scaling, int8 check) for the core to package."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from plugins.forecast.data import Series
 from plugins.forecast.time_features import Spec
 from plugins.forecast.model import Forecaster, pinball_loss
 from plugins.forecast.plugin import MAX_EPOCH_BATCHES
-from toolkit import AitkError, __version__, onnx_export
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import AitkError, Graph, TrainResult
+from toolkit.bundle import Bundle
 from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 import toolkit.train
@@ -77,19 +77,19 @@ def split_origins(series: list[Series], L: int, H: int, val_fraction: float) -> 
     return np.concatenate(train).astype(np.int64), np.concatenate(val).astype(np.int64), cuts
 
 
-def train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, usecase: str) -> Bundle:
-    """Read, train, export, write the bundle."""
+def train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
+    """Read, train; the core exports and packages the result."""
     # One torch thread unless told otherwise: a recurrent step's matrices are too small to split well,
     # and on a busy machine two threads trained the sample ten times slower than one.
     threads = torch.get_num_threads()
     torch.set_num_threads(runtime.threads or 1)
     try:
-        return _train_bundle(data_path, out, config, runtime, usecase)
+        return _train(data_path, config, runtime)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, usecase: str) -> Bundle:
+def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
     seed_everything(config.seed)
     paths = table.input_files(data_path)
     schema = data.resolve_schema(table.read_table(paths[0], config.delimiter, config.decimal), config, paths[0])
@@ -109,7 +109,7 @@ def _train_bundle(data_path: Path, out: Path, config: Any, runtime: Runtime, use
         f"context {spec.context_length}, horizon {spec.horizon}, season {spec.season}")
     trained = fit(series, spec, freq, config, runtime)
     trained.metrics.update(series=len(series), skipped_series=len(bad))
-    return write_bundle(out, usecase, config, schema, spec, series, trained, runtime)
+    return train_result(schema, spec, series, trained)
 
 
 def calendar_span(series: list[Series]) -> float | None:
@@ -240,42 +240,31 @@ def example_inputs(windows: Windows, picks: np.ndarray) -> tuple[tuple[torch.Ten
     return tuple(torch.from_numpy(np.ascontiguousarray(f)) for f in feeds), actual
 
 
-def write_bundle(out: Path, usecase: str, config: Any, schema: data.Schema, spec: Spec, series: list[Series], trained: Trained, runtime: Runtime) -> Bundle:
+def train_result(schema: data.Schema, spec: Spec, series: list[Series], trained: Trained) -> TrainResult:
     model, windows, examples = trained.model, trained.windows, trained.examples
     picks = examples[np.linspace(0, len(examples) - 1, min(len(examples), 64)).round().astype(int)]
     names = input_names(model)
-    with BundleWriter(out, usecase=usecase, plugin_version=__version__, config=config) as bundle:
-        onnx_path = bundle.path("model.onnx")
-        bundle.manifest["model"] = onnx_export.export(
-            model, example_inputs(windows, picks[:2])[0], onnx_path, names, ["quantiles"],
-            parity_inputs=example_inputs(windows, picks)[0], atol=1e-4, fp16=runtime.fp16,
-        )
-        if runtime.int8:
-            int8 = quantize(onnx_path, bundle.path("model.int8.onnx"), *example_inputs(windows, examples), names, spec.quantiles)
-            bundle.manifest["model"]["int8"] = int8
-        bundle.write_weights(model.state_dict())
-        bundle.write_json("series.json", [s.id for s in series])
-        bundle.write_array("scale.npy", windows.stats)
-        bundle.manifest["assets"] = {
-            "schema": dataclasses.asdict(schema),
-            "spec": dataclasses.asdict(spec),
-            "scaling": "targets: per-series mean and std from the training part (series.json, scale.npy; a series "
-                       "the model has not seen uses its context window's); context mean level removed inside the graph",
-        }
-        bundle.manifest["metrics"] = trained.metrics
-        return bundle.commit()
+    graph = Graph(model, example_inputs(windows, picks[:2])[0], names, ["quantiles"], parity_inputs=example_inputs(windows, picks)[0], atol=1e-4,
+                  check=lambda variant, path, fp32: int8_report(fp32, path, *example_inputs(windows, examples), names, spec.quantiles) if variant == "int8" else {})
+    assets = {
+        "schema": dataclasses.asdict(schema),
+        "spec": dataclasses.asdict(spec),
+        "scaling": "targets: per-series mean and std from the training part (series.json, scale.npy; a series "
+                   "the model has not seen uses its context window's); context mean level removed inside the graph",
+    }
+    files = {"series.json": [s.id for s in series], "scale.npy": windows.stats}
+    return TrainResult([graph], model.state_dict(), assets, files, trained.metrics)
 
 
-def quantize(src: Path, dst: Path, inputs: tuple[torch.Tensor, ...], actual: np.ndarray, names: list[str], quantiles: list[float]) -> dict[str, Any]:
-    """int8 dynamic quantization (MatMul, Gemm and LSTM weights); how far it moves the outputs and the pinball loss."""
-    onnx_export.quantize_dynamic(src, dst)
+def int8_report(fp32: Path, int8: Path, inputs: tuple[torch.Tensor, ...], actual: np.ndarray, names: list[str], quantiles: list[float]) -> dict[str, Any]:
+    """How far int8 (dynamic: MatMul, Gemm and LSTM weights) moves the outputs and the pinball loss."""
     feeds = {name: t.numpy() for name, t in zip(names, inputs)}
     cpu = Runtime(device="cpu")
-    fp32, int8 = cpu.session(src).run(feeds)[0], cpu.session(dst).run(feeds)[0]
+    fp32_q, int8_q = cpu.session(fp32).run(feeds)[0], cpu.session(int8).run(feeds)[0]
     return {
-        "file": dst.name, "windows": len(actual), "max_abs_diff": float(np.abs(fp32 - int8).max()),
-        "pinball_fp32": pinball(fp32, actual, quantiles), "pinball_int8": pinball(int8, actual, quantiles),
-        "quantiles_ordered": bool((np.diff(int8, axis=-1) >= 0).all()),
+        "windows": len(actual), "max_abs_diff": float(np.abs(fp32_q - int8_q).max()),
+        "pinball_fp32": pinball(fp32_q, actual, quantiles), "pinball_int8": pinball(int8_q, actual, quantiles),
+        "quantiles_ordered": bool((np.diff(int8_q, axis=-1) >= 0).all()),
     }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from toolkit import Predictor, Sample, UseCase, hookimpl
+from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.bundle import Bundle
 from toolkit.runtime import Runtime
 from toolkit.settings import setting
@@ -87,10 +87,10 @@ class Forecast(UseCase):
 
         return write_sample(out)
 
-    def train(self, data: Path, out: Path, config: ForecastConfig, runtime: Runtime) -> Bundle:
-        from plugins.forecast.fit import train_bundle
+    def train(self, data: Path, out: Path, config: ForecastConfig, runtime: Runtime) -> TrainResult:
+        from plugins.forecast.fit import train
 
-        return train_bundle(data, out, config, runtime, self.name)
+        return train(data, config, runtime)
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None,
                  windows: int = 3, stride: int | None = None, fill_gaps: bool | None = None, **options: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from toolkit import AitkError, Predictor, Sample, UseCase, hookimpl
+from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.settings import setting
 from toolkit.usecase import Option
 
@@ -100,10 +100,10 @@ class Fraud(UseCase):
         (out / "ATTRIBUTION.md").write_text((SAMPLE.parent / "ATTRIBUTION.md").read_text())
         return Sample(out / "train.csv", out / "evaluate.csv", [out / "predict.csv"], {"epochs": 60, "patience": 15, "negative_weight": 115.6})
 
-    def train(self, data: Path, out: Path, config: FraudConfig, runtime) -> Any:
+    def train(self, data: Path, out: Path, config: FraudConfig, runtime) -> TrainResult:
         from plugins.fraud.training import train
 
-        return train(Path(data), Path(out), config, runtime)
+        return train(Path(data), config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
         import numpy as np

@@ -1,5 +1,5 @@
 """Training: split by time, fit preprocessing, train with early stopping on validation PR-AUC,
-calibrate, choose the threshold, export to ONNX (parity-checked) and write the bundle."""
+calibrate, choose the threshold; the core exports and packages the result."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import toolkit
 import toolkit.train
-from toolkit import onnx_export
-from toolkit.bundle import Bundle, BundleWriter
+from toolkit import Graph, TrainResult
 from toolkit.console import get_logger
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
@@ -25,7 +23,7 @@ from plugins.fraud.model import FraudModel, build, focal_loss
 logger = get_logger(__name__)
 
 
-def train(data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
+def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     seed_everything(config.seed)
     frame = fdata.read_table(data)
     supervised = config.model != "autoencoder"
@@ -61,7 +59,7 @@ def train(data: Path, out: Path, config: Any, runtime: Runtime) -> Bundle:
         fit_autoencoder(net, tensors, normal, val_rows, y_val, config, device)
     net.to("cpu").eval()
     operating = operating_point(model, raw_scores(net, tensors, val_rows), y_val, config)
-    return write_bundle(out, config, runtime, model, prep, tensors, val_rows, operating)
+    return train_result(config, model, prep, tensors, val_rows, operating)
 
 
 def operating_point(model: FraudModel, raw_val: np.ndarray, y_val: np.ndarray | None, config: Any) -> dict[str, Any]:
@@ -238,35 +236,28 @@ def parity_inputs(tensors, rows: np.ndarray, n: int = 37) -> tuple[torch.Tensor,
     return numeric, categorical
 
 
-def write_bundle(out: Path, config: Any, runtime: Runtime, model: FraudModel, prep: fdata.Preprocessing, tensors, val_rows, operating: dict[str, Any]) -> Bundle:
+def train_result(config: Any, model: FraudModel, prep: fdata.Preprocessing, tensors, val_rows, operating: dict[str, Any]) -> TrainResult:
     model.eval()
-    names = model.input_names()
-    example = graph_inputs(model, tuple(t[:2] for t in tensors))
-    parity = graph_inputs(model, parity_inputs(tensors, val_rows))
-    with BundleWriter(out, usecase="fraud", plugin_version=toolkit.__version__, config=config) as w:
-        w.manifest["model"] = onnx_export.export(
-            model, example, w.path("model.onnx"), names, ["score", "logit"], parity_inputs=parity, atol=1e-3, fp16=runtime.fp16
-        )
-        if runtime.int8:
-            w.manifest["model_int8"] = quantize(w.path("model.onnx"), w.path("model.int8.onnx"), model, tensors, val_rows)
-        w.write_weights(model.state_dict())
-        w.write_json("preprocessing.json", prep.to_json())
-        w.manifest["assets"] = {
-            "preprocessing": "preprocessing.json",
-            "architecture": config.model,
-            "label": prep.columns.label,
-            "time": prep.columns.time,
-            "numeric": prep.columns.numeric,
-            "categorical": prep.columns.categorical,
-            "threshold": operating["threshold"],
-            "threshold_rule": operating["rule"],
-            "calibration": operating["calibration"],
-            "negative_weight": config.negative_weight,
-            "cost_fn": config.cost_fn,
-            "cost_fp": config.cost_fp,
-        }
-        w.manifest["metrics"] = {"validation": operating["validation"]}
-        return w.commit()
+    graph = Graph(
+        model, graph_inputs(model, tuple(t[:2] for t in tensors)), model.input_names(), ["score", "logit"],
+        parity_inputs=graph_inputs(model, parity_inputs(tensors, val_rows)), atol=1e-3,
+        check=lambda variant, path, fp32: int8_report(fp32, path, model, tensors, val_rows) if variant == "int8" else {},
+    )
+    assets = {
+        "preprocessing": "preprocessing.json",
+        "architecture": config.model,
+        "label": prep.columns.label,
+        "time": prep.columns.time,
+        "numeric": prep.columns.numeric,
+        "categorical": prep.columns.categorical,
+        "threshold": operating["threshold"],
+        "threshold_rule": operating["rule"],
+        "calibration": operating["calibration"],
+        "negative_weight": config.negative_weight,
+        "cost_fn": config.cost_fn,
+        "cost_fp": config.cost_fp,
+    }
+    return TrainResult([graph], model.state_dict(), assets, {"preprocessing.json": prep.to_json()}, {"validation": operating["validation"]})
 
 
 def graph_inputs(model: FraudModel, pair: tuple) -> tuple:
@@ -274,21 +265,11 @@ def graph_inputs(model: FraudModel, pair: tuple) -> tuple:
     return tuple(t for t, present in zip(pair, (model.has_numeric, model.has_categorical)) if present)
 
 
-def quantize(src: Path, dst: Path, model: FraudModel, tensors, val_rows) -> dict[str, Any]:
-    """int8 dynamic quantization; records its largest score difference from fp32 on validation rows."""
-    import logging
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process does not apply to an MLP
-    try:
-        onnx_export.quantize_dynamic(src, dst)
-    finally:
-        logging.getLogger().setLevel(quiet)
+def int8_report(fp32: Path, int8: Path, model: FraudModel, tensors, val_rows) -> dict[str, Any]:
+    """The int8 graph's largest score difference from fp32 on the validation rows."""
     runtime = Runtime(device="cpu")
     rows = torch.from_numpy(val_rows)
     feeds = dict(zip(model.input_names(), (t.numpy() for t in graph_inputs(model, (tensors[0][rows], tensors[1][rows])))))
-    fp32 = runtime.session(src).run(feeds)[0]
-    int8 = runtime.session(dst).run(feeds)[0]
-    diff = float(np.max(np.abs(fp32 - int8))) if len(fp32) else 0.0
+    diff = float(np.max(np.abs(runtime.session(fp32).run(feeds)[0] - runtime.session(int8).run(feeds)[0]))) if len(val_rows) else 0.0
     logger.info(f"int8 model: max score difference from fp32 on validation {diff:.4g}")
-    return {"file": dst.name, "max_abs_score_diff_vs_fp32": diff, "rows": len(val_rows)}
+    return {"max_abs_score_diff_vs_fp32": diff, "rows": len(val_rows)}
