@@ -24,6 +24,7 @@ from typing import Any
 
 from toolkit.console import bar, get_logger
 from toolkit.errors import AitkError
+from toolkit.files import atomic_path
 from toolkit.io import has_suffix
 from toolkit.usecase import Predictor, Record
 
@@ -310,20 +311,16 @@ def write_rows(rows: Callable[[], Iterable[dict[str, Any]]], out: Path) -> None:
 
     ``rows`` gives a fresh iterator each call: CSV and Parquet read the rows twice (once for
     the columns, once to write) so that they are never all held in memory."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     suffix = out.suffix.lower()
-    try:
+    if suffix not in FORMATS:
+        raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+    with atomic_path(out) as tmp:
         if suffix == ".jsonl":
             _write_jsonl(rows(), tmp)
         elif suffix == ".csv":
             _write_csv(rows, tmp)
-        elif suffix == ".parquet":
-            _write_parquet(rows, tmp)
         else:
-            raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            _write_parquet(rows, tmp)
 
 
 def read_rows(path: Path) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.console import get_logger, progress
+from toolkit.files import atomic_path
 
 from plugins.codegen.data import Problem
 from plugins.codegen.generate import Generator, Sampling
@@ -95,10 +96,8 @@ def _seed(task_id: str, sample: int) -> int:
 
 def _write_report(path: Path, completions, results) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for (problem, sample, completion), result in zip(completions, results):
             row = {"task_id": problem.task_id, "sample": sample, "completion": completion.text, "finish_reason": completion.finish_reason,
                    "status": result["status"], "seconds": result["seconds"], "stderr": result["stderr"][-300:]}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)

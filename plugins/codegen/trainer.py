@@ -22,6 +22,7 @@ import torch
 from toolkit import AitkError
 from toolkit.console import get_logger, progress
 from toolkit.train import EarlyStopping
+from toolkit.files import replace_dir
 
 logger = get_logger(__name__)
 
@@ -204,11 +205,7 @@ class Checkpoint:
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "tokenizer.json").write_text(tokenizer_json)
         (tmp / "state.json").write_text(json.dumps({**asdict(state), "config": asdict(config), "param_groups": groups}, indent=2))
-        old = self.folder.with_name(f".{self.folder.name}.old-{os.getpid()}")
-        if self.folder.exists():
-            os.rename(self.folder, old)
-        os.rename(tmp, self.folder)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, self.folder)
 
     def restore(self, model, optimizer, stopper: EarlyStopping, config, device: str) -> TrainState:
         from safetensors.torch import load_file

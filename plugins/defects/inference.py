@@ -16,6 +16,7 @@ from PIL import Image
 from toolkit import AitkError, Predictor, Record
 from toolkit.bundle import Bundle
 from toolkit.runtime import Runtime
+from toolkit.files import atomic_path, atomic_write
 
 from plugins.defects import data as D
 
@@ -121,9 +122,8 @@ def write_overlay(x: Decoded, anomaly_map: np.ndarray, threshold: float, boxes: 
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255), width=max(1, min(size) // 150))
     digest = hashlib.sha1(x.name.encode()).hexdigest()[:8]
     path = folder / f"{Path(x.name).stem or 'image'}-{digest}.png"
-    tmp = path.with_name(f".{path.name}.tmp")
-    overlay.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        overlay.save(tmp, format="PNG")
     return path
 
 
@@ -219,13 +219,10 @@ def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, thresh
         pr.set(xlabel="recall", ylabel="precision", title="precision-recall (image level)", ylim=(0, 1.02))
         pr.legend(loc="lower left")
         fig.tight_layout()
-        tmp = folder / ".roc_pr.png.tmp"
-        fig.savefig(tmp, format="png", dpi=100)
+        with atomic_path(folder / "roc_pr.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
-        tmp.replace(folder / "roc_pr.png")
-    tmp = folder / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(folder / "metrics.json")
+    atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def image_size(bundle: Bundle) -> int:

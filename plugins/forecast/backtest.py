@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from plugins.forecast.data import Series
 from plugins.forecast.predictor import ForecastPredictor, plot_forecast, png_name
 from toolkit import AitkError
 from toolkit.console import get_logger
+from toolkit.files import atomic_path
 
 logger = get_logger(__name__)
 
@@ -159,12 +159,10 @@ def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stri
 def write_report(report: Path, results: list[Backtest], rows: list[dict[str, Any]], predictor: ForecastPredictor) -> None:
     """backtest.csv (metrics per series) and a plot of each series' latest window (the first MAX_PLOTS series)."""
     report.mkdir(parents=True, exist_ok=True)
-    tmp = report / ".backtest.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(report / "backtest.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, report / "backtest.csv")
     L, H = predictor.spec.context_length, predictor.spec.horizon
     for r in results[:MAX_PLOTS]:
         t0 = int(r.origins[-1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from plugins.forecast.data import Schema, Series
 from plugins.forecast.time_features import Spec
 from toolkit import AitkError, InputError, Predictor, Record
 from toolkit.bundle import Bundle
+from toolkit.files import atomic_path
 from toolkit.runtime import Runtime
 
 OUT_OF_RANGE = 10.0
@@ -184,6 +184,5 @@ def plot_forecast(path: Path, title: str, history: tuple[Any, np.ndarray], times
     axes[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=80)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from toolkit.files import atomic_path
+
 SAMPLE_SOURCES = """# Sample series (monthly, long format: series, date, value)
 
 Public-domain data sets that ship with statsmodels (statsmodels.datasets):
@@ -48,6 +50,5 @@ def write_sample(out: Path) -> Any:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.console import get_logger
+from toolkit.files import atomic_path
 
 logger = get_logger(__name__)
 
@@ -133,10 +134,9 @@ def plot_pr(y: np.ndarray, score: np.ndarray, negative_weight: float, threshold:
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01), title=title)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def summary(y: np.ndarray, score: np.ndarray, threshold: float, negative_weight: float, cost_fn: float, cost_fp: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.settings import setting
 from toolkit.usecase import Option
+from toolkit.files import atomic_path
 
 SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
 
@@ -157,12 +158,10 @@ def _given(value: Any, trained: Any, default: float) -> float:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 @hookimpl
