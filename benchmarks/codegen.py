@@ -111,6 +111,7 @@ def speed(bundle, args, work: Path) -> list[list]:
     """Tokens/s of each generation variant at batch 1 and 8, interleaved rounds, medians."""
     import torch
 
+    from toolkit.text import pad_ids
     from toolkit.runtime import Runtime
 
     from plugins.codegen.data import load_tokenizer
@@ -130,7 +131,7 @@ def speed(bundle, args, work: Path) -> list[list]:
     eos = sorted(fp32.eos)
 
     def run_hf(batch):
-        ids, mask = left_pad(batch, fp32.pad)
+        ids, mask = pad_ids(batch, fp32.pad, side="left")
         return [_until(list(map(int, row)), fp32.eos) for row in hf_greedy(model, ids, mask, args.new_tokens, fp32.pad, eos)]
 
     variants = {
@@ -228,15 +229,6 @@ def unigram_perplexity(bundle, corpus: str) -> float:
     return float(np.exp(-np.log(counts[test] / counts.sum()).mean()))
 
 
-def left_pad(prompts: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), pad, np.int64)
-    mask = np.zeros_like(ids)
-    for b, p in enumerate(prompts):
-        ids[b, width - len(p):], mask[b, width - len(p):] = p, 1
-    return ids, mask
-
-
 class NoCacheGenerator:
     """The peer without a cache: every step runs the whole sequence through an ONNX graph of the same model."""
 
@@ -264,7 +256,9 @@ class NoCacheGenerator:
         self.eos, self.pad = cached.eos, cached.pad
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-        ids, mask = left_pad(prompts, self.pad)
+        from toolkit.text import pad_ids
+
+        ids, mask = pad_ids(prompts, self.pad, side="left")
         out: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
         for _ in range(new_tokens):

@@ -1,4 +1,4 @@
-"""Errors a user sees as one line; each carries its exit code (see DESIGN.md)."""
+"""Errors a user sees as one line; each carries its exit code (README: Commands, exit codes)."""
 
 
 class AitkError(Exception):

@@ -25,6 +25,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether ``device`` ("cuda..." or "cpu") computes in bfloat16 natively: a CUDA GPU with bf16
+    units, or a CPU with AVX-512 BF16 or AMX (x86) or BF16 (ARM) instructions, as torch's public
+    ``torch.cpu.get_capabilities()`` reports them (a torch without it: False, no autocast)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    capabilities = getattr(torch.cpu, "get_capabilities", dict)()
+    return any(capabilities.get(name) for name in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
 class EarlyStopping:
     """Tracks a validation score, keeps the best weights, and says when to stop.
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from toolkit import AitkError, Predictor, Record
 from toolkit.console import get_logger
+from toolkit.text import pad_ids
 
 from plugins.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
 from plugins.chatbot.dialogue import Conversation, Policy, Understanding
@@ -30,12 +31,7 @@ def encode(tokenizer, texts: list[str], pad: int) -> tuple[np.ndarray, np.ndarra
     ``tokenizer`` must have truncation set to the model's length and no padding."""
     cut = [t[:MAX_MESSAGE_CHARS] for t in texts]
     encodings = tokenizer.encode_batch(cut)
-    longest = max((len(e.ids) for e in encodings), default=1)
-    ids = np.full((len(texts), longest), pad, dtype=np.int64)
-    mask = np.zeros((len(texts), longest), dtype=np.int64)
-    for row, e in enumerate(encodings):
-        ids[row, : len(e.ids)] = e.ids
-        mask[row, : len(e.ids)] = 1
+    ids, mask = pad_ids([e.ids for e in encodings], pad)
     truncated = [bool(e.overflowing) or len(t) > MAX_MESSAGE_CHARS for e, t in zip(encodings, texts)]
     return ids, mask, truncated
 

@@ -17,7 +17,8 @@ from toolkit import AitkError, Graph, TrainResult
 from toolkit.console import get_logger, progress
 import toolkit.train
 from toolkit.runtime import Runtime
-from toolkit.train import seed_everything
+from toolkit.text import pad_ids
+from toolkit.train import bf16_supported, seed_everything
 
 from plugins.chatbot.data import FAQ_PREFIX, MAX_MESSAGE_CHARS, labelled_data
 from plugins.chatbot.model import IntentModel, build_encoder, pad_id
@@ -124,13 +125,8 @@ def split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 def batch_tensors(token_ids: list[list[int]], idx, pad: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(token_ids[i]) for i in idx)
-    ids = torch.full((len(idx), longest), pad, dtype=torch.long)
-    mask = torch.zeros((len(idx), longest), dtype=torch.long)
-    for row, i in enumerate(idx):
-        ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-        mask[row, : len(token_ids[i])] = 1
-    return ids.to(device), mask.to(device)
+    ids, mask = pad_ids([token_ids[i] for i in idx], pad)
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
 def length_batches(token_ids: list[list[int]], idx: np.ndarray, size: int, rng) -> list[np.ndarray]:
@@ -148,15 +144,7 @@ def length_batches(token_ids: list[list[int]], idx: np.ndarray, size: int, rng) 
 def _autocast(config, device: str):
     """bf16 autocast where the hardware runs it natively (CUDA, or CPUs with AVX-512 BF16/AMX)."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    enabled = config.bf16 and (kind == "cuda" or _cpu_bf16())
-    return torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        return False
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=config.bf16 and bf16_supported(kind))
 
 
 def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, config, device: str, pad: int) -> dict[str, Any]:

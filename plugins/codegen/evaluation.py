@@ -12,6 +12,7 @@ import numpy as np
 
 from toolkit.console import get_logger, progress
 from toolkit.files import atomic_path
+from toolkit.text import pad_ids
 
 from plugins.codegen.data import Problem
 from plugins.codegen.generate import Generator, Sampling
@@ -26,11 +27,7 @@ def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int =
     ordered = sorted(windows, key=len)  # similar lengths together: little padding
     for i in progress(range(0, len(ordered), batch_size), "perplexity", total=math.ceil(len(ordered) / batch_size), unit="batch"):
         chunk = ordered[i : i + batch_size]
-        width = max(len(w) for w in chunk)
-        ids = np.full((len(chunk), width), pad_id, np.int64)
-        mask = np.zeros((len(chunk), width), np.int64)
-        for j, w in enumerate(chunk):
-            ids[j, : len(w)], mask[j, : len(w)] = w, 1
+        ids, mask = pad_ids(chunk, pad_id)
         (nll,) = scorer(ids, mask)
         total += float((nll * mask[:, 1:]).sum())
         count += int(mask[:, 1:].sum())

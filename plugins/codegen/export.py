@@ -11,6 +11,7 @@ import numpy as np
 from toolkit import AitkError, TrainResult
 from toolkit.console import get_logger
 from toolkit.runtime import Runtime
+from toolkit.text import pad_ids
 
 from plugins.codegen.data import load_tokenizer
 from plugins.codegen.evaluation import perplexity
@@ -74,11 +75,7 @@ def _greedy_check(model, generator, windows: list, vocab: int, new_tokens: int =
     new_tokens = max(1, min(new_tokens, generator.context - max(map(len, prompts)) - 1))
     sampling = Sampling(max_new_tokens=new_tokens)
     ours = generator.generate(prompts, sampling, seeds=[0] * len(prompts))
-    width = max(map(len, prompts))
-    ids = np.full((len(prompts), width), generator.pad, np.int64)
-    mask = np.zeros_like(ids)
-    for b, p in enumerate(prompts):
-        ids[b, width - len(p):], mask[b, width - len(p):] = p, 1
+    ids, mask = pad_ids(prompts, generator.pad, side="left")
     theirs = hf_greedy(model, ids, mask, new_tokens, generator.pad, sorted(generator.eos))
     equal = all(c.tokens == _until_eos(list(map(int, t)), generator.eos) for c, t in zip(ours, theirs))
     if not equal:

@@ -16,6 +16,7 @@ import numpy as np
 
 from toolkit import AitkError, Predictor, Record
 from toolkit.console import get_logger
+from toolkit.text import pad_ids
 
 from plugins.codegen.data import prompt_of, read_prompt_records
 
@@ -147,12 +148,8 @@ class Generator:
         """Generate from token-id prompts (already fitted by ``fit``) in one left-padded batch."""
         if max(len(p) for p in prompts) > self.context - sampling.max_new_tokens:
             raise AitkError(f"a prompt is longer than context {self.context} - max_new_tokens {sampling.max_new_tokens}")
-        batch, width = len(prompts), max(len(p) for p in prompts)
-        ids = np.full((batch, width), self.pad, np.int64)
-        mask = np.zeros((batch, width), np.int64)
-        for b, prompt in enumerate(prompts):
-            ids[b, width - len(prompt):] = prompt
-            mask[b, width - len(prompt):] = 1
+        batch = len(prompts)
+        ids, mask = pad_ids(prompts, self.pad, side="left")
         positions = np.maximum(mask.cumsum(1) - 1, 0)
         rows = [self._row(p, sampling, seed) for p, seed in zip(prompts, seeds)]
         seen = None

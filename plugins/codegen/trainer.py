@@ -21,8 +21,9 @@ import torch
 
 from toolkit import AitkError
 from toolkit.console import get_logger, progress
-from toolkit.train import EarlyStopping
 from toolkit.files import replace_dir
+from toolkit.text import pad_ids
+from toolkit.train import EarlyStopping, bf16_supported
 
 logger = get_logger(__name__)
 
@@ -48,17 +49,7 @@ def autocast_dtype(precision: str, device: str):
         raise AitkError(f"setting precision={precision!r}: expected auto, bf16 or fp32")
     if precision == "bf16":
         return torch.bfloat16
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if _cpu_has_bf16() else None
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return torch.bfloat16 if bf16_supported(device) else None
 
 
 def batch_at(stream: np.ndarray, step: int, batch_size: int, context: int, seed: int) -> torch.Tensor:
@@ -74,7 +65,7 @@ def heldout_loss(model, windows: list[np.ndarray], batch_size: int, pad_id: int,
     total, count = 0.0, 0
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
         for i in range(0, len(windows), batch_size):
-            ids, mask = pad_right(windows[i : i + batch_size], pad_id)
+            ids, mask = pad_ids(windows[i : i + batch_size], pad_id)
             ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
@@ -82,15 +73,6 @@ def heldout_loss(model, windows: list[np.ndarray], batch_size: int, pad_id: int,
             count += int(mask[:, 1:].sum())
     model.train()
     return total / max(count, 1), count
-
-
-def pad_right(windows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(w) for w in windows)
-    ids = np.full((len(windows), width), pad_id, np.int64)
-    mask = np.zeros((len(windows), width), np.int64)
-    for i, w in enumerate(windows):
-        ids[i, : len(w)], mask[i, : len(w)] = w, 1
-    return ids, mask
 
 
 def make_optimizer(model, lr: float, weight_decay: float):
