@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from toolkit.runtime import Runtime
     from toolkit.usecase import UseCase
 
+CORE_KEYS = {"file", "schema", "parity", "parts", "variants", "vs_fp32"}
+
+
 def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: Runtime, variants: Sequence[str] = ()) -> Bundle:
     """``usecase.train`` then ``package``: what `aitk USECASE train` runs. A stale temp folder of a
     killed run to the same ``out`` is removed first."""
@@ -70,19 +73,21 @@ def _check_result(result: TrainResult) -> None:
 
 def _write_graph(graph: Graph, writer: BundleWriter, tmp: Path, variants: list[str]) -> dict[str, Any]:
     path = writer.path(variant_file(graph.name, None))
-    entry = _export(graph, path, tmp)
-    if graph.check:
-        entry.update(graph.check("fp32", path, path))
-    entry["variants"] = {}
+    entry = {**_export(graph, path, tmp), **_check(graph, "fp32", path, path), "variants": {}}
     for variant in variants:
         if variant not in _allowed(graph):
             continue
         target = writer.path(variant_file(graph.name, variant))
-        info = _write_variant(graph, variant, path, target, tmp)
-        if graph.check:
-            info.update(graph.check(variant, target, path))
-        entry["variants"][variant] = info
+        entry["variants"][variant] = {**_write_variant(graph, variant, path, target, tmp), **_check(graph, variant, target, path)}
     return entry
+
+
+def _check(graph: Graph, variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+    found = graph.check(variant, path, fp32) if graph.check else {}
+    clash = sorted(CORE_KEYS & set(found))
+    if clash:
+        raise AitkError(f"graph {graph.name!r}: its check returned {clash[0]!r}, a manifest field the core writes")
+    return found
 
 
 def _allowed(graph: Graph) -> set[str]:
