@@ -34,7 +34,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     bank_items, val_items = D.split_validation(items, D.validation_items(data), config.val_fraction, config.seed)
     logger.info(f"{len(bank_items)} good images for the memory bank, {len(val_items)} for validation "
         f"({sum(not i.good for i in val_items)} defects)")
-    features, info = M.build_features(config.backbone, config.weights, config.feature_stages, config.image_size, log)
+    features, info = M.build_features(config.backbone, config.weights, config.feature_stages, config.image_size, logger.info)
     device = runtime.torch_device()
     size = config.image_size
 
