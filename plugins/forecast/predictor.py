@@ -45,6 +45,10 @@ class ForecastPredictor(Predictor):
         self.plot = Path(plot) if plot else None
         self.median = self.spec.quantiles.index(0.5)
 
+    def count(self, paths: list[Path]) -> None:
+        """Unknown before reading: a record is a series, and a file's rows do not say how many it holds."""
+        return None
+
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per series; a file that cannot be read, or lacks a column, is one error record."""
         seen: dict[str, Path] = {}
