@@ -27,6 +27,16 @@ def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
     assert number.returncode == 2 and number.stderr.strip() == "error: Invalid value for '--threads': expected an integer"
 
 
+def test_a_group_alone_shows_its_help():
+    result = run_aitk("wine", plugins="wine")
+    assert result.returncode == 2 and result.stderr.startswith("Usage: aitk wine") and "Commands:" in result.stderr
+
+
+def test_the_shell_completes_choice_values():
+    result = run_aitk(env={"_AITK_COMPLETE": "complete_bash", "COMP_WORDS": "aitk wine predict --device ", "COMP_CWORD": "4"}, plugins="wine")
+    assert result.returncode == 0 and result.stdout.split() == ["auto", "cpu", "cuda"]
+
+
 def test_quiet_and_log_options_work_after_the_command(wine, tmp_path):
     predict = ["wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv")]
     loud = run_aitk(*predict, "--out", str(tmp_path / "a.jsonl"), plugins="wine")

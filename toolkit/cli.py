@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional
 
 import typer
 from typer._click.exceptions import ClickException as _UsageError  # Typer vendors Click (typer>=0.29)
+from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
 
 from toolkit import __version__, console
 from toolkit.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataArg, Device, Force, QuantizeRun, QuantizeTrain,
@@ -373,6 +374,9 @@ def main() -> None:
             add_usecase_commands(usecase)
         pm.hook.register_commands(app=app)
         code = app(args=argv, prog_name="aitk", standalone_mode=False)
+    except _NoArgs as e:  # `aitk` or `aitk fraud` alone: the help, on stderr, exit 2
+        e.show()
+        sys.exit(e.exit_code)
     except _UsageError as e:
         _fail(f"error: {_usage_message(e)}", e.exit_code)
     except AitkError as e:
