@@ -303,3 +303,43 @@ def test_chat_page_in_a_real_browser_asks_for_a_slot_and_hands_off(bot):
             assert say("hello?")[0] == "handed_off"
         finally:
             browser.quit()
+
+
+def test_yaml_intents_named_yes_no_on_off_stay_text(tmp_path):
+    from plugins.chatbot.data import load_domain
+    from toolkit import AitkError
+
+    (tmp_path / "domain.yaml").write_text(
+        "intents:\n  yes:\n    examples: [yes, sure]\n  no:\n    examples: [no, nope]\n  on:\n    examples: [switch it on]\n  off:\n    examples: [off please]\n"
+    )
+    domain = load_domain(tmp_path / "domain.yaml")
+    assert list(domain["intents"]) == ["yes", "no", "on", "off"]
+    assert domain["intents"]["yes"]["examples"] == ["yes", "sure"] and domain["intents"]["no"]["examples"] == ["no", "nope"]
+    (tmp_path / "flag.yaml").write_text("intents:\n  true:\n    examples: [correct]\n")
+    with pytest.raises(AitkError, match=r"intents: name True is not text; quote it \(\"true\"\)"):
+        load_domain(tmp_path / "flag.yaml")
+    (tmp_path / "example.yaml").write_text("intents:\n  confirm:\n    examples: [false, 'that is right']\n")
+    with pytest.raises(AitkError, match=r"intents.confirm.examples: False is not text; quote it"):
+        load_domain(tmp_path / "example.yaml")
+
+
+def test_amounts_are_read_whole_as_people_write_them_or_not_at_all():
+    from plugins.chatbot.data import normalise_domain
+    from plugins.chatbot.dialogue import extract
+
+    slots = normalise_domain({"intents": {}})["slots"]
+    written = ["$1.5k", "2k EUR", "1,500.00 dollars", "€ 20", "20 €", "£12.50", "USD 300", "$2 million", "1.500,50 EUR"]
+    for amount in written:
+        assert extract(f"it was {amount} yesterday", slots).get("amount") == amount
+    assert extract("1.2m", slots, expected="amount") == {"amount": "1.2m"}  # a bare number when the bot asked for it
+    assert "amount" not in extract("it was $1.5x", slots, expected="amount")  # never part of a value: ask again
+
+
+def test_bom_surrogates_and_bad_bytes_in_messages_are_handled(bot, tmp_path):
+    lines = [b"\xef\xbb\xbf" + json.dumps({"text": "hello there"}).encode() + b"\n", b'{"text": "hi \\ud800 there"}\n', b'{"text": "caf\xe9"}\n',
+             json.dumps({"text": "good morning"}).encode() + b"\n"]
+    result, rows = predict(bot, tmp_path, lines)
+    assert result.returncode == 3
+    assert rows[0]["intent"] == "greeting" and rows[3]["intent"] == "greeting"
+    assert rows[1]["error"].endswith("in.jsonl:2: field text: not valid Unicode (lone surrogate at character 3)")
+    assert rows[2]["error"].endswith("in.jsonl: line 3: not valid UTF-8 at byte 68")

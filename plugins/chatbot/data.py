@@ -6,13 +6,14 @@ bundle stores it as ``domain.json`` and the dialogue manager reads it without th
 from __future__ import annotations
 
 import json
+import re
 import string
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from toolkit import AitkError, InputError, Record
+from toolkit.io import name_of, open_text, read_lines
 
 FAQ_PREFIX = "faq:"
 DOMAIN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -48,21 +49,36 @@ def load_domain(path: Path) -> dict[str, Any]:
     path = Path(path)
     if path.suffix.lower() not in DOMAIN_SUFFIXES:
         raise AitkError(f"{path}: a domain file must end in .yaml, .yml or .json")
+    if not path.is_file():
+        raise AitkError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-
-            raw = yaml.safe_load(text)
-    except FileNotFoundError:
-        raise AitkError(f"{path}: no such file") from None
+        with open_text(path) as f:
+            text = f.read()
+        raw = json.loads(text) if path.suffix.lower() == ".json" else read_yaml(text)
+    except InputError:
+        raise
     except Exception as e:
         raise AitkError(f"{path}: cannot parse the domain file ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict):
         raise AitkError(f"{path}: expected a mapping with intents, faq, handoff, fallback")
     return normalise_domain(raw, str(path), base=path.parent)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML with 1.2 booleans: only true/false are booleans, so intents named yes, no, on, off
+    (and examples "yes", "no") stay text, where YAML 1.1 would turn them into True/False."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    return yaml.load(text, Loader=Loader)
 
 
 def normalise_domain(raw: dict[str, Any], where: str = "domain", base: Path | None = None) -> dict[str, Any]:
@@ -92,7 +108,10 @@ def normalise_domain(raw: dict[str, Any], where: str = "domain", base: Path | No
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise AitkError(f"{where}: expected a mapping of name to settings")
-    return {str(k): v for k, v in value.items()}
+    for key in value:
+        if not isinstance(key, str):
+            raise AitkError(f"{where}: name {key!r} is not text; quote it (\"{str(key).lower()}\")")
+    return dict(value)
 
 
 def _text(value: Any, where: str) -> str:
@@ -108,6 +127,9 @@ def _texts(value: Any, where: str, allow_empty: bool = True) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
         raise AitkError(f"{where}: expected a list of strings")
+    flags = [v for v in value if isinstance(v, bool)]
+    if flags:
+        raise AitkError(f"{where}: {flags[0]!r} is not text; quote it (\"{str(flags[0]).lower()}\")")
     texts = [str(v) for v in value if str(v).strip()]
     if not texts and not allow_empty:
         raise AitkError(f"{where}: expected at least one non-empty string")
@@ -232,9 +254,10 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except FileNotFoundError:
-        raise AitkError(f"{path}: no such file") from None
+        with open_text(path) as f:
+            frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+    except InputError:
+        raise
     except Exception as e:
         raise AitkError(f"{path}: cannot read the CSV ({type(e).__name__}: {e})") from None
     columns = {c.strip().lower(): c for c in frame.columns}
@@ -307,28 +330,21 @@ def evaluation_rows(data: Path) -> list[tuple[str, str]]:
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[Record]:
-    """One record per JSONL line: ``{"text": ...}`` or ``{"conversation": [...]}``; ``-`` is stdin."""
+    """One record per JSONL line: ``{"text": ...}`` or ``{"conversation": [...]}``; ``-`` is stdin.
+
+    Files are read by ``toolkit.io.read_lines``: gzip, a byte-order mark and UTF-16 are handled, a
+    line that is not valid text is one error record, and a file that cannot be read is one too."""
     for path in paths:
-        stream = sys.stdin.buffer if str(path) == "-" else None
+        where = name_of(path)
         try:
-            handle = stream or open(path, "rb")
-        except OSError as e:
-            yield Record(id=f"{path}", error=f"{path}: cannot open ({e.strerror})")
-            continue
-        try:
-            for number, raw in enumerate(handle, 1):
-                if raw.strip():
-                    yield _record(f"{path}:{number}", raw)
-        finally:
-            if stream is None:
-                handle.close()
+            for line in read_lines(path):
+                rid = f"{where}:{line.number}"
+                yield Record(id=rid, error=f"{where}: {line.error}") if line.error else _record(rid, line.text)
+        except InputError as e:
+            yield Record(id=where, error=str(e) if str(e).startswith(where) else f"{where}: {e}")
 
 
-def _record(where: str, raw: bytes) -> Record:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return Record(id=where, error=f"{where}: not valid UTF-8 (byte {e.start})")
+def _record(where: str, line: str) -> Record:
     try:
         return Record(id=where, data=json.loads(line))
     except json.JSONDecodeError as e:
@@ -339,13 +355,22 @@ def decode_record(record: Record) -> tuple[str, Any]:
     """``("message", text)`` or ``("conversation", [texts])``; InputError names what was expected."""
     data = record.data
     if isinstance(data, dict) and isinstance(data.get("text"), str):
-        return "message", data["text"]
+        return "message", check_unicode(data["text"], f"{record.id}: field text")
     if isinstance(data, dict) and isinstance(data.get("conversation"), list):
         turns = []
         for i, turn in enumerate(data["conversation"]):
             text = turn.get("text") if isinstance(turn, dict) else turn
             if not isinstance(text, str):
                 raise InputError(f"{record.id}: field conversation[{i}]: expected a string or {{\"text\": string}}")
-            turns.append(text)
+            turns.append(check_unicode(text, f"{record.id}: field conversation[{i}]"))
         return "conversation", turns
     raise InputError(f"{record.id}: expected {{\"text\": string}} or {{\"conversation\": [strings]}}")
+
+
+def check_unicode(text: str, where: str) -> str:
+    """``text`` itself; InputError if it holds a lone surrogate (JSON "\\ud800", or bytes that were not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{where}: not valid Unicode (lone surrogate at character {e.start})") from None
+    return text

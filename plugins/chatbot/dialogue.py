@@ -16,6 +16,8 @@ import numpy as np
 FAQ_PREFIX = "faq:"
 
 _NUMBER = r"\d+(?:[.,]\d+)*"
+_SCALE = r"(?:\s?(?:k|m|mn|bn|thousand|million|billion)(?![A-Za-z]))?"  # $1.5k, 2 million
+_MONEY = _NUMBER + _SCALE
 _CURRENCY_WORDS = r"usd|eur|gbp|chf|jpy|cad|aud|dollars?|euros?|pounds?|bucks|quid"
 _MONTHS = r"jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
 _DAYS = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
@@ -28,10 +30,12 @@ PATTERNS = {
         rf"|\b(?:today|yesterday|tomorrow)\b|\b(?:last|this|on)\s+(?:{_DAYS}|week)\b|\b(?:{_DAYS})\b",
         re.IGNORECASE,
     ),
-    "amount": re.compile(rf"[$€£¥]\s?{_NUMBER}|\b{_NUMBER}\s?(?:{_CURRENCY_WORDS})\b|\b(?:{_CURRENCY_WORDS})\s?{_NUMBER}", re.IGNORECASE),
+    "amount": re.compile(
+        rf"[$€£¥]\s?{_MONEY}|\b{_MONEY}\s?(?:(?:{_CURRENCY_WORDS})\b|[$€£¥])|\b(?:{_CURRENCY_WORDS})\s?{_MONEY}", re.IGNORECASE
+    ),
     "order_number": re.compile(r"#\s?\d{3,}\b|\b[A-Za-z]{1,4}-?\d{4,12}\b|\b\d{5,12}\b"),
 }
-LENIENT = {"amount": re.compile(rf"\b{_NUMBER}\b"), "order_number": re.compile(r"\b(?=[A-Za-z-]*\d)[A-Za-z0-9-]{4,20}\b")}
+LENIENT = {"amount": re.compile(rf"\b{_MONEY}", re.IGNORECASE), "order_number": re.compile(r"\b(?=[A-Za-z-]*\d)[A-Za-z0-9-]{4,20}\b")}
 """Looser patterns used only when the bot has just asked for that kind of slot ("42" for an amount)."""
 
 NEGATIVE = {
@@ -70,17 +74,20 @@ def sentiment(text: str) -> float:
 def extract(text: str, slots: dict[str, dict[str, Any]], expected: str | None = None) -> dict[str, str]:
     """Slot values found in ``text``, by slot name; ``expected`` (the slot just asked for) may
     match looser patterns. Emails, dates and amounts are taken out first, so their digits are not
-    read as order numbers."""
+    read as order numbers. An amount is taken whole, as written ("$1.5k", "2k EUR", "1,500.00",
+    "20 €"), or not at all: a match that runs on into letters or digits ("$1.5x") is dropped, so
+    the bot asks again rather than confirm part of a value."""
     found: dict[str, list[str]] = {}
     rest = text
     for kind in ("email", "date", "amount", "order_number"):
         for match in PATTERNS[kind].finditer(rest):
-            found.setdefault(kind, []).append(match.group(0).strip())
+            if kind != "amount" or whole(match):
+                found.setdefault(kind, []).append(match.group(0).strip())
         rest = PATTERNS[kind].sub(" ", rest)
     if expected and slots[expected]["type"] in LENIENT and not found.get(slots[expected]["type"]):
         match = LENIENT[slots[expected]["type"]].search(rest)
-        if match:
-            found[slots[expected]["type"]] = [match.group(0)]
+        if match and whole(match):
+            found[slots[expected]["type"]] = [match.group(0).strip()]
     values: dict[str, str] = {}
     order = ([expected] if expected else []) + [n for n in slots if n != expected]
     for name in order:
@@ -92,6 +99,12 @@ def extract(text: str, slots: dict[str, dict[str, Any]], expected: str | None = 
         elif found.get(spec["type"]):
             values[name] = found[spec["type"]][0]
     return values
+
+
+def whole(match: re.Match) -> bool:
+    """True when the match is not the start of a longer token (a word or number it would cut)."""
+    after = match.string[match.end() : match.end() + 1]
+    return not after.isalnum() and not (after in ".," and match.string[match.end() + 1 : match.end() + 2].isdigit())
 
 
 @dataclass

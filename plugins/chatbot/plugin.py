@@ -157,19 +157,24 @@ def chat_loop(bundle_path: Path, log: Optional[Path], device: str, threads: Opti
 
 
 def _read_message(interactive: bool):
-    """The next message; None when it is not valid UTF-8; False at the end of input."""
+    """The next message; None when it is not valid UTF-8 (the bot asks again); False at the end of input."""
     if interactive:
         try:
-            return input("you> ")
+            text = input("you> ")
         except EOFError:
             return False
         except UnicodeDecodeError:
             return None
+        try:
+            text.encode("utf-8")  # a terminal's undecodable bytes arrive as lone surrogates
+        except UnicodeEncodeError:
+            return None
+        return text
     raw = sys.stdin.buffer.readline()
     if not raw:
         return False
     try:
-        return raw.decode("utf-8").rstrip("\r\n")
+        return raw.decode("utf-8").rstrip("\r\n").removeprefix("\ufeff")
     except UnicodeDecodeError:
         return None
 
