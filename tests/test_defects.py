@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_aitk
+from tests.conftest import assert_report, run_aitk
 
 QUICK = ["--set", "image_size=96", "--set", "sigma=1.5", "--set", "memory_size=256", "--set", "classifier_epochs=100"]
 
@@ -34,7 +34,7 @@ def test_trained_model_separates_defects_from_good_images(trained):
     assert metrics["pixel_auroc"] > 0.9
     assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_predicted"])) == metrics["images"] == 20
     assert "defect_type_accuracy" in metrics
-    assert (trained["root"] / "report" / "roc_pr.png").stat().st_size > 0
+    assert_report(trained["root"] / "report", "roc_pr.png", "confusion_matrix.png")
 
 
 def test_onnx_model_matches_torch_rebuilt_from_the_bundle_weights(trained):
@@ -93,6 +93,7 @@ def test_predict_over_a_folder_writes_rows_heatmaps_and_error_rows(trained, tmp_
     x0, y0, x1, y1 = rows["crack_000.png"]["boxes"][0]
     assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
     assert len(list(heatmaps.glob("*.png"))) == 6
+    assert Path(rows["crack_000.png"]["heatmap"]).name == "inputs_crack_000.png"
 
 
 def test_threshold_option_overrides_the_calibrated_one(trained, tmp_path):

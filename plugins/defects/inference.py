@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +50,7 @@ class DefectPredictor(Predictor):
         self.threshold = bundle_threshold(bundle, runtime, threshold)
         self.types = bundle.assets.get("defect_types", [])
         self.heatmaps = Path(heatmaps) if heatmaps else None
+        self.heatmap_names: set[str] = set()
         if self.heatmaps:
             self.heatmaps.mkdir(parents=True, exist_ok=True)
 
@@ -86,7 +86,8 @@ class DefectPredictor(Predictor):
                 row["defect_type"] = self.types[best] if defect else None
                 row["defect_type_prob"] = float(probs[k][best]) if defect else None
             if self.heatmaps:
-                row["heatmap"] = str(write_overlay(x, maps[k], self.threshold, boxes, self.heatmaps))
+                path = self.heatmaps / heatmap_name(x.name, self.heatmap_names)
+                row["heatmap"] = str(write_overlay(x, maps[k], float(scores[k]), self.threshold, boxes, path))
             rows.append(row)
         return rows
 
@@ -107,21 +108,44 @@ def regions(anomaly_map: np.ndarray, threshold: float, original_size: tuple[int,
     return boxes
 
 
-def write_overlay(x: Decoded, anomaly_map: np.ndarray, threshold: float, boxes: list[list[int]], folder: Path) -> Path:
-    """The image with the anomaly map as a colour layer (the threshold sits at 60% of the scale) and its boxes."""
+def heatmap_name(record_id: str, used: set[str]) -> str:
+    """``crack_000.png`` for ``.../crack/000.png`` (parent folder and stem); ``-2``, ``-3``... when
+    another input of the run already took the name."""
+    path = Path(record_id)
+    stem = "_".join(part for part in (path.parent.name, path.stem) if part not in ("", ".", "..")) or "image"
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name
+
+
+def write_overlay(x: Decoded, anomaly_map: np.ndarray, score: float, threshold: float, boxes: list[list[int]], path: Path) -> Path:
+    """The image (its own size) with the anomaly map as a colour layer (the threshold sits at 60%
+    of the scale), its boxes, a colour bar on the right edge with the threshold marked, and the
+    verdict and score written in the top-left corner."""
     import matplotlib
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
 
     size = x.original.size
     heat = Image.fromarray(anomaly_map.astype(np.float32), "F").resize(size, Image.Resampling.BILINEAR)
     level = np.clip(0.6 * np.asarray(heat) / max(threshold, 1e-12), 0, 1)
-    colours = (matplotlib.colormaps["jet"](level)[..., :3] * 255).astype(np.uint8)
-    overlay = Image.blend(x.original, Image.fromarray(colours, "RGB"), 0.45)
+    jet = matplotlib.colormaps["jet"]
+    overlay = Image.blend(x.original, Image.fromarray((jet(level)[..., :3] * 255).astype(np.uint8), "RGB"), 0.45)
     draw = ImageDraw.Draw(overlay)
+    line = max(1, min(size) // 150)
     for x0, y0, x1, y1 in boxes:
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255), width=max(1, min(size) // 150))
-    digest = hashlib.sha1(x.name.encode()).hexdigest()[:8]
-    path = folder / f"{Path(x.name).stem or 'image'}-{digest}.png"
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255), width=line)
+    bar_w, (w, h) = max(3, size[0] // 40), size
+    ramp = (jet(np.linspace(1, 0, h))[:, :3] * 255).astype(np.uint8)
+    overlay.paste(Image.fromarray(np.repeat(ramp[:, None], bar_w, axis=1), "RGB"), (w - bar_w, 0))
+    draw.line([w - 2 * bar_w, int(0.4 * h), w - 1, int(0.4 * h)], fill=(255, 255, 255), width=line)  # the threshold (60% of the scale)
+    font = ImageFont.load_default(size=max(8, min(size) // 14))
+    text = f"{'DEFECT' if score >= threshold else 'ok'} {score:.3g} (thr {threshold:.3g})"
+    box = draw.textbbox((2, 1), text, font=font)
+    draw.rectangle(box, fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 80, 80) if score >= threshold else (255, 255, 255), font=font)
     with atomic_path(path) as tmp:
         overlay.save(tmp, format="PNG")
     return path
@@ -195,14 +219,14 @@ def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, 
 
 
 def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, threshold: float, metrics: dict[str, Any]) -> None:
-    """roc_pr.png (ROC and precision-recall curves with the threshold marked) and metrics.json."""
+    """roc_pr.png (ROC and precision-recall curves with the threshold marked), confusion_matrix.png and metrics.json."""
     import json
 
-    import matplotlib
+    from sklearn.metrics import ConfusionMatrixDisplay, precision_recall_curve, roc_curve
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from toolkit.report import pyplot, save_figure
+
+    plt = pyplot()
 
     folder.mkdir(parents=True, exist_ok=True)
     if defective.any() and not defective.all():
@@ -219,9 +243,12 @@ def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, thresh
         pr.set(xlabel="recall", ylabel="precision", title="precision-recall (image level)", ylim=(0, 1.02))
         pr.legend(loc="lower left")
         fig.tight_layout()
-        with atomic_path(folder / "roc_pr.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, folder / "roc_pr.png")
+    fig, ax = plt.subplots(figsize=(4.5, 3.8))
+    ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"]), display_labels=["ok", "defect"]).plot(ax=ax, cmap="Blues")
+    ax.set_title(f"images, threshold {threshold:.3g}")
+    fig.tight_layout()
+    save_figure(fig, folder / "confusion_matrix.png")
     atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))
 
 
