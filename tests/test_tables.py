@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from toolkit.batch import Journal
-from toolkit.tables import Schema, clip_far_values, read_records, value_ranges
+from toolkit.ranges import TrainingRanges, value_ranges
+from toolkit.tables import Schema, read_records
 
 
 def records(path, schema):
@@ -46,7 +47,7 @@ def test_values_far_outside_training_are_clipped_with_a_warning():
     ranges = value_ranges(np.array([[0.0, 10.0], [1.0, 20.0]]))
     assert ranges == [[0.0, 1.0], [10.0, 20.0]]
     x = np.array([[0.5, 15.0], [1.9, 31.0], [-1.5, np.nan]], dtype=np.float32)
-    clipped, warnings = clip_far_values(x, ["a", "b"], ranges)
+    clipped, warnings = TrainingRanges(["a", "b"], ranges).clip(x)
     np.testing.assert_array_equal(clipped, np.array([[0.5, 15.0], [1.9, 30.0], [-1.0, np.nan]], dtype=np.float32))
     assert warnings == [
         [],

@@ -30,6 +30,7 @@ from toolkit.usecase import Predictor, Record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 logger = get_logger(__name__)
+_STRICT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # one encoder for every row: NaN and inf refused
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -90,7 +91,7 @@ def run_batch(
     run's summary. ``total``, the records expected (resumed ones included), sizes the progress bar.
 
     Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
-    batches ahead of the model."""
+    batches ahead of the model (inline when ``predictor.threaded_decode`` is False)."""
     journal = StdoutJournal() if str(out) == "-" else Journal(out, resume)
     resumed = Counter()
     records = skip_done(predictor.read(paths), journal.ids, resumed)
@@ -98,6 +99,10 @@ def run_batch(
     decoders = workers or min(8, os.cpu_count() or 1)
 
     def batches() -> Iterator[list[dict[str, Any]]]:
+        if not predictor.threaded_decode:  # decoding is trivial: a thread pool would only add its hand-offs
+            for chunk in _chunks(records, batch_size):
+                yield predict_records(predictor, chunk)
+            return
         with ThreadPoolExecutor(decoders) as pool:
             pending: deque = deque()
             for chunk in _chunks(records, batch_size):
@@ -209,7 +214,8 @@ class StdoutJournal:
         self.failed = 0
 
     def write(self, rows: list[dict[str, Any]]) -> int:
-        sys.stdout.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        text, rows = json_lines(rows)
+        sys.stdout.write(text)
         sys.stdout.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
@@ -259,11 +265,7 @@ class Journal:
 
         A row holding NaN or an infinity anywhere is written as an error row naming the field:
         nothing non-finite reaches an output."""
-        try:
-            text = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
-        except ValueError:
-            rows = [finite_row(row) for row in rows]
-            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        text, rows = json_lines(rows)
         self.file.write(text)
         self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
@@ -285,6 +287,16 @@ class Journal:
             write_rows(lambda: _read_jsonl(self.path), self.out)
             self.path.unlink()
         return self.failed
+
+
+def json_lines(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(``rows`` as JSON lines, the rows written): a row holding NaN or an infinity anywhere is
+    written as an error row naming the field, so nothing non-finite reaches an output."""
+    try:
+        return "".join([_STRICT.encode(row) + "\n" for row in rows]), rows
+    except ValueError:
+        rows = [finite_row(row) for row in rows]
+        return "".join([_STRICT.encode(row) + "\n" for row in rows]), rows
 
 
 def finite_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -396,36 +396,3 @@ def _line_problem(line: bytes) -> str | None:
     if line.count(b'"') % 2:
         return "unbalanced quote (a quoted field never closes on this line)"
     return None
-
-
-def value_ranges(x: np.ndarray) -> list[list[float]]:
-    """[min, max] of each column of the training features ``x`` [rows, features], for the bundle's
-    assets, so that ``range_warnings`` can tell a value far outside what training saw."""
-    x = np.asarray(x, dtype=np.float64)
-    return [[float(np.nanmin(c)), float(np.nanmax(c))] if np.isfinite(c).any() else [0.0, 0.0] for c in x.T]
-
-
-def clip_far_values(x: np.ndarray, names: list[str], ranges: list[list[float]] | None) -> tuple[np.ndarray, list[list[str]]]:
-    """(``x`` [rows, features] with values far outside their training range clipped to its edge,
-    a warning per row for each such value).
-
-    Far outside: more than the range's width (at least 1) below its minimum or above its maximum.
-    A model extrapolates there without meaning (a 1e30 amount can turn a score into NaN), so
-    the row is scored at that edge and its warning says what was given and what was used."""
-    out: list[list[str]] = [[] for _ in range(len(x))]
-    if not ranges or not len(x):
-        return x, out
-    low, high = np.array(ranges, dtype=np.float64).T
-    span = np.maximum(high - low, 1.0)
-    floor, ceiling = low - span, high + span
-    with np.errstate(invalid="ignore"):
-        far = (x < floor) | (x > ceiling)
-    if not far.any():
-        return x, out
-    clipped = np.where(np.isnan(x), x, np.clip(x, floor, ceiling)).astype(x.dtype)
-    for i, j in zip(*np.nonzero(far)):
-        out[i].append(
-            f"field {names[j]!r}: {float(x[i, j]):.7g} is far outside the training range [{low[j]:.7g}, {high[j]:.7g}]; "
-            f"scored as {float(clipped[i, j]):.7g}"
-        )
-    return clipped, out

@@ -117,6 +117,9 @@ class Predictor:
     isolate the bad one. ``provider`` is the execution provider the ONNX session really got."""
 
     provider: str = "CPUExecutionProvider"
+    threaded_decode: bool = True
+    """False when ``decode`` is trivial (the records come decoded, as from ``toolkit.tables``):
+    batch inference then decodes inline instead of handing batches to a thread pool."""
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """Stream records from input files (``-`` is stdin); a record that cannot be read carries ``error``.

@@ -63,8 +63,13 @@ class Scorer:
 class FraudPredictor(Predictor):
     """Rows of raw values in; per row: score, flag and the top features (or an error)."""
 
+    threaded_decode = False  # the core table reader hands over decoded rows
+
     def __init__(self, scorer: Scorer, explain: int, threshold: float | None, keep: list[str]):
+        from toolkit.ranges import TrainingRanges
+
         self.scorer = scorer
+        self.ranges = TrainingRanges(scorer.prep.columns.numeric, scorer.prep.ranges)
         self.provider = scorer.session.provider
         self.explain = max(int(explain or 0), 0)
         self.threshold = scorer.threshold if threshold is None else float(threshold)
@@ -90,11 +95,9 @@ class FraudPredictor(Predictor):
         return Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)
 
     def predict(self, inputs: list[tuple[np.ndarray, tuple]]) -> list[dict[str, Any]]:
-        from toolkit.tables import clip_far_values
-
         prep = self.scorer.prep
         numeric = np.stack([numbers for numbers, _ in inputs]).reshape(len(inputs), len(prep.numeric))
-        numeric, warnings = clip_far_values(numeric, prep.columns.numeric, prep.ranges)
+        numeric, warnings = self.ranges.clip(numeric)
         texts = [cells for _, cells in inputs]
         categorical = prep.category_ids(texts)
         score, logit = self.scorer.run(numeric, categorical)

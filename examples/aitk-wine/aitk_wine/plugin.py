@@ -48,7 +48,7 @@ class Wine(UseCase):
         import numpy as np
         import torch
 
-        from toolkit.tables import value_ranges
+        from toolkit.ranges import value_ranges
         from toolkit.train import seed_everything
 
         seed_everything(config.seed)
@@ -85,12 +85,16 @@ class Wine(UseCase):
 
 
 class ClassifierPredictor(Predictor):
+    threaded_decode = False  # the core table reader hands over decoded rows
+
     def __init__(self, bundle: Bundle, runtime: Runtime):
+        from toolkit.ranges import TrainingRanges
+
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
         self.classes = bundle.assets["classes"]
         self.features = bundle.assets["features"]
-        self.ranges = bundle.assets.get("ranges")
+        self.ranges = TrainingRanges(self.features, bundle.assets.get("ranges"))
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per CSV row (the core reader: a malformed row or cell is an error row)."""
@@ -110,14 +114,12 @@ class ClassifierPredictor(Predictor):
     def predict(self, inputs: list) -> list[dict[str, Any]]:
         import numpy as np
 
-        from toolkit.tables import clip_far_values
-
-        x, warnings = clip_far_values(np.asarray(inputs, dtype=np.float32), self.features, self.ranges)
+        x, warnings = self.ranges.clip(np.asarray(inputs, dtype=np.float32))
         (probabilities,) = self.session(x)
+        labels = [self.classes[i] for i in probabilities.argmax(-1).tolist()]
         rows = [
-            {"label": self.classes[int(p.argmax())], "probability": float(p.max()),
-             "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p)}}
-            for p in probabilities
+            {"label": label, "probability": max(p), "probabilities": dict(zip(self.classes, rounded))}
+            for label, p, rounded in zip(labels, probabilities.tolist(), np.round(probabilities.astype(np.float64), 6).tolist())
         ]
         for row, warning in zip(rows, warnings):
             if warning:
