@@ -139,7 +139,8 @@ def test_bad_prompts_become_error_rows(trained, tmp_path):
     rows = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
     assert rows[f"{prompts}:1"]["new_tokens"] == 8 and "error" not in rows[f"{prompts}:1"]
     assert rows[f"{prompts}:2"]["error"].endswith("field prompt: expected a non-empty string")
-    assert rows[f"{prompts}:3"]["error"] == f"{prompts}:3: invalid UTF-8 at byte 15"
+    at = prompts.read_bytes().index(b"\xe9")
+    assert rows[f"{prompts}:3"]["error"] == f"{prompts}: line 3: not valid UTF-8 at byte {at}"
     assert "not valid JSON" in rows[f"{prompts}:4"]["error"]
     assert "kept its last 56 tokens" in rows["long"]["warning"] and rows["long"]["prompt_tokens"] == 56
     strict = codegen("predict", trained["bundle"], prompts, "--out", tmp_path / "strict.jsonl", "--max-new-tokens", "8", "--on-long", "error")
@@ -154,6 +155,37 @@ def test_evaluate_reports_perplexity_and_pass_at_k(trained):
     assert metrics["problems"] == 4 and 0 <= metrics["pass@1"] <= 1
     assert metrics["perplexity"] > 1 and metrics["files"] == 1
     assert metrics["sandbox"].startswith("bubblewrap")
+
+
+def test_prompts_in_windows_encodings_and_bytes_that_are_not_utf8(trained, tmp_path):
+    from conftest import run_aitk
+
+    bad_arg = run_aitk("codegen", "complete", str(trained["bundle"]), b'name = "caf\xe9"\ndef greet():\n', "--max-new-tokens", "4", plugins="codegen")
+    assert bad_arg.returncode == 1 and bad_arg.stderr.strip() == "error: prompt: invalid UTF-8 at byte 11 (expected UTF-8 text)"
+    piped = codegen("complete", trained["bundle"], "-", "--max-new-tokens", "4", stdin="\ufeffdef add(a, b):\n")
+    assert piped.returncode == 0, piped.stderr
+    (tmp_path / "cp1252.py").write_bytes('s = "caf\u00e9 \u2013 ok"\n'.encode("cp1252"))
+    (tmp_path / "utf16.jsonl").write_bytes('{"prompt": "def a():"}\r\n{"prompt": "def b():"}\r\n'.encode("utf-16"))
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "def c():"}).encode() + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = codegen("predict", trained["bundle"], tmp_path / "cp1252.py", tmp_path / "utf16.jsonl", tmp_path / "bom.jsonl", "--out", out, "--max-new-tokens", "4")
+    assert result.returncode == 3, result.stderr
+    rows = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert rows[str(tmp_path / "cp1252.py")]["error"] == f"{tmp_path / 'cp1252.py'}: not valid UTF-8 at byte 8"
+    assert [rows[f"{tmp_path / name}:{n}"]["prompt_tokens"] > 0 for name, n in (("utf16.jsonl", 1), ("utf16.jsonl", 2), ("bom.jsonl", 1))] == [True] * 3
+    assert len(rows) == 4
+
+
+def test_evaluate_reads_gzip_problems_and_refuses_zero_tokens(trained, tmp_path):
+    import gzip
+
+    (tmp_path / "HumanEval.jsonl.gz").write_bytes(gzip.compress((trained["data"] / "eval/problems.jsonl").read_bytes()))
+    result = codegen("evaluate", trained["bundle"], tmp_path / "HumanEval.jsonl.gz", "--json", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["problems"] == 4
+    (tmp_path / "empty.py").write_text("")
+    empty = codegen("evaluate", trained["bundle"], tmp_path / "empty.py", "--json")
+    assert empty.returncode == 1 and empty.stdout == "" and "no tokens to score" in empty.stderr
 
 
 def test_evaluate_refuses_to_run_generated_code_without_a_sandbox(trained, tmp_path):

@@ -21,15 +21,32 @@ logger = get_logger(__name__)
 
 
 def read_prompt(prompt: str) -> str:
+    """The prompt argument, or stdin for ``-`` (UTF-8 with or without a byte-order mark, UTF-16 with
+    one); bytes that are not UTF-8, on stdin or in the argument, are an AitkError naming the byte offset."""
     if prompt == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            prompt = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise AitkError(f"stdin: invalid UTF-8 at byte {e.start}") from None
+        from toolkit.io import open_text
+
+        with open_text("-") as f:
+            prompt = f.read()
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise AitkError(f"prompt: {_not_utf8(prompt, e.start)}") from None
     if not prompt.strip():
         raise AitkError("prompt: expected a non-empty string")
     return prompt
+
+
+def _not_utf8(prompt: str, character: int) -> str:
+    """Why a prompt with lone surrogates is refused: the shell's bytes that were not UTF-8 (Python
+    keeps them as surrogates), named by byte offset, or a surrogate that came some other way."""
+    try:
+        prompt.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 at byte {e.start} (expected UTF-8 text)"
+    return f"not valid Unicode (lone surrogate at character {character})"
 
 
 def add_commands(group: typer.Typer, usecase) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from toolkit import AitkError, InputError, Record
 from toolkit.console import get_logger
+from toolkit.io import has_suffix, name_of, open_text, read_lines
 
 logger = get_logger(__name__)
 
@@ -154,29 +155,30 @@ def eval_windows(stream, context: int, max_tokens: int = 0) -> list:
 # ---- prompts (predict) ----
 
 def read_prompt_records(paths: Iterable[Path]) -> Iterator[Record]:
-    """One record per JSONL line ({"prompt": ...}, optional "id"); any other file is one prompt."""
+    """One record per JSONL line ({"prompt": ...}, optional "id"); any other file is one prompt.
+
+    Read by ``toolkit.io``: gzip, UTF-8 with or without a byte-order mark, UTF-16 with one; any
+    other bytes (cp1252, Latin-1) are an error record naming the byte offset."""
     for path in paths:
-        if str(path) == "-":
-            yield from _jsonl_records(sys.stdin.buffer, "<stdin>")
-        elif path.suffix.lower() in PROBLEM_SUFFIXES:
-            with open(path, "rb") as f:
-                yield from _jsonl_records(f, str(path))
-        else:
-            yield _text_record(path.read_bytes(), str(path), str(path))
+        where = name_of(path)
+        try:
+            if str(path) == "-" or has_suffix(path, PROBLEM_SUFFIXES):
+                yield from _jsonl_records(path)
+            else:
+                yield _text_record(path)
+        except InputError as e:
+            yield Record(id=where, error=str(e) if str(e).startswith(where) else f"{where}: {e}")
 
 
-def _jsonl_records(lines: Iterable[bytes], name: str) -> Iterator[Record]:
-    for number, raw in enumerate(lines, 1):
-        where = f"{name}:{number}"
-        if not raw.strip():
+def _jsonl_records(path: Path) -> Iterator[Record]:
+    name = name_of(path)
+    for line in read_lines(path):
+        where = f"{name}:{line.number}"
+        if line.error:
+            yield Record(id=where, error=f"{name}: {line.error}")
             continue
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield Record(id=where, error=f"{where}: invalid UTF-8 at byte {e.start}")
-            continue
-        try:
-            obj = json.loads(text)
+            obj = json.loads(line.text)
         except json.JSONDecodeError as e:
             yield Record(id=where, error=f"{where}: not valid JSON ({e.msg})")
             continue
@@ -184,11 +186,10 @@ def _jsonl_records(lines: Iterable[bytes], name: str) -> Iterator[Record]:
         yield Record(id=where if key is None else str(key), data={"where": where, "value": obj})
 
 
-def _text_record(data: bytes, where: str, key: str) -> Record:
-    try:
-        return Record(id=key, data={"where": where, "value": {"prompt": data.decode("utf-8")}})
-    except UnicodeDecodeError as e:
-        return Record(id=key, error=f"{where}: invalid UTF-8 at byte {e.start}")
+def _text_record(path: Path) -> Record:
+    with open_text(path) as f:
+        prompt = f.read()
+    return Record(id=str(path), data={"where": str(path), "value": {"prompt": prompt}})
 
 
 def prompt_of(data: dict[str, Any]) -> str:
@@ -226,33 +227,32 @@ class Problem:
 
 
 def read_problems(path: Path, tasks: str | None = None) -> list[Problem]:
-    """MBPP-format (text, test_list) or HumanEval-format (prompt, test, entry_point) problems from a JSONL file."""
+    """MBPP-format (text, test_list) or HumanEval-format (prompt, test, entry_point) problems from a
+    JSONL file, gzip-compressed too (``HumanEval.jsonl.gz`` as distributed)."""
     wanted = parse_ranges(tasks) if tasks else None
     problems = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise AitkError(f"{where}: not a JSON line ({e})") from None
-            problem = _problem(obj, where)
-            if wanted is None or _task_number(problem.task_id) in wanted:
-                problems.append(problem)
+    for line in read_lines(path):
+        where = f"{path}:{line.number}"
+        if line.error:
+            raise AitkError(f"{path}: {line.error}")
+        try:
+            obj = json.loads(line.text)
+        except json.JSONDecodeError as e:
+            raise AitkError(f"{where}: not a JSON line ({e})") from None
+        problem = _problem(obj, where)
+        if wanted is None or _task_number(problem.task_id) in wanted:
+            problems.append(problem)
     return problems
 
 
 def is_problem_file(path: Path) -> bool:
-    """True when the first line of a JSONL file looks like an MBPP or HumanEval problem."""
-    if path.suffix.lower() not in PROBLEM_SUFFIXES:
+    """True when the first line of a JSONL file (or .jsonl.gz) looks like an MBPP or HumanEval problem."""
+    if not has_suffix(path, PROBLEM_SUFFIXES):
         return False
-    with open(path, "rb") as f:
-        first = f.readline()
     try:
-        obj = json.loads(first.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        first = next(iter(read_lines(path)), None)
+        obj = json.loads(first.text) if first is not None and first.text is not None else None
+    except (InputError, json.JSONDecodeError):
         return False
     return isinstance(obj, dict) and ("test_list" in obj or "entry_point" in obj)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit import AitkError
 from toolkit.console import get_logger, progress
 from toolkit.files import atomic_path
 from toolkit.text import pad_ids
@@ -31,7 +32,9 @@ def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int =
         (nll,) = scorer(ids, mask)
         total += float((nll * mask[:, 1:]).sum())
         count += int(mask[:, 1:].sum())
-    loss = total / max(count, 1)
+    if not count:
+        raise AitkError("no tokens to score: the files are empty (perplexity needs at least two tokens in a file)")
+    loss = total / count
     return {"perplexity": math.exp(min(loss, 50)), "loss": loss, "tokens": count}
 
 
