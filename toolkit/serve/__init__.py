@@ -33,11 +33,13 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
 
     import uvicorn
 
+    from toolkit import console
+
     # uvicorn drains on SIGTERM, then raises the signal again for the handler that was there
     # before it: make that one a no-op, so that a drained server exits 0 rather than by the signal.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info",
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning" if console.quiet else "info",
                     timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1))
     finally:
         signal.signal(signal.SIGTERM, previous)
