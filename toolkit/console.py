@@ -37,7 +37,7 @@ class ConsoleHandler(logging.Handler):
         try:
             message = self.format(record)
             tqdm = sys.modules.get("tqdm")  # no bar can be open unless tqdm was imported
-            if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):
+            if tqdm is not None:  # tqdm.write clears open bars, writes the line, and draws them again
                 tqdm.tqdm.write(message, file=sys.stderr)
             else:
                 sys.stderr.write(message + "\n")
