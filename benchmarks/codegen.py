@@ -85,9 +85,9 @@ def build(args, out: Path, size: str, vocab: int, minutes: float):
 
     usecase = Codegen()
     config = usecase.config_from({
-        "arch": "gpt2", "size": size, "vocab_size": vocab, "context": args.context, "batch_size": args.batch_size,
-        "lr": args.lr, "warmup": 50, "steps": 1_000_000 if minutes else 0, "max_minutes": minutes, "eval_every": 100,
-        "eval_tokens": 16384, "patience": 0, "checkpoint_every": 0,
+        "arch": "gpt2", "size": size, "vocab_size": vocab, "context_length": args.context, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "warmup_steps": 50, "max_steps": 1_000_000 if minutes else 0, "max_time": minutes * 60, "eval_steps": 100,
+        "eval_tokens": 16384, "patience": 0, "save_steps": 0,
     })
     return load(train_bundle(usecase, args.corpus, out, config, Runtime(device="cpu", threads=args.threads), ["int8", "fp16"]).path)
 

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO, run_aitk
 
-TINY = ["size=tiny", "vocab_size=512", "context=64", "steps=60", "batch_size=16", "lr=3e-3", "warmup=10",
-        "eval_every=20", "eval_tokens=2048", "checkpoint_every=30"]
+TINY = ["size=tiny", "vocab_size=512", "context_length=64", "max_steps=60", "batch_size=16", "learning_rate=3e-3", "warmup_steps=10",
+        "eval_steps=20", "eval_tokens=2048", "save_steps=30"]
 
 
 def codegen(*args, stdin=None, env=None):
@@ -217,7 +217,7 @@ def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
 
 def test_training_resumes_from_its_checkpoint(trained):
     checkpoint = "checkpoint=" + str(trained["root"] / "bundle.ckpt")
-    resumed = train(trained["data"] / "corpus", trained["root"] / "resumed", [*TINY[:3], "steps=80", *TINY[4:], "resume=true", checkpoint])
+    resumed = train(trained["data"] / "corpus", trained["root"] / "resumed", [*TINY[:3], "max_steps=80", *TINY[4:], "resume=true", checkpoint])
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "at step 60" in resumed.stderr
     history = json.loads((trained["root"] / "resumed/manifest.json").read_text())["metrics"]["history"]
@@ -297,3 +297,10 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
     assert sampled[0] == sampled[1]
     assert [c.index for c in two.choices] == [0, 1] and all("\n\n" not in c.text for c in two.choices)
     assert bad.value.response.json()["field"] == "max_tokens" and "max_tokens" in bad.value.message
+
+
+def test_old_setting_names_still_work_with_a_warning():
+    from plugins.codegen.plugin import Codegen
+
+    config = Codegen().config_from({"context": "64", "steps": "10", "max_minutes": "2", "include": "*.py,*.pyi"})
+    assert (config.context_length, config.max_steps, config.max_time, config.include) == (64, 10, 120.0, ["*.py", "*.pyi"])

@@ -23,8 +23,9 @@ class Config:
     learning_rate: float = setting(1e-3, "Peak learning rate.", gt=0)
     fill_gaps: bool = setting(False, "Interpolate gaps.")
     target_recall: float | None = setting(None, "Recall the threshold aims for.")
+    max_time: float = setting(0.0, "Seconds of training at most.", ge=0)
 
-    deprecated_names: ClassVar[dict[str, str]] = {"lr": "learning_rate", "layers": "feature_stages"}
+    deprecated_names: ClassVar[dict] = {"lr": "learning_rate", "layers": "feature_stages", "max_minutes": ("max_time", lambda m: float(m) * 60)}
 
 
 def error(values: dict) -> str:
@@ -81,6 +82,8 @@ def test_deprecated_names_work_with_a_warning(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and "'lr' is deprecated, use 'learning_rate'" in warnings[0]
     assert error({"lr": 0.1, "learning_rate": 0.2}).startswith("settings 'lr' and 'learning_rate' both given")
+    assert build_settings(Config, {"max_minutes": "1.5"}).max_time == 90.0  # a renamed setting with a new unit
+    assert error({"max_minutes": "soon"}) == "setting max_minutes='soon': expected a number"
 
 
 def test_help_table_has_type_default_and_meaning():

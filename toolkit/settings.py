@@ -8,8 +8,9 @@ A field's type annotation is its type (``int``, ``float``, ``bool``, ``str``, ``
 pydantic v2 converts and checks the types (imported only then, so that `aitk --help` stays fast),
 and a bad setting is explained in one line naming the setting, the value and what was expected.
 A list setting takes ``2,3`` or ``[2,3]`` on the command line and a list or a comma-separated
-string in a file. A class attribute ``deprecated_names: ClassVar[dict[str, str]]`` maps old names
-to new ones: an old name still works, with a one-line warning."""
+string in a file. A class attribute ``deprecated_names: ClassVar[dict]`` maps old names to new
+ones (or to ``(new, convert)`` when the unit changed too): an old name still works, with a
+one-line warning."""
 
 from __future__ import annotations
 
@@ -79,23 +80,31 @@ def _check_bounds(config: Any, given: dict[str, Any]) -> None:
                 raise AitkError(f"setting {f.name}={_show(given.get(f.name, value))}: expected {'values' if items is value else 'a value'} {op} {bound}")
 
 
-def _rename_deprecated(deprecated: dict[str, str], values: dict[str, Any]) -> dict[str, Any]:
+def _rename_deprecated(deprecated: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Old names to new ones; an entry ``old: (new, convert)`` also converts the value (a unit change)."""
     renamed: dict[str, Any] = {}
     for key, value in values.items():
-        new = deprecated.get(key)
-        if new is None:
+        if key not in deprecated:
             renamed[key] = value
             continue
+        new, convert = _new_name(deprecated[key]), deprecated[key][1] if isinstance(deprecated[key], tuple) else None
         if new in values:
             raise AitkError(f"settings {key!r} and {new!r} both given; {key!r} is the deprecated name of {new!r}")
         logger.warning(f"setting {key!r} is deprecated, use {new!r}; the old name will be removed in the next version")
-        renamed[new] = value
+        try:
+            renamed[new] = convert(value) if convert else value
+        except (TypeError, ValueError):
+            raise AitkError(f"setting {key}={_show(value)}: expected a number") from None
     return renamed
 
 
-def _unknown(key: str, known: list[str], deprecated: dict[str, str]) -> str:
+def _new_name(target: str | tuple[str, Any]) -> str:
+    return target if isinstance(target, str) else target[0]
+
+
+def _unknown(key: str, known: list[str], deprecated: dict[str, Any]) -> str:
     close = difflib.get_close_matches(key, known + list(deprecated), n=1, cutoff=0.6)
-    hint = f"; did you mean {deprecated.get(close[0], close[0])!r}?" if close else f"; known settings: {', '.join(known)}"
+    hint = f"; did you mean {_new_name(deprecated.get(close[0], close[0]))!r}?" if close else f"; known settings: {', '.join(known)}"
     return f"unknown setting {key!r}{hint}"
 
 
@@ -182,7 +191,7 @@ def settings_table(config_class: type, width: int | None = None) -> str:
 
     The table is one paragraph that Click prints as is (the ``\\b`` marker stops re-wrapping)."""
     width = width or min(shutil.get_terminal_size((100, 20)).columns, 120)
-    renamed = {new: old for old, new in getattr(config_class, "deprecated_names", {}).items()}
+    renamed = {_new_name(new): old for old, new in getattr(config_class, "deprecated_names", {}).items()}
     hints = _hints(config_class)
     rows = []
     for f in dataclasses.fields(config_class):

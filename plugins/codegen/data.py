@@ -36,15 +36,17 @@ def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def corpus_files(spec: str | Path, include: str = "*.py") -> list[Path]:
-    """Source files named by ``spec``: comma-separated files, folders, globs, ``stdlib``, or ``-`` (a list on stdin)."""
-    patterns = [p.strip() for p in include.split(",") if p.strip()]
+def corpus_files(spec: str | Path, include: str | list[str] = "*.py") -> list[Path]:
+    """Source files named by ``spec``: comma-separated files, folders, globs, ``stdlib``, or ``-`` (a list on stdin).
+
+    ``include``: file name patterns (a list; text is comma-separated, as bundles of version 1 hold it)."""
+    patterns = [p.strip() for p in include.split(",") if p.strip()] if isinstance(include, str) else list(include)
     files: dict[Path, None] = {}
     for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
         for path in _expand(part, patterns):
             files[path.resolve()] = None
     if not files:
-        raise AitkError(f"{spec}: no source files matching {include}")
+        raise AitkError(f"{spec}: no source files matching {','.join(patterns)}")
     return sorted(files)
 
 

@@ -8,12 +8,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.bundle import Bundle
 from toolkit.console import get_logger
 from toolkit.runtime import Runtime
+from toolkit.settings import setting
 from toolkit.usecase import Option
 
 from plugins.codegen.options import SAMPLING_OPTIONS, default_new_tokens, sampling_from
@@ -23,42 +24,39 @@ logger = get_logger(__name__)
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 
 
+def _minutes_to_seconds(minutes: Any) -> float:
+    return float(minutes) * 60
+
+
 @dataclass
 class CodegenConfig:
-    arch: str = "gpt2"
-    """gpt2 or llama."""
-    size: str = "mini"
-    """tiny, mini, small or base (see model.PRESETS)."""
-    vocab_size: int = 8000
-    context: int = 256
-    """Tokens the model sees at once; prompt + new tokens must fit in it."""
-    include: str = "*.py"
-    """File name patterns (comma-separated) taken from corpus folders."""
-    holdout: float = 0.05
-    """Fraction of files held out to measure perplexity (split by file, never inside one)."""
-    steps: int = 3000
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup: int = 100
-    weight_decay: float = 0.1
-    dropout: float = 0.0
-    eval_every: int = 200
-    eval_tokens: int = 32768
-    """Held-out tokens scored at each evaluation and for the bundle's perplexity."""
-    patience: int = 5
-    """Evaluations without improvement before stopping (0: never stop early)."""
-    precision: str = "auto"
-    """auto (bf16 autocast where the hardware has bf16), bf16 or fp32. The exported model is fp32."""
-    max_minutes: float = 0.0
-    """Stop training after this many minutes (0: no limit)."""
-    checkpoint: str = ""
-    """Checkpoint folder (default: BUNDLE.ckpt next to the bundle)."""
-    checkpoint_every: int = 500
-    resume: bool = False
-    """Continue from the checkpoint (same arch, size, vocabulary, context, seed and data split)."""
-    init: str = ""
-    """Start from this codegen bundle or Hugging Face model folder (its tokenizer and architecture)."""
-    seed: int = 0
+    arch: Literal["gpt2", "llama"] = setting("gpt2", "Model architecture.")
+    size: Literal["tiny", "mini", "small", "base"] = setting("mini", "Model size (see model.PRESETS).")
+    vocab_size: int = setting(8000, "Byte-level BPE vocabulary trained on the corpus.", ge=256)
+    context_length: int = setting(256, "Tokens the model sees at once; prompt + new tokens must fit in it.", ge=16)
+    include: list[str] = setting(["*.py"], "File name patterns taken from corpus folders.")
+    val_fraction: float = setting(0.05, "Share of files held out to measure perplexity (split by file, never inside one).", ge=0, lt=1)
+    max_steps: int = setting(3000, "Optimizer steps to train (the cosine schedule ends there; 0: none, the random initial weights).", ge=0)
+    max_time: float = setting(0.0, "Stop training after this many seconds (0: no limit); the schedule then decays by the clock.", ge=0)
+    batch_size: int = setting(16, "Windows of context_length tokens per optimizer step.", ge=1)
+    learning_rate: float = setting(1e-3, "Peak AdamW learning rate (linear warm-up, cosine decay to a tenth).", gt=0)
+    warmup_steps: int = setting(100, "Steps of linear learning-rate warm-up.", ge=0)
+    weight_decay: float = setting(0.1, "AdamW weight decay.", ge=0)
+    dropout: float = setting(0.0, "Dropout in the transformer.", ge=0, lt=1)
+    eval_steps: int = setting(200, "Steps between held-out evaluations (early stopping, checkpoints of the best).", ge=1)
+    eval_tokens: int = setting(32768, "Held-out tokens scored at each evaluation and for the bundle's perplexity.", ge=1)
+    patience: int = setting(5, "Evaluations without improvement before stopping (0: never stop early).", ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = setting("auto", "auto: bf16 autocast where the hardware has bf16. The exported model is fp32.")
+    checkpoint: str = setting("", "Checkpoint folder (default: BUNDLE.ckpt next to the bundle).")
+    save_steps: int = setting(500, "Steps between checkpoints (0: no checkpoints).", ge=0)
+    resume: bool = setting(False, "Continue from the checkpoint (same arch, size, vocabulary, context, seed and data split).")
+    init: str = setting("", "Start from this codegen bundle or Hugging Face model folder (its tokenizer and architecture).")
+    seed: int = setting(0, "Seed of the data split, the batches and the initial weights.")
+
+    deprecated_names: ClassVar[dict[str, Any]] = {
+        "context": "context_length", "holdout": "val_fraction", "steps": "max_steps", "lr": "learning_rate", "warmup": "warmup_steps",
+        "eval_every": "eval_steps", "checkpoint_every": "save_steps", "max_minutes": ("max_time", _minutes_to_seconds),
+    }
 
 
 class Codegen(UseCase):
@@ -98,8 +96,8 @@ class Codegen(UseCase):
             train=out / "corpus",
             evaluate=out / "eval",
             predict=[out / "prompts.jsonl"],
-            settings={"size": "tiny", "vocab_size": 1024, "context": 128, "steps": 200, "batch_size": 16, "lr": 3e-3,
-                      "warmup": 20, "eval_every": 50, "eval_tokens": 8192, "checkpoint_every": 0},
+            settings={"size": "tiny", "vocab_size": 1024, "context_length": 128, "max_steps": 200, "batch_size": 16, "learning_rate": 3e-3,
+                      "warmup_steps": 20, "eval_steps": 50, "eval_tokens": 8192, "save_steps": 0},
         )
 
     def train(self, data: Path, out: Path, config: CodegenConfig, runtime: Runtime) -> TrainResult:
@@ -118,7 +116,7 @@ class Codegen(UseCase):
         if config.resume:
             checkpoint.check(config)
         files, texts = corpus.read_sources(corpus.corpus_files(data, config.include))
-        train_idx, held_idx = corpus.split_files(files, texts, config.holdout, config.seed)
+        train_idx, held_idx = corpus.split_files(files, texts, config.val_fraction, config.seed)
         logger.info(f"corpus: {len(files)} files ({len(train_idx)} train, {len(held_idx)} held out), {sum(map(len, texts)) / 1e6:.1f} M characters")
         model, tokenizer = None, None
         if config.init:
@@ -131,15 +129,15 @@ class Codegen(UseCase):
             logger.info(f"tokenizer: {tokenizer.get_vocab_size()} tokens, trained in {time.perf_counter() - started:.1f} s")
         eot, pad = tokenizer.token_to_id(corpus.EOT), tokenizer.token_to_id(corpus.PAD)
         if model is None:
-            model = build_model(config.arch, config.size, tokenizer.get_vocab_size(), config.context, eot, pad, config.dropout)
+            model = build_model(config.arch, config.size, tokenizer.get_vocab_size(), config.context_length, eot, pad, config.dropout)
         pad_id = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else eot
-        context = min(config.context, max_positions(model))
+        context = min(config.context_length, max_positions(model))
         stream = corpus.token_stream(tokenizer, [texts[i] for i in train_idx])
         windows = corpus.eval_windows(corpus.token_stream(tokenizer, [texts[i] for i in held_idx]), context, config.eval_tokens)
         device = runtime.torch_device()
         state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str())
         metrics = {"train_tokens": int(len(stream)), "steps": state.step, "train_minutes": round(state.seconds / 60, 2), "history": state.history}
-        if config.checkpoint_every:
+        if config.save_steps:
             logger.info(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
         heldout = [str(files[i]) for i in held_idx]
         from plugins.codegen.export import train_result
@@ -231,10 +229,10 @@ def _init_model(path: Path):
 def _with_context(config: CodegenConfig, context: int) -> CodegenConfig:
     import dataclasses
 
-    return config if context == config.context else dataclasses.replace(config, context=context)
+    return config if context == config.context_length else dataclasses.replace(config, context_length=context)
 
 
-def _evaluation_inputs(data: Path, include: str) -> tuple[list[Path], list[Path]]:
+def _evaluation_inputs(data: Path, include: str | list[str]) -> tuple[list[Path], list[Path]]:
     """Problem files (MBPP/HumanEval JSONL) and source files under ``data``."""
     from plugins.codegen import data as corpus
 

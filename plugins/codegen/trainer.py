@@ -28,7 +28,7 @@ from toolkit.train import EarlyStopping, bf16_supported
 logger = get_logger(__name__)
 
 # Settings a checkpoint must share with the run that resumes it.
-SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context", "seed", "include", "holdout", "init")
+SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context_length", "seed", "include", "val_fraction", "init")
 
 
 @dataclass
@@ -83,36 +83,36 @@ def make_optimizer(model, lr: float, weight_decay: float):
 
 
 def learning_rate(step: int, seconds: float, config) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak by the last step, or by ``max_minutes``
+    """Linear warmup, then cosine decay to a tenth of the peak by the last step, or by ``max_time``
     when that comes first, so that a run limited by time still ends with a decayed rate."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    done = (step - config.warmup) / max(1, config.steps - config.warmup)
-    if config.max_minutes:
-        done = max(done, seconds / (config.max_minutes * 60))
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    done = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    if config.max_time:
+        done = max(done, seconds / config.max_time)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
 
 
 def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
         checkpoint: Checkpoint, tokenizer_json: str) -> TrainState:
     """Train ``model`` in place (best held-out weights restored at the end); resumes from ``checkpoint`` when
     asked, and saves to it every ``checkpoint_every`` steps (0: never)."""
-    if len(stream) < config.context + 1:
-        raise AitkError(f"corpus has {len(stream)} training tokens; need more than context={config.context}")
+    if len(stream) < config.context_length + 1:
+        raise AitkError(f"corpus has {len(stream)} training tokens; need more than context={config.context_length}")
     dtype = autocast_dtype(config.precision, device)
     model.to(device).train()
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
     stopper = EarlyStopping(patience=config.patience or 10**9)
     state = TrainState()
     if config.resume:
         state = checkpoint.restore(model, optimizer, stopper, config, device)
     logger.info(f"training {config.arch}/{config.size} on {len(stream):,} tokens, {len(windows)} held-out windows, "
-        f"device {device}{', bf16 autocast' if dtype else ''}, steps {state.step}..{config.steps}")
+        f"device {device}{', bf16 autocast' if dtype else ''}, steps {state.step}..{config.max_steps}")
     started = time.perf_counter() - state.seconds
-    for step in progress(range(state.step, config.steps), "train", total=config.steps - state.step, unit="step"):
+    for step in progress(range(state.step, config.max_steps), "train", total=config.max_steps - state.step, unit="step"):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, time.perf_counter() - started, config)
-        x = batch_at(stream, step, config.batch_size, config.context, config.seed).to(device)
+        x = batch_at(stream, step, config.batch_size, config.context_length, config.seed).to(device)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
@@ -121,15 +121,15 @@ def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: st
         optimizer.zero_grad(set_to_none=True)
         state.step = step + 1
         state.seconds = time.perf_counter() - started
-        out_of_time = config.max_minutes and state.seconds > config.max_minutes * 60
-        last = state.step == config.steps or out_of_time
+        out_of_time = config.max_time and state.seconds > config.max_time
+        last = state.step == config.max_steps or out_of_time
         stop = False
-        if windows and (state.step % config.eval_every == 0 or last):
+        if windows and (state.step % config.eval_steps == 0 or last):
             stop = _evaluate(model, windows, config, device, pad_id, dtype, loss.item(), state, stopper)
-        if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or last or stop):
+        if config.save_steps and (state.step % config.save_steps == 0 or last or stop):
             checkpoint.save(model, optimizer, stopper, state, config, tokenizer_json)
         if stop or out_of_time:
-            logger.info(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_minutes={config.max_minutes} reached"))
+            logger.info(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_time={config.max_time:g} s reached"))
             break
     if stopper.best_state is not None:
         stopper.restore_best(model)
@@ -138,9 +138,9 @@ def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: st
 
 def _evaluate(model, windows, config, device, pad_id, dtype, train_loss: float, state: TrainState, stopper: EarlyStopping) -> bool:
     val, _ = heldout_loss(model, windows, config.batch_size, pad_id, device, dtype)
-    rate = state.step * config.batch_size * config.context / max(state.seconds, 1e-9)
+    rate = state.step * config.batch_size * config.context_length / max(state.seconds, 1e-9)
     state.history.append({"step": state.step, "loss": round(train_loss, 4), "heldout_loss": round(val, 4), "seconds": round(state.seconds, 1)})
-    logger.info(f"step {state.step}/{config.steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
+    logger.info(f"step {state.step}/{config.max_steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
     stop = stopper.step(val, model, state.step)
     state.best, state.best_step, state.bad_evals = stopper.best, stopper.best_epoch, stopper.bad_epochs
     return stop
