@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_aitk
+from conftest import assert_report, run_aitk
 
 TINY = ["--set", "hidden_size=16", "--set", "num_layers=1", "--set", "epochs=25", "--set", "patience=5", "--set", "batch_size=32"]
 
@@ -44,7 +44,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_trained_model_beats_naive_in_a_rolling_backtest(trained):
-    result = run_aitk("forecast", "evaluate", str(trained["bundle"]), str(trained["series"]), "--json", plugins="forecast")
+    report = trained["bundle"].parent / "report"
+    result = run_aitk("forecast", "evaluate", str(trained["bundle"]), str(trained["series"]), "--json", "--report", str(report), plugins="forecast")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["windows"] == 4 * 3 and metrics["horizon"] == 7 and metrics["season"] == 7
@@ -52,6 +53,10 @@ def test_trained_model_beats_naive_in_a_rolling_backtest(trained):
     assert metrics["smape"] < metrics["naive"]["smape"] and metrics["mase"] < metrics["naive"]["mase"]
     assert set(metrics["seasonal_naive"]) == {"smape", "mase", "mse", "mae"}
     assert 0.5 <= metrics["coverage"] <= 1.0 and metrics["coverage_nominal"] == 0.8
+    assert (trained["bundle"] / "history.csv").read_text().startswith("epoch,steps,seconds,loss,")
+    assert_report(report, "training_curves.png")
+    page = (report / "index.html").read_text()
+    assert "backtest.csv" in page and "seasonal naive" not in page  # the table, baselines are drawn in the plots
 
 
 def test_onnx_matches_torch_on_a_real_window(trained):

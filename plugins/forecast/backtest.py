@@ -157,7 +157,8 @@ def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stri
 
 
 def write_report(report: Path, results: list[Backtest], rows: list[dict[str, Any]], predictor: ForecastPredictor) -> None:
-    """backtest.csv (metrics per series) and a plot of each series' latest window (the first MAX_PLOTS series)."""
+    """backtest.csv (metrics per series, model and baselines) and a plot of each series' latest window
+    with both baselines drawn (the first MAX_PLOTS series)."""
     report.mkdir(parents=True, exist_ok=True)
     with atomic_path(report / "backtest.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -169,6 +170,7 @@ def write_report(report: Path, results: list[Backtest], rows: list[dict[str, Any
         start = max(0, t0 - max(3 * H, L))
         history = (r.series.times[start:t0], r.series.y[start:t0])
         plot_forecast(report / png_name(r.series.id), r.series.id, history, r.series.times[t0 : t0 + H], r.quantiles[-1],
-                      predictor.spec.quantiles, predictor.schema.targets, actual=r.actual[-1])
+                      predictor.spec.quantiles, predictor.schema.targets, actual=r.actual[-1],
+                      baselines={"naive": r.naive[-1], f"seasonal naive ({predictor.spec.season})": r.seasonal[-1]})
     if len(results) > MAX_PLOTS:
         logger.info(f"plotted the first {MAX_PLOTS} of {len(results)} series in {report}")

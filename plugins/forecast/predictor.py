@@ -169,8 +169,10 @@ def png_name(series_id: str) -> str:
 
 
 def plot_forecast(path: Path, title: str, history: tuple[Any, np.ndarray], times: Any, q: np.ndarray,
-                  quantiles: list[float], targets: list[str], actual: np.ndarray | None = None) -> None:
-    """History, median and the outer quantile band per target, one panel each; written via temp + rename."""
+                  quantiles: list[float], targets: list[str], actual: np.ndarray | None = None,
+                  baselines: dict[str, np.ndarray] | None = None) -> None:
+    """History, median and the outer quantile band per target, one panel each, with the actual
+    values and the ``baselines`` forecasts ({name: [horizon, targets]}) when given; written via temp + rename."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 1.2 + 2.4 * len(targets)))
@@ -183,6 +185,8 @@ def plot_forecast(path: Path, title: str, history: tuple[Any, np.ndarray], times
         ax.plot(times, q[:, t, median], color="tab:blue", linewidth=1.5, label="median")
         if actual is not None:
             ax.plot(times, actual[:, t], color="tab:orange", linewidth=1, label="actual")
+        for (name, values), style in zip((baselines or {}).items(), (":", "--")):
+            ax.plot(times, values[:, t], color="grey", linestyle=style, linewidth=1, label=name)
         ax.set_ylabel(targets[t])
     axes[0].set_title(f"series {title}")
     axes[0].legend(loc="upper left", fontsize=8)
