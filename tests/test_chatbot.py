@@ -128,7 +128,8 @@ def test_evaluate_reports_accuracy_f1_per_intent_and_oos_recall(bot, tmp_path):
     assert metrics["oos_recall"] >= 0.6 and metrics["oos_examples"] == 15
     assert metrics["per_intent"]["change_pin"]["support"] == 15
     assert (tmp_path / "report" / "per_intent.csv").exists()
-    assert_report(tmp_path / "report", "confusion_matrix.png", "confidence.png")
+    assert_report(tmp_path / "report", "confusion_matrix.png", "confidence.png", "training_curves.png")
+    assert (bot["bundle"] / "history.csv").read_text().startswith("epoch,steps,seconds,loss,val_acc,phase")
 
 
 def test_onnx_matches_torch(bot):

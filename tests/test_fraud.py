@@ -80,7 +80,7 @@ def test_model_beats_trivial_baseline(work):
     for key in ("recall_at_1pct_fpr", "precision", "recall", "expected_cost", "threshold"):
         assert np.isfinite(metrics[key]), key
     assert metrics["recall"] > 0.5  # the threshold was chosen for recall 0.8 on validation
-    assert_report(work["root"] / "report", "pr_curve.png", "threshold.png")
+    assert_report(work["root"] / "report", "pr_curve.png", "threshold.png", "training_curves.png")
 
 
 def test_negative_weight_lowers_precision_not_ranking(work):

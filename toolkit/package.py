@@ -51,6 +51,8 @@ def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, varia
             _write_file(writer, name, value)
         writer.manifest["assets"] = result.assets
         writer.manifest["metrics"] = result.metrics
+        if result.history:
+            _write_file(writer, "history.csv", history_csv(result.history))
         return writer.commit()
 
 
@@ -65,7 +67,7 @@ def _check_result(result: TrainResult) -> None:
     names = [g.name for g in result.graphs]
     if "model" not in names or len(set(names)) != len(names):
         raise AitkError(f"a use case's TrainResult needs one graph named 'model' and distinct names, got {names}")
-    reserved = {"manifest.json", "weights.safetensors", *(variant_file(n, v) for n in names for v in (None, *VARIANTS))}
+    reserved = {"manifest.json", "weights.safetensors", "history.csv", *(variant_file(n, v) for n in names for v in (None, *VARIANTS))}
     clash = sorted(reserved & set(result.files))
     if clash:
         raise AitkError(f"a use case's TrainResult file {clash[0]!r} clashes with a file the core writes")
@@ -174,3 +176,16 @@ def _write_file(writer: BundleWriter, name: str, value: Any) -> None:
         writer.write_json(name, value)
     else:
         raise AitkError(f"bundle file {name!r}: expected a .json name for a {type(value).__name__}")
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    """The training history as CSV text: one row per entry, the union of the keys as columns."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()

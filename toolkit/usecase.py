@@ -99,13 +99,15 @@ class TrainResult:
     weights.safetensors (to fine-tune or rebuild the torch model). ``assets``: JSON settings predict
     needs (preprocessing, labels, thresholds). ``files``: extra bundle files by name: a numpy array
     (NAME.npy), a JSON value (NAME.json), text or bytes (written as given), or a Path (copied).
-    ``metrics``: figures measured at training (JSON)."""
+    ``metrics``: figures measured at training (JSON). ``history``: one row per epoch (or
+    evaluation step) of training, e.g. ``toolkit.train.fit``'s, written as history.csv."""
 
     graphs: list[Graph]
     weights: dict[str, Any]
     assets: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Predictor:

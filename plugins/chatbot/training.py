@@ -60,6 +60,7 @@ def train(data: Path, config, runtime: Runtime) -> TrainResult:
     model = IntentModel(encoder, len(labels), config.dropout)
     device = runtime.torch_device()
     fitted = fit(model, token_ids, targets, train_idx, val_idx, config, device, pad)
+    history = fitted.pop("history")
     model = model.cpu().float().eval()
     sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
     eval_idx = (val_idx if len(val_idx) else train_idx)[:512]
@@ -73,6 +74,7 @@ def train(data: Path, config, runtime: Runtime) -> TrainResult:
                 "margin": config.margin, "faq_threshold": config.faq_threshold, "faq_owner": owners},
         files={"tokenizer.json": tokenizer.to_str(), "domain.json": _stored_domain(domain), "encoder_config.json": encoder.config.to_dict()},
         metrics=metrics,
+        history=history,
     )
 
     def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
@@ -150,10 +152,13 @@ def _autocast(config, device: str):
 def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, config, device: str, pad: int) -> dict[str, Any]:
     """Fine-tune encoder and head (or only the head on cached features when the encoder is frozen)."""
     if config.freeze_encoder:
+        logger.info("training the head on frozen encoder features")
         return _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, auto_settings(config)["epochs"])
+    history: list[dict[str, Any]] = []
     if config.probe_epochs and config.encoder != "scratch":
-        logger.info(f"linear probe: {config.probe_epochs} epochs of the head alone on frozen features, then fine-tuning")
-        _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, config.probe_epochs, _autocast(config, device))
+        logger.info(f"phase 1/2, linear probe: {config.probe_epochs} epochs of the head alone on frozen features")
+        history = _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, config.probe_epochs, _autocast(config, device), "probe")["history"]
+        logger.info("phase 2/2, fine-tuning: encoder and head together")
     auto = auto_settings(config)
     model.to(device)
     rng = np.random.default_rng(config.seed)
@@ -186,7 +191,8 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
         model, lambda epoch: length_batches(token_ids, train_idx, config.batch_size, rng), step, validate, epochs=auto["epochs"],
         monitor="val_acc", mode="max", patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
     )
-    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+    history += [{**row, "epoch": row["epoch"] + len(history), "phase": "fine-tuning"} for row in result.history]
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch, "history": history}
 
 
 @torch.no_grad()
@@ -215,7 +221,7 @@ def pooled_features(model: IntentModel, token_ids, idx, pad: int, device: str) -
     return features
 
 
-def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, epochs: int, precision=None) -> dict[str, Any]:
+def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, epochs: int, precision=None, phase: str = "head") -> dict[str, Any]:
     """Frozen encoder: encode every utterance once, then train only the linear head.
 
     Also the first stage of fine-tuning (linear probing, then fine-tuning: the encoder is not
@@ -255,7 +261,7 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     )
     for p in model.encoder.parameters():
         p.requires_grad_(True)
-    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+    return {"epochs_run": len(result.history), "best_epoch": result.best_epoch, "history": [{**row, "phase": phase} for row in result.history]}
 
 
 def _graph(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], check) -> Graph:

@@ -36,7 +36,7 @@ def train_result(model, tokenizer, context: int, metrics: dict[str, Any], window
     result = TrainResult(
         graphs=[], weights=unique_state_dict(model), assets=assets,
         files={"tokenizer.json": tokenizer.to_str(), "model_config.json": model.config.to_dict(), "heldout.json": heldout},
-        metrics={**metrics, "parameters": assets["parameters"]},
+        metrics={**metrics, "parameters": assets["parameters"]}, history=metrics.get("history", []),
     )
     decoder = decoder_graph(model, shape, vocab)
     cpu = Runtime(device="cpu", threads=threads)

@@ -132,6 +132,7 @@ class Trained:
     metrics: dict[str, Any]
     windows: Windows
     examples: np.ndarray  # validation windows (training ones without a validation split) for the export checks
+    history: list[dict[str, float]]  # one row per epoch (toolkit.train.fit's)
 
 
 def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime: Runtime) -> Trained:
@@ -179,7 +180,7 @@ def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime
                "train_windows": len(train), "val_windows": len(val)}
     if len(val):
         metrics.update(validation_metrics(model, windows, val, spec.quantiles))
-    return Trained(model, metrics, windows, val if len(val) else train[:MAX_VAL_WINDOWS])
+    return Trained(model, metrics, windows, val if len(val) else train[:MAX_VAL_WINDOWS], result.history)
 
 
 def set_feature_scaling(model: Forecaster, windows: Windows) -> None:
@@ -253,7 +254,7 @@ def train_result(schema: data.Schema, spec: Spec, series: list[Series], trained:
                    "the model has not seen uses its context window's); context mean level removed inside the graph",
     }
     files = {"series.json": [s.id for s in series], "scale.npy": windows.stats}
-    return TrainResult([graph], model.state_dict(), assets, files, trained.metrics)
+    return TrainResult([graph], model.state_dict(), assets, files, trained.metrics, trained.history)
 
 
 def int8_report(fp32: Path, int8: Path, inputs: tuple[torch.Tensor, ...], actual: np.ndarray, names: list[str], quantiles: list[float]) -> dict[str, Any]:

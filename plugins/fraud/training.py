@@ -53,13 +53,15 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     if y_val is not None and not 0 < y_val.sum() < len(y_val):
         y_val = None  # an autoencoder's validation rows without both classes: no labels to stop or calibrate on
     if supervised:
-        fit_classifier(net, tensors, y, train_rows, val_rows, config, device)
+        history = fit_classifier(net, tensors, y, train_rows, val_rows, config, device)
     else:
         normal = train_rows if y is None else train_rows[y[train_rows] == 0]
-        fit_autoencoder(net, tensors, normal, val_rows, y_val, config, device)
+        history = fit_autoencoder(net, tensors, normal, val_rows, y_val, config, device)
     net.to("cpu").eval()
     operating = operating_point(model, raw_scores(net, tensors, val_rows), y_val, config)
-    return train_result(config, model, prep, tensors, val_rows, operating)
+    result = train_result(config, model, prep, tensors, val_rows, operating)
+    result.history = history
+    return result
 
 
 def operating_point(model: FraudModel, raw_val: np.ndarray, y_val: np.ndarray | None, config: Any) -> dict[str, Any]:
@@ -122,7 +124,8 @@ def raw_scores(net, tensors, rows: np.ndarray, chunk: int = 65536) -> np.ndarray
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, config: Any, device: str) -> None:
+def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, config: Any, device: str) -> list[dict[str, float]]:
+    """Trains ``net`` with early stopping on validation PR-AUC; returns the per-epoch history."""
     positives = float(y[train_rows].sum())
     pos_weight = config.pos_weight or (len(train_rows) - positives) / max(positives, 1.0)
     labels = torch.from_numpy(y.astype(np.float32))
@@ -140,10 +143,12 @@ def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows
 
     result = _fit(net, train_rows, loss, validate, "val_pr_auc", "max", config, device)
     logger.info(f"best epoch {result.best_epoch}: validation PR-AUC {result.best:.4f}")
+    return result.history
 
 
-def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, y_val: np.ndarray | None, config: Any, device: str) -> None:
-    """Learns to reconstruct (mostly) legitimate rows; stops on validation PR-AUC when labels exist, else on validation error."""
+def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, y_val: np.ndarray | None, config: Any, device: str) -> list[dict[str, float]]:
+    """Learns to reconstruct (mostly) legitimate rows; stops on validation PR-AUC when labels exist,
+    else on validation error. Returns the per-epoch history."""
 
     def loss(index: torch.Tensor) -> torch.Tensor:
         return net.errors(tensors[0][index].to(device), tensors[1][index].to(device)).mean()
@@ -157,6 +162,7 @@ def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, 
     monitor, mode = ("val_pr_auc", "max") if y_val is not None else ("val_error", "min")
     result = _fit(net, train_rows, loss, validate, monitor, mode, config, device)
     logger.info(f"best epoch {result.best_epoch}")
+    return result.history
 
 
 def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str, config: Any, device: str) -> toolkit.train.FitResult:
