@@ -13,11 +13,10 @@ from toolkit.console import get_logger
 from toolkit.runtime import Runtime
 from toolkit.text import pad_ids
 
-from plugins.codegen.data import load_tokenizer
 from plugins.codegen.evaluation import perplexity
 from plugins.codegen.generate import Generator, Sampling
 from plugins.codegen.model import (
-    cache_shape, decoder_graph, hf_greedy, load_pretrained, max_positions, parameter_count, prompt_pass_parity, scorer_graph, special_ids,
+    cache_shape, decoder_graph, hf_greedy, load_pretrained, load_pretrained_tokenizer, max_positions, parameter_count, prompt_pass_parity, scorer_graph, special_ids,
     unique_state_dict,
 )
 
@@ -111,7 +110,7 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def import_model(hf_dir: Path, context: int | None = None, threads: int | None = None) -> tuple[TrainResult, dict[str, Any]]:
     """What a local Hugging Face causal-LM folder makes: the result to package and the settings to record."""
     model = load_pretrained(hf_dir)
-    tokenizer = load_tokenizer(Path(hf_dir) / "tokenizer.json")
+    tokenizer = load_pretrained_tokenizer(hf_dir)
     limit = max_positions(model)
     if context is not None and not 1 < context <= limit:
         raise AitkError(f"--context {context}: expected 2..{limit} (the model's maximum)")

@@ -198,15 +198,20 @@ def load_bundle_model(bundle):
     return model_from_parts(bundle.read_json("model_config.json"), bundle.read_weights())
 
 
+# The decoder families `codegen import` is tested on (tests/test_codegen_import.py): greedy tokens equal
+# HF generate(). Others (Gemma 2's soft-capping, DeepSeek's latent attention, ...) are refused by name.
+IMPORT_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "starcoder2", "phi3", "gemma")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json + merges.txt", "tokenizer.model")
+
+
 def load_pretrained(hf_dir: Path):
-    """A local Hugging Face causal-LM directory (config.json, safetensors, tokenizer.json) in float32."""
+    """A local Hugging Face causal-LM directory (config.json, safetensors) of one of ``IMPORT_FAMILIES``,
+    in float32. AitkError naming the architecture when it is not among them."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     hf_dir = Path(hf_dir)
-    for needed in ("config.json", "tokenizer.json"):
-        if not (hf_dir / needed).is_file():
-            raise AitkError(f"{hf_dir}: not a Hugging Face model directory with {needed}")
+    _check_family(hf_dir)
     if not any(hf_dir.glob("*.safetensors")):
         raise AitkError(f"{hf_dir}: no .safetensors weights (pickled .bin checkpoints are not loaded)")
     try:
@@ -214,6 +219,46 @@ def load_pretrained(hf_dir: Path):
     except Exception as e:
         raise AitkError(f"{hf_dir}: cannot load as a causal language model ({type(e).__name__}: {e})") from None
     return model.eval()
+
+
+def _check_family(hf_dir: Path) -> None:
+    import json
+
+    path = hf_dir / "config.json"
+    if not path.is_file():
+        raise AitkError(f"{hf_dir}: not a Hugging Face model directory with config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AitkError(f"{path}: not valid JSON ({e})") from None
+    family = config.get("model_type") if isinstance(config, dict) else None
+    if family not in IMPORT_FAMILIES:
+        names = config.get("architectures") if isinstance(config, dict) else None
+        named = f"{names[0]} (model_type {family!r})" if isinstance(names, list) and names else f"model_type {family!r}"
+        raise AitkError(f"{hf_dir}: architecture {named} is not supported; codegen import takes {', '.join(IMPORT_FAMILIES)}")
+
+
+def load_pretrained_tokenizer(hf_dir: Path):
+    """The folder's tokenizer as a ``tokenizers.Tokenizer``: its tokenizer.json, or a slow tokenizer
+    (GPT-2 style vocab.json + merges.txt, or a SentencePiece tokenizer.model) converted to a fast one
+    by transformers' ``AutoTokenizer`` (``use_fast=True``)."""
+    hf_dir = Path(hf_dir)
+    if (hf_dir / "tokenizer.json").is_file():
+        from plugins.codegen.data import load_tokenizer
+
+        return load_tokenizer(hf_dir / "tokenizer.json")
+    if not ((hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file()) and not (hf_dir / "tokenizer.model").is_file():
+        raise AitkError(f"{hf_dir}: no tokenizer; expected one of {', '.join(TOKENIZER_FILES)}")
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        converted = AutoTokenizer.from_pretrained(hf_dir, use_fast=True, local_files_only=True)
+    except Exception as e:
+        raise AitkError(f"{hf_dir}: cannot convert its slow tokenizer to a fast one ({type(e).__name__}: {e})") from None
+    if not getattr(converted, "is_fast", False):
+        raise AitkError(f"{hf_dir}: transformers could not convert its slow tokenizer to a fast one")
+    return converted.backend_tokenizer
 
 
 def special_ids(model, tokenizer) -> dict[str, Any]:

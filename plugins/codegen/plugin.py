@@ -218,12 +218,12 @@ def _init_model(path: Path):
     from toolkit.bundle import load_bundle
 
     from plugins.codegen import data as corpus
-    from plugins.codegen.model import load_bundle_model, load_pretrained
+    from plugins.codegen.model import load_bundle_model, load_pretrained, load_pretrained_tokenizer
 
     if (path / "manifest.json").is_file():
         bundle = load_bundle(path, usecase="codegen")
         return load_bundle_model(bundle).train(), corpus.load_tokenizer(bundle.file("tokenizer.json"))
-    return load_pretrained(path).train(), corpus.load_tokenizer(path / "tokenizer.json")
+    return load_pretrained(path).train(), load_pretrained_tokenizer(path)
 
 
 def _with_context(config: CodegenConfig, context: int) -> CodegenConfig:

@@ -1,0 +1,105 @@
+"""`codegen import` of the decoder families people bring code models in: for each, a tiny random-initialised
+checkpoint whose exported KV-cache loop gives the greedy tokens of HF ``generate()`` for 32 new tokens
+(left-padded batch; RoPE scaling, sliding windows, tied and untied embeddings among them); a slow
+tokenizer converted to a fast one; an unsupported architecture refused in one line naming it."""
+
+import json
+
+import pytest
+
+from conftest import run_aitk
+
+COMMON = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+FAMILIES = {
+    "gpt2": {},  # learned positions, tied embeddings
+    "gpt_neox": {"rotary_pct": 0.25},  # partial rotary, untied
+    "llama": {"rope_scaling": {"rope_type": "linear", "factor": 2.0}, "tie_word_embeddings": False},
+    "mistral": {"sliding_window": 16},  # prompt + new tokens run past the window
+    "qwen2": {"tie_word_embeddings": True},
+    "starcoder2": {"sliding_window": 16},
+    "phi3": {},
+    "gemma": {"head_dim": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def slow_tokenizer(tmp_path_factory):
+    """A GPT-2 style byte-level BPE trained on a little code, saved as vocab.json + merges.txt only."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    text = ["def add(a, b):\n    return a + b\n", "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"] * 20
+    tokenizer.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.model.save(str(folder))
+    return folder, tokenizer
+
+
+def _checkpoint(folder, family: str, tokenizer=None):
+    import torch
+    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(CONFIG_MAPPING[family](**COMMON, **FAMILIES[family]))
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_imported_family_greedy_tokens_equal_hf_generate(family, tmp_path, slow_tokenizer):
+    import numpy as np
+
+    from toolkit.package import package
+    from toolkit.runtime import Runtime
+    from toolkit.text import pad_ids
+
+    from plugins.codegen.export import _until_eos, import_model
+    from plugins.codegen.generate import Sampling
+    from plugins.codegen.model import hf_greedy
+    from plugins.codegen.plugin import Codegen
+
+    model = _checkpoint(tmp_path / "hf", family, slow_tokenizer[1])
+    result, config = import_model(tmp_path / "hf", threads=1)
+    bundle = package(result, tmp_path / "bundle", Codegen(), config)
+    assert bundle.assets["model_type"] == family
+    generator = Codegen().generator(bundle, Runtime(device="cpu", threads=1))
+    prompts = [list(map(int, np.random.default_rng(k).integers(1, 300, n))) for k, n in enumerate((24, 17, 9))]
+    ours = generator.generate(prompts, Sampling(max_new_tokens=32), seeds=[0] * 3)
+    ids, mask = pad_ids(prompts, generator.pad, side="left")
+    theirs = hf_greedy(model, ids, mask, 32, generator.pad, sorted(generator.eos))
+    assert [c.tokens for c in ours] == [_until_eos(list(map(int, t)), generator.eos) for t in theirs]
+    assert sum(len(c.tokens) for c in ours) > 32  # not all stopped at once
+
+
+def test_a_slow_tokenizer_is_converted_to_a_fast_one(tmp_path, slow_tokenizer):
+    import shutil
+
+    folder, tokenizer = slow_tokenizer
+    _checkpoint(tmp_path / "hf", "gpt2")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(folder / name, tmp_path / "hf" / name)
+    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--json", "--threads", "1", plugins="codegen")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["greedy_equals_hf_generate"] is True
+    from plugins.codegen.data import load_tokenizer
+
+    converted = load_tokenizer(tmp_path / "bundle/tokenizer.json")
+    code = "def add(a, b):\n    return a + b\n"
+    assert converted.encode(code).ids == tokenizer.encode(code).ids and converted.decode(converted.encode(code).ids) == code
+
+
+@pytest.mark.parametrize("family, architecture", [("deepseek_v3", "DeepseekV3ForCausalLM"), ("gemma2", "Gemma2ForCausalLM"), ("bert", "BertModel")])
+def test_an_unsupported_architecture_is_refused_by_name(tmp_path, family, architecture):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf/config.json").write_text(json.dumps({"model_type": family, "architectures": [architecture]}))
+    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), plugins="codegen")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = [x for x in result.stderr.splitlines() if x.strip()][-1]
+    assert f"architecture {architecture} (model_type '{family}') is not supported" in line and "llama" in line
+    assert not (tmp_path / "bundle").exists()
