@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import _decode_all, _predict_decoded
+from toolkit.batch import _decode_all, _predict_decoded, finite_row
 from toolkit.bundle import Bundle, load_bundle
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
@@ -48,7 +48,8 @@ class ServedModel:
         return _decode_all(self.predictor, records)
 
     def _predict_pairs(self, pairs: list[tuple[Record, tuple[Any, str | None]]]) -> list[dict[str, Any]]:
-        return _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
+        rows = _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
+        return [finite_row(row) for row in rows]  # as the batch writer: a NaN or an infinity makes an error row
 
     def info(self) -> dict[str, Any]:
         manifest = self.bundle.manifest
