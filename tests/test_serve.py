@@ -150,7 +150,9 @@ SERVE_SLOWLY = textwrap.dedent("""
 """)
 
 
-def test_sigterm_lets_requests_in_flight_finish_and_exits_0(wine, rows):
+def test_sigterm_lets_requests_in_flight_finish_exits_0_and_torch_is_never_imported(wine, rows):
+    """A real uvicorn server (every plugin loaded, one model slowed down): a request in the model
+    when SIGTERM comes still gets its rows, the process exits 0, and it never imported torch."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-c", SERVE_SLOWLY, str(wine["bundle"]), str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())

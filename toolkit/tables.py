@@ -91,31 +91,34 @@ def _records(name: str, batch: _Batch, schema: Schema) -> Iterator[Record]:
 
 def record_from_object(value: Any, schema: Schema, id: str) -> Record:
     """The record of one table row sent as a JSON object ``{column: value}`` (`aitk serve`), decoded
-    as a row of a file is: numbers as JSON numbers or text, the same bad cells refused. InputError
-    names the field that is missing or wrong."""
-    import pyarrow as pa
-
+    as a row of a file is: numbers as JSON numbers or text, the same bad cells refused, text cells
+    as ``_text_cells`` reads them. InputError names the field that is missing or wrong."""
     if not isinstance(value, dict):
         raise InputError("expected a JSON object of column: value, like a table row")
     for column in (*schema.numbers, *schema.texts):
         if column not in value:
             raise InputError(f"field {column!r}: missing; the model needs {', '.join(map(repr, (*schema.numbers, *schema.texts)))}")
-    cells = {}
-    for column in schema.numbers:
+    numbers = np.empty(len(schema.numbers), dtype=np.float32)
+    for j, column in enumerate(schema.numbers):
         cell = value[column]
         if isinstance(cell, bool) or not isinstance(cell, (int, float, str, type(None))):
             raise InputError(f"field {column!r}: expected a number, got {json_type(cell)}")
-        cells[column] = pa.array([None if cell is None else cell if isinstance(cell, str) else repr(cell)], pa.string())
-    numbers, bad = decode_numbers(cells, schema)
-    if bad:
-        raise InputError(bad[0])
+        number = float("nan") if cell is None else _to_float(cell)
+        if not abs(number) <= FLOAT32_MAX:
+            reason = _bad_cell(cell, number, schema.missing)
+            if reason is not None:
+                raise InputError(f"field {column!r}: {reason}")
+            number = float("nan")
+        numbers[j] = number
     texts = []
     for column in schema.texts:
         cell = value[column]
         if isinstance(cell, (bool, dict, list)):
             raise InputError(f"field {column!r}: expected text, got {json_type(cell)}")
-        texts.extend(_text_cells(pa.array([cell if cell is None or isinstance(cell, str) else float(cell)])))
-    return Record(id, (numbers[0], tuple(texts)))
+        if isinstance(cell, (int, float)):
+            cell = None if cell != cell else str(int(cell)) if float(cell).is_integer() else repr(float(cell))
+        texts.append(cell or None)
+    return Record(id, (numbers, tuple(texts)))
 
 
 def json_type(value: Any) -> str:
