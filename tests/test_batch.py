@@ -222,3 +222,19 @@ def test_same_file_names_in_two_folders_keep_apart_and_resume_equals_a_full_run(
         assert f"{cut} resumed" in resumed.stderr
         assert (tmp_path / "resumed.jsonl").read_text().splitlines() == full
         (tmp_path / "resumed.jsonl").unlink()
+
+
+def test_training_tables_read_gzip_and_utf16_like_plain_ones(wine, tmp_path):
+    import gzip
+
+    import numpy as np
+    from aitk_wine.data import read_table
+
+    text = (wine["data"] / "train.csv").read_text()
+    (tmp_path / "z.csv.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "u16.csv").write_bytes(text.encode("utf-16"))
+    plain = read_table(wine["data"] / "train.csv", "label")
+    for name in ("z.csv.gz", "u16.csv"):
+        x, labels, features = read_table(tmp_path / name, "label")
+        np.testing.assert_array_equal(x, plain[0])
+        assert (labels, features) == (plain[1], plain[2])

@@ -8,16 +8,20 @@ from toolkit import AitkError
 
 
 def read_table(path: Path, label: str):
-    """Features (float32 array), labels (list of str) and feature names of a labelled CSV (also .csv.gz).
+    """Features (float32 array), labels (list of str) and feature names of a labelled CSV (also
+    .csv.gz; UTF-8, or UTF-16 with a byte-order mark: ``toolkit.io.open_text``).
 
     AitkError names the file and what is wrong: no rows, no label column, a column that is not
     numeric, missing or non-finite values."""
     import numpy as np
     import pandas as pd
 
+    from toolkit.io import open_text
+
     try:
-        frame = pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError) as e:
+        with open_text(path) as text:
+            frame = pd.read_csv(text)
+    except (ValueError, OSError) as e:
         raise AitkError(f"{path}: cannot read the table ({e})") from None
     if frame.empty:
         raise AitkError(f"{path}: no rows")
