@@ -225,3 +225,15 @@ def test_deep_tiny_and_oversized_images_in_predict_and_train(trained, tmp_path):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {trained['data']}/train/good/") and "9,216 pixels, over the limit of 5,000" in last
+
+
+def test_a_truncated_training_image_fails_training_in_one_line_naming_it(trained, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(trained["data"], data)
+    good = sorted((data / "train" / "good").glob("*.png"))
+    (data / "train" / "good" / "zz_truncated.png").write_bytes(good[0].read_bytes()[:300])
+    result = run_aitk("defects", "train", str(data), "--out", str(tmp_path / "b"), *QUICK, plugins="defects")
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not (tmp_path / "b").exists()
+    assert result.stderr.strip().splitlines()[-1] == f"error: {data}/train/good/zz_truncated.png: not a readable image (OSError: image file is truncated)"
