@@ -144,6 +144,7 @@ def _sha256(path: Path) -> str:
 
 def test_a_format_1_bundle_still_loads_and_predicts(wine, tmp_path):
     bundle = load_bundle(FORMAT_1, usecase="wine")
+    assert bundle.stored_format == 1 and bundle.manifest["format_version"] == 2
     assert bundle.plugin == {"name": "aitk", "version": "0.1.0"} and bundle.variants() == ["int8"]
     assert bundle.model_file("int8").name == "model.int8.onnx"
     out = tmp_path / "p.jsonl"

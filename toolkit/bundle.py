@@ -30,11 +30,13 @@ MANIFEST = "manifest.json"
 
 
 class Bundle:
-    """A verified bundle on disk: ``path``, ``manifest`` (format 2) and helpers to read its files."""
+    """A verified bundle on disk: ``path``, ``manifest`` (format 2) and helpers to read its files;
+    ``stored_format`` is the format of its manifest.json (1 for a bundle read through the mapping)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any], stored_format: int = FORMAT_VERSION):
         self.path = path
         self.manifest = manifest
+        self.stored_format = stored_format
 
     @property
     def usecase(self) -> str:
@@ -215,7 +217,7 @@ def load_bundle(path: Path, usecase: str | None = None, verify: bool = True) -> 
                 raise AitkError(f"{path}: bundle file {name} does not match its checksum (changed or corrupt)")
             if external:
                 _check_external_data(path, name, manifest["files"])
-    return Bundle(path, manifest)
+    return Bundle(path, manifest, version)
 
 
 def _check_external_data(root: Path, name: str, files: dict[str, str]) -> None:

@@ -177,7 +177,7 @@ def bundle_info(bundle: BundleArg, as_json: AsJson = False) -> None:
         "usecase": manifest["usecase"],
         "created": manifest["created"],
         "plugin": f"{manifest['plugin']['name']} {manifest['plugin']['version']}",
-        "format_version": manifest["format_version"],
+        "format_version": loaded.stored_format,
         "checksums": f"{len(sizes)} files verified",
         "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
         "config": manifest["config"],
