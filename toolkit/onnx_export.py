@@ -151,7 +151,11 @@ def onnx_schema(path: Path) -> dict[str, list[dict[str, Any]]]:
 def quantize_dynamic(src: Path, dst: Path) -> None:
     """int8 weights, activations quantized on the fly: for MatMul-, Gemm- and LSTM-heavy models.
 
-    Never for convolutional models: ConvInteger ran 5-16x slower than fp32 in the defects benchmark."""
+    Weights use 7 bits (``reduce_range``): on x86 CPUs without VNNI, ONNX Runtime multiplies uint8
+    activations by int8 weights with VPMADDUBSW, whose int16 pair sums saturate with full-range
+    weights (255 * 127 * 2 > 32767) and silently corrupt outputs; 7-bit weights cannot overflow
+    (see "When to try U8U8" in ONNX Runtime's quantization guide). Never for convolutional models:
+    ConvInteger ran 5-16x slower than fp32 in the defects benchmark."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -164,7 +168,7 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
     try:
-        ort_quantize_dynamic(str(cleaned), str(dst), weight_type=QuantType.QInt8)
+        ort_quantize_dynamic(str(cleaned), str(dst), weight_type=QuantType.QInt8, reduce_range=True)
     finally:
         root.setLevel(level)
         cleaned.unlink(missing_ok=True)
