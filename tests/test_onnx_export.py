@@ -49,6 +49,20 @@ def test_dynamic_quantization_of_an_mlp(tmp_path):
     assert not (tmp_path / "m.int8.prep.onnx").exists()
 
 
+
+def test_dynamic_quantization_cannot_saturate_on_cpus_without_vnni(tmp_path):
+    """Full-range int8 weights times uint8 activations overflow VPMADDUBSW's int16 pair sums (AVX2
+    without VNNI); weights of equal magnitude and positive inputs are the worst case."""
+    model = torch.nn.Linear(28, 7, bias=False).eval()
+    with torch.no_grad():
+        model.weight.copy_(0.07 * torch.sign(torch.randn(7, 28, generator=torch.Generator().manual_seed(0))))
+    x = torch.rand(64, 28, generator=torch.Generator().manual_seed(1))
+    export(model, (x[:4],), tmp_path / "m.onnx", ["x"], ["y"], parity_inputs=(x,))
+    quantize_dynamic(tmp_path / "m.onnx", tmp_path / "m.int8.onnx")
+    (got,) = Runtime(device="cpu").session(tmp_path / "m.int8.onnx")(x.numpy())
+    want = model(x).detach().numpy()
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
 class LastStep(torch.nn.Module):
     def __init__(self):
         super().__init__()
