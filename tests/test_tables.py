@@ -66,3 +66,11 @@ def test_the_writer_turns_a_non_finite_row_into_an_error_row(tmp_path):
     assert rows[0] == {"id": "a", "score": 0.5}
     assert rows[1] == {"id": "b", "error": "the model gave a non-finite value (nan) for output field 'score'"}
     assert rows[2]["error"] == "the model gave a non-finite value (inf) for output field 'p.x'"
+
+
+def test_crlf_lines_blank_lines_and_quoted_text(tmp_path):
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(b'a,b\r\n1,2\r\n\r\n3,"x, y"\r\n4,5')
+    assert records(path, Schema(("a",), ("b",))) == [
+        (f"{path}:2", ([1.0], ("2",)), None), (f"{path}:4", ([3.0], ("x, y",)), None), (f"{path}:5", ([4.0], ("5",)), None),
+    ]
