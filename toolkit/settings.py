@@ -178,7 +178,7 @@ def type_name(annotation: Any) -> str:
     if inner is not None:
         return f"{type_name(inner)} or none"
     if typing.get_origin(annotation) is Literal:
-        return "|".join(str(c) for c in typing.get_args(annotation))
+        return "|".join(str(c) if c != "" else '""' for c in typing.get_args(annotation))
     if typing.get_origin(annotation) in (list, tuple):
         item = type_name(typing.get_args(annotation)[0])
         return f"list of {item}s" if "|" not in item else f"list of {item}"
