@@ -30,17 +30,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per level at most")
     parser.add_argument("--seconds", type=float, default=20, help="seconds per level at most")
     parser.add_argument("--only", choices=("fraud", "chatbot"), help="one use case")
+    parser.add_argument("--max-wait-ms", default="2", help="the server's --max-wait-ms")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [args.only] if args.only else ["fraud", "chatbot"]:
-            rows += bench(name, Path(tmp) / name, levels, args.requests, args.seconds)
+            rows += bench(name, Path(tmp) / name, levels, args.requests, args.seconds, args.max_wait_ms)
     print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; loopback HTTP/1.1 keep-alive, the clients in one process (asyncio), the server in another\n")
     print(markdown_table(["model", "how", "requests", "req/s", "p50 ms", "p99 ms", "errors", "server RSS MB"], rows))
 
 
-def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float) -> list[list]:
+def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float, max_wait_ms: str) -> list[list]:
     from toolkit.runtime import Runtime
 
     usecase, bundle, sample = trained_usecase(name, work)
@@ -48,7 +49,7 @@ def bench(name: str, work: Path, levels: list[int], max_requests: int, max_secon
     predictor = usecase.load(bundle, Runtime(device="cpu"))
     rows = [[name, "in-process, 1 record per call", *_in_process(predictor, records, 1, max_requests, max_seconds), ""],
             [name, f"in-process, batches of {usecase.batch_size}", *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""]]
-    server, url = _start(bundle.path)
+    server, url = _start(bundle.path, max_wait_ms)
     try:
         before = _rss_mb(server.pid)
         for clients in levels:
@@ -88,12 +89,12 @@ def _in_process(predictor, records: list[dict], batch: int, max_records: int, ma
     return [done, f"{done / seconds:,.0f}", _ms(latencies, 50), _ms(latencies, 99), errors]
 
 
-def _start(bundle: Path):
+def _start(bundle: Path, max_wait_ms: str):
     import httpx
 
     port = _free_port()
     server = subprocess.Popen([PYTHON, "-c", "from toolkit.cli import main; main()", "serve", str(bundle), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--device", "cpu", "--max-wait-ms", max_wait_ms], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
