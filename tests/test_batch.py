@@ -238,3 +238,27 @@ def test_training_tables_read_gzip_and_utf16_like_plain_ones(wine, tmp_path):
         x, labels, features = read_table(tmp_path / name, "label")
         np.testing.assert_array_equal(x, plain[0])
         assert (labels, features) == (plain[1], plain[2])
+
+
+def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from toolkit.batch import read_rows, write_rows
+
+    rows = [
+        {"id": "a", "p50": [371.7, 380], "boxes": [[1, 2, 3, 4]], "info": {"label": "ok", "score": 0.5}},
+        {"id": "b", "p50": [1, 2], "boxes": [], "info": {"label": "defect", "score": 1}},
+        {"id": "c", "error": "unreadable"},
+    ]
+    write_rows(lambda: iter(rows), tmp_path / "out.parquet")
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert schema.field("p50").type == pa.list_(pa.float64())
+    assert schema.field("boxes").type == pa.list_(pa.list_(pa.int64()))
+    assert schema.field("info").type == pa.struct([("label", pa.string()), ("score", pa.float64())])
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert table[0]["p50"] == [371.7, 380.0] and table[1]["boxes"] == [] and table[2]["p50"] is None and table[2]["error"] == "unreadable"
+    assert list(read_rows(tmp_path / "out.parquet")) == table  # what --resume reads back
+    write_rows(lambda: iter(rows), tmp_path / "out.csv")
+    frame = pd.read_csv(tmp_path / "out.csv")
+    assert json.loads(frame["p50"][0]) == [371.7, 380] and json.loads(frame["info"][1]) == {"label": "defect", "score": 1}

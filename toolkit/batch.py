@@ -341,10 +341,14 @@ def read_rows(path: Path) -> Iterator[dict[str, Any]]:
     if suffix == ".jsonl":
         yield from _read_jsonl(path)
         return
+    if suffix == ".parquet":  # list and struct columns come back as Python lists and dicts
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+        return
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(path)
-    for row in frame.to_dict("records"):
+    for row in pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records"):
         yield {k: (None if v == "" else v) for k, v in row.items()}
 
 
@@ -399,13 +403,20 @@ def _write_parquet(rows, path: Path, chunk_size: int = 10_000) -> None:
 
 
 def _arrow_types(rows: Iterable[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    """One Arrow type per column: bool, int64, float64, a list or struct type for lists and dicts
+    (their element types unified over every row, e.g. list<double>), else string (JSON text for
+    values no single type holds)."""
     import pyarrow as pa
 
     kinds: dict[str, set] = {c: set() for c in columns}
+    nested: dict[str, dict[str, Any]] = {c: {} for c in columns}
     for row in rows:
         for c, v in row.items():
             if v is not None:
                 kinds[c].add(type(v))
+                if isinstance(v, (list, dict)):
+                    t = _scalar_type(v)
+                    nested[c][str(t)] = t
     types = {}
     for c, k in kinds.items():
         if k and k <= {bool}:
@@ -414,9 +425,33 @@ def _arrow_types(rows: Iterable[dict[str, Any]], columns: list[str]) -> dict[str
             types[c] = pa.int64()
         elif k and k <= {int, float}:
             types[c] = pa.float64()
+        elif k and k <= {list, dict} and len(k) == 1:
+            types[c] = _unified(list(nested[c].values())) or pa.string()
         else:
             types[c] = pa.string()
     return types
+
+
+def _scalar_type(value: Any) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.scalar(value).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.string()
+
+
+def _unified(types: list[Any]) -> Any:
+    """The type every one of ``types`` converts to, or None (then the column is JSON text)."""
+    import pyarrow as pa
+
+    if not types or any(t == pa.string() for t in types):
+        return None
+    try:
+        merged = pa.unify_schemas([pa.schema([("v", t)]) for t in types], promote_options="permissive").field("v").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return None if "struct<>" in str(merged) or "null" in str(merged) else merged
 
 
 def _arrow_value(value: Any, arrow_type) -> Any:
