@@ -22,7 +22,7 @@ def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "error: Invalid value for '--device': 'gpu' is not one of 'auto', 'cpu', 'cuda'."
     quantize = run_aitk("wine", "evaluate", str(tmp_path), str(tmp_path), "--quantize", "fp32", plugins="wine")
-    assert quantize.returncode == 2 and len(quantize.stderr.strip().splitlines()) == 1 and "'int8', 'fp16', 'none'" in quantize.stderr
+    assert quantize.returncode == 2 and len(quantize.stderr.strip().splitlines()) == 1 and "'int8', 'fp16', 'int4', 'none'" in quantize.stderr
     number = run_aitk("wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--threads", "two", plugins="wine")
     assert number.returncode == 2 and number.stderr.strip() == "error: Invalid value for '--threads': expected an integer"
 

@@ -69,11 +69,11 @@ class Bundle:
         return self.manifest["graphs"][name]
 
     def variants(self, graph: str = "model") -> list[str]:
-        """The variants (int8, fp16) written for ``graph``."""
+        """The variants (int8, fp16, int4) written for ``graph``."""
         return list(self.graph(graph)["variants"])
 
     def model_file(self, variant: str | None = None, graph: str = "model") -> Path:
-        """The ONNX file of ``graph`` (None: fp32, or a variant: int8, fp16)."""
+        """The ONNX file of ``graph`` (None: fp32, or a variant: int8, fp16, int4)."""
         entry = self.graph(graph)
         if variant is not None:
             if variant not in entry["variants"]:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from toolkit.usecase import Option
 
 DeviceName = Literal["auto", "cpu", "cuda"]
-QuantizeName = Literal["int8", "fp16", "none"]
+QuantizeName = Literal["int8", "fp16", "int4", "none"]
 
 Device = Annotated[DeviceName, typer.Option(
     "--device", help="Where models run: auto (CUDA when it really starts, else the CPU), cpu, or cuda (exit 4 when CUDA cannot be used).")]
@@ -38,9 +38,9 @@ Threads = Annotated[Optional[int], typer.Option(
 ThreadsTrain = Annotated[Optional[int], typer.Option(
     "--threads", min=1, metavar="N", help="CPU threads for torch and ONNX Runtime (default: all cores).")]
 QuantizeTrain = Annotated[Optional[QuantizeName], typer.Option(
-    "--quantize", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU) or fp16 (for CUDA).")]
+    "--quantize", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU), fp16 (for CUDA) or int4 (weight-only, where the use case allows it).")]
 QuantizeRun = Annotated[Optional[QuantizeName], typer.Option(
-    "--quantize", help="Run the bundle's int8 model (on the CPU) or fp16 model (for CUDA) instead of fp32; "
+    "--quantize", help="Run the bundle's int8 model (on the CPU), fp16 model (for CUDA) or int4 model instead of fp32; "
     "the fp32 model runs when the bundle has no such model.")]
 BatchSize = Annotated[Optional[int], typer.Option(
     "--batch-size", min=1, metavar="N", help="Records per model call (default: the use case's).")]

@@ -15,7 +15,7 @@ Format 2 (``manifest.json``)::
     files            {relative path: sha256} of every other file in the bundle
 
     GRAPH = {"file", "schema" (inputs, outputs), "parity" (the check against torch),
-             "variants": {"int8" | "fp16": {"file", ...its checks}}, ...the use case's checks}
+             "variants": {"int8" | "fp16" | "int4": {"file", ...its checks}}, ...the use case's checks}
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 from toolkit.errors import AitkError
 
 FORMAT_VERSION = 2
-VARIANTS = ("int8", "fp16")
+VARIANTS = ("int8", "fp16", "int4")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def variant_file(graph: str, variant: str | None) -> str:
-    """The file name of ``graph``'s ONNX file: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``."""
+    """The file name of ``graph``'s ONNX file: ``model.onnx``, ``model.int8.onnx``, ``model.fp16.onnx``, ``model.int4.onnx``."""
     return f"{graph}.onnx" if variant is None else f"{graph}.{variant}.onnx"
 
 

@@ -174,6 +174,24 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
         cleaned.unlink(missing_ok=True)
 
 
+def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
+    """4-bit weights of every MatMul with a constant weight (ONNX Runtime's MatMulNBits): block-wise,
+    each ``block_size`` weights along the input dimension with their own scale and zero point
+    (asymmetric); activations stay float. For transformer-style graphs on the CPU."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs every node it visits
+    try:
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=False)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    finally:
+        root.setLevel(level)
+
+
 def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, Any]], fmt: str = "qdq") -> None:
     """int8 weights and activations calibrated on ``calibration`` feeds: for convolutional models.
 

@@ -1,7 +1,7 @@
 """From what a use case learned to a bundle: ``train`` returns a ``TrainResult``, ``package`` writes it.
 
 ``package`` exports every graph to ONNX and checks it against torch, writes the variants asked for
-(int8, fp16) with their checks, the weights, the asset files and the manifest, and commits the
+(int8, fp16, int4) with their checks, the weights, the asset files and the manifest, and commits the
 bundle atomically: a failed check, Ctrl-C or SIGTERM leaves no bundle and no temp folder. The
 manifest's fields come from here, never from a plugin (toolkit/manifest.py has the schema)."""
 
@@ -36,7 +36,7 @@ def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: 
 
 def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = ()) -> Bundle:
     """Write ``result`` as the bundle ``out`` for ``usecase`` (its name, and the plugin's name and
-    version from the installed distribution), recording ``config``; ``variants`` (int8, fp16) are
+    version from the installed distribution), recording ``config``; ``variants`` (int8, fp16, int4) are
     written for the graphs that allow them. Raises ParityError (nothing written) when an export
     disagrees with torch, AitkError for a result that cannot make a valid bundle."""
     from toolkit.plugins import distribution_of
@@ -123,7 +123,7 @@ def _parity(graph: Graph, path: Path, atol: float | None = None, rtol: float = 0
 
 def _write_variant(graph: Graph, variant: str, fp32: Path, target: Path, tmp: Path) -> dict[str, Any]:
     """The variant file: fp16 checked against torch with a tolerance relative to each output's scale;
-    int8 compared with fp32 (quantization moves outputs by design; the use case's check judges it)."""
+    int8 and int4 compared with fp32 (quantization moves outputs by design; the use case's check judges it)."""
     if graph.parts:
         files = [_convert(p, variant, tmp / variant_file(p.name, None), tmp / variant_file(p.name, variant))
                  if variant in p.variants else tmp / variant_file(p.name, None) for p in graph.parts]
@@ -138,6 +138,8 @@ def _write_variant(graph: Graph, variant: str, fp32: Path, target: Path, tmp: Pa
 def _convert(graph: Graph, variant: str, src: Path, dst: Path) -> Path:
     if variant == "fp16":
         onnx_export.convert_fp16(src, dst)
+    elif variant == "int4":
+        onnx_export.quantize_int4(src, dst)
     elif graph.calibration is not None:
         onnx_export.quantize_static(src, dst, graph.calibration)
     else:

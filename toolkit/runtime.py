@@ -23,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class Runtime:
     """How to run models: ``device`` (auto, cpu, cuda), ORT intra-op ``threads`` (None: all cores), and
-    the bundle ``variant`` to run (None: fp32; "int8": the CPU path; "fp16": the CUDA path).
+    the bundle ``variant`` to run (None: fp32; "int8": the CPU path; "fp16": the CUDA path; "int4": weight-only, either).
 
     What a bundle holds (which variants to write) is a training setting, not the runtime's."""
 

@@ -64,7 +64,8 @@ class Graph:
     (default: the example inputs) should hold another batch size, to prove the dynamic axis;
     ``label_output`` names a score output whose argmax must agree with torch's (classifiers).
 
-    ``variants``: the variants this graph may have; those asked for at training are written.
+    ``variants``: the variants this graph may have; those asked for at training are written. int4
+    (weight-only, block-wise, for MatMul-heavy graphs such as transformers) is opt-in: name it here.
     ``calibration``: feeds ({input name: array}) for static int8, calibrated (convolutional models);
     None means dynamic int8 (MatMul, Gemm and LSTM weights).
     ``parts``: graphs exported one by one (each checked against its own module) and chained into

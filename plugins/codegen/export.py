@@ -39,17 +39,22 @@ def train_result(model, tokenizer, context: int, metrics: dict[str, Any], window
     )
     decoder = decoder_graph(model, shape, vocab)
     cpu = Runtime(device="cpu", threads=threads)
+    quality = windows or reference_windows(tokenizer, context)
 
     def generator(path: Path) -> Generator:
         return Generator(cpu.session(path), tokenizer, assets)
 
     def check_decoder(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
         if variant != "fp32":
-            return _agreement(generator(fp32), generator(path), windows, vocab)
+            return _agreement(generator(fp32), generator(path), quality, vocab)
         return {"parity_prompt_pass": prompt_pass_parity(decoder, path, shape, vocab),
                 "greedy_equals_hf_generate": _greedy_check(model, generator(path), windows, vocab)}
 
     def check_scorer(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+        if variant != "fp32":
+            ours, theirs = (perplexity(cpu.session(p), quality, ids["pad_id"]) for p in (path, fp32))
+            return {"perplexity": ours["perplexity"], "perplexity_fp32": theirs["perplexity"], "perplexity_tokens": ours["tokens"],
+                    "perplexity_text": "held-out files" if windows else REFERENCE.name}
         if windows:
             scored = perplexity(cpu.session(path), windows, ids["pad_id"])
             result.metrics = {"heldout_perplexity": scored["perplexity"], "heldout_loss": scored["loss"], "heldout_tokens": scored["tokens"], **result.metrics}
@@ -61,6 +66,18 @@ def train_result(model, tokenizer, context: int, metrics: dict[str, Any], window
     result.graphs += [decoder, scorer]
     logger.info("exporting the KV-cache graph and the token-score graph to ONNX")
     return result
+
+
+REFERENCE = Path(__file__).parent / "sample_data/eval/sched.py.txt"
+
+
+def reference_windows(tokenizer, context: int, max_tokens: int = 2048) -> list:
+    """Windows of a standard-library file no model here trained on (the sample's evaluation file): the
+    code a quantized variant's perplexity is measured on when there are no held-out files (imports)."""
+    from plugins.codegen.data import eval_windows, token_stream
+
+    text = REFERENCE.read_text(encoding="utf-8")
+    return eval_windows(token_stream(tokenizer, [text]), min(context, 256), max_tokens)
 
 
 def _probe_prompts(windows: list, vocab: int, count: int = 2, length: int = 24) -> list[list[int]]:

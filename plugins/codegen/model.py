@@ -133,7 +133,7 @@ def decoder_graph(model, shape: dict[str, int], vocab_size: int) -> Graph:
     step = _decoder_inputs(shape, vocab_size, batch=3, new=1, past=7)
     step[1][0, :2] = 0  # a left-padded row
     return Graph(wrapper, _decoder_inputs(shape, vocab_size, batch=2, new=3, past=5), ["input_ids", "attention_mask", "position_ids", *past_in],
-                 ["logits", *past_out], dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL)
+                 ["logits", *past_out], dynamic_axes=axes, parity_inputs=step, atol=PARITY_ATOL, variants=("int8", "fp16", "int4"))
 
 
 def prompt_pass_parity(graph: Graph, path: Path, shape: dict[str, int], vocab_size: int) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def _decoder_inputs(shape: dict[str, int], vocab_size: int, batch: int, new: int
 
 
 def scorer_graph(model) -> Graph:
-    """The token-score graph ("score", fp32 only): per-token negative log-likelihood, for perplexity."""
+    """The token-score graph ("score"; int8 and int4 variants, for their perplexity): per-token negative log-likelihood, for perplexity."""
     vocab_size = int(model.config.vocab_size)
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, vocab_size, (2, 8), generator=generator)
@@ -159,7 +159,7 @@ def scorer_graph(model) -> Graph:
     parity_mask = torch.ones(3, 5, dtype=torch.long)
     parity_mask[1, 3:] = 0
     return Graph(
-        TokenScorer(model).eval(), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], ["nll"], name="score", variants=(),
+        TokenScorer(model).eval(), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], ["nll"], name="score", variants=("int8", "int4"),
         dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"}, "nll": {0: "batch", 1: "predicted"}},
         parity_inputs=(parity_ids, parity_mask), atol=PARITY_ATOL,
     )

@@ -166,7 +166,8 @@ class Codegen(UseCase):
             files, texts = corpus.read_sources(sources)
             tokenizer = corpus.load_tokenizer(bundle.file("tokenizer.json"))
             windows = corpus.eval_windows(corpus.token_stream(tokenizer, texts), bundle.assets["context"], options.get("max_tokens") or 0)
-            scored = perplexity(runtime.session(bundle.file("score.onnx")), windows, bundle.assets["pad_id"])
+            score = runtime.model_file(bundle, "score") if runtime.variant in bundle.variants("score") else bundle.file("score.onnx")
+            scored = perplexity(runtime.session(score), windows, bundle.assets["pad_id"])
             metrics.update({"perplexity": scored["perplexity"], "loss": scored["loss"], "tokens": scored["tokens"], "files": len(files)})
         if problem_files:
             samples = options.get("samples") or 1
