@@ -92,7 +92,7 @@ def test_wrong_usecase_and_format_are_refused(bundle_copy):
     (lambda m: m.__setitem__("assets", ["features"]), "field assets: expected an object, got list"),
     (lambda m: m["graphs"].pop("model"), "field graphs: no 'model' graph"),
     (lambda m: m["graphs"]["model"].__setitem__("file", "other.onnx"), "field graphs.model.file: 'other.onnx' is not among the bundle's files"),
-    (lambda m: m["graphs"]["model"]["variants"].__setitem__("int4", {"file": "model.onnx"}), "unknown variant 'int4'"),
+    (lambda m: m["graphs"]["model"]["variants"].__setitem__("int3", {"file": "model.onnx"}), "unknown variant 'int3'"),
     (lambda m: m["files"].__setitem__("model.onnx", 42), "field files.model.onnx: expected a sha256 digest"),
 ])
 def test_a_malformed_manifest_is_refused_naming_bundle_and_field(bundle_copy, edit, message):
