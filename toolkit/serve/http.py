@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,8 +81,3 @@ async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, w
             status["code"] = e.status
             raise
 
-
-def json_object(value: Any, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise HTTPError(422, f"{field}: expected a JSON object", field)
-    return value
