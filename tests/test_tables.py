@@ -74,3 +74,16 @@ def test_crlf_lines_blank_lines_and_quoted_text(tmp_path):
     assert records(path, Schema(("a",), ("b",))) == [
         (f"{path}:2", ([1.0], ("2",)), None), (f"{path}:4", ([3.0], ("x, y",)), None), (f"{path}:5", ([4.0], ("5",)), None),
     ]
+
+
+def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):
+    from toolkit.batch import Counter, skip_done
+    from toolkit.usecase import Record
+
+    given = [Record("x", 1), Record("y", 2), Record("x", 3), Record("x", 4)]
+    first = [r.id for r in skip_done(iter(given), set(), Counter())]
+    assert first == ["x", "y", "x#2", "x#3"]
+    assert "record id 'x' appears more than once" in caplog.text
+    skipped = Counter()
+    resumed = [(r.id, r.data) for r in skip_done(iter(given), {"x", "y", "x#2"}, skipped)]
+    assert resumed == [("x#3", 4)] and skipped.value == 3

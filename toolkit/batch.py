@@ -8,6 +8,7 @@ OUT ``-`` writes the rows to stdout as JSON lines, each batch as it finishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -123,8 +124,20 @@ class Counter:
 
 
 def skip_done(records: Iterable[Record], done: set[str], skipped: Counter) -> Iterator[Record]:
-    """The records whose ids are not in ``done``, counting the others in ``skipped``."""
+    """The records whose ids are not in ``done``, counting the others in ``skipped``.
+
+    An id seen before in this run (two records given the same id) is made unique, the same way
+    in every run: the second is ``ID#2``, the third ``ID#3``; one warning line names the first."""
+    seen: dict[str, int] = {}
+    warned = False
     for record in records:
+        copies = seen[record.id] = seen.get(record.id, 0) + 1
+        if copies > 1:
+            if not warned:
+                logger.warning(f"record id {record.id!r} appears more than once; later ones get #2, #3, ...")
+                warned = True
+            record = dataclasses.replace(record, id=f"{record.id}#{copies}")
+            seen[record.id] = seen.get(record.id, 0) + 1
         if record.id in done:
             skipped.value += 1
         else:
