@@ -169,6 +169,42 @@ def test_chat_with_piped_stdin_logs_every_turn(bot, tmp_path):
     assert set(turns[0]) >= {"message", "intent", "confidence", "action", "reply", "conversation", "time"}
 
 
+def test_chat_in_a_terminal_has_line_editing_and_leaves_on_ctrl_d(bot, tmp_path):
+    import os
+    import pty
+    import select
+    import time
+
+    log = tmp_path / "turns.jsonl"
+    main_fd, child_fd = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-c", "from toolkit.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--log", str(log)],
+                               stdin=child_fd, stdout=child_fd, stderr=child_fd, env={**os.environ, "AITK_LOAD_PLUGINS": "chatbot"})
+    os.close(child_fd)
+    seen = b""
+
+    def read_until(text: bytes, timeout: float = 120) -> None:
+        nonlocal seen
+        end = time.time() + timeout
+        while text not in seen and time.time() < end:
+            if select.select([main_fd], [], [], 0.5)[0]:
+                seen += os.read(main_fd, 4096)
+        assert text in seen, seen[-500:]
+
+    try:
+        read_until(b"you> ")
+        os.write(main_fd, b"my crd never arrived" + b"\x1b[D" * 16 + b"a\r")  # 16 x left arrow, then insert the missing letter
+        read_until(b"bot> ")
+        seen = seen[seen.index(b"bot> "):]
+        read_until(b"you> ")  # the next prompt: readline reads the terminal again
+        os.write(main_fd, b"\x04")  # Ctrl-D
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        os.close(main_fd)
+    (turn,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert turn["message"] == "my card never arrived" and turn["action"] == "ask_slot"
+
+
 def test_chat_survives_invalid_utf8(bot):
     process = subprocess.run(
         [sys.executable, "-c", "from toolkit.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--json"],

@@ -132,6 +132,8 @@ def chat_loop(bundle_path: Path, log: Optional[Path], device: str, threads: Opti
     nlu = NLU(load_bundle(bundle_path, usecase="chatbot"), make_runtime(device, threads, quantize))
     turn_log = TurnLog(log)
     interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (importing it gives input() line editing and history, arrow keys included)
     conversation, number = Conversation(nlu.policy), 1
     if interactive and not as_json:
         print(f"{nlu.domain['name']} (type /quit to leave, /reset to start over)")
@@ -161,7 +163,8 @@ def _read_message(interactive: bool):
     if interactive:
         try:
             text = input("you> ")
-        except EOFError:
+        except EOFError:  # Ctrl-D: leave on a fresh line
+            print()
             return False
         except UnicodeDecodeError:
             return None
