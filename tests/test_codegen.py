@@ -304,3 +304,9 @@ def test_old_setting_names_still_work_with_a_warning():
 
     config = Codegen().config_from({"context": "64", "steps": "10", "max_minutes": "2", "include": "*.py,*.pyi"})
     assert (config.context_length, config.max_steps, config.max_time, config.include) == (64, 10, 120.0, ["*.py", "*.pyi"])
+
+
+def test_a_trained_bundle_exports_to_a_hugging_face_folder(trained, tmp_path):
+    from test_codegen_import import exported_logits_match
+
+    exported_logits_match(trained["bundle"], tmp_path / "hf")

@@ -127,3 +127,46 @@ def test_int4_variant_is_written_checked_and_run(tmp_path, slow_tokenizer):
     assert scored.returncode == 0, scored.stderr
     assert abs(json.loads(scored.stdout)["perplexity"] / score["perplexity"] - 1) < 0.05
 
+
+def exported_logits_match(bundle_dir, out) -> None:
+    """`export-hf BUNDLE OUT` writes a folder whose from_pretrained model gives the bundle's ONNX logits
+    (a prompt pass of the KV-cache graph) and whose tokenizer encodes as the bundle's."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    from plugins.codegen.plugin import Codegen
+
+    result = run_aitk("codegen", "export-hf", str(bundle_dir), str(out), plugins="codegen")
+    assert result.returncode == 0, result.stderr
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    generator = Codegen().generator(load_bundle(bundle_dir, usecase="codegen"), Runtime(device="cpu", threads=1))
+    prompt = "def add(a, b):\n    return"
+    ids = generator.encode(prompt)
+    assert tokenizer(prompt)["input_ids"] == ids
+    layers, heads, dim = (load_bundle(bundle_dir).assets[k] for k in ("layers", "kv_heads", "head_dim"))
+    feeds = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64), "position_ids": np.arange(len(ids))[None]}
+    feeds.update({f"past.{i}.{kv}": np.zeros((1, heads, 0, dim), np.float32) for i in range(layers) for kv in ("key", "value")})
+    onnx_logits = generator.session.run(feeds)[0]
+    with torch.no_grad():
+        hf_logits = model(torch.tensor([ids])).logits[:, -1].numpy()
+    np.testing.assert_allclose(onnx_logits, hf_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_an_imported_bundle_exports_back_to_hugging_face(tmp_path, slow_tokenizer):
+    from toolkit.package import package
+
+    from plugins.codegen.export import import_model
+    from plugins.codegen.plugin import Codegen
+
+    _checkpoint(tmp_path / "hf", "gpt_neox", slow_tokenizer[1])
+    result, config = import_model(tmp_path / "hf", threads=1)
+    package(result, tmp_path / "bundle", Codegen(), config)
+    exported_logits_match(tmp_path / "bundle", tmp_path / "out")
+    again = run_aitk("codegen", "export-hf", str(tmp_path / "bundle"), str(tmp_path / "out"), plugins="codegen")
+    assert again.returncode == 1 and "already exists; --force" in again.stderr

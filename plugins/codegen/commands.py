@@ -1,4 +1,5 @@
-"""`aitk codegen complete` (streams a completion to the terminal) and `aitk codegen import` (a local HF model)."""
+"""`aitk codegen complete` (streams a completion to the terminal), `aitk codegen import` (a local HF model)
+and `aitk codegen export-hf` (a bundle back to a HF folder)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,18 @@ def add_commands(group: typer.Typer, usecase) -> None:
         summary = {"bundle": str(bundle.path), **bundle.assets, "parity": bundle.graph()["parity"]["max_abs_diff"]["logits"],
                    "greedy_equals_hf_generate": bundle.graph()["greedy_equals_hf_generate"]}
         print(json.dumps(summary, indent=2) if as_json else "\n".join(f"{k:<26} {v}" for k, v in summary.items()))
+
+    @group.command("export-hf", cls=Command, epilog=examples("aitk codegen export-hf bundle ./hf-model", "aitk codegen export-hf bundle ./hf-model --force"))
+    def export_hf_(
+        bundle: BundleArg,
+        out: Annotated[Path, typer.Argument(metavar="OUT", help="The Hugging Face model folder to write.", show_default=False)],
+        force: Annotated[bool, typer.Option("--force", help="Replace OUT when a Hugging Face model folder is already there.")] = False,
+    ) -> None:
+        """Write a bundle's model and tokenizer as a Hugging Face folder that from_pretrained loads."""
+        from toolkit.bundle import load_bundle
+
+        from plugins.codegen.hf_export import check_target, export_hf
+
+        loaded = load_bundle(bundle, usecase="codegen")
+        check_target(out, force)
+        logger.info(f"Hugging Face model written to {export_hf(loaded, out)}")
