@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, run_aitk
+from conftest import REPO, assert_report, run_aitk
 
 TINY = ["size=tiny", "vocab_size=512", "context_length=64", "max_steps=60", "batch_size=16", "learning_rate=3e-3", "warmup_steps=10",
         "eval_steps=20", "eval_tokens=2048", "save_steps=30"]
@@ -149,12 +149,15 @@ def test_bad_prompts_become_error_rows(trained, tmp_path):
 
 
 def test_evaluate_reports_perplexity_and_pass_at_k(trained):
-    result = codegen("evaluate", trained["bundle"], trained["data"] / "eval", "--json", "--max-new-tokens", "16")
+    report = trained["root"] / "report"
+    result = codegen("evaluate", trained["bundle"], trained["data"] / "eval", "--json", "--max-new-tokens", "16", "--report", report)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["problems"] == 4 and 0 <= metrics["pass@1"] <= 1
     assert metrics["perplexity"] > 1 and metrics["files"] == 1
     assert metrics["sandbox"].startswith("bubblewrap")
+    assert_report(report, "pass_at_k.png", "training_curves.png")
+    assert len((report / "per_problem.csv").read_text().splitlines()) == 1 + 4
 
 
 def test_prompts_in_windows_encodings_and_bytes_that_are_not_utf8(trained, tmp_path):

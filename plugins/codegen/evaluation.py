@@ -85,7 +85,33 @@ def evaluate_problems(generator: Generator, problems: list[Problem], sampling: S
     })
     if report:
         _write_report(report / "completions.jsonl", completions, results)
+        _write_per_problem(report, passed, samples, [k for k in ks if k <= samples])
     return metrics
+
+
+def _write_per_problem(report: Path, passed: dict[str, int], samples: int, ks: list[int]) -> None:
+    """per_problem.csv (passing samples and pass@k of each problem) and pass_at_k.png: how many
+    problems had 0, 1, ... ``samples`` passing samples, with pass@k per problem sorted."""
+    import csv
+
+    from toolkit.report import pyplot, save_figure
+
+    with atomic_path(report / "per_problem.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task_id", "samples", "passed", *(f"pass@{k}" for k in ks)])
+        for task, c in sorted(passed.items(), key=lambda item: -item[1]):
+            writer.writerow([task, samples, c, *(round(pass_at_k(samples, c, k), 4) for k in ks)])
+    plt = pyplot()
+    fig, (hist, curve) = plt.subplots(1, 2, figsize=(10, 3.8))
+    counts = np.bincount(list(passed.values()), minlength=samples + 1)
+    hist.bar(range(samples + 1), counts)
+    hist.set(xlabel=f"passing samples (of {samples})", ylabel="problems", title=f"{len(passed)} problems")
+    for k in ks:
+        curve.plot(sorted((pass_at_k(samples, c, k) for c in passed.values()), reverse=True), label=f"pass@{k}")
+    curve.set(xlabel="problem (sorted)", ylabel="pass@k", ylim=(-0.02, 1.02), title="pass@k per problem")
+    curve.legend()
+    fig.tight_layout()
+    save_figure(fig, report / "pass_at_k.png")
 
 
 def _seed(task_id: str, sample: int) -> int:
