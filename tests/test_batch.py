@@ -244,7 +244,7 @@ def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from toolkit.batch import read_rows, write_rows
+    from toolkit.outputs import read_rows, write_rows
 
     rows = [
         {"id": "a", "p50": [371.7, 380], "boxes": [[1, 2, 3, 4]], "info": {"label": "ok", "score": 0.5}},

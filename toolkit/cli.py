@@ -19,7 +19,8 @@ from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
 
 from toolkit import __version__, console
 from toolkit.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataArg, Device, Force, QuantizeRun, QuantizeTrain,
-                                 Report, Threads, ThreadsTrain, Command, check_replaceable, examples, make_runtime, with_options)
+                                 Report, Threads, ThreadsTrain, Command, check_replaceable, examples, make_runtime, parse_settings,
+                                 settings_help, with_options)
 from toolkit.display import print_mapping, print_metrics, print_table
 from toolkit.errors import AitkError
 from toolkit.settings_file import read_settings
@@ -321,27 +322,6 @@ def add_usecase_commands(usecase: UseCase) -> None:
         group.command(command.__name__, cls=Command, epilog=epilog)(with_options(command, usecase.options.get(command.__name__, [])))
     usecase.commands(group)
     app.add_typer(group, name=name)
-
-
-def settings_help(config_class: type) -> str | None:
-    """The training settings as a table (name, type, default, meaning) for `train --help`; a
-    plugin's faulty Config shows no table rather than breaking the whole CLI."""
-    from toolkit.settings import settings_table
-
-    try:
-        return settings_table(config_class)
-    except Exception:
-        return None
-
-
-def parse_settings(pairs: list[str]) -> dict[str, str]:
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise AitkError(f"--set {pair!r}: expected key=value")
-        settings[key.strip()] = value
-    return settings
 
 
 def _require_exists(path: Path) -> None:

@@ -118,3 +118,25 @@ def with_options(func, extra: list[Option]):
 
 
 _METAVARS = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
+
+
+def settings_help(config_class: type) -> str | None:
+    """The training settings as a table (name, type, default, meaning) for `train --help`; a
+    plugin's faulty Config shows no table rather than breaking the whole CLI."""
+    from toolkit.settings import settings_table
+
+    try:
+        return settings_table(config_class)
+    except Exception:
+        return None
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``--set key=value`` pairs as a dict; AitkError naming the pair when one has no ``=`` or no key."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise AitkError(f"--set {pair!r}: expected key=value")
+        settings[key.strip()] = value
+    return settings

@@ -9,11 +9,11 @@ import base64
 import csv
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from toolkit.console import get_logger
+from toolkit.files import atomic_path, atomic_write
 
 logger = get_logger(__name__)
 
@@ -32,11 +32,11 @@ def pyplot():
 
 def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
     """Write ``fig`` to ``path`` as PNG (temp file + rename) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=dpi)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
     return path
 
 
@@ -92,9 +92,7 @@ def write_index(folder: Path, title: str, metrics: dict[str, Any]) -> Path:
         parts.append(f"<h2>{html.escape(str(path.relative_to(folder)))}</h2>{_csv_html(path)}")
     page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     index = folder / "index.html"
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)
+    atomic_write(index, page)
     logger.info(f"report: {index} ({len(pngs)} plots)")
     return index
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import _decode_all, _predict_decoded, finite_row
+from toolkit.batch import _decode_all, _predict_decoded
+from toolkit.outputs import finite_row
 from toolkit.bundle import Bundle, load_bundle
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime

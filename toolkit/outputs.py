@@ -1,0 +1,201 @@
+"""Output files of a batch run: rows written as JSONL, CSV or Parquet (by the extension, through a
+temp file and a rename), read back for ``--resume``, and the strict JSON-lines encoding that turns a
+row holding NaN or an infinity into an error row.
+
+Parquet keeps lists and dicts as list and struct columns (element types unified over every row);
+CSV holds them as JSON text."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import AitkError
+from toolkit.files import atomic_path
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+_STRICT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # one encoder for every row: NaN and inf refused
+
+
+def json_lines(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """(``rows`` as JSON lines, the rows written): a row holding NaN or an infinity anywhere is
+    written as an error row naming the field, so nothing non-finite reaches an output."""
+    try:
+        return "".join([_STRICT.encode(row) + "\n" for row in rows]), rows
+    except ValueError:
+        rows = [finite_row(row) for row in rows]
+        return "".join([_STRICT.encode(row) + "\n" for row in rows]), rows
+
+
+def finite_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row``, or an error row naming its first field that holds NaN or an infinity."""
+    field = _non_finite(row)
+    if field is None:
+        return row
+    return {"id": row.get("id"), "error": f"the model gave a non-finite value ({field[1]}) for output field {field[0]!r}"}
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def write_rows(rows: Callable[[], Iterable[dict[str, Any]]], out: Path) -> None:
+    """Write rows to ``out`` by its extension, through a temp file renamed into place.
+
+    ``rows`` gives a fresh iterator each call: CSV and Parquet read the rows twice (once for
+    the columns, once to write) so that they are never all held in memory."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+    with atomic_path(out) as tmp:
+        if suffix == ".jsonl":
+            write_jsonl(rows(), tmp)
+        elif suffix == ".csv":
+            _write_csv(rows, tmp)
+        else:
+            _write_parquet(rows, tmp)
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a finished output file (JSONL, CSV or Parquet)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from read_jsonl(path)
+        return
+    if suffix == ".parquet":  # list and struct columns come back as Python lists and dicts
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+        return
+    import pandas as pd
+
+    for row in pd.read_csv(path, dtype=str, keep_default_na=False).to_dict("records"):
+        yield {k: (None if v == "" else v) for k, v in row.items()}
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines file, one per non-blank line."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """``rows`` as JSON lines in ``path`` (written in place: callers rename or journal it)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {"id": None}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    seen.pop("error", None)
+    return [*seen, "error"]
+
+
+def _flat(value: Any) -> Any:
+    """Lists and dicts as JSON text, for the flat formats."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+
+
+def _write_csv(rows, path: Path) -> None:
+    import csv
+
+    columns = _columns(rows())
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows():
+            writer.writerow({k: _flat(v) for k, v in row.items()})
+
+
+def _write_parquet(rows, path: Path, chunk_size: int = 10_000) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = _columns(rows())
+    types = _arrow_types(rows(), columns)
+    schema = pa.schema([(c, types[c]) for c in columns])
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in _chunks(iter(rows()), chunk_size):
+            table = {c: [_arrow_value(row.get(c), types[c]) for row in chunk] for c in columns}
+            writer.write_table(pa.table(table, schema=schema))
+
+
+def _arrow_types(rows: Iterable[dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    """One Arrow type per column: bool, int64, float64, a list or struct type for lists and dicts
+    (their element types unified over every row, e.g. list<double>), else string (JSON text for
+    values no single type holds)."""
+    import pyarrow as pa
+
+    kinds: dict[str, set] = {c: set() for c in columns}
+    nested: dict[str, dict[str, Any]] = {c: {} for c in columns}
+    for row in rows:
+        for c, v in row.items():
+            if v is not None:
+                kinds[c].add(type(v))
+                if isinstance(v, (list, dict)):
+                    t = _scalar_type(v)
+                    nested[c][str(t)] = t
+    types = {}
+    for c, k in kinds.items():
+        if k and k <= {bool}:
+            types[c] = pa.bool_()
+        elif k and k <= {int}:
+            types[c] = pa.int64()
+        elif k and k <= {int, float}:
+            types[c] = pa.float64()
+        elif k and k <= {list, dict} and len(k) == 1:
+            types[c] = _unified(list(nested[c].values())) or pa.string()
+        else:
+            types[c] = pa.string()
+    return types
+
+
+def _scalar_type(value: Any) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.scalar(value).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.string()
+
+
+def _unified(types: list[Any]) -> Any:
+    """The type every one of ``types`` converts to, or None (then the column is JSON text)."""
+    import pyarrow as pa
+
+    if not types or any(t == pa.string() for t in types):
+        return None
+    try:
+        merged = pa.unify_schemas([pa.schema([("v", t)]) for t in types], promote_options="permissive").field("v").type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    return None if "struct<>" in str(merged) or "null" in str(merged) else merged
+
+
+def _arrow_value(value: Any, arrow_type) -> Any:
+    if value is None:
+        return None
+    if str(arrow_type) == "string":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
