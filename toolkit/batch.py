@@ -222,11 +222,16 @@ class StdoutJournal:
     def __init__(self) -> None:
         self.ids: set[str] = set()
         self.failed = 0
+        self.file = sys.stdout
 
     def write(self, rows: list[dict[str, Any]]) -> int:
+        """Append ``rows`` as JSON lines; returns how many of them are error rows.
+
+        A row holding NaN or an infinity anywhere is written as an error row naming the field:
+        nothing non-finite reaches an output."""
         text, rows = json_lines(rows)
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        self.file.write(text)
+        self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
         return bad
@@ -238,7 +243,7 @@ class StdoutJournal:
         return self.failed
 
 
-class Journal:
+class Journal(StdoutJournal):
     """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
 
     def __init__(self, out: Path, resume: bool):
@@ -269,18 +274,6 @@ class Journal:
                 row = json.loads(line)
                 self.ids.add(row["id"])
                 self.failed += row.get("error") is not None
-
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows``; returns how many of them are error rows.
-
-        A row holding NaN or an infinity anywhere is written as an error row naming the field:
-        nothing non-finite reaches an output."""
-        text, rows = json_lines(rows)
-        self.file.write(text)
-        self.file.flush()
-        bad = sum(1 for row in rows if row.get("error") is not None)
-        self.failed += bad
-        return bad
 
     def abandon(self) -> None:
         """The run failed: keep the journal for --resume, unless it holds no rows at all."""

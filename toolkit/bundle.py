@@ -23,7 +23,7 @@ from typing import Any
 
 from toolkit import manifest as schema
 from toolkit.errors import AitkError
-from toolkit.files import replace_dir
+from toolkit.files import read_json, replace_dir
 
 FORMAT_VERSION = schema.FORMAT_VERSION
 MANIFEST = "manifest.json"
@@ -195,10 +195,7 @@ def load_bundle(path: Path, usecase: str | None = None, verify: bool = True) -> 
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise AitkError(f"{path}: not a bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AitkError(f"{manifest_path}: not valid JSON ({e})") from None
+    manifest = read_json(manifest_path)
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if type(version) is int and version not in (1, FORMAT_VERSION):
         raise AitkError(f"{path}: bundle format {version!r}, this aitk reads formats 1 and {FORMAT_VERSION}")

@@ -1,4 +1,5 @@
-"""Files that appear whole or not at all: a temp file (or folder) beside the target, renamed into place.
+"""Files that appear whole or not at all (a temp file or folder beside the target, renamed into place),
+and JSON files read with a one-line error.
 
 A crash or Ctrl-C part-way leaves the old file (or none), never half of one; the temp name starts
 with a dot and names the target, so a stale one is easy to recognise and remove."""
@@ -6,10 +7,14 @@ with a dot and names the target, so a stale one is easy to recognise and remove.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from toolkit.errors import AitkError
 
 
 @contextlib.contextmanager
@@ -50,3 +55,11 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.rename(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path`` (UTF-8); AitkError with one line naming the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AitkError(f"{path}: not valid JSON ({e})") from None

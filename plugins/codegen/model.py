@@ -222,15 +222,12 @@ def load_pretrained(hf_dir: Path):
 
 
 def _check_family(hf_dir: Path) -> None:
-    import json
+    from toolkit.files import read_json
 
     path = hf_dir / "config.json"
     if not path.is_file():
         raise AitkError(f"{hf_dir}: not a Hugging Face model directory with config.json")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AitkError(f"{path}: not valid JSON ({e})") from None
+    config = read_json(path)
     family = config.get("model_type") if isinstance(config, dict) else None
     if family not in IMPORT_FAMILIES:
         names = config.get("architectures") if isinstance(config, dict) else None
