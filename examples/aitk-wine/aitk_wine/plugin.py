@@ -55,7 +55,7 @@ class Wine(UseCase):
         x, labels, features = data.read_table(data_path, config.label)
         classes = sorted(set(labels))
         y = np.array([classes.index(label) for label in labels])
-        model = fit(x, y, len(classes), config)
+        model, history = fit(x, y, len(classes), config)
         graph = Graph(model, (torch.from_numpy(x[:4]),), ["features"], ["probabilities"],
                       parity_inputs=(torch.from_numpy(x[:7]),), label_output="probabilities")
         return TrainResult(
@@ -63,6 +63,7 @@ class Wine(UseCase):
             weights=model.state_dict(),
             assets={"features": features, "classes": classes, "label": config.label, "ranges": value_ranges(x)},
             metrics={"train_accuracy": float((model(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())},
+            history=history,
         )
 
     def evaluate(self, bundle: Bundle, data_path: Path, runtime: Runtime, report: Path | None = None) -> dict[str, Any]:
@@ -128,7 +129,8 @@ class ClassifierPredictor(Predictor):
 
 
 def fit(x, y, n_classes: int, config: Config):
-    """Full-batch Adam with early stopping on a held-out fraction; returns the best model."""
+    """Full-batch Adam with early stopping on a held-out fraction; returns the best model and the
+    per-epoch history (loss, val_loss), which the bundle keeps as history.csv."""
     import torch
 
     from toolkit import train
@@ -157,11 +159,11 @@ def fit(x, y, n_classes: int, config: Config):
         model.eval()
         return {"val_loss": loss_fn(model.logits(x_t[val]), y_t[val]).item()}
 
-    train.fit(
+    result = train.fit(
         model, lambda epoch: [tr], step, validate, epochs=config.epochs, patience=config.patience,
         max_steps=config.max_steps, max_time=config.max_time, log_every=50,
     )
-    return model.eval()
+    return model.eval(), result.history
 
 
 @hookimpl

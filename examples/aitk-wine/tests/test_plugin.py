@@ -17,9 +17,13 @@ def test_trains_beats_majority_and_predicts(tmp_path: Path):
     trained = aitk("wine", "train", str(tmp_path / "data/train.csv"), "--out", str(tmp_path / "bundle"))
     assert trained.returncode == 0, trained.stderr
 
-    evaluated = aitk("wine", "evaluate", str(tmp_path / "bundle"), str(tmp_path / "data/test.csv"), "--json")
+    evaluated = aitk("wine", "evaluate", str(tmp_path / "bundle"), str(tmp_path / "data/test.csv"), "--json",
+                     "--report", str(tmp_path / "report"))
     metrics = json.loads(evaluated.stdout)
     assert metrics["accuracy"] > metrics["majority_baseline_accuracy"] + 0.2
+    history = (tmp_path / "bundle/history.csv").read_text().splitlines()
+    assert history[0].split(",")[:2] == ["epoch", "steps"] and len(history) > 2
+    assert (tmp_path / "report/training_curves.png").is_file()
 
     out = tmp_path / "predictions.jsonl"
     predicted = aitk("wine", "predict", str(tmp_path / "bundle"), str(tmp_path / "data/predict.csv"), "--out", str(out))
