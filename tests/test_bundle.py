@@ -50,7 +50,7 @@ def linear_result(module=None, **extra) -> TrainResult:
 
 def test_a_trained_bundle_verifies_and_records_parity_and_its_plugin(wine):
     bundle = load_bundle(wine["bundle"], usecase="wine")
-    assert set(bundle.manifest["files"]) == {"model.onnx", "weights.safetensors"}
+    assert set(bundle.manifest["files"]) == {"model.onnx", "weights.safetensors", "history.csv"}
     assert bundle.graph()["parity"]["max_abs_diff"]["probabilities"] < 1e-4
     assert bundle.graph()["schema"]["inputs"][0]["shape"] == ["batch", 13]
     assert bundle.manifest["format_version"] == 2 and bundle.plugin["name"] == "aitk-wine"

@@ -73,7 +73,7 @@ def test_doctor_reports_versions_and_providers():
 def test_bundle_info_shows_what_a_bundle_is(wine):
     result = run_aitk("bundle", "info", str(wine["bundle"]), plugins="wine")
     assert result.returncode == 0
-    assert "usecase         wine" in result.stdout and "2 files verified" in result.stdout
+    assert "usecase         wine" in result.stdout and "3 files verified" in result.stdout
 
 
 def test_demo_runs_a_use_case_end_to_end(tmp_path):
