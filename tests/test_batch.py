@@ -262,3 +262,20 @@ def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_
     write_rows(lambda: iter(rows), tmp_path / "out.csv")
     frame = pd.read_csv(tmp_path / "out.csv")
     assert json.loads(frame["p50"][0]) == [371.7, 380] and json.loads(frame["info"][1]) == {"label": "defect", "score": 1}
+
+
+def test_a_layout_splits_rows_as_the_output_is_written_and_a_resumed_run_keeps_them(tmp_path):
+    from toolkit.batch import Counter, Journal, write_batches
+    from toolkit.outputs import read_rows
+
+    def split(row):  # a row with a list of steps -> a row per step; one already split stays
+        return [{"id": row["id"], "step": s} for s in row["steps"]] if "steps" in row else [row]
+
+    out = tmp_path / "out.parquet"
+    rows = [{"id": "a", "steps": [1, 2]}, {"id": "b", "error": "unreadable"}, {"id": "c", "steps": [3]}]
+    summary = write_batches([rows[:2], rows[2:]], Journal(out, resume=False, layout=split), Counter(), None)
+    written = list(read_rows(out))
+    assert [(r["id"], r["step"], r["error"]) for r in written] == [("a", 1, None), ("a", 2, None), ("b", None, "unreadable"), ("c", 3, None)]
+    assert summary["records"] == 3 and summary["failed_in_output"] == 1
+    again = write_batches([], Journal(out, resume=True, layout=split), Counter(), None)  # every record done already
+    assert again["failed_in_output"] == 1 and list(read_rows(out)) == written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import assert_report, run_aitk
+
+from plugins.forecast.predictor import long_rows
 
 TINY = ["--set", "hidden_size=16", "--set", "num_layers=1", "--set", "epochs=25", "--set", "patience=5", "--set", "batch_size=32"]
 
@@ -92,6 +95,29 @@ def test_predict_gives_ordered_quantiles_plots_and_an_error_row_for_a_short_seri
         assert len(p50) == 7 and (p10 <= p50).all() and (p50 <= p90).all() and (p10 < p90).any()
     assert sorted(p.name for p in plots.iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
     assert (plots / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("out", ["long.parquet", "long.csv", "-"])
+def test_layout_long_writes_a_row_per_series_and_step_that_pandas_reads(trained, tmp_path, out):
+    path = tmp_path / out
+    result = run_aitk("forecast", "predict", str(trained["bundle"]), str(trained["predict"]), "--out", str(path) if out != "-" else "-",
+                      "--layout", "long", plugins="forecast")
+    assert result.returncode == 3, result.stderr  # the short series is still an error row
+    readers = {".parquet": pd.read_parquet, ".csv": pd.read_csv, "": lambda _: pd.read_json(io.StringIO(result.stdout), lines=True, dtype=False)}
+    frame = readers[path.suffix](path)
+    assert list(frame.columns) == ["id", "series", "timestamp", "p10", "p50", "p90", "error"]
+    errors = frame[frame["error"].notna()]
+    assert errors["id"].tolist() == ["tiny"] and "needs at least 28" in errors["error"].iloc[0]
+    rows = frame[frame["error"].isna()]
+    assert rows["series"].tolist() == [s for s in "abcd" for _ in range(7)]
+    assert rows["timestamp"].tolist() == 4 * list(pd.date_range("2023-08-29", periods=7, freq="D").strftime("%Y-%m-%d"))
+    assert all(rows[q].dtype == np.float64 for q in ("p10", "p50", "p90"))
+    assert (rows["p10"] <= rows["p50"]).all() and (rows["p50"] <= rows["p90"]).all()
+    if out == "long.parquet":  # the same forecast as the default, wide layout
+        wide = run_aitk("forecast", "predict", str(trained["bundle"]), str(trained["series"]), "--out", "-", "--quiet", plugins="forecast")
+        first = json.loads(wide.stdout.splitlines()[0])
+        assert rows["p50"].tolist()[:7] == first["p50"]
+        assert long_rows(rows.iloc[0].to_dict()) == [rows.iloc[0].to_dict()]  # a row already long stays (--resume of a long file)
 
 
 def test_bad_series_become_error_rows_that_say_what_is_wrong(trained, tmp_path):

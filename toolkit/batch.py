@@ -4,7 +4,9 @@ Rows go to a journal (``OUT.partial.jsonl``) as each batch finishes; when the ru
 journal becomes ``OUT`` (JSONL, CSV or Parquet by its extension) through a temp file and a
 rename, so OUT is never half-written. ``--resume`` keeps the rows of the journal (or of a
 finished OUT) and skips their records. A bad record becomes a row with an ``error`` field.
-OUT ``-`` writes the rows to stdout as JSON lines, each batch as it finishes."""
+OUT ``-`` writes the rows to stdout as JSON lines, each batch as it finishes. A use case's
+``layout`` (``UseCase.layout``) may write a record's row as several rows; it applies as OUT is
+written, so the journal and ``--resume`` keep one row per record."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -29,6 +31,8 @@ from toolkit.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_js
 from toolkit.usecase import Predictor, Record
 
 logger = get_logger(__name__)
+Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]
+"""A record's row -> the rows written for it (an error row is passed through as it is)."""
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -84,13 +88,15 @@ def run_batch(
     resume: bool = False,
     workers: int | None = None,
     total: int | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
     """Predict every record of ``paths`` into ``out`` on this machine (``-``: stdout); returns the
-    run's summary. ``total``, the records expected (resumed ones included), sizes the progress bar.
+    run's summary. ``total``, the records expected (resumed ones included), sizes the progress bar;
+    ``layout`` turns each record's row into the rows written (``UseCase.layout``).
 
     Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
     batches ahead of the model (inline when ``predictor.threaded_decode`` is False)."""
-    journal = StdoutJournal() if str(out) == "-" else Journal(out, resume)
+    journal = StdoutJournal(layout) if str(out) == "-" else Journal(out, resume, layout)
     resumed = Counter()
     records = skip_done(predictor.read(paths), journal.ids, resumed)
 
@@ -219,10 +225,11 @@ class StdoutJournal:
 
     out = "-"
 
-    def __init__(self) -> None:
+    def __init__(self, layout: Layout | None = None) -> None:
         self.ids: set[str] = set()
         self.failed = 0
         self.file = sys.stdout
+        self.layout = layout
 
     def write(self, rows: list[dict[str, Any]]) -> int:
         """Append ``rows`` as JSON lines; returns how many of them are error rows.
@@ -230,11 +237,15 @@ class StdoutJournal:
         A row holding NaN or an infinity anywhere is written as an error row naming the field:
         nothing non-finite reaches an output."""
         text, rows = json_lines(rows)
-        self.file.write(text)
+        self.file.write(self.written(text, rows))
         self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
         return bad
+
+    def written(self, text: str, rows: list[dict[str, Any]]) -> str:
+        """What goes to the file for ``rows`` (their JSON lines ``text``): on stdout, laid out."""
+        return text if self.layout is None else json_lines(list(laid_out(rows, self.layout)))[0]
 
     def abandon(self) -> None:
         pass
@@ -246,7 +257,7 @@ class StdoutJournal:
 class Journal(StdoutJournal):
     """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
 
-    def __init__(self, out: Path, resume: bool):
+    def __init__(self, out: Path, resume: bool, layout: Layout | None = None):
         out = Path(out)
         if out.suffix.lower() not in FORMATS:
             raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
@@ -254,6 +265,7 @@ class Journal(StdoutJournal):
         self.path = out.with_name(out.name + ".partial.jsonl")
         self.ids: set[str] = set()
         self.failed = 0
+        self.layout = layout
         out.parent.mkdir(parents=True, exist_ok=True)
         if resume and not self.path.exists() and out.exists():
             write_jsonl(read_rows(out), self.path)
@@ -275,6 +287,10 @@ class Journal(StdoutJournal):
                 self.ids.add(row["id"])
                 self.failed += row.get("error") is not None
 
+    def written(self, text: str, rows: list[dict[str, Any]]) -> str:
+        """One row per record in the journal, for --resume: the layout applies when OUT is written."""
+        return text
+
     def abandon(self) -> None:
         """The run failed: keep the journal for --resume, unless it holds no rows at all."""
         self.file.close()
@@ -284,12 +300,22 @@ class Journal(StdoutJournal):
     def close(self) -> int:
         """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT."""
         self.file.close()
-        if self.out.suffix.lower() == ".jsonl":
+        if self.out.suffix.lower() == ".jsonl" and self.layout is None:
             os.replace(self.path, self.out)
         else:
-            write_rows(lambda: read_jsonl(self.path), self.out)
+            layout = self.layout
+            write_rows(lambda: read_jsonl(self.path) if layout is None else laid_out(read_jsonl(self.path), layout), self.out)
             self.path.unlink()
         return self.failed
+
+
+def laid_out(rows: Iterable[dict[str, Any]], layout: Layout) -> Iterator[dict[str, Any]]:
+    """The rows written for ``rows``: error rows as they are, the others through ``layout``."""
+    for row in rows:
+        if row.get("error") is not None:
+            yield row
+        else:
+            yield from layout(row)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -294,10 +294,11 @@ def add_usecase_commands(usecase: UseCase) -> None:
             from toolkit.ray_engine import run_batch_ray
 
             runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
-            summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors)
+            summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors, usecase.layout(**options))
         else:
             predictor = usecase.load(loaded, runtime, **options)
-            summary = run_batch(predictor, paths, out, batch_size=batch_size, resume=resume, total=predictor.count(paths))
+            summary = run_batch(predictor, paths, out, batch_size=batch_size, resume=resume, total=predictor.count(paths),
+                                layout=usecase.layout(**options))
         if as_json:
             print(json.dumps(summary, indent=2))
         else:

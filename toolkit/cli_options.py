@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand
@@ -110,7 +110,7 @@ def with_options(func, extra: list[Option]):
         flag = "--" + option.name.replace("_", "-")
         if option.type is bool:  # unset (None) means the bundle's or the use case's own default
             flag = f"{flag}/--no-{flag[2:]}"
-        metavar = None if option.type is bool else _METAVARS.get(option.type, "TEXT")
+        metavar = None if option.type is bool or get_origin(option.type) is Literal else _METAVARS.get(option.type, "TEXT")
         default = typer.Option(option.default, flag, help=option.help, metavar=metavar)
         params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
     func.__signature__ = signature.replace(parameters=params)

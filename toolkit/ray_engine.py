@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import Counter, Journal, predict_records, write_batches
+from toolkit.batch import Counter, Journal, Layout, predict_records, write_batches
 from toolkit.errors import AitkError
 from toolkit.runtime import Runtime
 
@@ -31,11 +31,13 @@ def run_batch_ray(
     resume: bool = False,
     address: str | None = None,
     actors: int | None = None,
+    layout: Layout | None = None,
 ) -> dict[str, Any]:
+    """``run_batch`` on Ray: the same rows, in input order, in ``out`` (``layout`` as there)."""
     ray = import_ray()
     if any(str(p) == "-" for p in paths):
         raise AitkError("--engine ray reads files, not stdin (-)")
-    journal = Journal(out, resume)
+    journal = Journal(out, resume, layout)
     env = {k: v for k, v in os.environ.items() if k.startswith("AITK_")}
     started_here = not ray.is_initialized()
     if started_here:

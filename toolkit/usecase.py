@@ -42,7 +42,8 @@ class Sample:
 class Option:
     """An extra command-line option a use case adds to one of its generic commands.
 
-    ``--NAME`` (underscores become dashes) with ``type`` (str, int, float, bool, Path) and ``default``.
+    ``--NAME`` (underscores become dashes) with ``type`` (str, int, float, bool, Path, or a ``Literal``
+    of choices, which Click checks) and ``default``.
     On ``train`` a given value becomes the training setting of that name; on ``evaluate`` and
     ``predict`` it is passed as a keyword argument to ``evaluate`` or ``load``."""
 
@@ -193,6 +194,14 @@ class UseCase:
 
     def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
         raise NotImplementedError
+
+    def layout(self, **options: Any) -> Callable[[dict[str, Any]], list[dict[str, Any]]] | None:
+        """How `predict` writes a record's row, given the predict options (as ``load`` gets them): None
+        (the default) writes it as it is; a function from the row to the rows to write splits a
+        record into several (forecast's ``--layout long``: one row per horizon step). It applies as
+        the output is written (error rows are never passed to it), so ``--resume`` and `aitk serve`
+        keep one row per record; given a row it already split, it returns ``[row]``."""
+        return None
 
     def commands(self, group: typer.Typer) -> None:
         """Add this use case's own commands (e.g. ``aitk chatbot chat``) to its CLI group."""

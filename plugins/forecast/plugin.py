@@ -79,6 +79,8 @@ class Forecast(UseCase):
         "predict": [
             Option("plot", Path, None, "Write a PNG per series (history, forecast, interval) into this folder."),
             Option("fill_gaps", bool, None, "Interpolate gaps (default: as trained)."),
+            Option("layout", Literal["wide", "long"], "wide", "wide: a row per series, each quantile a list over the horizon; "
+                   "long: a row per series and step (series, timestamp, p10, p50, p90), as pandas, darts and statsforecast read forecasts."),
         ],
     }
 
@@ -99,6 +101,11 @@ class Forecast(UseCase):
 
         predictor = self.load(bundle, runtime, fill_gaps=fill_gaps)
         return backtest.evaluate(predictor, input_files(data), windows or 3, stride, report)
+
+    def layout(self, layout: str = "wide", **options: Any):
+        from plugins.forecast.predictor import long_rows
+
+        return long_rows if layout == "long" else None
 
     def load(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None, **options: Any) -> Predictor:
         from plugins.forecast.predictor import ForecastPredictor

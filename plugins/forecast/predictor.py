@@ -156,6 +156,18 @@ class ForecastPredictor(Predictor):
         return row
 
 
+def long_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A series' row in long (tidy) form: one row per horizon step, ``id, series, timestamp, p10, p50,
+    p90`` (``TARGET_p10``... for several targets), its warnings on each; a row already long stays."""
+    times = row.get("timestamp")
+    if not isinstance(times, list):
+        return [row]
+    steps = {k: v for k, v in row.items() if isinstance(v, list) and k not in ("timestamp", "warnings")}
+    head = {k: v for k, v in row.items() if k in ("id", "series")}
+    tail = {k: v for k, v in row.items() if k not in steps and k not in head and k != "timestamp"}
+    return [{**head, "timestamp": t, **{k: v[i] for k, v in steps.items()}, **tail} for i, t in enumerate(times)]
+
+
 def quantile_name(level: float) -> str:
     return f"p{level * 100:g}"
 
