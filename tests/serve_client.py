@@ -83,6 +83,10 @@ def server(*args: str, env: dict[str, str] | None = None, ready_timeout: float =
             time.sleep(0.1)
         yield process, url
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # SIGTERM first: a server on Ray stops its Ray processes too
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

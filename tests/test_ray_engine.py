@@ -45,7 +45,7 @@ def test_ray_engine_matches_the_local_engine_for_fraud(tmp_path):
 
 
 def test_a_failure_inside_ray_is_one_line():
-    from toolkit.ray_engine import _last_line
+    from toolkit.ray_engine import last_line
 
     text = "\x1b[36mray::FlatMap(<lambda>)()\x1b[39m\n  File \"x.py\", line 1\ntoolkit.errors.InputError: a.csv: cannot read the table\n"
-    assert _last_line(RuntimeError(text)) == "a.csv: cannot read the table"
+    assert last_line(RuntimeError(text)) == "a.csv: cannot read the table"

@@ -134,7 +134,8 @@ def demo(
 
 
 @app.command(cls=Command, epilog=examples(
-    "aitk serve fraud-bundle", "aitk serve bot=chatbot-bundle fraud=fraud-bundle --host 0.0.0.0 --port 8080 --api-key KEY"))
+    "aitk serve fraud-bundle", "aitk serve bot=chatbot-bundle fraud=fraud-bundle --host 0.0.0.0 --port 8080 --api-key KEY",
+    "aitk serve fraud-bundle --engine ray --replicas 2"))
 def serve(
     bundles: Annotated[list[str], typer.Argument(metavar="BUNDLE...", help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).", show_default=False)],
     host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
@@ -148,6 +149,9 @@ def serve(
     timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
     session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
+    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local (uvicorn in this process), or ray: Ray Serve replicas (needs aitk[ray]).")] = "local",
+    replicas: Annotated[Optional[int], typer.Option("--replicas", min=1, metavar="N", help="--engine ray: copies of the app (default: one per GPU, else 1).")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help="--engine ray: a running Ray cluster (default: start one here).")] = None,
     device: Device = "auto",
     threads: Threads = None,
     quantize: QuantizeRun = None,
@@ -157,6 +161,12 @@ def serve(
 
     limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_records=max_records, max_queue=max_queue,
                     timeout_s=timeout, max_wait_ms=max_wait_ms, session_ttl_s=session_ttl)
+    if engine == "ray":
+        from toolkit.serve.on_ray import serve_on_ray
+
+        return serve_on_ray(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size, host, port, replicas, address)
+    if replicas is not None or address is not None:
+        raise typer.BadParameter("--replicas and --address go with --engine ray", param_hint="'--engine'")
     server = build_app(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size)
     logger.info(f"serving {', '.join(bundles)} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
     run(server, host, port, limits, access_log)

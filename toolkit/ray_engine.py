@@ -67,7 +67,7 @@ def run_batch_ray(
     try:
         summary = write_batches(batches, journal, Counter(len(done)), provider=f"ray ({actors} actors)")
     except ray.exceptions.RayError as e:  # a failure inside Ray: its last line, not Ray's traceback
-        raise AitkError(_last_line(e)) from None
+        raise AitkError(last_line(e)) from None
     finally:
         if started_here:
             ray.shutdown()
@@ -98,7 +98,7 @@ def _read_file(settings: tuple, path: str) -> list:
         return [Record(id=path, error=f"{path}: {type(e).__name__}: {e}")]
 
 
-def _last_line(error: Exception) -> str:
+def last_line(error: Exception) -> str:
     """The user-facing line of a Ray error: the last line of its text, colours and module path dropped."""
     lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__

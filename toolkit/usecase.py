@@ -179,6 +179,9 @@ class UseCase:
     train_data_spec: ClassVar[bool] = False
     """True when `train DATA` is a spec the use case parses and checks itself (globs, comma-separated
     lists, names); otherwise the CLI requires DATA to be an existing path."""
+    serve_state: ClassVar[bool] = False
+    """True when ``serve_routes`` keeps state in the server between requests (conversations): one
+    process must answer all of them, so `aitk serve --engine ray` serves such a model on one replica only."""
 
     def sample(self, out: Path) -> Sample:
         raise NotImplementedError

@@ -62,6 +62,7 @@ class Chatbot(UseCase):
     summary = "Customer-care chatbot: intents, FAQ answers, slot filling and hand-off to a person."
     Config = ChatbotConfig
     input_suffixes = (".jsonl",)
+    serve_state = True  # conversations live in the server process
     options = {
         "train": [Option("domain", str, None, "domain file (YAML/JSON) when DATA is a CSV of text,intent")],
         "predict": [Option("log", Path, None, "append every turn to this JSONL file")],

@@ -71,6 +71,17 @@ def load_models(specs: list[str], usecases: dict[str, UseCase], runtime: Runtime
                 batch_size: int | None = None) -> dict[str, ServedModel]:
     """Load each ``BUNDLE`` or ``NAME=BUNDLE``; the name defaults to the bundle's use case."""
     models: dict[str, ServedModel] = {}
+    for name, usecase, bundle in resolve_specs(specs, usecases):
+        predictor = usecase.load(bundle, runtime)
+        models[name] = ServedModel(name, usecase, bundle, predictor, limits, metrics, batch_size or usecase.batch_size)
+    return models
+
+
+def resolve_specs(specs: list[str], usecases: dict[str, UseCase]) -> list[tuple[str, UseCase, Bundle]]:
+    """``(name, use case, bundle)`` of each ``BUNDLE`` or ``NAME=BUNDLE``, models not loaded yet.
+
+    Raises AitkError for a bundle that cannot be read, a use case no plugin provides, a name twice."""
+    resolved: list[tuple[str, UseCase, Bundle]] = []
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep:
@@ -79,10 +90,8 @@ def load_models(specs: list[str], usecases: dict[str, UseCase], runtime: Runtime
         kind = bundle.manifest["usecase"]
         if kind not in usecases:
             raise AitkError(f"{path}: a {kind!r} bundle, and no installed plugin provides {kind!r} (see `aitk plugins`)")
-        usecase = usecases[kind]
         name = name or kind
-        if name in models:
+        if name in [n for n, _, _ in resolved]:
             raise AitkError(f"{path}: a second model named {name!r}; name them NAME=BUNDLE")
-        predictor = usecase.load(bundle, runtime)
-        models[name] = ServedModel(name, usecase, bundle, predictor, limits, metrics, batch_size or usecase.batch_size)
-    return models
+        resolved.append((name, usecases[kind], bundle))
+    return resolved
