@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, assert_report, run_aitk
 
 TINY = ["size=tiny", "vocab_size=512", "context_length=64", "max_steps=60", "batch_size=16", "learning_rate=3e-3", "warmup_steps=10",
-        "eval_steps=20", "eval_tokens=2048", "save_steps=30"]
+        "eval_steps=20", "eval_tokens=2048", "save_steps=30", "fim_rate=0.5"]
 
 
 def codegen(*args, stdin=None, env=None):
@@ -122,6 +122,20 @@ def test_complete_streams_the_same_text_as_predict(trained, loaded):
     assert "tokens/s" in result.stderr
     empty = codegen("complete", trained["bundle"], "")
     assert empty.returncode == 1 and empty.stderr.strip() == "error: prompt: expected a non-empty string"
+
+
+def test_a_model_trained_with_fim_rate_fills_in_the_middle(trained, loaded, tmp_path):
+    from plugins.codegen.fim import Infill
+    from plugins.codegen.generate import Sampling
+
+    _, generator = loaded
+    assert generator.fim.style == "starcoder" and (generator.fim.prefix_id, generator.fim.suffix_id, generator.fim.middle_id) == (2, 3, 4)
+    prefix, suffix = "def add(a, b):\n    ", "\n    return c\n"
+    ids = generator.prepare(Infill(prefix, suffix), Sampling(max_new_tokens=16))[0]
+    assert ids[:2] == [0, 2] and ids[-1] == 4 and ids.count(3) == 1  # end of text, as every training text begins
+    result = codegen("complete", trained["bundle"], prefix, "--suffix", suffix, "--max-new-tokens", "16")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == generator.complete([Infill(prefix, suffix)], Sampling(max_new_tokens=16))[0].text + "\n"
 
 
 def test_bad_prompts_become_error_rows(trained, tmp_path):

@@ -92,6 +92,10 @@ def test_a_slow_tokenizer_is_converted_to_a_fast_one(tmp_path, slow_tokenizer):
     converted = load_tokenizer(tmp_path / "bundle/tokenizer.json")
     code = "def add(a, b):\n    return a + b\n"
     assert converted.encode(code).ids == tokenizer.encode(code).ids and converted.decode(converted.encode(code).ids) == code
+    # no fill-in-the-middle tokens: --suffix is refused in one line naming the bundle
+    refused = run_aitk("codegen", "complete", str(tmp_path / "bundle"), "def f(x):", "--suffix", "\n    return y\n", plugins="codegen")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'bundle'}: its tokenizer has no fill-in-the-middle tokens")
 
 
 @pytest.mark.parametrize("family, architecture", [("deepseek_v3", "DeepseekV3ForCausalLM"), ("gemma2", "Gemma2ForCausalLM"), ("bert", "BertModel")])

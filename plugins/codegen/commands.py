@@ -21,9 +21,10 @@ from plugins.codegen.options import SAMPLING_OPTIONS, sampling_from
 logger = get_logger(__name__)
 
 
-def read_prompt(prompt: str) -> str:
+def read_prompt(prompt: str, name: str = "prompt", empty: bool = False) -> str:
     """The prompt argument, or stdin for ``-`` (UTF-8 with or without a byte-order mark, UTF-16 with
-    one); bytes that are not UTF-8, on stdin or in the argument, are an AitkError naming the byte offset."""
+    one); bytes that are not UTF-8, on stdin or in the argument, are an AitkError naming the byte offset
+    (and ``name``); an empty text too unless ``empty``."""
     if prompt == "-":
         from toolkit.io import open_text
 
@@ -32,9 +33,9 @@ def read_prompt(prompt: str) -> str:
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise AitkError(f"prompt: {_not_utf8(prompt, e.start)}") from None
-    if not prompt.strip():
-        raise AitkError("prompt: expected a non-empty string")
+        raise AitkError(f"{name}: {_not_utf8(prompt, e.start)}") from None
+    if not empty and not prompt.strip():
+        raise AitkError(f"{name}: expected a non-empty string")
     return prompt
 
 
@@ -54,27 +55,40 @@ def add_commands(group: typer.Typer, usecase) -> None:
     def complete(
         bundle: BundleArg,
         prompt: Annotated[str, typer.Argument(metavar="PROMPT", help='The code to complete, e.g. "def fib(n):"; - reads it from stdin.', show_default=False)],
-        echo: Annotated[bool, typer.Option("--echo", help="Print the prompt before the completion.")] = False,
+        suffix: Annotated[Optional[str], typer.Option(metavar="TEXT", show_default=False, help=(
+            "Fill in the middle: the code after the gap (PROMPT is the code before it; - reads it from stdin); needs a model whose tokenizer has FIM tokens."))] = None,
+        echo: Annotated[bool, typer.Option("--echo", help="Print the prompt before the completion (and the suffix after it).")] = False,
         device: Device = "auto",
         threads: Threads = None,
         quantize: QuantizeRun = None,
         **options: Any,
     ) -> None:
-        """Complete code, streaming the new tokens to stdout as they are generated."""
+        """Complete code, streaming the new tokens to stdout as they are generated; with --suffix, write
+        the code between PROMPT and the suffix (fill-in-the-middle)."""
         from toolkit.bundle import load_bundle
 
-        text = read_prompt(prompt)
+        from plugins.codegen.fim import Infill, no_fim_message
+
+        if prompt == "-" and suffix == "-":
+            raise AitkError("PROMPT and --suffix: only one of them can be - (stdin)")
+        text = read_prompt(prompt, empty=suffix is not None)
+        after = None if suffix is None else read_prompt(suffix, "--suffix", empty=True)
+        if after is not None and not (text + after).strip():
+            raise AitkError("prompt and --suffix: expected code in at least one of them")
         loaded = load_bundle(bundle, usecase="codegen")
         sampling = sampling_from(options, loaded)
         generator = usecase.generator(loaded, make_runtime(device, threads, quantize))
+        if after is not None and generator.fim is None:
+            raise AitkError(no_fim_message(str(loaded.path)))
         if echo:
             sys.stdout.write(text)
         started = time.perf_counter()
-        (result,) = generator.complete([text], sampling, on_text=lambda _, piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        request = text if after is None else Infill(text, after)
+        (result,) = generator.complete([request], sampling, on_text=lambda _, piece: (sys.stdout.write(piece), sys.stdout.flush()))
         if result.error:
             raise AitkError(result.error)
         seconds = time.perf_counter() - started
-        sys.stdout.write("\n")
+        sys.stdout.write((after if echo and after is not None else "") + "\n")
         logger.info(f"{len(result.tokens)} tokens in {seconds:.2f} s ({len(result.tokens) / seconds:.1f} tokens/s), "
                     f"finished by {result.finish_reason}, on {generator.session.provider}")
 
@@ -82,6 +96,7 @@ def add_commands(group: typer.Typer, usecase) -> None:
         'aitk codegen complete bundle "def fib(n):"',
         'aitk codegen complete bundle "def fib(n):" --temperature 0.8 --top-p 0.95 --stop "\\n\\n"',
         "cat prompt.py | aitk codegen complete bundle - --echo",
+        "aitk codegen complete bundle $'def area(r):\\n    ' --suffix $'\\n    return a\\n'",
     ))(with_options(complete, SAMPLING_OPTIONS))
 
     @group.command("import", cls=Command, epilog=examples(

@@ -18,6 +18,8 @@ from toolkit import AitkError, InputError, Record
 from toolkit.console import get_logger
 from toolkit.io import has_suffix, name_of, open_text, read_lines
 
+from plugins.codegen.fim import TRAINED_STYLE, Infill
+
 logger = get_logger(__name__)
 
 EOT = "<|endoftext|>"
@@ -109,8 +111,9 @@ def split_files(files: list[Path], texts: list[str], holdout: float, seed: int) 
     return [i for i in range(len(files)) if i not in held_set], sorted(held)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer; every encoded text starts with the end-of-text token, as files do in training."""
+def train_tokenizer(texts: list[str], vocab_size: int, fim: bool = False):
+    """A byte-level BPE tokenizer; every encoded text starts with the end-of-text token, as files do in training.
+    With ``fim``, StarCoder's fill-in-the-middle tokens are special tokens too (plugins/codegen/fim.py)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -119,7 +122,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=[EOT, PAD],
+        special_tokens=[EOT, PAD, *((TRAINED_STYLE.prefix, TRAINED_STYLE.suffix, TRAINED_STYLE.middle) if fim else ())],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -157,7 +160,8 @@ def eval_windows(stream, context: int, max_tokens: int = 0) -> list:
 # ---- prompts (predict) ----
 
 def read_prompt_records(paths: Iterable[Path]) -> Iterator[Record]:
-    """One record per JSONL line ({"prompt": ...}, optional "id"); any other file is one prompt.
+    """One record per JSONL line ({"prompt": ...} or {"prefix": ..., "suffix": ...}, optional "id"); any
+    other file is one prompt.
 
     Read by ``toolkit.io``: gzip, UTF-8 with or without a byte-order mark, UTF-16 with one; any
     other bytes (cp1252, Latin-1) are an error record naming the byte offset."""
@@ -194,11 +198,23 @@ def _text_record(path: Path) -> Record:
     return Record(id=str(path), data={"where": str(path), "value": {"prompt": prompt}})
 
 
-def prompt_of(data: dict[str, Any]) -> str:
-    """The prompt of a record, or InputError naming the file, line and field."""
+def prompt_of(data: dict[str, Any]) -> str | Infill:
+    """The prompt of a record: ``{"prompt": ...}``, or fill-in-the-middle ``{"prefix": ..., "suffix": ...}``
+    (a record with a ``suffix``; its prefix may also be given as ``prompt``; one of the two may be
+    empty, not both). InputError naming the file, line and field."""
     where, value = data["where"], data["value"]
     if not isinstance(value, dict):
-        raise InputError(f'{where}: expected a JSON object like {{"prompt": "def fib(n):"}}')
+        raise InputError(f'{where}: expected a JSON object like {{"prompt": "def fib(n):"}} or {{"prefix": ..., "suffix": ...}}')
+    if "suffix" in value:
+        key = "prefix" if "prefix" in value else "prompt"
+        prefix, suffix = value.get(key, ""), value["suffix"]
+        for name, text in ((key, prefix), ("suffix", suffix)):
+            if not isinstance(text, str):
+                raise InputError(f"{where}: field {name}: expected a string")
+            check_unicode(text, f"{where}: field {name}")
+        if not prefix.strip() and not suffix.strip():
+            raise InputError(f"{where}: fields {key} and suffix: expected code in at least one of them")
+        return Infill(prefix, suffix)
     prompt = value.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{where}: field prompt: expected a non-empty string")

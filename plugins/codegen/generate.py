@@ -19,6 +19,7 @@ from toolkit.console import get_logger
 from toolkit.text import pad_ids
 
 from plugins.codegen.data import prompt_of, read_prompt_records
+from plugins.codegen.fim import Infill, find_fim, infill_ids, no_fim_message
 
 logger = get_logger(__name__)
 
@@ -100,19 +101,39 @@ class _Row:
 
 
 class Generator:
-    """Runs the bundle's KV-cache graph; ``assets`` are the bundle's (cache shape, context, special ids)."""
+    """Runs the bundle's KV-cache graph; ``assets`` are the bundle's (cache shape, context, special ids);
+    ``name`` (the bundle's path) names it in messages. Generation stops at an end-of-sequence id, or
+    at a fill-in-the-middle token when the tokenizer has them (``fim``, plugins/codegen/fim.py)."""
 
-    def __init__(self, session, tokenizer, assets: dict[str, Any]):
+    def __init__(self, session, tokenizer, assets: dict[str, Any], name: str = "model"):
         self.session = session
         self.tokenizer = tokenizer
+        self.name = name
         self.context = int(assets["context"])
         self.layers, self.kv_heads, self.head_dim = int(assets["layers"]), int(assets["kv_heads"]), int(assets["head_dim"])
-        self.eos = set(assets["eos_ids"])
+        self.fim = find_fim(tokenizer)
+        self.eos = set(assets["eos_ids"]) | (self.fim.end_ids if self.fim else set())
         self.pad = int(assets["pad_id"])
         self.past_names = [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(prompt).ids
+
+    def prepare(self, prompt: str | Infill, sampling: Sampling, where: str = "prompt") -> tuple[list[int], str | None, str | None]:
+        """``(ids, warning, error)`` of a text prompt (``fit``) or a fill-in-the-middle one (PSM order,
+        cut around the gap when long; an error when the tokenizer has no FIM tokens)."""
+        if isinstance(prompt, str):
+            return self.fit(self.encode(prompt), sampling, where)
+        if self.fim is None:
+            return [], None, no_fim_message(self.name)
+        room = self.context - sampling.max_new_tokens
+        ids, prefix_cut, suffix_cut = infill_ids(self.fim, self.tokenizer, prompt, room)
+        if not prefix_cut and not suffix_cut:
+            return ids, None, None
+        message = (f"{where}: prefix + suffix longer than {room} tokens (context {self.context} - max_new_tokens {sampling.max_new_tokens})")
+        if sampling.on_long == "error":
+            return ids, None, message
+        return ids, f"{message}: dropped {prefix_cut} tokens from the start of the prefix and {suffix_cut} from the end of the suffix", None
 
     def fit(self, ids: list[int], sampling: Sampling, where: str = "prompt") -> tuple[list[int], str | None, str | None]:
         """``(ids, warning, error)``: a prompt longer than context - max_new_tokens is left-truncated, or an error."""
@@ -124,16 +145,17 @@ class Generator:
             return ids, None, message
         return ids[-room:], f"{message}: kept its last {room} tokens", None
 
-    def complete(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None,
+    def complete(self, prompts: list[str | Infill], sampling: Sampling, seeds: list[int] | None = None,
                  on_text: Callable[[int, str], None] | None = None, where: list[str] | None = None) -> list[Completion]:
-        """Complete text prompts: encode, fit to the context, generate, decode. ``where`` names them in messages."""
+        """Complete text prompts, or fill in the middle of ``Infill`` ones: encode, fit to the context,
+        generate, decode. ``where`` names them in messages."""
         sampling.check(self.context)
         where = where or ["prompt"] * len(prompts)
-        fitted = [self.fit(self.encode(p), sampling, w) for p, w in zip(prompts, where)]
+        fitted = [self.prepare(p, sampling, w) for p, w in zip(prompts, where)]
         good = [i for i, (_, _, error) in enumerate(fitted) if error is None]
         results: list[Completion] = [Completion("", [], "error", len(ids), error=error) for ids, _, error in fitted]
         if good:
-            seeds = seeds if seeds is not None else [zlib.crc32(p.encode("utf-8", "replace")) for p in prompts]
+            seeds = seeds if seeds is not None else [_seed_of(p) for p in prompts]
             callback = (lambda i, text: on_text(good[i], text)) if on_text else None
             done = self.generate([fitted[i][0] for i in good], sampling, [seeds[i] for i in good], callback)
             for i, completion in zip(good, done):
@@ -216,6 +238,11 @@ class Generator:
         return np.array([row.rng.choice(probs.shape[1], p=p) for row, p in zip(rows, probs)])
 
 
+def _seed_of(prompt: str | Infill) -> int:
+    text = prompt if isinstance(prompt, str) else f"{prompt.prefix}\0{prompt.suffix}"
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
 def _mark(seen: np.ndarray | None, ids: np.ndarray, vocab: int) -> np.ndarray:
     if seen is None:
         seen = np.zeros((ids.shape[0], vocab), bool)
@@ -272,11 +299,12 @@ class CodegenPredictor(Predictor):
         key = value.get("id", value.get("task_id")) if isinstance(value, dict) else None
         return Record(id if key is None else str(key), data={"where": f"records[{id}]", "value": value})
 
-    def decode(self, record: Record) -> tuple[str, str]:
-        """``(prompt, where)``: where names the file and line for messages about the prompt."""
+    def decode(self, record: Record) -> tuple[str | Infill, str]:
+        """``(prompt, where)``: a text prompt or a prefix/suffix pair; where names the file and line
+        for messages about the prompt."""
         return prompt_of(record.data), record.data["where"]
 
-    def predict(self, inputs: list[tuple[str, str] | str]) -> list[dict[str, Any]]:
-        pairs = [(x, "prompt") if isinstance(x, str) else x for x in inputs]
+    def predict(self, inputs: list[tuple[str | Infill, str] | str | Infill]) -> list[dict[str, Any]]:
+        pairs = [x if isinstance(x, tuple) else (x, "prompt") for x in inputs]
         completions = self.generator.complete([text for text, _ in pairs], self.sampling, where=[w for _, w in pairs])
         return [c.row() for c in completions]

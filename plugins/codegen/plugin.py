@@ -43,6 +43,7 @@ class CodegenConfig:
     warmup_steps: int = setting(100, "Steps of linear learning-rate warm-up.", ge=0)
     weight_decay: float = setting(0.1, "AdamW weight decay.", ge=0)
     dropout: float = setting(0.0, "Dropout in the transformer.", ge=0, lt=1)
+    fim_rate: float = setting(0.0, "Share of training windows rewritten for fill-in-the-middle (0: none; 0.5 is the usual rate); adds FIM tokens to the tokenizer.", ge=0, le=1)
     eval_steps: int = setting(200, "Steps between held-out evaluations (early stopping, checkpoints of the best).", ge=1)
     eval_tokens: int = setting(32768, "Held-out tokens scored at each evaluation and for the bundle's perplexity.", ge=1)
     patience: int = setting(5, "Evaluations without improvement before stopping (0: never stop early).", ge=0)
@@ -125,7 +126,7 @@ class Codegen(UseCase):
             tokenizer = corpus.load_tokenizer(checkpoint.tokenizer_path())
         elif tokenizer is None:
             started = time.perf_counter()
-            tokenizer = corpus.train_tokenizer([texts[i] for i in train_idx], config.vocab_size)
+            tokenizer = corpus.train_tokenizer([texts[i] for i in train_idx], config.vocab_size, fim=config.fim_rate > 0)
             logger.info(f"tokenizer: {tokenizer.get_vocab_size()} tokens, trained in {time.perf_counter() - started:.1f} s")
         eot, pad = tokenizer.token_to_id(corpus.EOT), tokenizer.token_to_id(corpus.PAD)
         if model is None:
@@ -134,8 +135,9 @@ class Codegen(UseCase):
         context = min(config.context_length, max_positions(model))
         stream = corpus.token_stream(tokenizer, [texts[i] for i in train_idx])
         windows = corpus.eval_windows(corpus.token_stream(tokenizer, [texts[i] for i in held_idx]), context, config.eval_tokens)
+        fim = _fim_tokens(model, tokenizer, config, checkpoint)
         device = runtime.torch_device()
-        state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str())
+        state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str(), fim)
         metrics = {"train_tokens": int(len(stream)), "steps": state.step, "train_minutes": round(state.seconds / 60, 2), "history": state.history}
         if config.save_steps:
             logger.info(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
@@ -206,7 +208,7 @@ class Codegen(UseCase):
         from plugins.codegen.data import load_tokenizer
         from plugins.codegen.generate import Generator
 
-        return Generator(runtime.session(runtime.model_file(bundle)), load_tokenizer(bundle.file("tokenizer.json")), bundle.assets)
+        return Generator(runtime.session(runtime.model_file(bundle)), load_tokenizer(bundle.file("tokenizer.json")), bundle.assets, name=str(bundle.path))
 
     def commands(self, group) -> None:
         from plugins.codegen.commands import add_commands
@@ -225,6 +227,21 @@ def _init_model(path: Path):
         bundle = load_bundle(path, usecase="codegen")
         return load_bundle_model(bundle).train(), corpus.load_tokenizer(bundle.file("tokenizer.json"))
     return load_pretrained(path).train(), load_pretrained_tokenizer(path)
+
+
+def _fim_tokens(model, tokenizer, config: CodegenConfig, checkpoint):
+    """``(fim, end_id)`` for training with ``fim_rate`` > 0 (None without): the tokenizer's FIM tokens and
+    the model's end of sequence; AitkError when the tokenizer (of ``init`` or of the checkpoint) has none."""
+    from plugins.codegen.fim import find_fim
+    from plugins.codegen.model import special_ids
+
+    if not config.fim_rate:
+        return None
+    fim = find_fim(tokenizer)
+    if fim is None:
+        source = checkpoint.folder if config.resume else config.init
+        raise AitkError(f"{source}: its tokenizer has no fill-in-the-middle tokens to train fim_rate={config.fim_rate:g} with")
+    return fim, special_ids(model, tokenizer)["eos_ids"][0]
 
 
 def _with_context(config: CodegenConfig, context: int) -> CodegenConfig:

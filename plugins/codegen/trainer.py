@@ -25,10 +25,12 @@ from toolkit.files import replace_dir
 from toolkit.text import pad_ids
 from toolkit.train import EarlyStopping, bf16_supported
 
+from plugins.codegen.fim import fim_rows
+
 logger = get_logger(__name__)
 
 # Settings a checkpoint must share with the run that resumes it.
-SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context_length", "seed", "include", "val_fraction", "init")
+SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context_length", "seed", "include", "val_fraction", "init", "fim_rate")
 
 
 @dataclass
@@ -52,11 +54,15 @@ def autocast_dtype(precision: str, device: str):
     return torch.bfloat16 if bf16_supported(device) else None
 
 
-def batch_at(stream: np.ndarray, step: int, batch_size: int, context: int, seed: int) -> torch.Tensor:
-    """The windows of step ``step``: a function of (seed, step) only, so a resumed run sees the same data."""
+def batch_at(stream: np.ndarray, step: int, batch_size: int, context: int, seed: int, fim=None, fim_rate: float = 0.0) -> torch.Tensor:
+    """The windows of step ``step``: a function of (seed, step) only, so a resumed run sees the same data.
+    ``fim``: ``(Fim, end_id)``, with which a share ``fim_rate`` of them is rewritten for fill-in-the-middle."""
     rng = np.random.default_rng([seed, step])
     starts = rng.integers(0, len(stream) - context + 1, batch_size)
-    return torch.from_numpy(np.stack([stream[s : s + context] for s in starts]).astype(np.int64))
+    rows = np.stack([stream[s : s + context] for s in starts]).astype(np.int64)
+    if fim is not None:
+        rows = fim_rows(rows, *fim, fim_rate, rng)
+    return torch.from_numpy(rows)
 
 
 def heldout_loss(model, windows: list[np.ndarray], batch_size: int, pad_id: int, device: str, dtype) -> tuple[float, int]:
@@ -94,9 +100,10 @@ def learning_rate(step: int, seconds: float, config) -> float:
 
 
 def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
-        checkpoint: Checkpoint, tokenizer_json: str) -> TrainState:
+        checkpoint: Checkpoint, tokenizer_json: str, fim=None) -> TrainState:
     """Train ``model`` in place (best held-out weights restored at the end); resumes from ``checkpoint`` when
-    asked, and saves to it every ``checkpoint_every`` steps (0: never)."""
+    asked, and saves to it every ``checkpoint_every`` steps (0: never). ``fim``: ``(Fim, end_id)`` to
+    train fill-in-the-middle on a share ``fim_rate`` of the windows."""
     if len(stream) < config.context_length + 1:
         raise AitkError(f"corpus has {len(stream)} training tokens; need more than context={config.context_length}")
     dtype = autocast_dtype(config.precision, device)
@@ -112,7 +119,7 @@ def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: st
     for step in progress(range(state.step, config.max_steps), "train", total=config.max_steps - state.step, unit="step"):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, time.perf_counter() - started, config)
-        x = batch_at(stream, step, config.batch_size, config.context_length, config.seed).to(device)
+        x = batch_at(stream, step, config.batch_size, config.context_length, config.seed, fim, config.fim_rate).to(device)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
@@ -165,7 +172,7 @@ class Checkpoint:
         saved = json.loads((self.folder / "state.json").read_text())
         theirs = saved["config"]
         for key in SHAPE_SETTINGS:
-            if theirs.get(key) != getattr(config, key):
+            if theirs.get(key, 0.0 if key == "fim_rate" else None) != getattr(config, key):
                 raise AitkError(f"{self.folder}: checkpoint was trained with {key}={theirs.get(key)!r}, this run has {key}={getattr(config, key)!r}")
         return saved
 
