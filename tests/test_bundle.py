@@ -50,7 +50,7 @@ def linear_result(module=None, **extra) -> TrainResult:
 
 def test_a_trained_bundle_verifies_and_records_parity_and_its_plugin(wine):
     bundle = load_bundle(wine["bundle"], usecase="wine")
-    assert set(bundle.manifest["files"]) == {"model.onnx", "weights.safetensors", "history.csv"}
+    assert set(bundle.manifest["files"]) == {"model.onnx", "weights.safetensors", "history.csv", "README.md"}
     assert bundle.graph()["parity"]["max_abs_diff"]["probabilities"] < 1e-4
     assert bundle.graph()["schema"]["inputs"][0]["shape"] == ["batch", 13]
     assert bundle.manifest["format_version"] == 2 and bundle.plugin["name"] == "aitk-wine"
@@ -217,3 +217,21 @@ def test_an_interrupted_train_leaves_no_temp_folder(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 143, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_data_facts_name_count_and_hash_files_and_folders(tmp_path):
+    from toolkit.card import data_facts
+
+    (tmp_path / "images/good").mkdir(parents=True)
+    for name in ("a.png", "b.png", "good/c.png"):
+        (tmp_path / "images" / name).write_bytes(name.encode())
+    (tmp_path / "images/.cache").write_text("ignored")
+    folder = data_facts(tmp_path / "images")
+    assert folder["files"] == 3 and folder["records"] == 3 and folder["bytes"] == 20 and len(folder["sha256"]) == 64
+    (tmp_path / "images/good/c.png").write_bytes(b"changed")
+    assert data_facts(tmp_path / "images")["sha256"] != folder["sha256"]
+    (tmp_path / "domain.yaml").write_text("intents: []\n")
+    assert data_facts(tmp_path / "domain.yaml")["records"] is None  # only the use case could count them
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4")
+    assert data_facts(tmp_path / "t.csv")["records"] == 2
+    assert data_facts("stdlib:*.py") == {"name": "stdlib:*.py"}  # a use case's own spec: named only

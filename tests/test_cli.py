@@ -1,6 +1,8 @@
 """The generic commands as a user runs them: devices, settings, doctor, bundle info, demo."""
 
+import hashlib
 import json
+import shutil
 
 from conftest import run_aitk
 
@@ -70,10 +72,27 @@ def test_doctor_reports_versions_and_providers():
     assert info["cuda_provider"].startswith(("usable", "not usable"))
 
 
-def test_bundle_info_shows_what_a_bundle_is(wine):
+def test_bundle_info_shows_what_a_bundle_is_and_its_model_card(wine, tmp_path):
     result = run_aitk("bundle", "info", str(wine["bundle"]), plugins="wine")
     assert result.returncode == 0
-    assert "usecase         wine" in result.stdout and "3 files verified" in result.stdout
+    assert "usecase         wine" in result.stdout and "4 files verified" in result.stdout
+    assert f"model card      {wine['bundle'] / 'README.md'}" in result.stdout
+    train = wine["data"] / "train.csv"
+    digest = hashlib.sha256(train.read_bytes()).hexdigest()
+    assert f"sha256    {digest}" in result.stdout  # the training data's hash
+
+    card = run_aitk("bundle", "info", str(wine["bundle"]), "--card", plugins="wine").stdout
+    assert card == (wine["bundle"] / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: aitk\n") and "by the `wine` use case of aitk-wine 0.1.0" in card
+    rows = len(train.read_text().splitlines()) - 1
+    for expected in (f"| name | `{train}` |", f"| records | {rows} |", f"| sha256 | `{digest}` |",  # the data
+                     "## Intended use\n\nClassifying rows", "## Limitations", "| train_accuracy |",  # plugin text, metrics
+                     "| model.onnx | {\"atol\": 0.0001", "| hidden_size | 64 |", "| torch |", "aitk wine predict BUNDLE INPUT..."):
+        assert expected in card, expected
+    changed = shutil.copytree(wine["bundle"], tmp_path / "b")
+    (changed / "README.md").write_text(card.replace("Classifying", "Approving"))
+    refused = run_aitk("bundle", "info", str(changed), plugins="wine")
+    assert refused.returncode == 1 and "bundle file README.md does not match its checksum" in refused.stderr
 
 
 def test_demo_runs_a_use_case_end_to_end(tmp_path):

@@ -152,6 +152,21 @@ def test_unknown_or_missing_columns_get_one_line_errors(trained, tmp_path):
     assert "no column 'value', which the model was trained with" in row["error"]
 
 
+def test_the_bundle_carries_a_model_card_with_its_data_limits_and_checks(trained):
+    import hashlib
+
+    card = (trained["bundle"] / "README.md").read_text()
+    manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
+    assert manifest["files"]["README.md"] == hashlib.sha256(card.encode()).hexdigest()  # the checksum covers it
+    train = trained["root"] / "train.csv"
+    assert f"| name | `{train}` |" in card and "| records | 800 |" in card
+    assert f"| sha256 | `{hashlib.sha256(train.read_bytes()).hexdigest()}` |" in card
+    assert "## Intended use\n\nForecasting the next `horizon` steps" in card and "- A series needs at least `context_length`" in card
+    assert "| horizon | 7 |" in card and "| context_length | 28 |" in card and "| quantiles | [0.1, 0.5, 0.9] |" in card
+    assert "| model.onnx | {" in card and "| model.int8.onnx | {" in card  # parity, and int8 against fp32
+    assert "aitk forecast predict BUNDLE INPUT... --out predictions.jsonl" in card
+
+
 def test_int8_model_is_written_checked_and_used(trained):
     manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
     int8 = manifest["graphs"]["model"]["variants"]["int8"]

@@ -172,16 +172,26 @@ def serve(
     run(server, host, port, limits, access_log)
 
 
-@bundle_app.command("info", cls=Command, epilog=examples("aitk bundle info bundle", "aitk bundle info bundle --json"))
-def bundle_info(bundle: BundleArg, as_json: AsJson = False) -> None:
-    """What a bundle is, how it was trained, its metrics; verifies its checksums."""
+@bundle_app.command("info", cls=Command, epilog=examples("aitk bundle info bundle", "aitk bundle info bundle --card", "aitk bundle info bundle --json"))
+def bundle_info(
+    bundle: BundleArg,
+    card: Annotated[bool, typer.Option("--card", help="Print the bundle's model card (its README.md) instead.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """What a bundle is, what it was trained on and how, its metrics; verifies its checksums."""
     from toolkit.bundle import load_bundle
+    from toolkit.card import CARD
 
     loaded = load_bundle(bundle)
-    if as_json:
-        print(json.dumps(loaded.manifest, indent=2))
-        return
     manifest = loaded.manifest
+    if card:
+        if not loaded.has(CARD):
+            raise AitkError(f"{bundle}: this bundle has no model card (it was written before aitk wrote them); `aitk bundle info {bundle}` shows what it records")
+        print(loaded.file(CARD).read_text(encoding="utf-8"), end="")
+        return
+    if as_json:
+        print(json.dumps(manifest, indent=2))
+        return
     sizes = {name: (bundle / name).stat().st_size for name in manifest["files"]}
     print_mapping({
         "bundle": str(bundle),
@@ -190,10 +200,13 @@ def bundle_info(bundle: BundleArg, as_json: AsJson = False) -> None:
         "plugin": f"{manifest['plugin']['name']} {manifest['plugin']['version']}",
         "format_version": loaded.stored_format,
         "checksums": f"{len(sizes)} files verified",
+        "model card": str(bundle / CARD) if loaded.has(CARD) else "none",
+        "data": manifest.get("data", "not recorded"),
         "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
         "config": manifest["config"],
         "metrics": manifest["metrics"],
         "graphs": manifest["graphs"],
+        "libraries": manifest.get("libraries", "not recorded"),
     })
 
 

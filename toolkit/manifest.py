@@ -12,7 +12,10 @@ Format 2 (``manifest.json``)::
     graphs           {"model": GRAPH, ...}: the ONNX graphs; "model" is the one predict runs
     assets           the use case's JSON settings (preprocessing, thresholds, labels...)
     metrics          figures measured at training
-    files            {relative path: sha256} of every other file in the bundle
+    files            {relative path: sha256} of every other file in the bundle (README.md, the
+                     model card, included)
+    data             (optional) the training data: name, files, records, bytes, sha256, modified
+    libraries        (optional) versions of Python, torch, onnx, onnxruntime(-gpu), numpy at training
 
     GRAPH = {"file", "schema" (inputs, outputs), "parity" (the check against torch),
              "variants": {"int8" | "fp16" | "int4": {"file", ...its checks}}, ...the use case's checks}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from toolkit import onnx_export
-from toolkit.bundle import Bundle, BundleWriter, remove_stale_temp
+from toolkit.bundle import Bundle, BundleWriter, jsonable, remove_stale_temp
 from toolkit.errors import AitkError
 from toolkit.manifest import VARIANTS, variant_file
 from toolkit.usecase import Graph, TrainResult
@@ -31,14 +31,17 @@ def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: 
     """``usecase.train`` then ``package``: what `aitk USECASE train` runs. A stale temp folder of a
     killed run to the same ``out`` is removed first."""
     remove_stale_temp(Path(out))
-    return package(usecase.train(data, out, config, runtime), out, usecase, config, variants)
+    return package(usecase.train(data, out, config, runtime), out, usecase, config, variants, data)
 
 
-def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = ()) -> Bundle:
+def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = (), data: Path | None = None) -> Bundle:
     """Write ``result`` as the bundle ``out`` for ``usecase`` (its name, and the plugin's name and
-    version from the installed distribution), recording ``config``; ``variants`` (int8, fp16, int4) are
-    written for the graphs that allow them. Raises ParityError (nothing written) when an export
-    disagrees with torch, AitkError for a result that cannot make a valid bundle."""
+    version from the installed distribution), recording ``config``, the training ``data``'s name,
+    size and hash (``toolkit.card.data_facts``) and the library versions; ``variants`` (int8, fp16,
+    int4) are written for the graphs that allow them, and the model card README.md last. Raises
+    ParityError (nothing written) when an export disagrees with torch, AitkError for a result that
+    cannot make a valid bundle."""
+    from toolkit.card import CARD, data_facts, library_versions, model_card
     from toolkit.plugins import distribution_of
 
     variants = _checked_variants(variants)
@@ -51,8 +54,12 @@ def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, varia
             _write_file(writer, name, value)
         writer.manifest["assets"] = result.assets
         writer.manifest["metrics"] = result.metrics
+        if data is not None:
+            writer.manifest["data"] = data_facts(data)
+        writer.manifest["libraries"] = library_versions()
         if result.history:
             _write_file(writer, "history.csv", history_csv(result.history))
+        _write_file(writer, CARD, model_card(jsonable(writer.manifest), getattr(usecase, "summary", ""), getattr(usecase, "model_card", "")))
         return writer.commit()
 
 
@@ -67,7 +74,7 @@ def _check_result(result: TrainResult) -> None:
     names = [g.name for g in result.graphs]
     if "model" not in names or len(set(names)) != len(names):
         raise AitkError(f"a use case's TrainResult needs one graph named 'model' and distinct names, got {names}")
-    reserved = {"manifest.json", "weights.safetensors", "history.csv", *(variant_file(n, v) for n in names for v in (None, *VARIANTS))}
+    reserved = {"manifest.json", "weights.safetensors", "history.csv", "README.md", *(variant_file(n, v) for n in names for v in (None, *VARIANTS))}
     clash = sorted(reserved & set(result.files))
     if clash:
         raise AitkError(f"a use case's TrainResult file {clash[0]!r} clashes with a file the core writes")

@@ -176,6 +176,10 @@ class UseCase:
     """Records per model call in `predict` unless --batch-size says otherwise."""
     options: ClassVar[dict[str, list[Option]]] = {}
     """Extra options by command name ("train", "evaluate", "predict")."""
+    model_card: ClassVar[str] = ""
+    """Markdown for the bundle's model card (README.md, written by the core): what the model is for
+    and where it fails, under the headings ``## Intended use`` and ``## Limitations``. The core adds
+    the rest (training data, settings, metrics, export checks, libraries, how to predict)."""
     train_data_spec: ClassVar[bool] = False
     """True when `train DATA` is a spec the use case parses and checks itself (globs, comma-separated
     lists, names); otherwise the CLI requires DATA to be an existing path."""

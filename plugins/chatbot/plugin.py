@@ -63,6 +63,20 @@ class Chatbot(UseCase):
     Config = ChatbotConfig
     input_suffixes = (".jsonl",)
     serve_state = True  # conversations live in the server process
+    model_card = """## Intended use
+
+A customer-care assistant for the domain it was trained on: recognising the domain's intents in
+user messages, answering with the domain's responses and FAQ, filling its slots, and handing the
+conversation to a person when unsure or asked.
+
+## Limitations
+
+- It only knows the intents, responses and slots of its domain file; anything else should fall
+  under the confidence `threshold` and be handed off, but a confident wrong intent is possible.
+- Trained on the domain's examples in their language(s); other languages, slang or long messages
+  (beyond `max_length` tokens) are understood less well.
+- It does not generate text: every answer is a response written in the domain.
+"""
     options = {
         "train": [Option("domain", str, None, "domain file (YAML/JSON) when DATA is a CSV of text,intent")],
         "predict": [Option("log", Path, None, "append every turn to this JSONL file")],

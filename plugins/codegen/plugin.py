@@ -65,6 +65,18 @@ class Codegen(UseCase):
     summary = "Code completion: a decoder-only transformer trained on your code (or imported), KV-cache generation in ONNX Runtime."
     Config = CodegenConfig
     input_suffixes = (".jsonl",)
+    model_card = """## Intended use
+
+Completing code in the style of the corpus it was trained on (or of the model imported), for
+developers who review what it writes.
+
+## Limitations
+
+- Generated code can be wrong, insecure or copy its training data; review and test it, and run
+  it only in a sandbox (`aitk codegen evaluate` runs it under bubblewrap).
+- A small model trained on a small corpus knows only that corpus' languages, libraries and style.
+- Prompts longer than the context length are cut or refused.
+"""
     batch_size = 16
     train_data_spec = True  # globs, comma-separated lists and `stdlib` (data.corpus_files)
     options = {

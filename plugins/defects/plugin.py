@@ -41,6 +41,20 @@ class Defects(UseCase):
     summary = "Visual defect detection: anomaly score, defect map, boxes and defect type per image."
     Config = DefectsConfig
     input_suffixes = IMAGE_SUFFIXES
+    model_card = """## Intended use
+
+Inspecting images of the product or surface it was trained on (same camera, framing and lighting):
+an anomaly score per image, a verdict at the trained threshold, a defect map with boxes, and a
+defect type when defect examples were given.
+
+## Limitations
+
+- It learns what normal looks like from the good training images: a new product, camera,
+  background or lighting looks anomalous, and defects that resemble normal texture can be missed.
+- The threshold is calibrated on held-out training images; check it on labelled images of your line.
+- Defect types are limited to those with training examples.
+- Images are resized to `image_size`: defects much smaller than a pixel at that size are lost.
+"""
     batch_size = 16
     options = {
         "predict": [

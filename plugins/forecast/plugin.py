@@ -66,6 +66,20 @@ class Forecast(UseCase):
     summary = "Time-series forecasting: quantile forecasts for one or many series (LSTM/GRU)."
     Config = ForecastConfig
     input_suffixes = (".csv", ".tsv", ".parquet")
+    model_card = """## Intended use
+
+Forecasting the next `horizon` steps of the series it was trained on (or of similar series at the
+same frequency), with the quantiles in the settings as an interval: demand, sales, load, traffic.
+
+## Limitations
+
+- The horizon, frequency, context length and quantile levels are fixed at training.
+- A series needs at least `context_length` regular steps; gaps are refused unless `fill_gaps`.
+- Known covariates must be given for every step of the horizon; past covariates only up to now.
+- Series far from what training saw (values many standard deviations away) get a warning: the
+  model extrapolates there. Level shifts and new regimes after training are not anticipated.
+- The interval's coverage is measured on the training series' validation windows, not guaranteed.
+"""
     options = {
         "train": [
             Option("target", str, None, "Column(s) to forecast, comma-separated (default: target, y or value)."),

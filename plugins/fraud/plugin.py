@@ -66,6 +66,20 @@ class Fraud(UseCase):
     summary = "Fraud detection on transaction tables: a calibrated, thresholded, explained score per row."
     Config = FraudConfig
     input_suffixes = (".csv", ".parquet")
+    model_card = """## Intended use
+
+Ranking and flagging transactions of the kind in the training table (the same columns) for review:
+a calibrated fraud probability, a decision at the trained threshold and the features that drove it.
+
+## Limitations
+
+- A decision aid for review queues, not an automatic verdict on people: a flagged row is a
+  probability, and a missed fraud is possible at any threshold.
+- Calibration and the threshold hold for the fraud rate and patterns of the training period;
+  fraud changes over time, so re-evaluate on recent labelled data and retrain.
+- Values far outside the training ranges are scored at the edge of those ranges, with a warning.
+- The explanations are per-feature attributions of this model, not causes.
+"""
     options = {
         "train": [
             Option("target_precision", float, None, "choose the threshold with this precision on validation (most recall)"),

@@ -39,6 +39,18 @@ class Wine(UseCase):
     summary = "Tabular classification: a CSV with numeric features and a label column."
     Config = Config
     input_suffixes = (".csv",)
+    model_card = """## Intended use
+
+Classifying rows of a table like the training CSV (the same numeric feature columns) into the
+labels seen in training, with a probability per label. A small MLP: a baseline to start from.
+
+## Limitations
+
+- Only the labels of the training data can be predicted; rows unlike the training data (values far
+  outside its ranges) are scored at the edge of those ranges, with a warning, and may be wrong.
+- The probabilities are the network's softmax, not calibrated on held-out data.
+- Accuracy on other data than the evaluation set is unknown: evaluate on your own labelled rows.
+"""
 
     def sample(self, out: Path) -> Sample:
         train, test, predict = data.write_sample(out)
