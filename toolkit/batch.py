@@ -11,6 +11,7 @@ written, so the journal and ``--resume`` keep one row per record."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import glob
 import json
 import os
@@ -98,7 +99,7 @@ def run_batch(
     batches ahead of the model (inline when ``predictor.threaded_decode`` is False)."""
     journal = StdoutJournal(layout) if str(out) == "-" else Journal(out, resume, layout)
     resumed = Counter()
-    records = skip_done(predictor.read(paths), journal.ids, resumed)
+    records = skip_done(predictor.read(paths), journal.ids, resumed, batch_size)
 
     decoders = workers or min(8, os.cpu_count() or 1)
 
@@ -118,7 +119,11 @@ def run_batch(
                 yield _predict_decoded(predictor, chunk, decoded.result())
 
     remaining = None if total is None else max(0, total - len(journal.ids))
-    return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining)
+    gc.freeze()  # during the run, full collections skip what lives now (modules, the model)
+    try:
+        return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining)
+    finally:
+        gc.unfreeze()
 
 
 @dataclass
@@ -126,25 +131,43 @@ class Counter:
     value: int = 0
 
 
-def skip_done(records: Iterable[Record], done: set[str], skipped: Counter) -> Iterator[Record]:
+def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size: int = 64) -> Iterator[Record]:
     """The records whose ids are not in ``done``, counting the others in ``skipped``.
 
     An id seen before in this run (two records given the same id) is made unique, the same way
-    in every run: the second is ``ID#2``, the third ``ID#3``; one warning line names the first."""
+    in every run: the second is ``ID#2``, the third ``ID#3``; one warning line names the first.
+    Records are taken ``size`` at a time and checked with set operations; one by one only in a
+    chunk that repeats an id."""
     seen: dict[str, int] = {}
     warned = False
-    for record in records:
+    for chunk in _chunks(iter(records), size):
+        ids = [record.id for record in chunk]
+        fresh = set(ids)
+        if len(fresh) == len(ids) and seen.keys().isdisjoint(fresh):
+            seen.update(dict.fromkeys(ids, 1))
+        else:
+            chunk, repeated = _made_unique(chunk, seen)
+            if repeated is not None and not warned:
+                logger.warning(f"record id {repeated!r} appears more than once; later ones get #2, #3, ...")
+                warned = True
+        if done:
+            kept = [record for record in chunk if record.id not in done]
+            skipped.value += len(chunk) - len(kept)
+            chunk = kept
+        yield from chunk
+
+
+def _made_unique(chunk: list[Record], seen: dict[str, int]) -> tuple[list[Record], str | None]:
+    """``chunk`` with each id seen before renamed ID#N (N: its count so far); the first such id."""
+    unique, repeated = [], None
+    for record in chunk:
         copies = seen[record.id] = seen.get(record.id, 0) + 1
         if copies > 1:
-            if not warned:
-                logger.warning(f"record id {record.id!r} appears more than once; later ones get #2, #3, ...")
-                warned = True
+            repeated = repeated or record.id
             record = dataclasses.replace(record, id=f"{record.id}#{copies}")
             seen[record.id] = seen.get(record.id, 0) + 1
-        if record.id in done:
-            skipped.value += 1
-        else:
-            yield record
+        unique.append(record)
+    return unique, repeated
 
 
 def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
@@ -228,22 +251,24 @@ class StdoutJournal:
     def __init__(self, layout: Layout | None = None) -> None:
         self.ids: set[str] = set()
         self.failed = 0
-        self.file = sys.stdout
+        sys.stdout.flush()
+        self.file = getattr(sys.stdout, "buffer", sys.stdout)  # bytes; a captured stdout may take only text
         self.layout = layout
 
     def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows`` as JSON lines; returns how many of them are error rows.
+        """Append ``rows`` as JSON lines, the batch in one write; returns how many are error rows.
 
         A row holding NaN or an infinity anywhere is written as an error row naming the field:
         nothing non-finite reaches an output."""
-        text, rows = json_lines(rows)
-        self.file.write(self.written(text, rows))
+        data, rows = json_lines(rows)
+        data = self.written(data, rows)
+        self.file.write(data if self.file is not sys.stdout else data.decode("utf-8"))
         self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
         return bad
 
-    def written(self, text: str, rows: list[dict[str, Any]]) -> str:
+    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
         """What goes to the file for ``rows`` (their JSON lines ``text``): on stdout, laid out."""
         return text if self.layout is None else json_lines(list(laid_out(rows, self.layout)))[0]
 
@@ -273,7 +298,7 @@ class Journal(StdoutJournal):
             self._keep_complete_lines()
         else:
             self.path.write_text("")
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.file = open(self.path, "ab")
 
     def _keep_complete_lines(self) -> None:
         """Drop a last line cut short by a kill; remember the ids already done."""
@@ -281,13 +306,13 @@ class Journal(StdoutJournal):
         data = data[: data.rfind(b"\n") + 1]
         with open(self.path, "wb") as f:
             f.write(data)
-        for line in data.decode("utf-8").splitlines():
+        for line in data.splitlines():
             if line.strip():
                 row = json.loads(line)
                 self.ids.add(row["id"])
                 self.failed += row.get("error") is not None
 
-    def written(self, text: str, rows: list[dict[str, Any]]) -> str:
+    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
         """One row per record in the journal, for --resume: the layout applies when OUT is written."""
         return text
 

@@ -50,43 +50,46 @@ def read_records(paths: Iterable[Path], schema: Schema) -> Iterator[Record]:
     A record's data is ``(numbers, texts)``: float32 [len(schema.numbers)] (NaN only for an
     allowed missing cell) and a tuple of the ``schema.texts`` cells (None where empty)."""
     for path in paths:
-        yield from _file_records(path, schema)
+        for records in _file_records(path, schema):
+            yield from records
 
 
-def _file_records(path: Path, schema: Schema) -> Iterator[Record]:
+def _file_records(path: Path, schema: Schema) -> Iterator[list[Record]]:
+    """The records of one file, a batch at a time; one error record if it cannot be read."""
     name = name_of(path)
     count = 0
     try:
         batches = _parquet_batches(path, schema) if base_suffix(path) == ".parquet" else _csv_batches(path, schema)
         for batch in batches:
-            for record in _records(name, batch, schema):
-                count += 1
-                yield record
+            records = _records(name, batch, schema)
+            count += len(records)
+            yield records
     except InputError as e:
         message = str(e) if str(e).startswith(name) else f"{name}: {e}"
         logger.warning(f"{message}; an error row for the file, the other inputs go on")
-        yield Record(id=name, error=message)
+        yield [Record(id=name, error=message)]
         return
     if count == 0:
         logger.warning(f"{name}: no rows, nothing to predict")
 
 
-def _records(name: str, batch: _Batch, schema: Schema) -> Iterator[Record]:
+def _records(name: str, batch: _Batch, schema: Schema) -> list[Record]:
     """Records of one batch in line order: decoded rows, and error rows for bad lines and cells."""
     numbers, bad_cells = decode_numbers(batch.columns, schema)
     texts = list(zip(*(_text_cells(batch.columns[c]) for c in schema.texts))) if schema.texts else [()] * len(numbers)
     lines = batch.lines.tolist()
     if not batch.errors and not bad_cells:
-        yield from map(Record, [f"{name}:{line}" for line in lines], zip(numbers, texts))
-        return
+        return list(map(Record, [f"{name}:{line}" for line in lines], zip(numbers, texts)))
     reasons = {**batch.errors, **{lines[i]: reason for i, reason in bad_cells.items()}}
     index = {line: i for i, line in enumerate(lines)}
+    records = []
     for line in sorted({*lines, *batch.errors}):
         if line in reasons:
-            yield Record(f"{name}:{line}", error=f"{name}:{line}: {reasons[line]}")
+            records.append(Record(f"{name}:{line}", error=f"{name}:{line}: {reasons[line]}"))
         else:
             i = index[line]
-            yield Record(f"{name}:{line}", (numbers[i], texts[i]))
+            records.append(Record(f"{name}:{line}", (numbers[i], texts[i])))
+    return records
 
 
 def record_from_object(value: Any, schema: Schema, id: str) -> Record:
