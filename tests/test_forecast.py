@@ -74,6 +74,7 @@ def test_onnx_matches_torch_on_a_real_window(trained):
     assert bundle.graph()["parity"]["max_abs_diff"]["quantiles"] <= 1e-4
     usecase = Forecast()
     predictor = usecase.load(bundle, Runtime(device="cpu", threads=1))
+    assert predictor.count([trained["predict"], trained["series"].parent / "missing.csv"]) == 5 + 1  # series, for the bar's total
     window = predictor.decode(next(iter(predictor.read([trained["series"]]))))
     model = torch_model(bundle)
     with torch.no_grad():

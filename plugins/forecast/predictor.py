@@ -45,9 +45,26 @@ class ForecastPredictor(Predictor):
         self.plot = Path(plot) if plot else None
         self.median = self.spec.quantiles.index(0.5)
 
-    def count(self, paths: list[Path]) -> None:
-        """Unknown before reading: a record is a series, and a file's rows do not say how many it holds."""
-        return None
+    def count(self, paths: list[Path]) -> int | None:
+        """The series in ``paths``, for the progress bar's total: a row each in a wide table, one per
+        file without an id column, else the distinct ids, read from the id columns alone. A file that
+        cannot be read counts one (its error row); None with stdin."""
+        from plugins.forecast.table import read_table
+        from toolkit.counting import count_records
+
+        if any(str(p) == "-" for p in paths):
+            return None
+        if self.schema.format == "wide":
+            return count_records(paths)
+        if not self.schema.keys:
+            return len(paths)
+        total = 0
+        for path in paths:
+            try:
+                total += len(read_table(path, self.schema.delimiter, self.schema.decimal, self.schema.keys).drop_duplicates())
+            except AitkError:
+                total += 1
+        return total
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per series; a file that cannot be read, or lacks a column, is one error record."""

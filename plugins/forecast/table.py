@@ -23,18 +23,19 @@ DOT_NUMBER = re.compile(r'^"?-?\d+\.\d+"?$')
 SAMPLE_CHARS = 1 << 16
 
 
-def read_table(path: Path, delimiter: str = "", decimal: str = "") -> pd.DataFrame:
-    """A CSV or Parquet file (``-``: CSV on stdin) as a DataFrame; AitkError if it cannot be read.
+def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list[str] | None = None) -> pd.DataFrame:
+    """A CSV or Parquet file (``-``: CSV on stdin) as a DataFrame, only ``columns`` when given;
+    AitkError if it cannot be read (or lacks one of ``columns``).
 
     ``delimiter`` (``tab`` for a tab) and ``decimal`` empty: found from the file (see the module's docstring)."""
     is_parquet = path.suffix.lower() == ".parquet"
     try:
         if is_parquet:
-            return pd.read_parquet(path)
+            return pd.read_parquet(path, columns=columns)
         text = _text(path)
         sep = {"tab": "\t"}.get(delimiter, delimiter) or sniff_delimiter(text)
         mark = decimal or sniff_decimal(text, sep)
-        return pd.read_csv(io.StringIO(text), sep=sep, decimal=mark)
+        return pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
     except FileNotFoundError:
         raise AitkError(f"{path}: no such file") from None
     except AitkError:
