@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_report, run_aitk
+
+from plugins.chatbot.dates import iso_date
 
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -68,8 +71,19 @@ def test_asks_for_missing_slots_then_fills_the_response(bot, tmp_path):
     turns = rows[0]["turns"]
     assert [t["action"] for t in turns] == ["ask_slot", "ask_slot", "respond"]
     assert [t.get("asking_for") for t in turns[:2]] == ["amount", "date"]
-    assert turns[2]["slots"] == {"amount": "19.99 EUR", "date": "yesterday"}
-    assert "19.99 EUR" in turns[2]["reply"] and "yesterday" in turns[2]["reply"]
+    yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()  # (a run across midnight could fail)
+    assert turns[2]["slots"] == {"amount": "19.99 EUR", "date": yesterday} and turns[2]["slot_text"] == {"date": "yesterday"}
+    assert "19.99 EUR" in turns[2]["reply"] and yesterday in turns[2]["reply"]
+
+
+def test_dates_in_slots_become_iso_dates_where_they_name_one_day():
+    today = dt.date(2026, 1, 2)  # a Friday
+    cases = {"today": "2026-01-02", "Yesterday": "2026-01-01", "tomorrow": "2026-01-03", "2025-12-24": "2025-12-24",
+             "last monday": "2025-12-29", "on friday": "2026-01-02", "friday": "2026-01-02", "last friday": "2025-12-26",
+             "this monday": "2025-12-29", "14/03/2024": "2024-03-14", "03/14/24": "2024-03-14", "12th of March": "2026-03-12",
+             "December 28": "2025-12-28", "March 5, 2024": "2024-03-05", "5 jan": "2026-01-05",
+             "05/06/2024": None, "30 feb": None, "this week": None, "2024-13-01": None}
+    assert {text: iso_date(text, today) for text in cases} == cases
 
 
 def test_slots_given_up_front_are_not_asked_for(bot, tmp_path):

@@ -2,16 +2,20 @@
 
 ``decide`` turns class probabilities into answer / clarify / out-of-scope / fallback with a
 confidence threshold and an ambiguity margin; ``Conversation`` adds the state: slots asked for
-and filled over several turns, a pending clarification, consecutive fallbacks, and hand-off to a
-person on request, after repeated fallbacks, or on clearly negative sentiment."""
+and filled over several turns (dates as ISO dates, the words as written kept in ``slot_text``),
+a pending clarification, consecutive fallbacks, and hand-off to a person on request, after
+repeated fallbacks, or on clearly negative sentiment."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from plugins.chatbot.dates import iso_date
 
 FAQ_PREFIX = "faq:"
 
@@ -170,6 +174,7 @@ class Conversation:
         self.handed_off = False
         self.pending: str | None = None  # intent waiting for slots
         self.slots: dict[str, str] = {}
+        self.slot_text: dict[str, str] = {}  # slots whose value was normalised (a date), as written
         self.clarifying: tuple[str, str] | None = None
         self._probs: np.ndarray | None = None
 
@@ -197,7 +202,7 @@ class Conversation:
             if chosen:
                 decision = Decision("answer", chosen, decision.confidence)
         if self.pending:
-            filled = extract(message, self.domain["slots"], expected=self._missing()[0])
+            filled, written = self._extract(message, expected=self._missing()[0])
             wanted = {k: v for k, v in filled.items() if k in self._missing()}
             switching = decision.kind in ("answer", "out_of_scope") and decision.label != self.pending
             if wanted or not switching:
@@ -205,12 +210,16 @@ class Conversation:
                 if not wanted:
                     return self._not_understood(row, again=True)
                 self.slots.update(wanted)
+                self.slot_text.update({k: v for k, v in written.items() if k in wanted})
                 return self._complete(row, self.pending)
-            self.pending, self.slots = None, {}
+            self.pending, self.slots, self.slot_text = None, {}, {}
         if decision.kind == "answer":
             if decision.label.startswith(FAQ_PREFIX):
                 return self._faq(row, decision.label[len(FAQ_PREFIX):])
-            self.slots = {k: v for k, v in extract(message, self.domain["slots"]).items() if k in self.domain["intents"][decision.label]["required_slots"]}
+            required = self.domain["intents"][decision.label]["required_slots"]
+            filled, written = self._extract(message)
+            self.slots = {k: v for k, v in filled.items() if k in required}
+            self.slot_text = {k: v for k, v in written.items() if k in required}
             return self._complete(row, decision.label)
         if decision.kind == "out_of_scope":
             self.fallbacks = 0
@@ -247,6 +256,16 @@ class Conversation:
             return decision.label
         return None
 
+    def _extract(self, message: str, expected: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """(the slot values in ``message`` (see ``extract``) with dates as ISO dates, relative to
+        today; the text as written of each value so normalised)."""
+        values, written = extract(message, self.domain["slots"], expected), {}
+        for name, text in values.items():
+            day = iso_date(text, dt.date.today()) if self.domain["slots"][name]["type"] == "date" else None
+            if day is not None:
+                values[name], written[name] = day, text
+        return values, written
+
     def _missing(self) -> list[str]:
         return [s for s in self.domain["intents"][self.pending]["required_slots"] if s not in self.slots]
 
@@ -257,11 +276,13 @@ class Conversation:
         row["intent"] = intent
         if self.slots:
             row["slots"] = dict(self.slots)
+        if self.slot_text:
+            row["slot_text"] = dict(self.slot_text)
         missing = self._missing()
         if missing:
             return self._reply(row, "ask_slot", self.domain["slots"][missing[0]]["prompt"], slot=missing[0])
         reply = self._response(intent, {**self.slots, "intent": intent})
-        self.pending, self.slots = None, {}
+        self.pending, self.slots, self.slot_text = None, {}, {}
         return self._reply(row, "respond", reply)
 
     def _faq(self, row: dict[str, Any], faq_id: str) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def add_routes(app: FastAPI, model: Any) -> None:
     async def conversation_state(conversation: str) -> dict[str, Any]:
         """Where the conversation stands: turns so far, the intent waiting for slots, slots, hand-off."""
         state = conversations.get(conversation).conversation
-        return {"conversation": conversation, "turns": state.turn, "pending": state.pending, "slots": state.slots,
+        return {"conversation": conversation, "turns": state.turn, "pending": state.pending, "slots": state.slots, "slot_text": state.slot_text,
                 "clarifying": list(state.clarifying) if state.clarifying else None, "handed_off": state.handed_off}
 
     @app.delete(base + "/{conversation}", tags=[name], status_code=204)
