@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 from conftest import run_aitk
 
@@ -101,5 +102,6 @@ def test_demo_runs_a_use_case_end_to_end(tmp_path):
     (row,) = json.loads(result.stdout)
     assert row["status"] == "ok" and row["provider"] == "CPUExecutionProvider"
     assert (tmp_path / "demo/wine/predictions.jsonl").exists()
+    assert row["report"].endswith("index.html") and Path(row["report"]).is_file()  # where the report is
     unknown = run_aitk("demo", "--only", "nope", plugins="wine")
     assert unknown.returncode == 1 and "no such use case" in unknown.stderr

@@ -81,7 +81,7 @@ def test_every_help_has_examples_and_names_arguments_by_meaning():
         "def walk(command, path):\n"
         "    subs = getattr(command, 'commands', {})\n"
         "    for name, sub in subs.items(): yield from walk(sub, [*path, name])\n"
-        "    if not subs: yield path, command\n"
+        "    yield path, command\n"
         "root = typer.main.get_command(app)\n"
         "for path, command in walk(root, ['aitk']):\n"
         "    ctx = typer.Context(command, info_name=' '.join(path))\n"
@@ -91,7 +91,8 @@ def test_every_help_has_examples_and_names_arguments_by_meaning():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     helps = dict(line.split(" | ", 1) for line in result.stdout.splitlines())
-    assert {"aitk wine predict", "aitk codegen complete", "aitk chatbot chat", "aitk forecast train", "aitk serve", "aitk doctor"} <= set(helps)
+    assert {"aitk wine predict", "aitk codegen complete", "aitk chatbot chat", "aitk forecast train", "aitk serve", "aitk doctor",
+            "aitk", "aitk wine", "aitk bundle", "aitk plugin"} <= set(helps)  # commands and groups
     assert [name for name, text in helps.items() if "Examples:" not in text] == []
     assert [name for name, text in helps.items() if "{" in text.split("Options:")[0] or "<list[" in text] == []
     assert "Usage: aitk wine predict [OPTIONS] BUNDLE INPUT..." in helps["aitk wine predict"]
@@ -164,3 +165,49 @@ def test_records_are_counted_before_predicting_for_the_bar_total(tmp_path):
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
     assert count_records([tmp_path / "rows.csv", tmp_path / "lines.jsonl", tmp_path / "image.png"]) == 3 + 2 + 1
     assert count_records([Path("-")]) is None
+
+
+def on_a_terminal(*args: str) -> str:
+    """What ``aitk ARGS`` writes to stderr when stderr is a terminal (a pseudo-terminal), bars included."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    from conftest import AITK
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # a terminal 120 columns wide
+    env = {**os.environ, "AITK_LOAD_PLUGINS": "wine"}
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen([*AITK, *args], stdout=subprocess.DEVNULL, stderr=slave, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the process closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    assert process.wait(timeout=300) == 0
+    reader.join(timeout=10)
+    os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_training_and_predict_show_bars_with_a_total_a_rate_and_an_eta(wine, tmp_path):
+    import re
+
+    trained = on_a_terminal("wine", "train", str(wine["data"] / "train.csv"), "--out", str(tmp_path / "b"), "--set", "epochs=40", "--set", "patience=0")
+    assert re.search(r"train: +\d+%\|.*\| \d+/40 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(?:epoch/s|s/epoch)", trained), trained[-2000:]
+    rows = len((wine["data"] / "predict.csv").read_text().splitlines()) - 1
+    predicted = on_a_terminal("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "p.jsonl"))
+    assert re.search(rf"predict: +\d+%\|.*\| \d+/{rows} \[", predicted), predicted[-2000:]

@@ -34,8 +34,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     **PLAIN_HELP,
 )
-bundle_app = typer.Typer(help="Inspect model bundles.", no_args_is_help=True, **PLAIN_HELP)
-plugin_app = typer.Typer(help="Write plugins.", no_args_is_help=True, **PLAIN_HELP)
+bundle_app = typer.Typer(help="Inspect model bundles.", no_args_is_help=True, epilog=examples(
+    "aitk bundle info bundle", "aitk bundle info bundle --card"), **PLAIN_HELP)
+plugin_app = typer.Typer(help="Write plugins.", no_args_is_help=True, epilog=examples("aitk plugin new churn"), **PLAIN_HELP)
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(plugin_app, name="plugin")
 debug = os.environ.get("AITK_DEBUG") == "1"
@@ -225,8 +226,10 @@ def plugin_new(
 
 def add_usecase_commands(usecase: UseCase) -> None:
     """`aitk NAME sample|train|evaluate|predict` for one use case, plus its own commands."""
-    group = typer.Typer(help=usecase.summary, no_args_is_help=True, **PLAIN_HELP)
     name = usecase.name
+    group = typer.Typer(help=usecase.summary, no_args_is_help=True, epilog=examples(
+        f"aitk {name} sample data --json", f"aitk {name} train DATA --out bundle", f"aitk {name} evaluate bundle DATA --report report",
+        f"aitk {name} predict bundle INPUT... --out predictions.jsonl", f"aitk {name} train --help"), **PLAIN_HELP)
 
     @group.command("sample", cls=Command, epilog=examples(f"aitk {name} sample data", f"aitk {name} sample data --json"))
     def sample(
