@@ -10,7 +10,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,ray]' -e examples/aitk-wine
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,ray]' -e examples/aitk-wine
 	touch $(STAMP)
 
 # `aitk codegen evaluate` runs generated code only inside bubblewrap (a Debian/Ubuntu package).

@@ -12,13 +12,36 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
 
+# As in a slim install (`pip install aitk`, no `train` extra): the train-only packages cannot be
+# found (every import finder answers None for them, as when they are not installed).
+WITHOUT_TRAINING = """
+import sys
+from toolkit.extras import TRAINING_MODULES
+assert not TRAINING_MODULES & set(sys.modules), 'imported before the finders were wrapped'
+class WithoutTraining:
+    def __init__(self, finder):
+        self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] in TRAINING_MODULES:
+            return None
+        return self.finder.find_spec(name, path, target)
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+sys.meta_path[:] = [WithoutTraining(finder) for finder in sys.meta_path]
+"""
+SLIM_AITK = [sys.executable, "-c", WITHOUT_TRAINING + "from toolkit.cli import main; main()"]
+# Commands that need the `train` extra; the tests run every other command as in a slim install.
+TRAINING_COMMANDS = {"train", "sample", "demo", "import", "export-hf"}
+
 
 def run_aitk(*args: str, env: dict[str, str] | None = None, plugins: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    """``aitk ARGS`` in a subprocess; ``plugins`` limits the plugins loaded (AITK_LOAD_PLUGINS)."""
+    """``aitk ARGS`` in a subprocess; ``plugins`` limits the plugins loaded (AITK_LOAD_PLUGINS).
+    Unless ARGS name a training command, the train-only packages are hidden (WITHOUT_TRAINING)."""
     full_env = {**os.environ, **(env or {})}
     if plugins is not None:
         full_env["AITK_LOAD_PLUGINS"] = plugins
-    return subprocess.run([*AITK, *args], capture_output=True, text=True, env=full_env, input=stdin)
+    command = AITK if TRAINING_COMMANDS & set(args) else SLIM_AITK
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=full_env, input=stdin)
 
 
 @pytest.fixture(scope="session")

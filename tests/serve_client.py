@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
+from conftest import SLIM_AITK, WITHOUT_TRAINING
 
 
 @contextmanager
@@ -29,11 +29,32 @@ def client(*bundles: Path | str, api_key: str | None = None, **limits: Any):
 
 
 def batch_rows(usecase: str, bundle: Path, inputs: list[Path], out: Path, *options: str) -> list[dict[str, Any]]:
-    """The rows `aitk USECASE predict` writes for ``inputs`` (exit 0 or 3)."""
-    done = subprocess.run([*AITK, usecase, "predict", str(bundle), *map(str, inputs), "--out", str(out), "--device", "cpu", *options],
+    """The rows `aitk USECASE predict` writes for ``inputs`` (exit 0 or 3), run as in a slim install."""
+    done = subprocess.run([*SLIM_AITK, usecase, "predict", str(bundle), *map(str, inputs), "--out", str(out), "--device", "cpu", *options],
                           capture_output=True, text=True)
     assert done.returncode in (0, 3), done.stderr
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+SERVE_ONCE = """
+import json
+from fastapi.testclient import TestClient
+from toolkit.runtime import Runtime
+from toolkit.serve import build_app
+model, bundle, body = sys.argv[1:]
+with TestClient(build_app([bundle], Runtime(device="cpu"))) as client:
+    response = client.post(f"/v1/{model}/predict", content=body, headers={"content-type": "application/json"})
+print(json.dumps(response.json()))
+"""
+
+
+def slim_served_rows(model: str, bundle: Path, records: list[Any]) -> list[dict[str, Any]]:
+    """The rows `aitk serve BUNDLE` answers ``records`` with, served in a subprocess as in a slim
+    install (the train-only packages hidden)."""
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TRAINING + SERVE_ONCE, model, str(bundle), json.dumps({"records": records})],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)["rows"]
 
 
 def served_rows(test_client, model: str, records: list[Any]) -> list[dict[str, Any]]:
@@ -63,11 +84,12 @@ def free_port() -> int:
 
 @contextmanager
 def server(*args: str, env: dict[str, str] | None = None, ready_timeout: float = 60) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`aitk serve ARGS` in a subprocess on a free port; yields (process, base URL) once /readyz answers."""
+    """`aitk serve ARGS` in a subprocess on a free port, as in a slim install; yields (process, base URL)
+    once /readyz answers."""
     import httpx
 
     port = free_port()
-    process = subprocess.Popen([*AITK, "serve", *args, "--port", str(port), "--device", "cpu"], env={**os.environ, **(env or {})},
+    process = subprocess.Popen([*SLIM_AITK, "serve", *args, "--port", str(port), "--device", "cpu"], env={**os.environ, **(env or {})},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -281,7 +281,7 @@ def test_dialogue_clarifies_when_two_intents_are_close():
 
 def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
     """Messages and whole conversations: the rows of batch predict, error rows included."""
-    from serve_client import client, served_rows, without_ids
+    from serve_client import client, served_rows, slim_served_rows, without_ids
 
     lines = [{"text": "my card still hasn't come"}, {"conversation": ["I want my money back", "it was 19.99 EUR", "yesterday"]},
              {"text": ""}, {"txt": "no text field"}, {"text": "I want to talk to a human"}]
@@ -289,6 +289,7 @@ def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
     with client(bot["bundle"]) as c:
         served = served_rows(c, "chatbot", lines)
     assert without_ids(served) == without_ids(batch)
+    assert slim_served_rows("chatbot", bot["bundle"], lines) == served
     assert "error" in served[3]
 
 

@@ -273,7 +273,7 @@ def test_the_plugin_imports_no_heavy_library():
 
 
 def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
-    from serve_client import batch_rows, client, served_rows, without_ids
+    from serve_client import batch_rows, client, served_rows, slim_served_rows, without_ids
 
     records = [{"prompt": "def add(a, b):"}, {"prompt": "import os\n"}, {"prompt": ""}, {"task_id": "t1", "prompt": "class A:"}]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -283,6 +283,7 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     assert len(served) == 4 and served[3]["id"] == "t1"
     assert without_ids(served)[:2] + without_ids(served)[3:] == without_ids(batch)[:2] + without_ids(batch)[3:]
     assert "field prompt" in served[2]["error"]
+    assert slim_served_rows("codegen", trained["bundle"], records) == served
 
 
 def test_openai_client_completes_through_serve_plain_and_streaming(trained, loaded):

@@ -159,7 +159,7 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     """Images as base64 in JSON and as multipart uploads: the rows of batch predict, error rows included."""
     import base64
 
-    from serve_client import batch_rows, client, served_rows, without_ids
+    from serve_client import batch_rows, client, served_rows, slim_served_rows, without_ids
 
     test = trained["data"] / "test"
     paths = [test / "good/000.png", test / "crack/000.png", test / "spot/001.png"]
@@ -173,6 +173,7 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     good = [i for i, row in enumerate(batch) if row.get("error") is None]
     assert len(good) == 3
     assert [without_ids(served)[i] for i in good] == [without_ids(batch)[i] for i in good]
+    assert slim_served_rows("defects", trained["bundle"], [{"image": base64.b64encode(paths[0].read_bytes()).decode()}]) == served[:1]
     assert without_ids(uploaded.json()["rows"])[:3] == without_ids(batch)[:3]
     assert [row["id"] for row in uploaded.json()["rows"]] == [p.name for p in paths]
     assert "not a readable image" in served[3]["error"] and "not a readable image" in uploaded.json()["rows"][3]["error"]

@@ -248,7 +248,7 @@ def test_bad_settings_fail_before_the_data_is_read(tmp_path):
 
 def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     """One series per record as its table rows: the rows of batch predict, error rows included."""
-    from serve_client import batch_rows, client, served_rows, without_ids
+    from serve_client import batch_rows, client, served_rows, slim_served_rows, without_ids
 
     frame = pd.read_csv(trained["predict"])
     batch = batch_rows("forecast", trained["bundle"], [trained["predict"]], tmp_path / "out.jsonl")
@@ -257,6 +257,7 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
         served = served_rows(c, "forecast", [*records, {"rows": "none"}, {"rows": [{"series": "x", "day": 1}]}])
     assert [row["id"] for row in served[:len(records)]] == [row["id"] for row in batch]
     assert without_ids(served[:len(records)]) == without_ids(batch)
+    assert slim_served_rows("forecast", trained["bundle"], records) == served[:len(records)]
     assert "context_length" in served[len(records) - 1]["error"]  # the 10-value series, as in batch
     assert "field rows" in served[-2]["error"] and "no column 'date'" in served[-1]["error"]
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_report
+from conftest import AITK, SLIM_AITK, TRAINING_COMMANDS, assert_report
 
-AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "AITK_LOAD_PLUGINS": "fraud", "NO_COLOR": "1"}
 MERCHANTS = ["grocery", "fuel", "restaurant", "travel", "electronics", "gift_cards"]
 COUNTRIES = ["FR", "DE", "BE", "NL", "ES", "ZZ"]
 
 
 def aitk(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([*AITK, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
+    """``aitk ARGS`` (as in a slim install unless ARGS name a training command); exit ``check``."""
+    command = AITK if TRAINING_COMMANDS & set(args) else SLIM_AITK
+    result = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=120)
     if check is not None:
         assert result.returncode == check, result.stderr[-2000:]
     return result
@@ -252,7 +252,7 @@ def test_sample_is_small_real_and_attributed(tmp_path):
 def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
     """One transaction per request, as a payment system scores them: the rows of batch predict,
     error rows included; numbers sent as JSON numbers score the same as the CSV's text."""
-    from serve_client import batch_rows, client, served_rows, without_ids
+    from serve_client import batch_rows, client, served_rows, slim_served_rows, without_ids
 
     frame = pd.read_csv(work["test"], dtype=str, keep_default_na=False).drop(columns="Class").head(40)
     frame.loc[39, "amount"] = "twelve"
@@ -263,6 +263,7 @@ def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
         one_by_one = [served_rows(c, "fraud", [record])[0] for record in records]
         numbers = served_rows(c, "fraud", [{k: float(v) if k == "amount" else v for k, v in records[0].items()}])
     assert without_ids(one_by_one) == without_ids(batch)
+    assert without_ids(slim_served_rows("fraud", work["bundle"], records)) == without_ids(batch)
     assert "amount" in one_by_one[-1]["error"]
     assert numbers[0]["score"] == one_by_one[0]["score"]
 

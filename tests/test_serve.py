@@ -16,7 +16,7 @@ import time
 
 import httpx
 import pytest
-from serve_client import batch_rows, client, free_port, server, served_rows, without_ids
+from serve_client import batch_rows, client, free_port, server, served_rows, slim_served_rows, without_ids
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def test_predict_returns_the_rows_batch_predict_writes(wine, rows):
     assert served[-1]["error"] == f"records[{len(served) - 1}]: field 'alcohol': 'lots' is not a number"
     assert [row["id"] for row in served] == [str(i) for i in range(len(served))]
     assert without_ids(one) == without_ids(rows["batch"][:1])
+    assert slim_served_rows("wine", wine["bundle"], rows["records"]) == served
 
 
 def test_models_probes_and_docs(wine):

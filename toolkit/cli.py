@@ -23,6 +23,7 @@ from toolkit.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataAr
                                  settings_help, with_options)
 from toolkit.display import print_mapping, print_metrics, print_table
 from toolkit.errors import AitkError
+from toolkit.extras import install_hint
 from toolkit.settings_file import read_settings
 from toolkit.usecase import UseCase
 
@@ -221,7 +222,7 @@ def plugin_new(
 
     path = new_plugin(name, out or Path.cwd())
     print(path)
-    logger.info(f"next: pip install -e {path} && aitk {name} sample {name}-data && pytest {path}")
+    logger.info(f"next: pip install -e '{path}[train]' && aitk {name} sample {name}-data && pytest {path}")
 
 
 def add_usecase_commands(usecase: UseCase) -> None:
@@ -395,7 +396,8 @@ def main() -> None:
     except Exception as e:
         if debug:
             raise
-        _fail(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+        hint = install_hint(e) if isinstance(e, ModuleNotFoundError) else None
+        _fail(f"error: {hint}" if hint else f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -13,6 +13,7 @@ import pluggy
 from toolkit import hookspecs
 from toolkit.console import get_logger
 from toolkit.errors import AitkError
+from toolkit.extras import DISTRIBUTION
 
 pm = pluggy.PluginManager("aitk")
 pm.add_hookspecs(hookspecs)
@@ -42,7 +43,7 @@ def load_plugins() -> None:
 
 
 def _third_party(ep) -> bool:
-    return ep.dist is None or ep.dist.name != "aitk"
+    return ep.dist is None or ep.dist.name != DISTRIBUTION
 
 
 _usecases: dict | None = None

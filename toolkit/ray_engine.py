@@ -17,6 +17,7 @@ from typing import Any
 
 from toolkit.batch import Counter, Journal, Layout, predict_records, write_batches
 from toolkit.errors import AitkError
+from toolkit.extras import DISTRIBUTION
 from toolkit.runtime import Runtime
 
 
@@ -80,7 +81,7 @@ def import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise AitkError("--engine ray needs Ray: pip install 'aitk[ray]'") from None
+        raise AitkError(f"--engine ray needs Ray: pip install '{DISTRIBUTION}[ray]'") from None
     for name in ("ray", "ray.data"):  # a failure is reported as one line by the driver, not by Ray's loggers
         logging.getLogger(name).setLevel(logging.CRITICAL)
     return ray
