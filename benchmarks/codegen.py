@@ -191,7 +191,7 @@ def quality(usecase, bundle, args, work: Path) -> list[list]:
                  f"{scored['files']} held-out files, {scored['tokens']:,} tokens; unigram baseline of the same tokenizer: {unigram:.1f}"])
     if bundle.metrics.get("history"):
         first = bundle.metrics["history"][0]
-        rows.append(["held-out perplexity during training", f"{math.exp(first['heldout_loss']):.1f} at step {first['step']} -> "
+        rows.append(["held-out perplexity during training", f"{math.exp(first['heldout_loss']):.1f} at step {first['steps']} -> "
                      f"{bundle.metrics['heldout_perplexity']:.2f} at step {bundle.metrics['steps']}", "first 16,384 held-out tokens"])
     mbpp = args.data / "mbpp.jsonl"
     if not mbpp.is_file():

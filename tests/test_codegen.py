@@ -48,7 +48,8 @@ def loaded(trained):
 def test_a_few_training_steps_lower_the_held_out_loss(trained):
     manifest = json.loads((trained["bundle"] / "manifest.json").read_text())
     metrics, history = manifest["metrics"], manifest["metrics"]["history"]
-    assert [h["step"] for h in history] == [20, 40, 60]
+    assert [h["steps"] for h in history] == [20, 40, 60] and metrics["stopped"] == "max_steps"
+    assert (trained["bundle"] / "history.csv").is_file() and not (trained["root"] / "bundle.ckpt").exists()  # nothing left beside it
     assert history[-1]["heldout_loss"] < history[0]["heldout_loss"] < math.log(512)
     assert metrics["heldout_perplexity"] == pytest.approx(math.exp(metrics["heldout_loss"]))
     assert manifest["graphs"]["model"]["greedy_equals_hf_generate"] is True
@@ -170,8 +171,22 @@ def test_evaluate_reports_perplexity_and_pass_at_k(trained):
     assert metrics["problems"] == 4 and 0 <= metrics["pass@1"] <= 1
     assert metrics["perplexity"] > 1 and metrics["files"] == 1
     assert metrics["sandbox"].startswith("bubblewrap")
-    assert_report(report, "pass_at_k.png", "training_curves.png")
+    assert_report(report, "pass_at_k.png", "training_curves.png", "perplexity_per_file.png")
     assert len((report / "per_problem.csv").read_text().splitlines()) == 1 + 4
+    (row,) = list(__import__("csv").DictReader((report / "per_file.csv").open()))  # the one source file: the overall figures
+    assert row["file"] == "sched.py" and int(row["tokens"]) == metrics["tokens"] and float(row["perplexity"]) == pytest.approx(metrics["perplexity"], rel=1e-3)
+
+
+def test_per_file_losses_add_up_to_the_whole():
+    from plugins.codegen.evaluation import per_file, summarize
+
+    # files of 3, 4 and 2 tokens: the stream's tokens 2..9 are predicted (entries 0..7)
+    losses = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    tokens, loss = per_file(losses, [3, 4, 2])
+    assert tokens.tolist() == [2, 4, 2] and loss.tolist() == [1.5, 4.5, 7.5]
+    assert (tokens * loss).sum() / tokens.sum() == pytest.approx(summarize(losses)["loss"])
+    tokens, loss = per_file(losses[:3], [3, 4, 2])  # max_tokens: the last files not reached
+    assert tokens.tolist() == [2, 1, 0] and np.isnan(loss[2])
 
 
 def test_prompts_in_windows_encodings_and_bytes_that_are_not_utf8(trained, tmp_path):
@@ -232,15 +247,33 @@ def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(5, 1, 2) == pytest.approx(0.4)
 
 
-def test_training_resumes_from_its_checkpoint(trained):
-    checkpoint = "checkpoint=" + str(trained["root"] / "bundle.ckpt")
-    resumed = train(trained["data"] / "corpus", trained["root"] / "resumed", [*TINY[:3], "max_steps=80", *TINY[4:], "resume=true", checkpoint])
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stderr and "at step 60" in resumed.stderr
-    history = json.loads((trained["root"] / "resumed/manifest.json").read_text())["metrics"]["history"]
-    assert [h["step"] for h in history] == [20, 40, 60, 80]
-    other = train(trained["data"] / "corpus", trained["root"] / "other", [*TINY[1:], "size=mini", "resume=true", checkpoint])
+def test_an_interrupted_run_resumes_from_its_checkpoint(trained, tmp_path):
+    import os
+    import time
+
+    from conftest import AITK
+
+    out, corpus = tmp_path / "bundle", trained["data"] / "corpus"
+    endless = [*TINY[:3], "max_steps=100000", *TINY[4:]]  # checkpoints after the evaluation that follows every 30 steps
+    run = subprocess.Popen([*AITK, "codegen", "train", str(corpus), "--out", str(out), "--threads", "1", *[a for s in endless for a in ("--set", s)]],
+                           env={**os.environ, "AITK_LOAD_PLUGINS": "codegen"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not (tmp_path / "bundle.ckpt/state.json").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.kill()  # as a power cut would: the checkpoint is whole (written aside, renamed into place)
+    run.wait()
+    assert not out.exists()
+    steps = json.loads((tmp_path / "bundle.ckpt/state.json").read_text())["result"]["steps"]
+    other = train(corpus, tmp_path / "other", [*TINY[1:], "size=mini", "resume=true", f"checkpoint={tmp_path / 'bundle.ckpt'}"])
     assert other.returncode == 1 and "checkpoint was trained with size='tiny'" in other.stderr
+    resumed = train(corpus, out, [*TINY[:3], "max_steps=80", *TINY[4:], "resume=true"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and f"at step {steps}" in resumed.stderr and steps in (40, 60)
+    history = json.loads((out / "manifest.json").read_text())["metrics"]["history"]
+    assert [h["steps"] for h in history] == [20, 40, 60, 80]
+    assert not (tmp_path / "bundle.ckpt").exists()  # finished: nothing to resume, nothing left beside the bundle
+    again = train(corpus, out, [*TINY, "resume=true"])
+    assert again.returncode == 1 and "already there; --force replaces a bundle" in again.stderr
 
 
 def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):

@@ -110,23 +110,24 @@ class _NoBar:
 
 
 @contextmanager
-def bar(desc: str, total: int | None = None, unit: str = "it") -> Iterator[Any]:
-    """A progress bar on stderr when bars are enabled: ``shown.update(n)`` counts, ``shown.set_postfix(
-    loss=0.12)`` shows the latest values. With ``total`` it shows the share done and an ETA."""
+def bar(desc: str, total: int | None = None, unit: str = "it", initial: int = 0) -> Iterator[Any]:
+    """A progress bar on stderr when bars are enabled: ``shown.update(n)`` counts (from ``initial``),
+    ``shown.set_postfix(loss=0.12)`` shows the latest values. With ``total`` it shows the share done and an ETA."""
     if not bars_enabled():
         yield _NoBar()
         return
     from tqdm import tqdm
 
-    with tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False) as shown:
+    with tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False, initial=initial) as shown:
         yield shown
 
 
-def epoch_progress(total: int, desc: str = "train") -> Iterator[tuple[int, Any]]:
-    """``(epoch, bar)`` for each of ``total`` epochs (0-based), with one bar for the whole training
-    (epochs done of ``total``, rate, ETA); pass the bar to ``toolkit.train.log_epoch`` to show each
-    epoch's metrics on it. Breaking out of the loop (early stopping) closes the bar."""
-    with bar(desc, total, "epoch") as shown:
-        for epoch in range(total):
+def epoch_progress(total: int, desc: str = "train", start: int = 0) -> Iterator[tuple[int, Any]]:
+    """``(epoch, bar)`` for each of ``total`` epochs (0-based) from ``start`` (a resumed run), with one
+    bar for the whole training (epochs done of ``total``, rate, ETA); pass the bar to
+    ``toolkit.train.log_epoch`` to show each epoch's metrics on it. Breaking out of the loop (early
+    stopping) closes the bar."""
+    with bar(desc, total, "epoch", initial=start) as shown:
+        for epoch in range(start, total):
             yield epoch, shown
             shown.update(1)

@@ -29,9 +29,14 @@ CORE_KEYS = {"file", "schema", "parity", "parts", "variants", "vs_fp32"}
 
 def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: Runtime, variants: Sequence[str] = ()) -> Bundle:
     """``usecase.train`` then ``package``: what `aitk USECASE train` runs. A stale temp folder of a
-    killed run to the same ``out`` is removed first."""
+    killed run to the same ``out`` is removed first; the result's checkpoint folder once the bundle
+    is written."""
     remove_stale_temp(Path(out))
-    return package(usecase.train(data, out, config, runtime), out, usecase, config, variants, data)
+    result = usecase.train(data, out, config, runtime)
+    bundle = package(result, out, usecase, config, variants, data)
+    if result.checkpoint is not None:
+        shutil.rmtree(result.checkpoint, ignore_errors=True)
+    return bundle
 
 
 def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = (), data: Path | None = None) -> Bundle:

@@ -108,6 +108,9 @@ def fit(
     max_steps: int = 0,
     max_time: float = 0.0,
     log_every: int | None = None,
+    result: FitResult | None = None,
+    stopper: EarlyStopping | None = None,
+    on_epoch: Callable[[FitResult, EarlyStopping], None] | None = None,
 ) -> FitResult:
     """The training loop every use case shares: epochs of optimizer steps, validation after each
     epoch, early stopping, and a budget; the best weights are restored into ``module`` at the end.
@@ -121,12 +124,20 @@ def fit(
     epoch is validated like the others. Without ``validate`` the last weights are kept.
 
     Progress: one bar over the epochs (with the latest metrics on it) and one over each epoch's
-    steps; without bars, a log line every ``log_every`` epochs (default: about ten lines in all)."""
-    stopper = EarlyStopping(patience=patience or 10**9, mode=mode)
-    result = FitResult()
-    started = time.perf_counter()
+    steps; without bars, a log line every ``log_every`` epochs (default: about ten lines in all).
+
+    Checkpoints: ``on_epoch(result, stopper)`` is called after each epoch's validation, with what a
+    checkpoint holds (``stopper.best_state``: the best weights so far). To continue an interrupted
+    run, pass the ``result`` and ``stopper`` saved then (module and optimizer restored by the caller):
+    training goes on at epoch ``len(result.history)`` with its history, step count, clock and best
+    weights. ``result`` and ``stopper`` (new ones when None) are updated in place and returned."""
+    stopper = stopper or EarlyStopping()
+    stopper.patience, stopper.mode = patience or 10**9, mode
+    result = result or FitResult()
+    result.stopped = "epochs"
+    started = time.perf_counter() - result.seconds
     log_every = log_every or max(1, epochs // 10)
-    for epoch, shown in epoch_progress(epochs):
+    for epoch, shown in epoch_progress(epochs, start=len(result.history)):
         module.train()
         losses = []
         for batch in progress(batches(epoch), f"epoch {epoch + 1}", unit="step"):
@@ -145,6 +156,8 @@ def fit(
             result.stopped, last = "patience", True
         if bars_enabled() or last or epoch % log_every == log_every - 1:
             log_epoch(epoch, epochs, bar=shown, **values)
+        if on_epoch is not None:
+            on_epoch(result, stopper)
         if last:
             break
     if result.stopped in ("max_steps", "max_time"):

@@ -102,7 +102,9 @@ class TrainResult:
     needs (preprocessing, labels, thresholds). ``files``: extra bundle files by name: a numpy array
     (NAME.npy), a JSON value (NAME.json), text or bytes (written as given), or a Path (copied).
     ``metrics``: figures measured at training (JSON). ``history``: one row per epoch (or
-    evaluation step) of training, e.g. ``toolkit.train.fit``'s, written as history.csv."""
+    evaluation step) of training, e.g. ``toolkit.train.fit``'s, written as history.csv.
+    ``checkpoint``: a folder of training checkpoints to resume an interrupted run from; `train`
+    removes it once the bundle is written (a completed run has nothing to resume)."""
 
     graphs: list[Graph]
     weights: dict[str, Any]
@@ -110,6 +112,7 @@ class TrainResult:
     files: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
 
 
 class Predictor:

@@ -144,9 +144,14 @@ def token_stream(tokenizer, texts: list[str]):
     """All texts encoded and concatenated (each starts with end-of-text) as one int32 array."""
     import numpy as np
 
-    if not texts:
-        return np.zeros(0, np.int32)
-    return np.concatenate([np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(texts)])
+    return np.concatenate(file_tokens(tokenizer, texts)) if texts else np.zeros(0, np.int32)
+
+
+def file_tokens(tokenizer, texts: list[str]) -> list:
+    """Each text encoded (int32 arrays), as ``token_stream`` concatenates them."""
+    import numpy as np
+
+    return [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(texts)]
 
 
 def eval_windows(stream, context: int, max_tokens: int = 0) -> list:

@@ -22,20 +22,73 @@ from plugins.codegen.sandbox import describe, run_programs
 logger = get_logger(__name__)
 
 
+def token_losses(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int = 8) -> np.ndarray:
+    """Negative log-likelihood (nats, float64) of every token the windows predict, in stream order:
+    ``[sum(len(w) - 1)]`` for windows cut by ``data.eval_windows`` (overlapping by one token, so token
+    j + 1 of the stream is entry j). ``scorer``: an OrtSession of score.onnx."""
+    order = sorted(range(len(windows)), key=lambda i: len(windows[i]))  # similar lengths together: little padding
+    losses: list[np.ndarray] = [np.zeros(0)] * len(windows)
+    for i in progress(range(0, len(order), batch_size), "perplexity", total=math.ceil(len(order) / batch_size), unit="batch"):
+        chunk = order[i : i + batch_size]
+        ids, mask = pad_ids([windows[k] for k in chunk], pad_id)
+        (nll,) = scorer(ids, mask)
+        for row, k in enumerate(chunk):
+            losses[k] = np.asarray(nll[row, : len(windows[k]) - 1], np.float64)
+    return np.concatenate(losses) if losses else np.zeros(0)
+
+
 def perplexity(scorer, windows: list[np.ndarray], pad_id: int, batch_size: int = 8) -> dict[str, Any]:
     """Perplexity of the windows under the token-score graph (``scorer``: an OrtSession of score.onnx)."""
-    total, count = 0.0, 0
-    ordered = sorted(windows, key=len)  # similar lengths together: little padding
-    for i in progress(range(0, len(ordered), batch_size), "perplexity", total=math.ceil(len(ordered) / batch_size), unit="batch"):
-        chunk = ordered[i : i + batch_size]
-        ids, mask = pad_ids(chunk, pad_id)
-        (nll,) = scorer(ids, mask)
-        total += float((nll * mask[:, 1:]).sum())
-        count += int(mask[:, 1:].sum())
-    if not count:
+    return summarize(token_losses(scorer, windows, pad_id, batch_size))
+
+
+def summarize(losses: np.ndarray) -> dict[str, Any]:
+    """``perplexity``, ``loss`` (mean nats per token) and ``tokens`` of per-token losses; AitkError when there are none."""
+    if not losses.size:
         raise AitkError("no tokens to score: the files are empty (perplexity needs at least two tokens in a file)")
-    loss = total / count
-    return {"perplexity": math.exp(min(loss, 50)), "loss": loss, "tokens": count}
+    loss = float(losses.mean())
+    return {"perplexity": math.exp(min(loss, 50)), "loss": loss, "tokens": int(losses.size)}
+
+
+def per_file(losses: np.ndarray, lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens, loss)`` of each file, arrays [files]: ``losses`` from ``token_losses`` over the stream
+    of files of ``lengths`` tokens, one after the other (token j + 1 of the stream is ``losses[j]``; a
+    file's first token is predicted from the end of the file before it). A file with no token
+    scored has loss nan."""
+    owner = np.searchsorted(np.cumsum(lengths), np.arange(1, len(losses) + 1), side="right")
+    tokens = np.bincount(owner, minlength=len(lengths))[: len(lengths)]
+    sums = np.bincount(owner, weights=losses, minlength=len(lengths))[: len(lengths)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tokens, np.where(tokens > 0, sums / np.maximum(tokens, 1), np.nan)
+
+
+def write_per_file(report: Path, names: list[str], tokens: np.ndarray, loss: np.ndarray, overall: float) -> None:
+    """per_file.csv (tokens scored, loss and perplexity of each file, the hardest first) and
+    perplexity_per_file.png: the perplexity of the hardest files (up to 25) beside the distribution
+    over all files, with the overall perplexity marked."""
+    import csv
+
+    from toolkit.report import pyplot, save_figure
+
+    scored = sorted((i for i in range(len(names)) if tokens[i]), key=lambda i: -loss[i])
+    with atomic_path(report / "per_file.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "tokens", "loss", "perplexity"])
+        writer.writerows([names[i], int(tokens[i]), round(float(loss[i]), 4), round(math.exp(min(float(loss[i]), 50)), 3)] for i in scored)
+    perplexities = [math.exp(min(float(loss[i]), 50)) for i in scored]
+    plt = pyplot()
+    fig, (bars, spread) = plt.subplots(1, 2, figsize=(11, max(3.8, 0.22 * min(len(scored), 25) + 1)))
+    shown = scored[:25][::-1]
+    bars.barh([names[i] for i in shown], [math.exp(min(float(loss[i]), 50)) for i in shown])
+    bars.axvline(overall, color="black", linestyle="--", label=f"all files: {overall:.4g}")
+    bars.set(xlabel="perplexity", title=f"perplexity per file ({'hardest 25 of ' if len(scored) > 25 else ''}{len(scored)})")
+    bars.tick_params(axis="y", labelsize=7)
+    bars.legend()
+    spread.hist(np.log10(perplexities), bins=min(30, max(5, len(scored))))
+    spread.axvline(math.log10(overall), color="black", linestyle="--")
+    spread.set(xlabel="log10 perplexity", ylabel="files", title="distribution over files")
+    fig.tight_layout()
+    save_figure(fig, report / "perplexity_per_file.png")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -48,9 +48,9 @@ class CodegenConfig:
     eval_tokens: int = setting(32768, "Held-out tokens scored at each evaluation and for the bundle's perplexity.", ge=1)
     patience: int = setting(5, "Evaluations without improvement before stopping (0: never stop early).", ge=0)
     precision: Literal["auto", "bf16", "fp32"] = setting("auto", "auto: bf16 autocast where the hardware has bf16. The exported model is fp32.")
-    checkpoint: str = setting("", "Checkpoint folder (default: BUNDLE.ckpt next to the bundle).")
-    save_steps: int = setting(500, "Steps between checkpoints (0: no checkpoints).", ge=0)
-    resume: bool = setting(False, "Continue from the checkpoint (same arch, size, vocabulary, context, seed and data split).")
+    checkpoint: str = setting("", "Checkpoint folder of an unfinished run (default: BUNDLE.ckpt next to the bundle; removed once the bundle is written).")
+    save_steps: int = setting(500, "A checkpoint at the evaluation after every save_steps steps (0: no checkpoints).", ge=0)
+    resume: bool = setting(False, "Continue an interrupted run from its checkpoint (same arch, size, vocabulary, context, seed and data split).")
     init: str = setting("", "Start from this codegen bundle or Hugging Face model folder (its tokenizer and architecture).")
     seed: int = setting(0, "Seed of the data split, the batches and the initial weights.")
 
@@ -120,7 +120,7 @@ developers who review what it writes.
 
         from plugins.codegen import data as corpus
         from plugins.codegen.model import build_model, max_positions
-        from plugins.codegen.trainer import Checkpoint, fit
+        from plugins.codegen.trainer import Checkpoint, train_steps
 
         seed_everything(config.seed)
         if runtime.threads:
@@ -149,18 +149,21 @@ developers who review what it writes.
         windows = corpus.eval_windows(corpus.token_stream(tokenizer, [texts[i] for i in held_idx]), context, config.eval_tokens)
         fim = _fim_tokens(model, tokenizer, config, checkpoint)
         device = runtime.torch_device()
-        state = fit(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str(), fim)
-        metrics = {"train_tokens": int(len(stream)), "steps": state.step, "train_minutes": round(state.seconds / 60, 2), "history": state.history}
-        if config.save_steps:
-            logger.info(f"checkpoint kept in {checkpoint.folder} (resume with --set resume=true)")
+        fitted = train_steps(model, stream, windows, _with_context(config, context), device, pad_id, checkpoint, tokenizer.to_str(), fim)
+        metrics = {"train_tokens": int(len(stream)), "steps": fitted.steps, "train_minutes": round(fitted.seconds / 60, 2),
+                   "stopped": fitted.stopped, "history": fitted.history}
         heldout = [str(files[i]) for i in held_idx]
         from plugins.codegen.export import train_result
 
-        return train_result(model.float().cpu().eval(), tokenizer, context, metrics, windows, heldout, "trained", runtime.threads)
+        result = train_result(model.float().cpu().eval(), tokenizer, context, metrics, windows, heldout, "trained", runtime.threads)
+        result.checkpoint = checkpoint.folder if config.save_steps or config.resume else None
+        return result
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
         from plugins.codegen import data as corpus
-        from plugins.codegen.evaluation import evaluate_problems, perplexity
+        import numpy as np
+
+        from plugins.codegen.evaluation import evaluate_problems, per_file, summarize, token_losses, write_per_file
         from plugins.codegen.generate import Sampling
 
         data = Path(data)
@@ -179,10 +182,16 @@ developers who review what it writes.
         if sources:
             files, texts = corpus.read_sources(sources)
             tokenizer = corpus.load_tokenizer(bundle.file("tokenizer.json"))
-            windows = corpus.eval_windows(corpus.token_stream(tokenizer, texts), bundle.assets["context"], options.get("max_tokens") or 0)
+            encoded = corpus.file_tokens(tokenizer, texts)
+            stream = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
+            windows = corpus.eval_windows(stream, bundle.assets["context"], options.get("max_tokens") or 0)
             score = runtime.model_file(bundle, "score") if runtime.variant in bundle.variants("score") else bundle.file("score.onnx")
-            scored = perplexity(runtime.session(score), windows, bundle.assets["pad_id"])
+            losses = token_losses(runtime.session(score), windows, bundle.assets["pad_id"])
+            scored = summarize(losses)
             metrics.update({"perplexity": scored["perplexity"], "loss": scored["loss"], "tokens": scored["tokens"], "files": len(files)})
+            if report:
+                tokens, loss = per_file(losses, [len(e) for e in encoded])
+                write_per_file(Path(report), [_shown_name(f, data) for f in files], tokens, loss, scored["perplexity"])
         if problem_files:
             samples = options.get("samples") or 1
             temperature = options.get("temperature")
@@ -278,6 +287,14 @@ def _evaluation_inputs(data: Path, include: str | list[str]) -> tuple[list[Path]
     except AitkError:
         sources = []
     return problems, sources
+
+
+def _shown_name(path: Path, data: Path) -> str:
+    """A file's name in reports: its path under the evaluated folder, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(data).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _ks(text: str) -> list[int]:

@@ -1,9 +1,11 @@
-"""The training loop: random windows of the token stream, AdamW with warmup and cosine decay,
-held-out loss every few steps, early stopping, and checkpoints to resume from.
+"""Training a code model on ``toolkit.train.fit``, the loop every use case shares: random windows of
+the token stream, AdamW with warmup and cosine decay, held-out loss every ``eval_steps`` steps (fit's
+"epoch"), early stopping on it, and checkpoints to resume an interrupted run from.
 
 A checkpoint is a folder (``BUNDLE.ckpt`` by default) of safetensors and JSON, never a pickle:
 ``model.safetensors``, ``best.safetensors``, ``optimizer.safetensors``, ``state.json`` and the
-``tokenizer.json`` it was trained with. It is written to a temporary folder and renamed into place."""
+``tokenizer.json`` it was trained with. It is written after an evaluation, to a temporary folder
+renamed into place; the run that completes a bundle removes it (``TrainResult.checkpoint``)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,10 @@ import numpy as np
 import torch
 
 from toolkit import AitkError
-from toolkit.console import get_logger, progress
+from toolkit.console import get_logger
 from toolkit.files import replace_dir
 from toolkit.text import pad_ids
-from toolkit.train import EarlyStopping, bf16_supported
+from toolkit.train import EarlyStopping, FitResult, bf16_supported, fit
 
 from plugins.codegen.fim import fim_rows
 
@@ -31,16 +33,6 @@ logger = get_logger(__name__)
 
 # Settings a checkpoint must share with the run that resumes it.
 SHAPE_SETTINGS = ("arch", "size", "vocab_size", "context_length", "seed", "include", "val_fraction", "init", "fim_rate")
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best: float | None = None
-    best_step: int = -1
-    bad_evals: int = 0
 
 
 def autocast_dtype(precision: str, device: str):
@@ -99,58 +91,53 @@ def learning_rate(step: int, seconds: float, config) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
 
 
-def fit(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
-        checkpoint: Checkpoint, tokenizer_json: str, fim=None) -> TrainState:
-    """Train ``model`` in place (best held-out weights restored at the end); resumes from ``checkpoint`` when
-    asked, and saves to it every ``checkpoint_every`` steps (0: never). ``fim``: ``(Fim, end_id)`` to
-    train fill-in-the-middle on a share ``fim_rate`` of the windows."""
+def train_steps(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
+                checkpoint: Checkpoint, tokenizer_json: str, fim=None) -> FitResult:
+    """Train ``model`` in place for ``config.max_steps`` optimizer steps of ``batch_size`` windows of
+    ``stream`` (int32 token ids), or ``max_time`` seconds, through ``toolkit.train.fit``: an "epoch" is
+    ``eval_steps`` steps followed by the held-out loss on ``windows`` (``heldout_loss``, the early-stopping
+    monitor; the best weights are restored at the end). Resumes from ``checkpoint`` when
+    ``config.resume``, and saves to it after the evaluation that follows every ``save_steps`` steps and
+    after the last one (``save_steps`` 0: never). ``fim``: ``(Fim, end_id)`` to train fill-in-the-middle."""
     if len(stream) < config.context_length + 1:
         raise AitkError(f"corpus has {len(stream)} training tokens; need more than context={config.context_length}")
     dtype = autocast_dtype(config.precision, device)
     model.to(device).train()
     optimizer = make_optimizer(model, config.learning_rate, config.weight_decay)
-    stopper = EarlyStopping(patience=config.patience or 10**9)
-    state = TrainState()
-    if config.resume:
-        state = checkpoint.restore(model, optimizer, stopper, config, device)
+    result, stopper = checkpoint.restore(model, optimizer, config, device) if config.resume else (FitResult(), EarlyStopping())
     logger.info(f"training {config.arch}/{config.size} on {len(stream):,} tokens, {len(windows)} held-out windows, "
-        f"device {device}{', bf16 autocast' if dtype else ''}, steps {state.step}..{config.max_steps}")
-    started = time.perf_counter() - state.seconds
-    for step in progress(range(state.step, config.max_steps), "train", total=config.max_steps - state.step, unit="step"):
+                f"device {device}{', bf16 autocast' if dtype else ''}, steps {result.steps}..{config.max_steps}")
+    clock = time.perf_counter() - result.seconds
+    saved = [result.steps]
+
+    def batches(epoch: int) -> range:
+        return range(result.steps, min(result.steps + config.eval_steps, config.max_steps))
+
+    def step(index: int) -> float:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, time.perf_counter() - started, config)
-        x = batch_at(stream, step, config.batch_size, config.context_length, config.seed, fim, config.fim_rate).to(device)
+            group["lr"] = learning_rate(index, time.perf_counter() - clock, config)
+        x = batch_at(stream, index, config.batch_size, config.context_length, config.seed, fim, config.fim_rate).to(device)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        state.step = step + 1
-        state.seconds = time.perf_counter() - started
-        out_of_time = config.max_time and state.seconds > config.max_time
-        last = state.step == config.max_steps or out_of_time
-        stop = False
-        if windows and (state.step % config.eval_steps == 0 or last):
-            stop = _evaluate(model, windows, config, device, pad_id, dtype, loss.item(), state, stopper)
-        if config.save_steps and (state.step % config.save_steps == 0 or last or stop):
-            checkpoint.save(model, optimizer, stopper, state, config, tokenizer_json)
-        if stop or out_of_time:
-            logger.info(f"stopping at step {state.step}: " + ("held-out loss stopped improving" if stop else f"max_time={config.max_time:g} s reached"))
-            break
-    if stopper.best_state is not None:
-        stopper.restore_best(model)
-    return state
+        return loss.item()
 
+    def validate() -> dict[str, float]:
+        loss, _ = heldout_loss(model, windows, config.batch_size, pad_id, device, dtype)
+        return {"heldout_loss": loss, "heldout_ppl": math.exp(min(loss, 50))}
 
-def _evaluate(model, windows, config, device, pad_id, dtype, train_loss: float, state: TrainState, stopper: EarlyStopping) -> bool:
-    val, _ = heldout_loss(model, windows, config.batch_size, pad_id, device, dtype)
-    rate = state.step * config.batch_size * config.context_length / max(state.seconds, 1e-9)
-    state.history.append({"step": state.step, "loss": round(train_loss, 4), "heldout_loss": round(val, 4), "seconds": round(state.seconds, 1)})
-    logger.info(f"step {state.step}/{config.max_steps} loss={train_loss:.4f} heldout_loss={val:.4f} heldout_ppl={math.exp(min(val, 50)):.2f} tokens/s={rate:.0f}")
-    stop = stopper.step(val, model, state.step)
-    state.best, state.best_step, state.bad_evals = stopper.best, stopper.best_epoch, stopper.bad_epochs
-    return stop
+    def on_epoch(done: FitResult, early: EarlyStopping) -> None:
+        last = done.steps >= config.max_steps or done.stopped != "epochs"
+        if config.save_steps and (last or done.steps // config.save_steps > saved[0] // config.save_steps):
+            checkpoint.save(model, optimizer, early, done, config, tokenizer_json)
+            saved[0] = done.steps
+
+    remaining = math.ceil(max(0, config.max_steps - result.steps) / config.eval_steps)
+    return fit(model, batches, step, validate if windows else None, epochs=len(result.history) + remaining, monitor="heldout_loss",
+               patience=config.patience, max_steps=config.max_steps, max_time=config.max_time, result=result, stopper=stopper, on_epoch=on_epoch)
 
 
 class Checkpoint:
@@ -176,9 +163,9 @@ class Checkpoint:
                 raise AitkError(f"{self.folder}: checkpoint was trained with {key}={theirs.get(key)!r}, this run has {key}={getattr(config, key)!r}")
         return saved
 
-    def save(self, model, optimizer, stopper: EarlyStopping, state: TrainState, config, tokenizer_json: str) -> None:
-        from dataclasses import asdict
-
+    def save(self, model, optimizer, stopper: EarlyStopping, result: FitResult, config, tokenizer_json: str) -> None:
+        """Write the run as it stands after an evaluation: weights, best weights, optimizer, fit's
+        result and early-stopping state, the settings and the tokenizer."""
         from safetensors.torch import save_file
 
         from plugins.codegen.model import unique_state_dict
@@ -186,30 +173,35 @@ class Checkpoint:
         tmp = self.folder.with_name(f".{self.folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        names = set(unique_state_dict(model))
         save_file(_cpu(unique_state_dict(model)), tmp / "model.safetensors")
         if stopper.best_state is not None:
-            names = set(unique_state_dict(model))
             save_file(_cpu({k: v for k, v in stopper.best_state.items() if k in names}), tmp / "best.safetensors")
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "tokenizer.json").write_text(tokenizer_json)
-        (tmp / "state.json").write_text(json.dumps({**asdict(state), "config": asdict(config), "param_groups": groups}, indent=2))
+        early = {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs}
+        state = {"result": asdict(result), "early_stopping": early, "config": asdict(config), "param_groups": groups}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
         replace_dir(tmp, self.folder)
 
-    def restore(self, model, optimizer, stopper: EarlyStopping, config, device: str) -> TrainState:
+    def restore(self, model, optimizer, config, device: str) -> tuple[FitResult, EarlyStopping]:
+        """Load weights and optimizer state into ``model`` and ``optimizer``; fit's result and early
+        stopping to continue with. AitkError when the checkpoint is missing or does not fit ``config``."""
         from safetensors.torch import load_file
 
         saved = self.check(config)
         _load_weights(model, load_file(self.folder / "model.safetensors", device=device))
         optimizer.load_state_dict(_unflatten_optimizer(load_file(self.folder / "optimizer.safetensors", device=device), saved["param_groups"]))
-        state = TrainState(**{k: saved[k] for k in TrainState.__dataclass_fields__})
-        stopper.best, stopper.best_epoch, stopper.bad_epochs = state.best, state.best_step, state.bad_evals
+        result = FitResult(**saved["result"])
+        stopper = EarlyStopping()
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = (saved["early_stopping"][k] for k in ("best", "best_epoch", "bad_epochs"))
         if (self.folder / "best.safetensors").is_file():
             best = {k: v.clone() for k, v in model.state_dict().items()}
             best.update(load_file(self.folder / "best.safetensors", device=device))
             stopper.best_state = best
-        logger.info(f"resuming from {self.folder} at step {state.step}")
-        return state
+        logger.info(f"resuming from {self.folder} at step {result.steps}")
+        return result, stopper
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
