@@ -87,3 +87,23 @@ def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):
     skipped = Counter()
     resumed = [(r.id, r.data) for r in skip_done(iter(given), {"x", "y", "x#2"}, skipped)]
     assert resumed == [("x#3", 4)] and skipped.value == 3
+
+
+def test_spreadsheet_dialects_semicolon_with_decimal_commas_and_tab(tmp_path):
+    (tmp_path / "eu.csv").write_bytes("x;kind;y\n1,5;a;-2,5e-1\n3;b,c;4,0\n5;d;1.234,5\n".encode())
+    got = records(tmp_path / "eu.csv", Schema(("x", "y"), ("kind",)))
+    assert [g[1] for g in got[:2]] == [([1.5, -0.25], ("a",)), ([3.0, 4.0], ("b,c",))]
+    assert got[2][2].endswith("eu.csv:4: field 'y': '1.234,5' is not a number")  # a thousands mark is refused, not misread
+    (tmp_path / "t.tsv").write_bytes(b"y\tx\n2.5\t1\n")
+    assert records(tmp_path / "t.tsv", Schema(("x", "y")))[0][1] == ([1.0, 2.5], ())
+    (tmp_path / "utf16.csv").write_bytes("x,y\n1,2\n".encode("utf-16-le"))  # no byte-order mark
+    assert records(tmp_path / "utf16.csv", Schema(("x",)))[0][2].endswith("line 1: NUL byte at byte 1 (UTF-16 needs a byte-order mark; expected UTF-8)")
+
+
+def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
+    from toolkit.table_files import read_frame
+
+    (tmp_path / "eu.csv").write_bytes("x;code;label\n1,5;007;a\n-2,5e1;010;b\n".encode("utf-8-sig"))
+    frame = read_frame(tmp_path / "eu.csv")
+    assert frame["x"].tolist() == [1.5, -25.0] and frame["label"].tolist() == ["a", "b"]
+    assert read_frame(tmp_path / "eu.csv", text_cells=True).to_dict("list") == {"x": ["1.5", "-2.5e1"], "code": ["007", "010"], "label": ["a", "b"]}

@@ -1,4 +1,5 @@
-"""The one reader of tabular inputs (CSV, also gzipped, and Parquet) for batch inference.
+"""The one reader of tabular inputs (CSV, also gzipped, and Parquet) for batch inference; the
+files themselves (dialects, encodings, bad lines) are read by ``toolkit.table_files``.
 
 Tables stream in Arrow record batches and are decoded a batch at a time: the named number
 columns become one float32 array, the text columns stay text. Every bad row is isolated: a row
@@ -12,7 +13,6 @@ differ) and LINE the line in the file (the header is line 1); for Parquet, ``PAT
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,12 @@ import numpy as np
 
 from toolkit.console import get_logger
 from toolkit.errors import InputError
-from toolkit.io import base_suffix, name_of, open_binary, text_encoding
+from toolkit.io import name_of
+from toolkit.table_files import Batch, table_batches
 from toolkit.usecase import Record
 
 logger = get_logger(__name__)
 
-BLOCK_BYTES = 1 << 20
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MISSING = frozenset({"", "na", "nan", "null", "none", "n/a"})
 
@@ -59,8 +59,7 @@ def _file_records(path: Path, schema: Schema) -> Iterator[list[Record]]:
     name = name_of(path)
     count = 0
     try:
-        batches = _parquet_batches(path, schema) if base_suffix(path) == ".parquet" else _csv_batches(path, schema)
-        for batch in batches:
+        for batch in table_batches(path, [*dict.fromkeys([*schema.numbers, *schema.texts])]):
             records = _records(name, batch, schema)
             count += len(records)
             yield records
@@ -73,9 +72,9 @@ def _file_records(path: Path, schema: Schema) -> Iterator[list[Record]]:
         logger.warning(f"{name}: no rows, nothing to predict")
 
 
-def _records(name: str, batch: _Batch, schema: Schema) -> list[Record]:
+def _records(name: str, batch: Batch, schema: Schema) -> list[Record]:
     """Records of one batch in line order: decoded rows, and error rows for bad lines and cells."""
-    numbers, bad_cells = decode_numbers(batch.columns, schema)
+    numbers, bad_cells = decode_numbers(batch.columns, schema, batch.decimal)
     texts = list(zip(*(_text_cells(batch.columns[c]) for c in schema.texts))) if schema.texts else [()] * len(numbers)
     lines = batch.lines.tolist()
     if not batch.errors and not bad_cells:
@@ -128,31 +127,33 @@ def json_type(value: Any) -> str:
     return {bool: "true/false", dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
 
 
-def decode_numbers(columns: dict[str, Any], schema: Schema) -> tuple[np.ndarray, dict[int, str]]:
+def decode_numbers(columns: dict[str, Any], schema: Schema, decimal: str = ".") -> tuple[np.ndarray, dict[int, str]]:
     """(float32 [rows, len(schema.numbers)], reason by row index for rows with a bad number cell).
 
-    A bad cell: not a number, not finite (unless a ``missing`` text), beyond float32's range."""
+    A bad cell: not a number, not finite (unless a ``missing`` text), beyond float32's range.
+    ``decimal`` ``,``: text cells are written ``1,5``."""
     n = len(next(iter(columns.values()))) if columns else 0
     out = np.empty((n, len(schema.numbers)), dtype=np.float32)
     bad: dict[int, str] = {}
     for j, column in enumerate(schema.numbers):
-        values, reasons = _number_column(columns[column], column, schema.missing)
+        values, reasons = _number_column(columns[column], column, schema.missing, decimal)
         out[:, j] = values
         for i, reason in reasons.items():
             bad.setdefault(i, reason)
     return out, bad
 
 
-def _number_column(cells: Any, column: str, missing: frozenset[str]) -> tuple[np.ndarray, dict[int, str]]:
+def _number_column(cells: Any, column: str, missing: frozenset[str], decimal: str = ".") -> tuple[np.ndarray, dict[int, str]]:
     """float32 values of one column (NaN for an allowed missing cell) and the reason for each bad cell."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
+        texts = cells if decimal == "." else pc.replace_substring(cells, decimal, ".")
         try:
-            values = pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
+            values = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # some cell is not a plain number: cell by cell
-            values = np.array([_to_float(v) for v in cells.to_pylist()], dtype=np.float64)
+            values = np.array([_to_float(v) for v in texts.to_pylist()], dtype=np.float64)
     else:  # a typed Parquet column: nulls become NaN
         values = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
@@ -196,209 +197,3 @@ def _text_cells(cells: Any) -> list[str | None]:
     if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
         cells = cells.cast(pa.string())
     return [v if v else None for v in cells.to_pylist()]
-
-
-@dataclass
-class _Batch:
-    """Rows Arrow parsed (``lines``: their line numbers, ``columns``: Arrow arrays), and lines it
-    could not (``errors``: reason by line number)."""
-
-    lines: np.ndarray
-    columns: dict[str, Any]
-    errors: dict[int, str]
-
-
-def _parquet_batches(path: Path, schema: Schema) -> Iterator[_Batch]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.ParquetFile(path)
-        _require(table.schema_arrow.names, schema)
-        start = 1
-        for batch in table.iter_batches(batch_size=65536, columns=[*dict.fromkeys([*schema.numbers, *schema.texts])]):
-            lines = np.arange(start, start + batch.num_rows)
-            start += batch.num_rows
-            yield _Batch(lines, {c: batch.column(c) for c in batch.schema.names}, {})
-    except OSError as e:
-        raise InputError(f"cannot read the table ({e})") from None
-
-
-def _require(header: list[str], schema: Schema) -> None:
-    missing = [c for c in dict.fromkeys([*schema.numbers, *schema.texts]) if c not in header]
-    if missing:
-        shown = ", ".join(header[:12]) + ("..." if len(header) > 12 else "")
-        named = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {named} (columns: {shown})")
-
-
-def _csv_batches(path: Path, schema: Schema) -> Iterator[_Batch]:
-    """The CSV in blocks of whole lines: each line checked (UTF-8, balanced quotes), parsed by Arrow."""
-    blocks = _line_blocks(path)
-    header_block = next(blocks, None)
-    if header_block is None:
-        return
-    first, header_lines = header_block
-    try:
-        header = next(csv.reader([header_lines[0].decode("utf-8").rstrip("\r")]))
-    except (UnicodeDecodeError, csv.Error, StopIteration) as e:
-        raise InputError(f"line 1: cannot read the header ({e})") from None
-    _require(header, schema)
-    rest = [(first + 1, header_lines[1:])]
-    for start, lines in _chain(rest, blocks):
-        if lines:
-            yield _parse_block(start, lines, header, schema)
-
-
-def _chain(*parts):
-    for part in parts:
-        yield from part
-
-
-def _line_blocks(path: Path) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the first line, the lines) in blocks of about BLOCK_BYTES, as UTF-8 bytes."""
-    stream = open_binary(path)
-    try:
-        encoding, _ = text_encoding(stream)
-        chunks = _utf8_chunks(stream, encoding)
-        carry, number = b"", 1
-        for chunk in chunks:
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            if lines:
-                yield number, lines
-                number += len(lines)
-        if carry:
-            yield number, [carry]
-    except (OSError, EOFError) as e:
-        raise InputError(f"cannot read ({e})") from None
-    finally:
-        if str(path) != "-":
-            stream.close()
-
-
-def _utf8_chunks(stream: Any, encoding: str) -> Iterator[bytes]:
-    if encoding == "utf-8":
-        while chunk := stream.read(BLOCK_BYTES):
-            yield chunk
-        return
-    import codecs
-
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset = 2
-    while True:
-        chunk = stream.read(BLOCK_BYTES)
-        try:
-            text = decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as e:
-            raise InputError(f"not valid {encoding.upper()} at byte {offset + e.start}") from None
-        offset += len(chunk)
-        if text:
-            yield text.encode("utf-8", "surrogatepass")
-        if not chunk:
-            return
-
-
-def _parse_block(start: int, raw_lines: list[bytes], header: list[str], schema: Schema) -> _Batch:
-    """Parse whole lines with Arrow; lines it must not see (blank, not UTF-8, an odd number of
-    quotes) and rows with the wrong number of fields become errors by line number."""
-    import pyarrow as pa
-
-    block = b"\n".join(raw_lines)
-    errors: dict[int, str] = {}
-    numbers = np.arange(start, start + len(raw_lines))
-    if b"\n\n" in block or b'"' in block or b"\r\n\r" in block or _not_utf8(block) or not raw_lines[-1].strip():
-        kept, kept_numbers = [], []
-        for number, line in zip(numbers.tolist(), raw_lines):
-            reason = _line_problem(line)
-            if reason == "blank":
-                continue
-            if reason is not None:
-                errors[number] = reason
-                continue
-            kept.append(line)
-            kept_numbers.append(number)
-        block, numbers = b"\n".join(kept), np.array(kept_numbers, dtype=np.int64)
-    if not len(numbers):
-        return _Batch(numbers, {c: pa.array([], pa.string()) for c in {*schema.numbers, *schema.texts}}, errors)
-    invalid: list[tuple[int, str]] = []
-
-    def on_invalid(row) -> str:
-        invalid.append((row.number, f"expected {row.expected_columns} fields, got {row.actual_columns}"))
-        return "skip"
-
-    wanted = [*dict.fromkeys([*schema.numbers, *schema.texts])]
-    try:
-        table = _arrow_csv(block, header, wanted, on_invalid)
-    except pa.ArrowInvalid:  # something Arrow will not parse in this block: find its line
-        return _parse_lines(numbers, block.split(b"\n"), header, wanted, errors)
-    if invalid:
-        skipped = np.zeros(len(numbers), dtype=bool)
-        for row_number, reason in invalid:
-            skipped[row_number - 1] = True
-            errors[int(numbers[row_number - 1])] = reason
-        numbers = numbers[~skipped]
-    return _Batch(numbers, {c: table.column(c).combine_chunks() for c in wanted}, errors)
-
-
-def _parse_lines(numbers: np.ndarray, lines: list[bytes], header: list[str], wanted: list[str], errors: dict[int, str]) -> _Batch:
-    """The slow way, for a block Arrow refused as a whole: each line parsed on its own."""
-    import pyarrow as pa
-
-    tables, kept = [], []
-    for number, line in zip(numbers.tolist(), lines):
-        invalid: list[str] = []
-
-        def on_invalid(row) -> str:
-            invalid.append(f"expected {row.expected_columns} fields, got {row.actual_columns}")
-            return "skip"
-
-        try:
-            table = _arrow_csv(line, header, wanted, on_invalid)
-        except pa.ArrowInvalid as e:
-            invalid.append(str(e).splitlines()[0])
-        if invalid:
-            errors[number] = invalid[0]
-        else:
-            tables.append(table)
-            kept.append(number)
-    if not tables:
-        return _Batch(np.array(kept, dtype=np.int64), {c: pa.array([], pa.string()) for c in wanted}, errors)
-    table = pa.concat_tables(tables)
-    return _Batch(np.array(kept, dtype=np.int64), {c: table.column(c).combine_chunks() for c in wanted}, errors)
-
-
-def _arrow_csv(block: bytes, header: list[str], wanted: list[str], on_invalid) -> Any:
-    """Whole CSV lines (no header) as an Arrow table of the ``wanted`` columns, all as text."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    return pcsv.read_csv(
-        pa.BufferReader(block),
-        read_options=pcsv.ReadOptions(column_names=header, use_threads=False, block_size=max(len(block) + 1, 1 << 16)),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=pcsv.ConvertOptions(
-            include_columns=wanted, column_types={c: pa.string() for c in wanted},
-            strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[],
-        ),
-    )
-
-
-def _not_utf8(block: bytes) -> bool:
-    try:
-        block.decode("utf-8")
-        return False
-    except UnicodeDecodeError:
-        return True
-
-
-def _line_problem(line: bytes) -> str | None:
-    """"blank" for an empty line, a reason for a line Arrow must not parse, else None."""
-    if not line.strip():
-        return "blank"
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return f"not valid UTF-8 (byte {e.start} of the line)"
-    if line.count(b'"') % 2:
-        return "unbalanced quote (a quoted field never closes on this line)"
-    return None

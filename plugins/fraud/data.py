@@ -16,7 +16,8 @@ import pandas as pd
 
 from toolkit.console import get_logger
 from toolkit.errors import AitkError
-from toolkit.io import base_suffix, has_suffix, open_text
+from toolkit.io import base_suffix, has_suffix
+from toolkit.table_files import read_frame
 
 logger = get_logger(__name__)
 
@@ -38,8 +39,9 @@ def names(value: Any) -> list[str]:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The whole table (to train or evaluate on) as raw values: CSV cells as text (also .csv.gz),
-    Parquet cells as stored. A folder: every table in it, one after the other."""
+    """The whole table (to train or evaluate on) as raw values: CSV cells as text (also .csv.gz;
+    comma, semicolon with decimal commas or tab: ``toolkit.table_files.read_frame``), Parquet
+    cells as stored. A folder: every table in it, one after the other."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and has_suffix(p, SUFFIXES))
@@ -51,8 +53,7 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = base_suffix(path)
     try:
         if suffix == ".csv":
-            with open_text(path) as text:
-                return pd.read_csv(text, dtype=str, keep_default_na=False)
+            return read_frame(path, text_cells=True)
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as e:

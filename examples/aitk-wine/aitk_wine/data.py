@@ -9,20 +9,17 @@ from toolkit import AitkError
 
 def read_table(path: Path, label: str):
     """Features (float32 array), labels (list of str) and feature names of a labelled CSV (also
-    .csv.gz; UTF-8, or UTF-16 with a byte-order mark: ``toolkit.io.open_text``).
+    .csv.gz; UTF-8, or UTF-16 with a byte-order mark; comma, semicolon with decimal commas, tab:
+    ``toolkit.table_files.read_frame``).
 
     AitkError names the file and what is wrong: no rows, no label column, a column that is not
     numeric, missing or non-finite values."""
     import numpy as np
     import pandas as pd
 
-    from toolkit.io import open_text
+    from toolkit.table_files import read_frame
 
-    try:
-        with open_text(path) as text:
-            frame = pd.read_csv(text)
-    except (ValueError, OSError) as e:
-        raise AitkError(f"{path}: cannot read the table ({e})") from None
+    frame = read_frame(path)
     if frame.empty:
         raise AitkError(f"{path}: no rows")
     if label not in frame.columns:
