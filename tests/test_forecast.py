@@ -141,6 +141,23 @@ def test_bad_series_become_error_rows_that_say_what_is_wrong(trained, tmp_path):
     assert [sid for sid, row in rows.items() if not row.get("error")] == ["c", "d"] and filled.returncode == 3
 
 
+def test_a_line_that_cannot_be_a_row_is_its_own_error_row_and_the_other_series_are_scored(trained, tmp_path):
+    lines = seasonal_frame().to_csv(index=False).encode().splitlines()
+    lines[300] += b",9"  # series b, file line 301: an extra field
+    lines[301] = lines[301].replace(b"2023", b"2\xff23")  # not UTF-8
+    lines[302] = lines[302].replace(b"b,", b'"b,', 1)  # an unbalanced quote
+    (tmp_path / "bad.csv").write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "bad.jsonl"
+    result = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "bad.csv"), "--out", str(out), plugins="forecast")
+    rows = predictions(out)
+    name = tmp_path / "bad.csv"
+    assert result.returncode == 3 and [sid for sid, row in rows.items() if not row.get("error")] == ["a", "c", "d"]
+    assert rows[f"{name}:301"]["error"] == f"{name}:301: expected 3 fields, got 4"
+    assert rows[f"{name}:302"]["error"].startswith(f"{name}:302: not valid UTF-8 at byte ")
+    assert rows[f"{name}:303"]["error"] == f"{name}:303: unbalanced quote (a quoted field never closes on this line)"
+    assert rows["b"]["error"].startswith("series b: 3 missing timestamp(s)")
+
+
 def test_unknown_or_missing_columns_get_one_line_errors(trained, tmp_path):
     unknown = run_aitk("forecast", "train", str(trained["series"]), "--out", str(tmp_path / "b"), "--target", "sales", plugins="forecast")
     assert unknown.returncode == 1 and "Traceback" not in unknown.stderr

@@ -381,9 +381,10 @@ def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[lis
     return good, bad, freq
 
 
-def read(path: Path, schema: Schema) -> pd.DataFrame:
-    """A table read in the schema's CSV dialect, with every column the schema needs (else InputError)."""
-    frame = read_table(path, schema.delimiter, schema.decimal)
+def read(path: Path, schema: Schema, bad_lines: dict[int, str] | None = None) -> pd.DataFrame:
+    """A table read in the schema's CSV dialect, with every column the schema needs (else InputError);
+    lines that cannot be rows go into ``bad_lines`` (else they are logged): ``table.read_table``."""
+    frame = read_table(path, schema.delimiter, schema.decimal, bad_lines=bad_lines)
     check_columns(frame, schema, path)
     return frame
 

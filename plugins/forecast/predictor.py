@@ -61,20 +61,26 @@ class ForecastPredictor(Predictor):
         total = 0
         for path in paths:
             try:
-                total += len(read_table(path, self.schema.delimiter, self.schema.decimal, self.schema.keys).drop_duplicates())
+                bad_lines: dict[int, str] = {}  # counted, not logged: read() reports them
+                table = read_table(path, self.schema.delimiter, self.schema.decimal, self.schema.keys, bad_lines)
+                total += len(table.drop_duplicates()) + len(bad_lines)
             except AitkError:
                 total += 1
         return total
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per series; a file that cannot be read, or lacks a column, is one error record."""
+        """One record per series; a file that cannot be read, or lacks a column, is one error record,
+        and so is each line that cannot be a row (``PATH:LINE``; its series is read without it)."""
         seen: dict[str, Path] = {}
         for path in paths:
+            bad_lines: dict[int, str] = {}
             try:
-                frame = data.read(path, self.schema)
+                frame = data.read(path, self.schema, bad_lines)
             except AitkError as e:
                 yield Record(id=str(path), error=str(e))
                 continue
+            for line, reason in sorted(bad_lines.items()):
+                yield Record(id=f"{path}:{line}", error=f"{path}:{line}: {reason}")
             for sid, part in data.split_series(frame, self.schema, path):
                 if sid in seen:
                     yield Record(id=f"{path}:{sid}", error=f"series {sid}: also in {seen[sid]}; series ids must be unique across inputs")

@@ -3,18 +3,25 @@ tab, pipe), gzip-compressed CSV, and Parquet.
 
 The delimiter and decimal mark are settings; left empty, they are found from the file's first
 lines: the delimiter that splits every line into the same number of fields, and a decimal comma
-when the delimiter is not a comma and the numbers are written ``1,5`` rather than ``1.5``."""
+when the delimiter is not a comma and the numbers are written ``1,5`` rather than ``1.5``.
+
+A CSV line that cannot be one row (not valid UTF-8, an unbalanced quote, too many or too few
+fields) is left out and reported by line number; the other lines are read."""
 
 from __future__ import annotations
 
+import csv
 import io
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from toolkit import AitkError
+from toolkit.console import get_logger
+from toolkit.errors import InputError
+
+logger = get_logger(__name__)
 
 DELIMITERS = (",", ";", "\t", "|")
 SUFFIXES = (".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz")
@@ -23,16 +30,26 @@ DOT_NUMBER = re.compile(r'^"?-?\d+\.\d+"?$')
 SAMPLE_CHARS = 1 << 16
 
 
-def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list[str] | None = None) -> pd.DataFrame:
+def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list[str] | None = None,
+               bad_lines: dict[int, str] | None = None) -> pd.DataFrame:
     """A CSV or Parquet file (``-``: CSV on stdin) as a DataFrame, only ``columns`` when given;
     AitkError if it cannot be read (or lacks one of ``columns``).
 
-    ``delimiter`` (``tab`` for a tab) and ``decimal`` empty: found from the file (see the module's docstring)."""
+    ``delimiter`` (``tab`` for a tab) and ``decimal`` empty: found from the file (see the module's
+    docstring). CSV lines that cannot be a row go into ``bad_lines`` (reason by line number, the
+    header being line 1); without it, each is logged as a warning."""
     is_parquet = path.suffix.lower() == ".parquet"
     try:
         if is_parquet:
             return pd.read_parquet(path, columns=columns)
-        text = _text(path)
+        if str(path) != "-" and not path.exists():
+            raise FileNotFoundError(path)
+        text, bad = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
+        for line, reason in bad.items():
+            if bad_lines is None:
+                logger.warning(f"{path}:{line}: {reason}; the line is left out")
+            else:
+                bad_lines[line] = reason
         sep = {"tab": "\t"}.get(delimiter, delimiter) or sniff_delimiter(text)
         mark = decimal or sniff_decimal(text, sep)
         return pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
@@ -44,14 +61,30 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
         raise AitkError(f"{path}: cannot read as {'Parquet' if is_parquet else 'CSV'}: {e}") from None
 
 
-def _text(path: Path) -> str:
-    """The whole file as text: gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8."""
-    from toolkit.io import open_text
+def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str]]:
+    """(the lines that can be rows, the header first, as one text; reason by line number for the others).
 
-    if str(path) != "-" and not path.exists():
-        raise FileNotFoundError(path)
-    with open_text(path) as f:
-        return f.read()
+    Decoded line by line (gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8)."""
+    from toolkit.io import read_lines
+
+    lines = list(read_lines(path))
+    if not lines:
+        return "", {}
+    if lines[0].error is not None:
+        raise InputError(f"{path}: {lines[0].error}")
+    sep = delimiter or sniff_delimiter("\n".join(line.text for line in lines[:50] if line.text is not None) + "\n")
+    width = len(next(csv.reader([lines[0].text], delimiter=sep)))
+    kept, bad = [lines[0].text], {}
+    for line in lines[1:]:
+        if line.error is not None:
+            bad[line.number] = line.error.split(": ", 1)[1]
+        elif line.text.count('"') % 2:
+            bad[line.number] = "unbalanced quote (a quoted field never closes on this line)"
+        elif line.text.count(sep) + 1 != width and (fields := len(next(csv.reader([line.text], delimiter=sep)))) != width:
+            bad[line.number] = f"expected {width} fields, got {fields}"
+        else:
+            kept.append(line.text)
+    return "\n".join(kept) + "\n", bad
 
 
 def sniff_delimiter(text: str) -> str:
