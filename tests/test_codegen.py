@@ -361,3 +361,20 @@ def test_a_trained_bundle_exports_to_a_hugging_face_folder(trained, tmp_path):
     from test_codegen_import import exported_logits_match
 
     exported_logits_match(trained["bundle"], tmp_path / "hf")
+
+
+def test_ray_engine_numbers_repeated_ids_as_the_local_engine_resume_included(trained, tmp_path):
+    """User-given ids repeated within and across files: the Ray engine writes x, y, x#2, x#3 as the
+    local engine does, and --resume after x and y writes the rest."""
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "x", "prompt": "def add(a, b):"}, {"id": "y", "prompt": "import os\n"}, {"id": "x", "prompt": "class A:"}]))
+    (tmp_path / "b.jsonl").write_text(json.dumps({"id": "x", "prompt": "for i in"}) + "\n")
+    inputs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    local = codegen("predict", trained["bundle"], *inputs, "--out", tmp_path / "local.jsonl", "--max-new-tokens", "4")
+    lines = (tmp_path / "local.jsonl").read_text().splitlines()
+    (tmp_path / "ray.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    ray = codegen("predict", trained["bundle"], *inputs, "--out", tmp_path / "ray.jsonl", "--max-new-tokens", "4", "--engine", "ray", "--resume")
+    assert local.returncode == ray.returncode == 0, ray.stderr
+    assert [json.loads(line)["id"] for line in lines] == ["x", "y", "x#2", "x#3"]
+    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
+    assert "record id 'x' appears more than once" in ray.stderr

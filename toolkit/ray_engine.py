@@ -2,8 +2,9 @@
 
 Ray Data reads the input files (one task per file), an actor pool holds the ORT predictors (one
 per GPU when the cluster has GPUs), and the driver journals rows in input order, so the output is
-the same file the local engine writes, error rows included. Without ``address`` a local Ray
-instance starts."""
+the same file the local engine writes, error rows included. Ids repeated across the run are made
+unique as the local engine does (``x``, ``x#2``...): a first pass over the files collects the
+ids in input order, so the files are read twice. Without ``address`` a local Ray instance starts."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import Counter, Journal, Layout, predict_records, write_batches
+from toolkit.batch import Counter, Journal, Layout, predict_records, skip_done, write_batches
 from toolkit.errors import AitkError
 from toolkit.extras import DISTRIBUTION
 from toolkit.runtime import Runtime
+from toolkit.usecase import Record
 
 
 def run_batch_ray(
@@ -54,18 +56,20 @@ def run_batch_ray(
     done = frozenset(journal.ids)
     files = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, len(paths)))
     settings = (usecase_name, str(bundle), runtime, options)
-    records = files.flat_map(lambda item: [{"record": r} for r in _read_file(settings, item["path"]) if r.id not in done])
-    rows = records.map_batches(
-        PredictorActor,
-        fn_constructor_args=(settings,),
-        batch_size=batch_size,
-        batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=min(1.0, max(cpus - 1, 0.5) / actors),  # leave a CPU for the read tasks, or the pool starves them
-        num_gpus=1 if gpus else 0,
-    )
-    batches = ([json.loads(text) for text in batch["row"]] for batch in rows.iter_batches(batch_size=batch_size, batch_format="pandas"))
     try:
+        renames = _renames(files, settings)
+        records = files.flat_map(lambda item: [{"record": r} for r in _renamed(_read_file(settings, item["path"]), renames.get(item["path"], {}))
+                                               if r.id not in done])
+        rows = records.map_batches(
+            PredictorActor,
+            fn_constructor_args=(settings,),
+            batch_size=batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=min(1.0, max(cpus - 1, 0.5) / actors),  # leave a CPU for the read tasks, or the pool starves them
+            num_gpus=1 if gpus else 0,
+        )
+        batches = ([json.loads(text) for text in batch["row"]] for batch in rows.iter_batches(batch_size=batch_size, batch_format="pandas"))
         summary = write_batches(batches, journal, Counter(len(done)), provider=f"ray ({actors} actors)")
     except ray.exceptions.RayError as e:  # a failure inside Ray: its last line, not Ray's traceback
         raise AitkError(last_line(e)) from None
@@ -89,14 +93,30 @@ def import_ray():
 
 def _read_file(settings: tuple, path: str) -> list:
     """The records of one input file (a Ray read task); a file that cannot be read is one error record."""
-    from toolkit.usecase import Record
-
     try:
         return list(_predictor(*settings).read([Path(path)]))
     except AitkError as e:
         return [Record(id=path, error=str(e))]
     except Exception as e:  # a reader failing its own way: still that file's error, not the run's end
         return [Record(id=path, error=f"{path}: {type(e).__name__}: {e}")]
+
+
+def _renames(files, settings: tuple) -> dict[str, dict[int, str]]:
+    """Per file, ``{position: new id}`` for its records whose id repeats one before it in the run
+    (files in input order), numbered by the local engine's own ``skip_done``."""
+    listed = [(row["path"], row["id"]) for row in files.flat_map(
+        lambda item: [{"path": item["path"], "id": r.id} for r in _read_file(settings, item["path"])]).iter_rows()]
+    renames: dict[str, dict[int, str]] = {}
+    positions: dict[str, int] = {}
+    for (path, given), record in zip(listed, skip_done((Record(id) for _, id in listed), set(), Counter())):
+        position = positions[path] = positions.get(path, -1) + 1
+        if record.id != given:
+            renames.setdefault(path, {})[position] = record.id
+    return renames
+
+
+def _renamed(records: list, renames: dict[int, str]) -> list:
+    return [dataclasses.replace(r, id=renames[i]) if i in renames else r for i, r in enumerate(records)]
 
 
 def last_line(error: Exception) -> str:
