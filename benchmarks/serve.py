@@ -3,10 +3,13 @@ message per request) at 1, 8 and 64 concurrent clients; requests/s and p50/p99 l
 beside the in-process predictor on the same records in the same run (one record per call, and
 batched). Bundles are trained on each use case's sample data (speed, not accuracy, is measured).
 
-    python benchmarks/serve.py [--clients 1,8,64] [--requests 2000] [--seconds 20]
+    python benchmarks/serve.py [--clients 1,8,64] [--requests 2000] [--seconds 20] [--soak 100000]
 
-Each level stops after --requests requests or --seconds, whichever comes first. The server's
-memory (RSS) is read before and after the load."""
+Each level stops after --requests requests or --seconds, whichever comes first; --soak N then
+sends N more from 64 clients. The server's memory (RSS) is read before and after each level, its
+CPU time per request beside the in-process predictor's per record (a fairer measure than
+requests/s on cores other jobs share). The in-process batched rate is measured again at the end,
+to show how much the machine's load moved during the run."""
 
 from __future__ import annotations
 
@@ -31,35 +34,53 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="seconds per level at most")
     parser.add_argument("--only", choices=("fraud", "chatbot"), help="one use case")
     parser.add_argument("--max-wait-ms", default="2", help="the server's --max-wait-ms")
+    parser.add_argument("--soak", type=int, default=0, metavar="N", help="then N more requests from 64 clients (memory over a long run)")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [args.only] if args.only else ["fraud", "chatbot"]:
-            rows += bench(name, Path(tmp) / name, levels, args.requests, args.seconds, args.max_wait_ms)
-    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; loopback HTTP/1.1 keep-alive, the clients in one process (asyncio), the server in another\n")
-    print(markdown_table(["model", "how", "requests", "req/s", "p50 ms", "p99 ms", "errors", "server RSS MB"], rows))
+            rows += bench(name, Path(tmp) / name, levels, args.requests, args.seconds, args.max_wait_ms, args.soak)
+    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; loopback HTTP/1.1 keep-alive, the clients in one process (asyncio on uvloop), "
+          "the server in another; CPU ms: the server's (or the in-process predictor's) CPU time per request (record)\n")
+    print(markdown_table(["model", "how", "requests", "req/s", "p50 ms", "p99 ms", "CPU ms", "errors", "server RSS MB"], rows))
 
 
-def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float, max_wait_ms: str) -> list[list]:
+def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float, max_wait_ms: str, soak: int) -> list[list]:
     from toolkit.runtime import Runtime
 
     usecase, bundle, sample = trained_usecase(name, work)
     records = _records(name, sample)
-    predictor = usecase.load(bundle, Runtime(device="cpu"))
+    predictor = usecase.load(bundle, Runtime(device="cpu", spinning=False))  # as `aitk serve` runs it
+    batched = f"in-process, batches of {usecase.batch_size}"
     rows = [[name, "in-process, 1 record per call", *_in_process(predictor, records, 1, max_requests, max_seconds), ""],
-            [name, f"in-process, batches of {usecase.batch_size}", *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""]]
+            [name, batched, *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""]]
     server, url = _start(bundle.path, max_wait_ms)
     try:
         before = _rss_mb(server.pid)
-        for clients in levels:
-            done, seconds, latencies, errors = asyncio.run(_load(url + f"/v1/{name}/predict", records, clients, max_requests, max_seconds))
-            rows.append([name, f"`aitk serve`, {clients} clients", done, f"{done / seconds:,.0f}", f"{_ms(latencies, 50)}", f"{_ms(latencies, 99)}",
+        runs = [(f"{c} clients", c, max_requests, max_seconds) for c in levels] + ([("64 clients, soak", 64, soak, 3600)] if soak else [])
+        for label, clients, budget, seconds in runs:
+            cpu = _cpu_seconds(server.pid)
+            done, took, latencies, errors = _run(_load(url + f"/v1/{name}/predict", records, clients, budget, seconds))
+            cpu = _cpu_seconds(server.pid) - cpu
+            rows.append([name, f"`aitk serve`, {label}", done,
+                         f"{done / took:,.0f}", f"{_ms(latencies, 50)}", f"{_ms(latencies, 99)}", f"{1000 * cpu / max(done, 1):.2f}",
                          errors, f"{before:.0f} -> {_rss_mb(server.pid):.0f}"])
     finally:
         server.terminate()
         server.wait(30)
+    rows.append([name, f"{batched}, again", *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""])
     return rows
+
+
+def _run(coroutine):
+    """The load's event loop: uvloop's where installed, so that the clients, which share the cores
+    with the server, cost as little as a compiled load generator's would."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
 
 
 def _records(name: str, sample) -> list[dict]:
@@ -76,7 +97,7 @@ def _in_process(predictor, records: list[dict], batch: int, max_records: int, ma
 
     items = [predictor.from_json(records[i % len(records)], str(i)) for i in range(max_records)]
     latencies, errors, done = [], 0, 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(items), batch):
         if time.perf_counter() - started > max_seconds:
             break
@@ -85,8 +106,8 @@ def _in_process(predictor, records: list[dict], batch: int, max_records: int, ma
         latencies.append(time.perf_counter() - t)
         errors += sum(1 for row in rows if row.get("error"))
         done += len(rows)
-    seconds = time.perf_counter() - started
-    return [done, f"{done / seconds:,.0f}", _ms(latencies, 50), _ms(latencies, 99), errors]
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return [done, f"{done / seconds:,.0f}", _ms(latencies, 50), _ms(latencies, 99), f"{1000 * cpu / max(done, 1):.2f}", errors]
 
 
 def _start(bundle: Path, max_wait_ms: str):
@@ -166,6 +187,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:

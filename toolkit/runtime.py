@@ -30,6 +30,9 @@ class Runtime:
     device: str = "auto"
     threads: int | None = None
     variant: str | None = None
+    spinning: bool = True
+    """ORT's idle intra-op threads spin for the next call (lowest latency when the cores are free);
+    False lets them sleep, leaving the cores to other work in the process (a server's event loop)."""
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -91,6 +94,8 @@ class OrtSession:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = runtime.threads or 0
+        if not runtime.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         wanted = runtime.provider()

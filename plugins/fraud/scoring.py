@@ -41,18 +41,25 @@ class Scorer:
         return np.concatenate(scores), np.concatenate(logits)
 
     def impacts(self, numeric: np.ndarray, categorical: np.ndarray, logit: np.ndarray) -> np.ndarray:
-        """[rows, features] drop in log-odds when each feature (numeric first) is set to its typical value."""
+        """[rows, features] drop in log-odds when each feature (numeric first) is set to its typical
+        value: every occluded copy of a block of rows goes through the model in one call."""
+        n_numeric, n_features = numeric.shape[1], numeric.shape[1] + categorical.shape[1]
+        block = max(1, CHUNK // max(1, n_features))
+        return np.concatenate([self._occlusions(numeric[i : i + block], categorical[i : i + block], logit[i : i + block])
+                               for i in range(0, len(numeric), block)] or [np.zeros((0, n_features), np.float32)])
+
+    def _occlusions(self, numeric: np.ndarray, categorical: np.ndarray, logit: np.ndarray) -> np.ndarray:
         base_numeric, base_categorical = self.prep.baseline()
-        out = np.zeros((len(numeric), numeric.shape[1] + categorical.shape[1]), dtype=np.float32)
-        for j in range(numeric.shape[1]):
-            occluded = numeric.copy()
-            occluded[:, j] = base_numeric[j]
-            out[:, j] = logit - self.run(occluded, categorical)[1]
+        n_numeric, n_features = numeric.shape[1], numeric.shape[1] + categorical.shape[1]
+        numerics = np.repeat(numeric[None], n_features, axis=0)  # [features, rows, numeric]: copy j has feature j occluded
+        categoricals = np.repeat(categorical[None], n_features, axis=0)
+        for j in range(n_numeric):
+            numerics[j, :, j] = base_numeric[j]
         for j in range(categorical.shape[1]):
-            occluded = categorical.copy()
-            occluded[:, j] = base_categorical[j]
-            out[:, numeric.shape[1] + j] = logit - self.run(numeric, occluded)[1]
-        return out
+            categoricals[n_numeric + j, :, j] = base_categorical[j]
+        rows = n_features * len(numeric)
+        occluded = self.run(numerics.reshape(rows, n_numeric), categoricals.reshape(rows, categorical.shape[1]))[1]
+        return (logit[None, :] - occluded.reshape(n_features, len(numeric))).T.astype(np.float32)
 
     def score_frame(self, frame: Any, source: Any) -> np.ndarray:
         """Scores of a whole labelled or unlabelled table (a bad cell is an error naming its row)."""

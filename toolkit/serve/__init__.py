@@ -5,6 +5,7 @@ endpoints through ``UseCase.serve_routes``. See toolkit/serve/app.py for the end
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from toolkit.serve.limits import Limits
@@ -22,6 +23,8 @@ def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_
 
     limits = limits or Limits()
     metrics = Metrics()
+    # ORT's idle threads sleep rather than spin: the event loop shares the cores with them
+    runtime = dataclasses.replace(runtime, spinning=False)
     models = load_models(specs, usecases if usecases is not None else get_usecases(), runtime, limits, metrics, batch_size)
     return create_app(models, limits, metrics, api_key)
 

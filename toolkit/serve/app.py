@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,13 +16,17 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from toolkit import __version__
-from toolkit.errors import AitkError
-from toolkit.serve.batcher import run_in_thread
 from toolkit.serve.http import HTTPError, guarded, install_error_handlers
 from toolkit.serve.limits import ApiKey, BodyLimit, Limits
 from toolkit.serve.metrics import Metrics
 from toolkit.serve.models import ServedModel
-from toolkit.usecase import Predictor, Record
+from toolkit.serve.predict import PredictPath, json_records, predict_rows, upload_records
+
+PREDICT_ANSWER = {
+    "type": "object", "required": ["model", "rows"],
+    "properties": {"model": {"type": "string"}, "rows": {"type": "array", "items": {"type": "object"},
+                   "description": "One row per record, in order: the rows batch `predict` writes, error rows ({\"id\", \"error\"}) included."}},
+}
 
 PREDICT_BODY = {
     "requestBody": {
@@ -91,73 +94,27 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
         """Every model served: name, use case, bundle, versions, metrics, execution provider."""
         return {"models": [model.info() for model in models.values()]}
 
-    @app.post("/v1/{model}/predict", tags=["models"], openapi_extra=PREDICT_BODY)
-    async def predict(model: str, request: Request) -> dict[str, Any]:
+    @app.post("/v1/{model}/predict", tags=["models"], openapi_extra=PREDICT_BODY,
+              responses={200: {"content": {"application/json": {"schema": PREDICT_ANSWER}}}})
+    async def predict(model: str, request: Request) -> JSONResponse:
         """The rows batch `predict` writes for these records (``id`` is the record's position in
         the request unless the use case takes it from the record), error rows included."""
         served = model_named(model)
         rows = await guarded(metrics, limits, model, "predict", _predict(served, request, limits))
         metrics.rows(model, rows)
-        return {"model": model, "rows": rows}
+        return JSONResponse({"model": model, "rows": rows})  # plain values already: no jsonable_encoder pass
+
+    async def _predict(served: ServedModel, request: Request, limits: Limits) -> list[dict[str, Any]]:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            records = await upload_records(served.predictor, request, limits)
+        else:
+            records = json_records(served.predictor, await request.body(), limits)
+        return await predict_rows(served, records)
 
     for model in models.values():
         model.usecase.serve_routes(app, model)
+    app.add_middleware(PredictPath, models=models, limits=limits, metrics=metrics)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     if api_key:
         app.add_middleware(ApiKey, key=api_key)
     return app
-
-
-async def _predict(served: ServedModel, request: Request, limits: Limits) -> list[dict[str, Any]]:
-    records = await _records(served.predictor, request, limits)
-    with served.batcher.reserve(len(records)) as ticket:
-        decoded = await run_in_thread(served.decode, records)
-        return await served.batcher.submit(ticket, list(zip(records, decoded)))
-
-
-async def _records(predictor: Predictor, request: Request, limits: Limits) -> list[Record]:
-    """The request's records: JSON ``{"records": [...]}``, or one per uploaded file."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return await _uploads(predictor, request, limits)
-    try:
-        body = json.loads(await request.body())
-    except ValueError as e:
-        raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
-    if not isinstance(body, dict) or "records" not in body:
-        raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "records")
-    values = body["records"]
-    if not isinstance(values, list):
-        raise HTTPError(422, "records: expected a list", "records")
-    _check_count(len(values), limits, "records")
-    records = []
-    for i, value in enumerate(values):
-        try:
-            records.append(predictor.from_json(value, str(i)))
-        except AitkError as e:
-            records.append(Record(str(i), error=f"records[{i}]: {e}"))
-    return records
-
-
-async def _uploads(predictor: Predictor, request: Request, limits: Limits) -> list[Record]:
-    if type(predictor).from_upload is Predictor.from_upload:
-        raise HTTPError(415, 'this model takes JSON records ({"records": [...]}), not file uploads', "body")
-    form = await request.form(max_files=limits.max_records + 1)
-    files = [value for _, value in form.multi_items() if not isinstance(value, str)]
-    if not files:
-        raise HTTPError(422, "files: no file in the form", "files")
-    _check_count(len(files), limits, "files")
-    records = []
-    for i, upload in enumerate(files):
-        name = upload.filename or str(i)
-        try:
-            records.append(predictor.from_upload(await upload.read(), name))
-        except AitkError as e:
-            records.append(Record(name, error=str(e)))
-    return records
-
-
-def _check_count(count: int, limits: Limits, field: str) -> None:
-    if count == 0:
-        raise HTTPError(422, f"{field}: empty; send at least one", field)
-    if count > limits.max_records:
-        raise HTTPError(413, f"{field}: {count} in one request, at most {limits.max_records} (--max-records)", field)

@@ -46,13 +46,12 @@ class Batcher(Generic[T, R]):
         self.held = 0  # items accepted and not yet answered: the bound of the queue
         self.arriving = 0  # requests accepted whose items are not queued yet (still decoding)
         self._items: deque[tuple[T, asyncio.Future]] = deque()
-        self._changed: asyncio.Event | None = None
+        self._waiter: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aitk-model-{name}")
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
-        self._changed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"aitk-batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -105,20 +104,25 @@ class Batcher(Generic[T, R]):
         self._signal()
 
     def _signal(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _wait(self, ready: Callable[[], bool], deadline: float | None) -> bool:
+        """Until ``ready()`` (True) or the loop time ``deadline`` (``ready()`` then); a plain future
+        woken by ``_signal`` and a timer, no task per wake-up."""
         loop = asyncio.get_running_loop()
         while not ready():
-            self._changed.clear()
-            timeout = None if deadline is None else deadline - loop.time()
-            if timeout is not None and timeout <= 0:
+            if deadline is not None and loop.time() >= deadline:
                 return False
+            self._waiter = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, self._signal)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                return ready()
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         return True
 
     async def _serve(self) -> None:

@@ -61,8 +61,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, error: Exception) -> JSONResponse:
-        logger.error(f"{request.method} {request.url.path}: {type(error).__name__}: {error}")
-        return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
+        return crash_response(request.method, request.url.path, error)
+
+
+def crash_response(method: str, path: str, error: Exception) -> JSONResponse:
+    """A 500 for an unexpected failure: one line in the log, none of it in the answer."""
+    logger.error(f"{method} {path}: {type(error).__name__}: {error}")
+    return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
 
 
 async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, work: Awaitable[T]) -> T:
@@ -70,7 +75,7 @@ async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, w
     with Retry-After, a timeout a 504, any HTTPError keeps its status."""
     with metrics.track(model, endpoint) as status:
         try:
-            return await asyncio.wait_for(work, limits.timeout_s)
+            return await _within(work, limits.timeout_s)
         except QueueFull as e:
             status["code"] = 503
             raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
@@ -81,3 +86,12 @@ async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, w
             status["code"] = e.status
             raise
 
+
+
+async def _within(work: Awaitable[T], seconds: float) -> T:
+    """``await work``, TimeoutError after ``seconds``: in this task where Python has asyncio.timeout
+    (3.11), not in a task of its own as wait_for runs it."""
+    if not hasattr(asyncio, "timeout"):
+        return await asyncio.wait_for(work, seconds)
+    async with asyncio.timeout(seconds):
+        return await work

@@ -25,6 +25,7 @@ class Metrics:
         self.batches = Histogram("aitk_batch_size", "Items per model call (dynamic batching)", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.records = Counter("aitk_records", "Records predicted", ["model"], registry=r)
         self.errors = Counter("aitk_record_errors", "Records answered with an error row", ["model"], registry=r)
+        self._children: dict[tuple, object] = {}
         self.queued = Gauge("aitk_queued_records", "Records a model holds (queued, decoding or running)", ["model"], registry=r)
 
     @contextmanager
@@ -39,17 +40,25 @@ class Metrics:
                 status["code"] = 500
             raise
         finally:
-            self.latency.labels(model, endpoint).observe(time.perf_counter() - started)
-            self.requests.labels(model, endpoint, str(status["code"])).inc()
+            self._child(self.latency, model, endpoint).observe(time.perf_counter() - started)
+            self._child(self.requests, model, endpoint, str(status["code"])).inc()
 
     def batch(self, model: str, size: int) -> None:
-        self.batches.labels(model).observe(size)
+        self._child(self.batches, model).observe(size)
 
     def rows(self, model: str, rows: list[dict]) -> None:
-        self.records.labels(model).inc(len(rows))
+        self._child(self.records, model).inc(len(rows))
         bad = sum(1 for row in rows if row.get("error") is not None)
         if bad:
-            self.errors.labels(model).inc(bad)
+            self._child(self.errors, model).inc(bad)
+
+    def _child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up once (labels() validates and locks on every call)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
