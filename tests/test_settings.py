@@ -54,6 +54,18 @@ def test_lists_from_config_files_as_lists_or_comma_text(tmp_path, suffix, text):
     assert config.feature_stages == [2, 3, 4] and config.quantiles == [0.05, 0.95]
 
 
+def test_yaml_yes_no_on_off_stay_text_and_still_set_a_true_false_setting(tmp_path):
+    @dataclass
+    class Labelled:
+        label: str = setting("label", "The label column.")
+        fill_gaps: bool = setting(False, "Interpolate gaps.")
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("label: no\nfill_gaps: yes\n")
+    assert read_settings(path) == {"label": "no", "fill_gaps": "yes"}
+    assert build_settings(Labelled, read_settings(path)) == Labelled("no", True)
+
+
 def test_unknown_setting_suggests_the_closest_name():
     assert error({"learning_rat": 1}) == "unknown setting 'learning_rat'; did you mean 'learning_rate'?"
     assert error({"lrr": 1}) == "unknown setting 'lrr'; did you mean 'learning_rate'?"  # via its old name

@@ -42,7 +42,7 @@ def _parse(kind: str, text: str, path: Path) -> Any:
         import yaml
 
         try:
-            return yaml.safe_load(text)
+            return load_yaml(text)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -63,3 +63,23 @@ def _toml_where(path: Path, error: Exception) -> str:
 
     found = re.search(r"\(at line (\d+), column (\d+)\)", str(error))
     return f"{path}:{found[1]}:{found[2]}" if found else str(path)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML with 1.2 booleans: only true/false are booleans, so ``yes``, ``no``, ``on``, ``off``
+    stay text (a column named ``no``, an intent named ``yes``), where YAML 1.1 makes them
+    True/False. A true/false setting still takes them: settings parse ``yes`` as true."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    return yaml.load(text, Loader=Loader)

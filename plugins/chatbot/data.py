@@ -65,20 +65,11 @@ def load_domain(path: Path) -> dict[str, Any]:
 
 
 def read_yaml(text: str) -> Any:
-    """YAML with 1.2 booleans: only true/false are booleans, so intents named yes, no, on, off
+    """YAML with 1.2 booleans (``toolkit.settings_file.load_yaml``): intents named yes, no, on, off
     (and examples "yes", "no") stay text, where YAML 1.1 would turn them into True/False."""
-    import yaml
+    from toolkit.settings_file import load_yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    bool_tag = "tag:yaml.org,2002:bool"
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    return yaml.load(text, Loader=Loader)
+    return load_yaml(text)
 
 
 def normalise_domain(raw: dict[str, Any], where: str = "domain", base: Path | None = None) -> dict[str, Any]:
