@@ -3,7 +3,8 @@ for, what it was trained on (name, records, size, sha256, date), with which libr
 its metrics and export checks, the limits its plugin declares, and how to use it.
 
 The core writes it for every bundle from the manifest (``toolkit.package.package``); a use case
-adds only its own text, ``UseCase.model_card`` (intended use and limitations)."""
+adds only its own text, ``UseCase.model_card`` (intended use and limitations). ``summary`` is what
+`aitk bundle info` shows."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.counting import count_records
+from toolkit.errors import AitkError
 from toolkit.io import has_suffix
+
+if TYPE_CHECKING:
+    from toolkit.bundle import Bundle
 
 CARD = "README.md"
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy")  # distributions; those installed are listed
@@ -51,6 +56,35 @@ def data_facts(data: Path | str) -> dict[str, Any]:
         modified=None if newest is None else dt.datetime.fromtimestamp(newest, dt.timezone.utc).isoformat(timespec="seconds"),
     )
     return facts
+
+
+def card_text(bundle: Bundle) -> str:
+    """The bundle's model card; AitkError for a bundle written before aitk wrote them."""
+    if not bundle.has(CARD):
+        raise AitkError(f"{bundle.path}: this bundle has no model card (it was written before aitk wrote them); "
+                        f"`aitk bundle info {bundle.path}` shows what it records")
+    return bundle.file(CARD).read_text(encoding="utf-8")
+
+
+def summary(bundle: Bundle) -> dict[str, Any]:
+    """What `aitk bundle info` shows: what the bundle is, its data, files, settings, metrics, graphs."""
+    manifest = bundle.manifest
+    sizes = {name: bundle.file(name).stat().st_size for name in manifest["files"]}
+    return {
+        "bundle": str(bundle.path),
+        "usecase": manifest["usecase"],
+        "created": manifest["created"],
+        "plugin": f"{manifest['plugin']['name']} {manifest['plugin']['version']}",
+        "format_version": bundle.stored_format,
+        "checksums": f"{len(sizes)} files verified",
+        "model card": str(bundle.path / CARD) if bundle.has(CARD) else "none",
+        "data": manifest.get("data", "not recorded"),
+        "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
+        "config": manifest["config"],
+        "metrics": manifest["metrics"],
+        "graphs": manifest["graphs"],
+        "libraries": manifest.get("libraries", "not recorded"),
+    }
 
 
 def library_versions() -> dict[str, str]:

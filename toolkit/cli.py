@@ -182,34 +182,15 @@ def bundle_info(
 ) -> None:
     """What a bundle is, what it was trained on and how, its metrics; verifies its checksums."""
     from toolkit.bundle import load_bundle
-    from toolkit.card import CARD
+    from toolkit.card import card_text, summary
 
     loaded = load_bundle(bundle)
-    manifest = loaded.manifest
     if card:
-        if not loaded.has(CARD):
-            raise AitkError(f"{bundle}: this bundle has no model card (it was written before aitk wrote them); `aitk bundle info {bundle}` shows what it records")
-        print(loaded.file(CARD).read_text(encoding="utf-8"), end="")
-        return
-    if as_json:
-        print(json.dumps(manifest, indent=2))
-        return
-    sizes = {name: (bundle / name).stat().st_size for name in manifest["files"]}
-    print_mapping({
-        "bundle": str(bundle),
-        "usecase": manifest["usecase"],
-        "created": manifest["created"],
-        "plugin": f"{manifest['plugin']['name']} {manifest['plugin']['version']}",
-        "format_version": loaded.stored_format,
-        "checksums": f"{len(sizes)} files verified",
-        "model card": str(bundle / CARD) if loaded.has(CARD) else "none",
-        "data": manifest.get("data", "not recorded"),
-        "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
-        "config": manifest["config"],
-        "metrics": manifest["metrics"],
-        "graphs": manifest["graphs"],
-        "libraries": manifest.get("libraries", "not recorded"),
-    })
+        print(card_text(loaded), end="")
+    elif as_json:
+        print(json.dumps(loaded.manifest, indent=2))
+    else:
+        print_mapping(summary(loaded))
 
 
 @plugin_app.command("new", cls=Command, epilog=examples("aitk plugin new churn", "aitk plugin new churn --out ~/src"))
