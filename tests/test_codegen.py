@@ -325,6 +325,7 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
     a bad field is a 422 naming it."""
     import openai
 
+    from plugins.codegen.fim import Infill
     from plugins.codegen.generate import Sampling
     from serve_client import server
 
@@ -338,6 +339,7 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
         sampled = [client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0.9, top_p=0.9, seed=7).choices[0].text
                    for _ in range(2)]
         two = client.completions.create(model="codegen", prompt=[prompt, "import os\n"], max_tokens=6, temperature=0, stop=["\n\n"])
+        infill = client.completions.create(model="codegen", prompt=prompt, suffix="\n    return c\n", max_tokens=12, temperature=0)
         with pytest.raises(openai.UnprocessableEntityError) as bad:
             client.completions.create(model="codegen", prompt=prompt, max_tokens=100000)
     assert plain.choices[0].text == want.text and plain.object == "text_completion"
@@ -348,6 +350,7 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
     assert sampled[0] == sampled[1]
     assert [c.index for c in two.choices] == [0, 1] and all("\n\n" not in c.text for c in two.choices)
     assert bad.value.response.json()["field"] == "max_tokens" and "max_tokens" in bad.value.message
+    assert infill.choices[0].text == generator.complete([Infill(prompt, "\n    return c\n")], Sampling(max_new_tokens=12))[0].text
 
 
 def test_old_setting_names_still_work_with_a_warning():

@@ -1,8 +1,8 @@
 """`POST /v1/completions` for `aitk serve`, compatible with OpenAI's completions API, so that editors
 and tools that speak it (and the official ``openai`` client) work unchanged.
 
-Fields: prompt (a string or a list of them, one choice each), max_tokens, temperature, top_p,
-stop, seed, stream (server-sent events, ending with ``data: [DONE]``). Requests with the same
+Fields: prompt (a string or a list of them, one choice each), suffix (fill in the middle between
+each prompt and it, for a model with FIM tokens), max_tokens, temperature, top_p, stop, seed, stream (server-sent events, ending with ``data: [DONE]``). Requests with the same
 sampling settings that arrive together are generated in one batch (left-padded, KV cache in ORT)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from plugins.codegen.fim import Infill
 from plugins.codegen.generate import Completion, Sampling
 from toolkit.errors import AitkError
 from toolkit.serve.http import HTTPError, field_name, guarded
@@ -31,6 +32,7 @@ class CompletionRequest(BaseModel):
 
     model: Optional[str] = Field(None, description="A served codegen model's name (see GET /v1/models).")
     prompt: Union[str, list[str]]
+    suffix: Optional[str] = Field(None, description="Fill in the middle: the text after the completion (a model with FIM tokens).")
     max_tokens: int = Field(16, ge=1, description="Tokens to generate at most.")
     temperature: float = Field(1.0, ge=0, le=2, description="0: greedy.")
     top_p: float = Field(1.0, gt=0, le=1)
@@ -42,7 +44,7 @@ class CompletionRequest(BaseModel):
 
 @dataclass
 class Job:
-    prompt: str
+    prompt: str | Infill
     sampling: Sampling
     on_text: Callable[[str], None] | None = None
 
@@ -104,6 +106,10 @@ async def _complete(request: CompletionRequest, served: dict[str, tuple]):
     if not prompts or len(prompts) > model.limits.max_records or not all(p.strip() for p in prompts):
         raise HTTPError(422, f"prompt: expected 1 to {model.limits.max_records} non-empty prompts", "prompt")
     sampling = _sampling(request, context)
+    if request.suffix is not None:
+        if model.predictor.generator.fim is None:
+            raise HTTPError(422, f"suffix: model {name!r} has no fill-in-the-middle tokens", "suffix")
+        prompts = [Infill(p, request.suffix) for p in prompts]
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()), "model": name}
     if request.stream:
         return StreamingResponse(_stream(model, batcher, prompts, sampling, head), media_type="text/event-stream")
@@ -143,7 +149,7 @@ def _choice(index: int, text: str, finish: str | None) -> dict[str, Any]:
     return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
 
 
-async def _stream(model: Any, batcher: Any, prompts: list[str], sampling: Sampling, head: dict[str, Any]) -> AsyncIterator[str]:
+async def _stream(model: Any, batcher: Any, prompts: list[str | Infill], sampling: Sampling, head: dict[str, Any]) -> AsyncIterator[str]:
     """Server-sent events: a chunk per piece of text as it is generated, then one with each
     choice's finish_reason, then ``[DONE]``; a failure is one ``{"error": ...}`` event."""
     loop = asyncio.get_running_loop()
