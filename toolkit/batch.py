@@ -251,8 +251,7 @@ class StdoutJournal:
     def __init__(self, layout: Layout | None = None) -> None:
         self.ids: set[str] = set()
         self.failed = 0
-        sys.stdout.flush()
-        self.file = getattr(sys.stdout, "buffer", sys.stdout)  # bytes; a captured stdout may take only text
+        self.file = sys.stdout
         self.layout = layout
 
     def write(self, rows: list[dict[str, Any]]) -> int:
@@ -262,7 +261,7 @@ class StdoutJournal:
         nothing non-finite reaches an output."""
         data, rows = json_lines(rows)
         data = self.written(data, rows)
-        self.file.write(data if self.file is not sys.stdout else data.decode("utf-8"))
+        self.file.write(data.decode("utf-8") if self.file is sys.stdout else data)  # stdout takes text, the journal bytes
         self.file.flush()
         bad = sum(1 for row in rows if row.get("error") is not None)
         self.failed += bad
