@@ -106,17 +106,14 @@ def baseline(train_csv: Path, test_csv: Path, max_len: int) -> tuple[float, floa
     import pandas as pd
     import torch
     from sklearn.linear_model import LogisticRegression
-    from tokenizers import Tokenizer
     from transformers import AutoModel
 
     from plugins.chatbot.model import minilm_dir
-    from plugins.chatbot.nlu import encode
+    from plugins.chatbot.nlu import encode, load_tokenizer
 
     path = minilm_dir()
     model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    tokenizer.enable_truncation(128)
-    tokenizer.no_padding()
+    tokenizer = load_tokenizer(path / "tokenizer.json", 128, 0)
     train, test = pd.read_csv(train_csv), pd.read_csv(test_csv)
     started = time.perf_counter()
 
@@ -126,7 +123,7 @@ def baseline(train_csv: Path, test_csv: Path, max_len: int) -> tuple[float, floa
         out = np.zeros((len(texts), 384), np.float32)
         for start in range(0, len(texts), 64):
             idx = order[start: start + 64]
-            ids, mask, _ = encode(tokenizer, [texts[i] for i in idx], 0)
+            ids, mask, _ = encode(tokenizer, [texts[i] for i in idx])
             hidden = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
             m = torch.from_numpy(mask).unsqueeze(-1).float()
             out[idx] = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).numpy()
@@ -169,8 +166,7 @@ def speed_table(bundle, test_csv: Path, args) -> dict:
     model = IntentModel(encoder, len(bundle.assets["labels"]))
     model.load_state_dict(bundle.read_weights())
     model.eval()
-    tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"])
-    pad = bundle.assets["pad_id"]
+    tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"], bundle.assets["pad_id"])
     sessions = {
         "ORT fp32": Runtime(device="cpu", threads=args.threads).session(bundle.model_file()),
         "ORT int8": Runtime(device="cpu", threads=args.threads).session(bundle.model_file("int8")),
@@ -181,7 +177,7 @@ def speed_table(bundle, test_csv: Path, args) -> dict:
             model(torch.from_numpy(ids), torch.from_numpy(mask))
 
     runners = {"torch fp32": torch_run, **{name: (lambda s: lambda ids, mask: s(ids, mask))(s) for name, s in sessions.items()}}
-    batches = {size: [encode(tokenizer, texts[i: i + size], pad)[:2] for i in range(0, len(texts), size)] for size in (1, 64)}
+    batches = {size: [encode(tokenizer, texts[i: i + size])[:2] for i in range(0, len(texts), size)] for size in (1, 64)}
     batches[1] = batches[1][:128]
     timings: dict[tuple[str, int], list[float]] = {}
     for _ in range(3):

@@ -162,8 +162,9 @@ def test_onnx_matches_torch(bot):
     model = IntentModel(encoder, len(bundle.assets["labels"]))
     model.load_state_dict(bundle.read_weights())
     model.eval()
-    tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"])
-    ids, mask, _ = encode(tokenizer, ["where is my new card", "hi", "I was charged twice for one coffee yesterday"], bundle.assets["pad_id"])
+    tokenizer = load_tokenizer(bundle.file("tokenizer.json"), bundle.assets["max_len"], bundle.assets["pad_id"])
+    ids, mask, _ = encode(tokenizer, ["where is my new card", "hi", "I was charged twice for one coffee yesterday"])
+    assert ids.shape == mask.shape and (ids[mask == 0] == bundle.assets["pad_id"]).all() and mask[1].sum() < mask[2].sum()
     with torch.no_grad():
         logits, embedding = model(torch.from_numpy(ids), torch.from_numpy(mask))
     onnx_logits, onnx_embedding = Runtime(device="cpu").session(bundle.file("model.onnx"))(ids, mask)

@@ -14,7 +14,6 @@ import numpy as np
 
 from toolkit import AitkError, Predictor, Record
 from toolkit.console import get_logger
-from toolkit.text import pad_ids
 
 from plugins.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
 from plugins.chatbot.dialogue import Conversation, Policy, Understanding
@@ -25,27 +24,33 @@ CHUNK = 64
 OOS_NAMES = ("oos", "out_of_scope", "out-of-scope")
 
 
-def encode(tokenizer, texts: list[str], pad: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-    """int64 ids and attention mask padded to the longest text, and which texts were truncated.
+def encode(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """int64 ids and attention mask [len(texts), longest], and which texts were truncated.
 
-    ``tokenizer`` must have truncation set to the model's length and no padding."""
-    cut = [t[:MAX_MESSAGE_CHARS] for t in texts]
-    encodings = tokenizer.encode_batch(cut)
-    ids, mask = pad_ids([e.ids for e in encodings], pad)
+    ``tokenizer`` is set up by ``prepare_tokenizer``: it truncates and pads the batch itself."""
+    encodings = tokenizer.encode_batch([t[:MAX_MESSAGE_CHARS] for t in texts])
+    ids = np.array([e.ids for e in encodings], np.int64).reshape(len(texts), -1)
+    mask = np.array([e.attention_mask for e in encodings], np.int64).reshape(len(texts), -1)
     truncated = [bool(e.overflowing) or len(t) > MAX_MESSAGE_CHARS for e, t in zip(encodings, texts)]
     return ids, mask, truncated
 
 
-def load_tokenizer(path: Path, max_len: int):
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(path))
+def prepare_tokenizer(tokenizer, max_len: int, pad: int):
+    """``tokenizer`` (a ``tokenizers.Tokenizer``) cutting texts at ``max_len`` tokens and padding
+    each batch to its longest text with the token ``pad``, on the right; returned for chaining."""
     tokenizer.enable_truncation(max_len)
-    tokenizer.no_padding()
+    tokenizer.enable_padding(pad_id=pad, pad_token=tokenizer.id_to_token(pad) or "[PAD]")
     return tokenizer
 
 
-def run_model(session, tokenizer, texts: list[str], pad: int) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+def load_tokenizer(path: Path, max_len: int, pad: int):
+    """The bundle's ``tokenizer.json``, prepared as ``prepare_tokenizer`` says."""
+    from tokenizers import Tokenizer
+
+    return prepare_tokenizer(Tokenizer.from_file(str(path)), max_len, pad)
+
+
+def run_model(session, tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """(logits, embeddings, truncated) for ``texts``, in chunks of similar length."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     logits: list[Any] = [None] * len(texts)
@@ -53,7 +58,7 @@ def run_model(session, tokenizer, texts: list[str], pad: int) -> tuple[np.ndarra
     truncated = [False] * len(texts)
     for start in range(0, len(order), CHUNK):
         chunk = order[start: start + CHUNK]
-        ids, mask, cut = encode(tokenizer, [texts[i] for i in chunk], pad)
+        ids, mask, cut = encode(tokenizer, [texts[i] for i in chunk])
         out_logits, out_embeddings = session(ids, mask)
         for j, i in enumerate(chunk):
             logits[i], embeddings[i], truncated[i] = out_logits[j], out_embeddings[j], cut[j]
@@ -73,8 +78,7 @@ class NLU:
     def __init__(self, bundle, runtime):
         assets = bundle.assets
         self.labels: list[str] = assets["labels"]
-        self.pad = assets["pad_id"]
-        self.tokenizer = load_tokenizer(bundle.file("tokenizer.json"), assets["max_len"])
+        self.tokenizer = load_tokenizer(bundle.file("tokenizer.json"), assets["max_len"], assets["pad_id"])
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
         self.faq_embeddings = bundle.read_array("faq_embeddings.npy").astype(np.float32)
@@ -83,7 +87,7 @@ class NLU:
         self.policy = Policy(self.domain, self.labels, assets["threshold"], assets["margin"], assets["faq_threshold"])
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        logits, _, _ = run_model(self.session, self.tokenizer, texts, self.pad)
+        logits, _, _ = run_model(self.session, self.tokenizer, texts)
         return softmax(logits)
 
     def understand(self, texts: list[str]) -> list[Understanding | None]:
@@ -92,7 +96,7 @@ class NLU:
         results: list[Understanding | None] = [None] * len(texts)
         if not real:
             return results
-        logits, embeddings, truncated = run_model(self.session, self.tokenizer, [texts[i] for i in real], self.pad)
+        logits, embeddings, truncated = run_model(self.session, self.tokenizer, [texts[i] for i in real])
         probs = softmax(logits)
         similarity = embeddings @ self.faq_embeddings.T if len(self.faq_owner) else np.zeros((len(real), 0))
         for row, i in enumerate(real):

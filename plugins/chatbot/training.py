@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,11 @@ from toolkit import AitkError, Graph, TrainResult
 from toolkit.console import get_logger, progress
 import toolkit.train
 from toolkit.runtime import Runtime
-from toolkit.text import pad_ids
 from toolkit.train import bf16_supported, seed_everything
 
-from plugins.chatbot.data import FAQ_PREFIX, MAX_MESSAGE_CHARS, labelled_data
+from plugins.chatbot.data import FAQ_PREFIX, labelled_data
 from plugins.chatbot.model import IntentModel, build_encoder, pad_id
-from plugins.chatbot.nlu import encode, faq_memory, run_model, softmax
+from plugins.chatbot.nlu import encode, faq_memory, prepare_tokenizer, run_model, softmax
 
 logger = get_logger(__name__)
 
@@ -50,16 +50,14 @@ def train(data: Path, config, runtime: Runtime) -> TrainResult:
     texts = [t for t, _ in rows]
     targets = np.array([index[label] for _, label in rows])
     encoder, tokenizer, description = build_encoder(config, texts)
-    tokenizer.enable_truncation(config.max_length)
-    tokenizer.no_padding()
     pad = pad_id(tokenizer)
-    token_ids = [e.ids for e in tokenizer.encode_batch([t[:MAX_MESSAGE_CHARS] for t in texts])]
+    utterances = Utterances(prepare_tokenizer(tokenizer, config.max_length, pad), texts)
     train_idx, val_idx = split(targets, config.val_fraction, config.seed)
     logger.info(f"chatbot: {len(rows)} utterances, {len(labels)} labels ({sum(l.startswith(FAQ_PREFIX) for l in labels)} FAQ), "
         f"{len(train_idx)} train / {len(val_idx)} validation, encoder {description}{' (frozen)' if config.freeze_encoder else ''}")
     model = IntentModel(encoder, len(labels), config.dropout)
     device = runtime.torch_device()
-    fitted = fit(model, token_ids, targets, train_idx, val_idx, config, device, pad)
+    fitted = fit(model, utterances, targets, train_idx, val_idx, config, device)
     history = fitted.pop("history")
     model = model.cpu().float().eval()
     sample_texts = [texts[i] for i in (val_idx if len(val_idx) else train_idx)[:16]]
@@ -81,20 +79,20 @@ def train(data: Path, config, runtime: Runtime) -> TrainResult:
         """On the exported graph: the FAQ embeddings and validation accuracy (fp32), agreement with fp32 (int8)."""
         cpu = Runtime(device="cpu", threads=runtime.threads)
         if variant == "fp32":
-            _, faq, _ = run_model(cpu.session(path), tokenizer, questions, pad)
+            _, faq, _ = run_model(cpu.session(path), tokenizer, questions)
             result.files["faq_embeddings.npy"] = faq.reshape(len(questions), -1).astype(np.float32) if questions else np.zeros((0, encoder.config.hidden_size), np.float32)
             if len(val_idx):
-                logits, _, _ = run_model(cpu.session(path), tokenizer, [texts[i] for i in val_idx], pad)
+                logits, _, _ = run_model(cpu.session(path), tokenizer, [texts[i] for i in val_idx])
                 metrics["val_accuracy"] = round(float(np.mean(logits.argmax(1) == targets[val_idx])), 4)
             return {}
         if variant != "int8":
             return {}
-        report = int8_report(cpu.session(fp32), cpu.session(path), tokenizer, pad, [texts[i] for i in eval_idx], targets[val_idx] if len(val_idx) else None)
+        report = int8_report(cpu.session(fp32), cpu.session(path), tokenizer, [texts[i] for i in eval_idx], targets[val_idx] if len(val_idx) else None)
         if "val_accuracy" in report:
             metrics["val_accuracy_int8"] = report["val_accuracy"]
         return report
 
-    result.graphs.append(_graph(model, tokenizer, pad, texts, sample_texts, check))
+    result.graphs.append(_graph(model, tokenizer, texts, sample_texts, check))
     return result
 
 
@@ -126,18 +124,34 @@ def split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
     return train, val
 
 
-def batch_tensors(token_ids: list[list[int]], idx, pad: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, mask = pad_ids([token_ids[i] for i in idx], pad)
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+@dataclass
+class Utterances:
+    """The training texts, tokenised a batch at a time by ``tokenizer`` (which truncates and pads,
+    ``prepare_tokenizer``); ``lengths`` holds each text's token count, to batch similar lengths."""
+
+    tokenizer: Any
+    texts: list[str]
+
+    def __post_init__(self) -> None:
+        _, mask, _ = encode(self.tokenizer, self.texts)
+        self.lengths = mask.sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def batch(self, idx, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) [len(idx), longest in the batch] on ``device``."""
+        ids, mask, _ = encode(self.tokenizer, [self.texts[i] for i in idx])
+        return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def length_batches(token_ids: list[list[int]], idx: np.ndarray, size: int, rng) -> list[np.ndarray]:
+def length_batches(utterances: Utterances, idx: np.ndarray, size: int, rng) -> list[np.ndarray]:
     """Shuffled batches of similar length (sorted within windows of 50 batches), to pad little."""
     shuffled = rng.permutation(idx)
     batches = []
     window = size * 50
     for start in range(0, len(shuffled), window):
-        part = sorted(shuffled[start: start + window], key=lambda i: len(token_ids[i]))
+        part = sorted(shuffled[start: start + window], key=lambda i: utterances.lengths[i])
         batches += [np.array(part[i: i + size]) for i in range(0, len(part), size)]
     rng.shuffle(batches)
     return batches
@@ -149,15 +163,15 @@ def _autocast(config, device: str):
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=config.bf16 and bf16_supported(kind))
 
 
-def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, config, device: str, pad: int) -> dict[str, Any]:
+def fit(model: IntentModel, utterances: Utterances, targets: np.ndarray, train_idx, val_idx, config, device: str) -> dict[str, Any]:
     """Fine-tune encoder and head (or only the head on cached features when the encoder is frozen)."""
     if config.freeze_encoder:
         logger.info("training the head on frozen encoder features")
-        return _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, auto_settings(config)["epochs"])
+        return _fit_head(model, utterances, targets, train_idx, val_idx, config, device, auto_settings(config)["epochs"])
     history: list[dict[str, Any]] = []
     if config.probe_epochs and config.encoder != "scratch":
         logger.info(f"phase 1/2, linear probe: {config.probe_epochs} epochs of the head alone on frozen features")
-        history = _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, config.probe_epochs, _autocast(config, device), "probe")["history"]
+        history = _fit_head(model, utterances, targets, train_idx, val_idx, config, device, config.probe_epochs, _autocast(config, device), "probe")["history"]
         logger.info("phase 2/2, fine-tuning: encoder and head together")
     auto = auto_settings(config)
     model.to(device)
@@ -175,7 +189,7 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
     y = torch.as_tensor(targets, device=device)
 
     def step(batch) -> float:
-        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        ids, mask = utterances.batch(batch, device)
         with _autocast(config, device):
             logits, _ = model(ids, mask)
         loss = loss_fn(logits.float(), y[batch])
@@ -186,9 +200,9 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    validate = (lambda: {"val_acc": _accuracy(model, token_ids, targets, val_idx, config, device, pad)}) if len(val_idx) else None
+    validate = (lambda: {"val_acc": _accuracy(model, utterances, targets, val_idx, config, device)}) if len(val_idx) else None
     result = toolkit.train.fit(
-        model, lambda epoch: length_batches(token_ids, train_idx, config.batch_size, rng), step, validate, epochs=auto["epochs"],
+        model, lambda epoch: length_batches(utterances, train_idx, config.batch_size, rng), step, validate, epochs=auto["epochs"],
         monitor="val_acc", mode="max", patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
     )
     history += [{**row, "epoch": row["epoch"] + len(history), "phase": "fine-tuning"} for row in result.history]
@@ -196,12 +210,12 @@ def fit(model: IntentModel, token_ids, targets: np.ndarray, train_idx, val_idx, 
 
 
 @torch.no_grad()
-def _accuracy(model, token_ids, targets, idx, config, device, pad) -> float:
+def _accuracy(model, utterances: Utterances, targets, idx, config, device) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(idx), 128):
         batch = idx[start: start + 128]
-        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        ids, mask = utterances.batch(batch, device)
         with _autocast(config, device):
             logits, _ = model(ids, mask)
         correct += int((logits.argmax(1).cpu().numpy() == targets[batch]).sum())
@@ -209,19 +223,19 @@ def _accuracy(model, token_ids, targets, idx, config, device, pad) -> float:
 
 
 @torch.no_grad()
-def pooled_features(model: IntentModel, token_ids, idx, pad: int, device: str) -> torch.Tensor:
+def pooled_features(model: IntentModel, utterances: Utterances, idx, device: str) -> torch.Tensor:
     """Mean-pooled encoder outputs as fp32 (what the exported graph computes unless autocast is on)."""
     model.eval()
-    order = sorted(idx, key=lambda i: len(token_ids[i]))
-    features = torch.zeros((len(token_ids), model.head.in_features))
+    order = sorted(idx, key=lambda i: utterances.lengths[i])
+    features = torch.zeros((len(utterances), model.head.in_features))
     for start in progress(range(0, len(order), 64), "encoding", total=math.ceil(len(order) / 64), unit="batch"):
         batch = order[start: start + 64]
-        ids, mask = batch_tensors(token_ids, batch, pad, device)
+        ids, mask = utterances.batch(batch, device)
         features[torch.as_tensor(batch)] = model.pooled(ids, mask).float().cpu()
     return features
 
 
-def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad, epochs: int, precision=None, phase: str = "head") -> dict[str, Any]:
+def _fit_head(model, utterances: Utterances, targets, train_idx, val_idx, config, device, epochs: int, precision=None, phase: str = "head") -> dict[str, Any]:
     """Frozen encoder: encode every utterance once, then train only the linear head.
 
     Also the first stage of fine-tuning (linear probing, then fine-tuning: the encoder is not
@@ -232,7 +246,7 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     for p in model.encoder.parameters():
         p.requires_grad_(False)
     with precision or contextlib.nullcontext():
-        features = pooled_features(model, token_ids, np.concatenate([train_idx, val_idx]), pad, device).to(device)
+        features = pooled_features(model, utterances, np.concatenate([train_idx, val_idx]), device).to(device)
     y = torch.as_tensor(targets, device=device)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.head_learning_rate, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -264,20 +278,20 @@ def _fit_head(model, token_ids, targets, train_idx, val_idx, config, device, pad
     return {"epochs_run": len(result.history), "best_epoch": result.best_epoch, "history": [{**row, "phase": phase} for row in result.history]}
 
 
-def _graph(model: IntentModel, tokenizer, pad: int, texts: list[str], sample_texts: list[str], check) -> Graph:
+def _graph(model: IntentModel, tokenizer, texts: list[str], sample_texts: list[str], check) -> Graph:
     """The graph: exported with a 2-text example, checked on a different batch size and length."""
-    example = encode(tokenizer, texts[:2], pad)
-    parity = encode(tokenizer, (sample_texts + ["?", "a much longer message " * 8])[:18], pad)
+    example = encode(tokenizer, texts[:2])
+    parity = encode(tokenizer, (sample_texts + ["?", "a much longer message " * 8])[:18])
     return Graph(
         model, (torch.from_numpy(example[0]), torch.from_numpy(example[1])), INPUTS, OUTPUTS, dynamic_axes=AXES,
         parity_inputs=(torch.from_numpy(parity[0]), torch.from_numpy(parity[1])), atol=1e-3, label_output="logits", check=check,
     )
 
 
-def int8_report(session, int8, tokenizer, pad: int, texts: list[str], targets) -> dict[str, Any]:
+def int8_report(session, int8, tokenizer, texts: list[str], targets) -> dict[str, Any]:
     """How closely the int8 graph (dynamic int8 MatMuls) follows the fp32 one."""
-    logits, embeddings, _ = run_model(session, tokenizer, texts, pad)
-    logits8, embeddings8, _ = run_model(int8, tokenizer, texts, pad)
+    logits, embeddings, _ = run_model(session, tokenizer, texts)
+    logits8, embeddings8, _ = run_model(int8, tokenizer, texts)
     result: dict[str, Any] = {
         "label_agreement": round(float(np.mean(logits.argmax(1) == logits8.argmax(1))), 4),
         "embedding_cosine_min": round(float(np.min(np.sum(embeddings * embeddings8, axis=1))), 5),
