@@ -38,3 +38,12 @@ def test_training_without_the_train_extra_says_what_to_install(wine, tmp_path):
     assert result.stderr == (f"error: this command needs the training dependencies (torch is not installed): "
                              f"pip install '{DISTRIBUTION}[train]'\n")
     assert not (tmp_path / "b").exists()
+
+
+def test_demo_without_the_train_extra_says_what_to_install(tmp_path):
+    result = subprocess.run([*SLIM_AITK, "demo", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True, env={**os.environ, "AITK_LOAD_PLUGINS": "wine"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"error: this command needs the training dependencies (torch is not "
+                                              f"installed): pip install '{DISTRIBUTION}[train]'")
+    assert "failed" not in result.stderr + result.stdout

@@ -14,8 +14,10 @@ logger = get_logger(__name__)
 
 
 def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: Runtime) -> list[dict[str, Any]]:
-    """One summary row per use case; a use case that fails is reported and the others still run."""
+    """One summary row per use case; a use case that fails is reported and the others still run.
+    Without the training dependencies (a slim install) the demo stops at once: ModuleNotFoundError."""
     from toolkit.errors import AitkError
+    from toolkit.extras import install_hint
 
     unknown = sorted(set(only) - set(usecases))
     if unknown:
@@ -28,6 +30,8 @@ def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: 
         try:
             rows.append(demo_usecase(usecase, out / name, runtime))
         except Exception as e:
+            if isinstance(e, ModuleNotFoundError) and install_hint(e):
+                raise
             message = str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"
             logger.error(f"demo {name} failed: {message}")
             rows.append({"usecase": name, "status": f"failed: {message}"})
