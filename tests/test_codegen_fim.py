@@ -150,3 +150,20 @@ def test_training_windows_are_rewritten_prefix_suffix_middle_end_of_text():
         prefix, suffix, middle = list(row[1:s]), list(row[s + 1:m]), list(row[m + 1:-1])
         assert prefix + middle + suffix == text  # PSM: the middle is written last, then end of text
     assert (batch_at(stream, 7, 8, 32, 0, (fim, 0), 1.0).numpy() == rewritten).all()  # a function of (seed, step): resumable
+
+
+def test_a_record_is_a_prompt_or_an_infill_and_a_lone_prefix_is_a_prompt():
+    from plugins.codegen.data import prompt_of
+    from plugins.codegen.fim import Infill
+    from toolkit.errors import InputError
+
+    def of(value):
+        return prompt_of({"where": "in.jsonl:1", "value": value})
+
+    assert of({"prompt": PREFIX}) == PREFIX and of({"prefix": PREFIX}) == PREFIX
+    assert of({"prefix": PREFIX, "suffix": SUFFIX}) == Infill(PREFIX, SUFFIX) == of({"prompt": PREFIX, "suffix": SUFFIX})
+    for value, message in (({"prefix": " "}, "field prefix: expected a non-empty string"),
+                           ({"text": PREFIX}, "field prompt: expected a non-empty string"),
+                           ({"prefix": "", "suffix": ""}, "fields prefix and suffix: expected code in at least one of them")):
+        with pytest.raises(InputError, match=f"^in.jsonl:1: {message}$"):
+            of(value)

@@ -206,7 +206,8 @@ def _text_record(path: Path) -> Record:
 def prompt_of(data: dict[str, Any]) -> str | Infill:
     """The prompt of a record: ``{"prompt": ...}``, or fill-in-the-middle ``{"prefix": ..., "suffix": ...}``
     (a record with a ``suffix``; its prefix may also be given as ``prompt``; one of the two may be
-    empty, not both). InputError naming the file, line and field."""
+    empty, not both). A ``prefix`` with no ``suffix`` is a plain prompt. InputError naming the file,
+    line and field."""
     where, value = data["where"], data["value"]
     if not isinstance(value, dict):
         raise InputError(f'{where}: expected a JSON object like {{"prompt": "def fib(n):"}} or {{"prefix": ..., "suffix": ...}}')
@@ -220,10 +221,11 @@ def prompt_of(data: dict[str, Any]) -> str | Infill:
         if not prefix.strip() and not suffix.strip():
             raise InputError(f"{where}: fields {key} and suffix: expected code in at least one of them")
         return Infill(prefix, suffix)
-    prompt = value.get("prompt")
+    key = "prefix" if "prefix" in value and "prompt" not in value else "prompt"
+    prompt = value.get(key)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(f"{where}: field prompt: expected a non-empty string")
-    check_unicode(prompt, f"{where}: field prompt")
+        raise InputError(f"{where}: field {key}: expected a non-empty string")
+    check_unicode(prompt, f"{where}: field {key}")
     return prompt
 
 
