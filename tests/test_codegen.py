@@ -381,3 +381,22 @@ def test_ray_engine_numbers_repeated_ids_as_the_local_engine_resume_included(tra
     assert [json.loads(line)["id"] for line in lines] == ["x", "y", "x#2", "x#3"]
     assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
     assert "record id 'x' appears more than once" in ray.stderr
+
+
+def test_the_kv_cache_graph_passes_the_cache_without_a_deprecation_warning():
+    import warnings
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from plugins.codegen.model import KVDecoder
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error", FutureWarning)
+        logits, key, value = KVDecoder(model)(ids, torch.ones_like(ids), torch.arange(3)[None], *[torch.zeros(1, 2, 0, 8)] * 2)
+        step = KVDecoder(model)(ids[:, -1:] + 1, torch.ones(1, 4, dtype=torch.long), torch.tensor([[3]]), key, value)[0]
+        full = model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits[:, -1]
+    assert logits.shape == (1, 64) and key.shape == (1, 2, 3, 8)
+    assert torch.allclose(step, full, atol=1e-5)  # the cache really carried the first three tokens

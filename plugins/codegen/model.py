@@ -89,8 +89,12 @@ class KVDecoder(torch.nn.Module):
     """One decoding step (or a whole prompt) with past keys and values in and out."""
 
     def __init__(self, model):
+        import inspect
+
         super().__init__()
         self.model = model
+        # transformers 5.x names the cache argument `cache` (`past_key_values` warns, then goes)
+        self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from transformers import DynamicCache
@@ -98,7 +102,7 @@ class KVDecoder(torch.nn.Module):
         cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2])))
         out = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{self.cache_argument: cache},
         )
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits[:, -1].float(), *present)
