@@ -312,6 +312,19 @@ def test_semicolon_decimal_comma_and_tab_separated_tables_read_like_csv(trained,
     assert predictions(outs["excel.csv"]) == predictions(outs["plain.csv"]) == predictions(outs["tabs.tsv"])
 
 
+def test_a_bad_cell_in_a_decimal_comma_table_is_named_and_its_neighbours_read_as_numbers(tmp_path):
+    from plugins.forecast.data import _numeric
+    from plugins.forecast.table import read_table
+    from toolkit import InputError
+
+    (tmp_path / "excel.csv").write_text("series;date;value\na;2020-01-01;1,5\na;2020-02-01;-2,25\na;2020-03-01;abc\n")
+    frame = read_table(tmp_path / "excel.csv")
+    assert frame["series"].tolist() == ["a"] * 3
+    assert pd.to_numeric(frame["value"], errors="coerce").tolist()[:2] == [1.5, -2.25]
+    with pytest.raises(InputError, match=r"^series a: column 'value': 'abc' is not a number"):
+        _numeric("a", frame, "value")
+
+
 def test_timestamps_with_changing_utc_offsets_go_to_one_zone_and_a_naive_mix_is_refused():
     from plugins.forecast.data import parse_times
     from toolkit import InputError

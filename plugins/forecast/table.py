@@ -52,13 +52,27 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
                 bad_lines[line] = reason
         sep = {"tab": "\t"}.get(delimiter, delimiter) or sniff_delimiter(text)
         mark = decimal or sniff_decimal(text, sep)
-        return pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
+        frame = pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
+        return _comma_decimals(frame) if mark == "," and not columns else frame
     except FileNotFoundError:
         raise AitkError(f"{path}: no such file") from None
     except AitkError:
         raise
     except Exception as e:
         raise AitkError(f"{path}: cannot read as {'Parquet' if is_parquet else 'CSV'}: {e}") from None
+
+
+def _comma_decimals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns pandas left as text (one of their cells is not a number) with their ``1,5`` cells
+    written ``1.5``, so that converting them names the cell at fault, not every decimal comma."""
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_string_dtype(column):
+            continue
+        numbers = column.str.fullmatch(r"-?\d+,\d+", na=False)
+        if numbers.any():
+            frame[name] = column.where(~numbers, column.str.replace(",", ".", regex=False))
+    return frame
 
 
 def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str]]:
