@@ -63,6 +63,14 @@ def test_a_corpus_spec_that_matches_nothing_says_so(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_training_over_an_interrupted_run_without_resume_says_it_starts_over(tmp_path):
+    (tmp_path / "b.ckpt").mkdir()
+    (tmp_path / "b.ckpt" / "state.json").write_text("{}")
+    result = train(f"{tmp_path}/nothing/*.py", tmp_path / "b", TINY)
+    assert result.returncode == 1
+    assert f"warning: {tmp_path / 'b.ckpt'}: an interrupted run is there; this run starts over" in result.stderr
+
+
 def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):
     from plugins.codegen.generate import Sampling
     from plugins.codegen.model import hf_greedy, load_bundle_model

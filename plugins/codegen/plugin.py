@@ -128,6 +128,9 @@ developers who review what it writes.
         checkpoint = Checkpoint(Path(config.checkpoint) if config.checkpoint else Path(out).with_name(Path(out).name + ".ckpt"))
         if config.resume:
             checkpoint.check(config)
+        elif checkpoint.exists():
+            logger.warning(f"{checkpoint.folder}: an interrupted run is there; this run starts over and replaces it "
+                           f"(--set resume=true continues it)")
         files, texts = corpus.read_sources(corpus.corpus_files(data, config.include))
         train_idx, held_idx = corpus.split_files(files, texts, config.val_fraction, config.seed)
         logger.info(f"corpus: {len(files)} files ({len(train_idx)} train, {len(held_idx)} held out), {sum(map(len, texts)) / 1e6:.1f} M characters")
