@@ -108,6 +108,13 @@ def test_a_manifest_that_is_not_an_object_is_refused_by_the_cli(bundle_copy, win
     assert result.returncode == 1 and result.stderr.strip() == f"error: {bundle_copy}: manifest field manifest: expected an object, got list"
 
 
+def test_a_missing_path_and_a_folder_that_is_no_bundle_are_told_apart(tmp_path):
+    with pytest.raises(AitkError, match=r"^.*/typo: no such bundle \(no file or folder there\)$"):
+        load_bundle(tmp_path / "typo")
+    with pytest.raises(AitkError, match=r"^.*: not a bundle \(no manifest.json\)$"):
+        load_bundle(tmp_path)
+
+
 def test_a_missing_asset_and_an_object_array_are_one_clear_line(tmp_path):
     table = np.array([{"a": 1}], dtype=object)
     bundle = package(linear_result(files={"table.npy": np.zeros(2)}), tmp_path / "b", Usecase(), {})

@@ -193,6 +193,8 @@ def load_bundle(path: Path, usecase: str | None = None, verify: bool = True) -> 
     and every file against its checksum; AitkError with one line naming the bundle otherwise."""
     path = Path(path)
     manifest_path = path / MANIFEST
+    if not path.exists():
+        raise AitkError(f"{path}: no such bundle (no file or folder there)")
     if not manifest_path.is_file():
         raise AitkError(f"{path}: not a bundle (no {MANIFEST})")
     manifest = read_json(manifest_path)
