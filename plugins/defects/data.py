@@ -241,3 +241,33 @@ def _csv_item(path: Path, number: int, row: dict[str, str]) -> Item:
     mask = (row.get("mask") or "").strip()
     group = (row.get("group") or "").strip() or None
     return Item(path.parent / image, good, defect_type, path.parent / mask if mask and not good else None, group)
+
+
+def split_groups(items: list[Item], val: set[Path], fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(training images, validation images) for the fine-tuned network: the manifest's val split
+    when it has one, else ``fraction`` of the images held out whole groups at a time (a part's
+    images never sit on both sides), stratified by what a group holds (good, or its commonest
+    defect type) so that validation sees each kind. Defects go to both sides, unlike
+    ``split_validation``: the network learns from them."""
+    if val:
+        return [i for i in items if i.image not in val], [i for i in items if i.image in val]
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.group or str(item.image), []).append(item)
+    kinds: dict[str, list[str]] = {}
+    for key, members in groups.items():
+        labels = [i.defect_type or ("good" if i.good else "defect") for i in members]
+        kinds.setdefault(max(set(labels), key=labels.count), []).append(key)
+    rng = random.Random(seed)
+    held: set[str] = set()
+    for kind in sorted(kinds):
+        keys = sorted(kinds[kind])
+        rng.shuffle(keys)
+        target = fraction * sum(len(groups[k]) for k in keys)
+        taken = 0
+        while len(keys) > 1 and taken < target:  # one group of each kind at least stays for training
+            key = keys.pop()
+            held.add(key)
+            taken += len(groups[key])
+    train = [i for key, members in groups.items() if key not in held for i in members]
+    return train, [i for key in sorted(held) for i in groups[key]]

@@ -35,6 +35,8 @@ def bundle_threshold(bundle: Bundle, runtime: Runtime, override: float | None) -
     if override is not None:
         return float(override)
     assets = bundle.assets
+    if assets.get("method") == "types":
+        return float("nan")  # a types-only bundle has no ok/defect decision
     if runtime.variant_for(bundle) == "int8" and "threshold_int8" in assets:
         return float(assets["threshold_int8"])
     return float(assets["threshold"])
@@ -74,6 +76,8 @@ class DefectPredictor(Predictor):
 
     def predict(self, inputs: list[Decoded]) -> list[dict[str, Any]]:
         outputs = self.session(np.stack([x.image for x in inputs]))
+        if len(outputs) == 1:  # types-only: every input is a defect of one of the known types
+            return [{"defect_type": self.types[int(np.argmax(p))], "defect_type_prob": float(np.max(p))} for p in outputs[0]]
         maps, scores = outputs[0], outputs[1]
         probs = outputs[2] if len(outputs) > 2 else None
         rows = []
@@ -163,11 +167,15 @@ def run_items(session, items: list[D.Item], size: int, batch_size: int = 16, lim
         for start in range(0, len(items), batch_size):
             images = np.stack(list(pool.map(lambda i: D.load_image(i.image, size, max_pixels=limit)[0], items[start : start + batch_size])))
             outputs = session(images)
+            if len(outputs) == 1:  # types-only
+                probs.append(outputs[0])
+                continue
             maps.append(outputs[0])
             scores.append(outputs[1])
             if len(outputs) > 2:
                 probs.append(outputs[2])
-    return np.concatenate(maps), np.concatenate(scores), np.concatenate(probs) if probs else None
+    return (np.concatenate(maps) if maps else None, np.concatenate(scores) if scores else None,
+            np.concatenate(probs) if probs else None)
 
 
 def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, threshold: float | None,
@@ -179,6 +187,8 @@ def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, 
     session = runtime.session(runtime.model_file(bundle))
     threshold = bundle_threshold(bundle, runtime, threshold)
     maps, scores, probs = run_items(session, items, size, limit=max_pixels(bundle, max_image_pixels))
+    if scores is None:
+        return evaluate_types(bundle, items, probs, report, {"model": runtime.model_file(bundle).name, "provider": session.provider})
     defective = np.array([not i.good for i in items])
     predicted = scores >= threshold
     both = defective.any() and not defective.all()
@@ -207,12 +217,18 @@ def evaluate(bundle: Bundle, data: Path, runtime: Runtime, report: Path | None, 
         metrics["auroc_by_type"] = {
             t: float(roc_auc_score(defective[sel], scores[sel])) for t in types for sel in [np.array([i.good or i.defect_type == t for i in items])]
         }
+    if both:
+        at = float(np.quantile(scores[~defective], 1 - FPR, method="higher"))  # at most 1% of the good test images flagged
+        metrics["recall_at_1pct_fpr"] = float(np.mean(scores[defective] > at))
+        if types:
+            metrics["recall_at_1pct_fpr_by_type"] = {t: float(np.mean(scores[[i.defect_type == t for i in items]] > at)) for t in types}
     known = bundle.assets.get("defect_types", [])
     typed = [k for k, i in enumerate(items) if not i.good and i.defect_type in known]
     if probs is not None and typed:
         metrics["defect_type_accuracy"] = float(np.mean([known[int(np.argmax(probs[k]))] == items[k].defect_type for k in typed]))
     if report is not None:
         write_report(Path(report), defective, scores, threshold, metrics)
+        write_heatmaps(Path(report) / "heatmaps", items, maps, scores, threshold, max_pixels(bundle, max_image_pixels))
     if metrics["pixel_auroc"] is None:
         del metrics["pixel_auroc"]
     return metrics
@@ -222,7 +238,7 @@ def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, thresh
     """roc_pr.png (ROC and precision-recall curves with the threshold marked), confusion_matrix.png and metrics.json."""
     import json
 
-    from sklearn.metrics import ConfusionMatrixDisplay, precision_recall_curve, roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
 
     from toolkit.report import pyplot, save_figure
 
@@ -244,12 +260,80 @@ def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, thresh
         pr.legend(loc="lower left")
         fig.tight_layout()
         save_figure(fig, folder / "roc_pr.png")
-    fig, ax = plt.subplots(figsize=(4.5, 3.8))
-    ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"]), display_labels=["ok", "defect"]).plot(ax=ax, cmap="Blues")
-    ax.set_title(f"images, threshold {threshold:.3g}")
-    fig.tight_layout()
-    save_figure(fig, folder / "confusion_matrix.png")
+    plot_confusion(np.array(metrics["confusion_matrix"]["rows_true_cols_predicted"]), ["ok", "defect"], f"images, threshold {threshold:.3g}",
+                   folder / "confusion_matrix.png")
     atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))
+
+
+def evaluate_types(bundle: Bundle, items: list[D.Item], probs: np.ndarray, report: Path | None, about: dict[str, Any]) -> dict[str, Any]:
+    """A types-only bundle on labelled defect images: accuracy, recall per type and the confusion
+    matrix (rows true type, columns predicted); with ``report``, the matrix as a picture."""
+    from sklearn.metrics import confusion_matrix
+
+    known = bundle.assets["defect_types"]
+    kept = [k for k, i in enumerate(items) if i.defect_type in known]
+    unknown = sorted({str(i.defect_type or "good") for i in items if i.defect_type not in known})
+    if not kept:
+        raise AitkError(f"no test image of a type the bundle knows ({', '.join(known)})")
+    true = np.array([known.index(items[k].defect_type) for k in kept])
+    predicted = probs[kept].argmax(1)
+    matrix = confusion_matrix(true, predicted, labels=list(range(len(known))))
+    metrics: dict[str, Any] = {
+        "defect_type_accuracy": float(np.mean(true == predicted)),
+        "recall_by_type": {t: float(matrix[k, k] / max(1, matrix[k].sum())) for k, t in enumerate(known)},
+        "images": len(kept),
+        "confusion_matrix": {"labels": known, "rows_true_cols_predicted": matrix.tolist()},
+        **about,
+    }
+    if unknown:
+        metrics["skipped_types"] = unknown
+    if report is not None:
+        import json
+
+        Path(report).mkdir(parents=True, exist_ok=True)
+        plot_confusion(matrix, known, "defect types", Path(report) / "confusion_matrix.png")
+        atomic_write(Path(report) / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def plot_confusion(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from toolkit.report import pyplot, save_figure
+
+    side = 3.0 + 0.45 * len(labels)
+    fig, ax = pyplot().subplots(figsize=(side + 0.8, side))
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, cmap="Blues", xticks_rotation=45, colorbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+HEATMAPS_PER_CLASS = 2
+FPR = 0.01
+
+
+def write_heatmaps(folder: Path, items: list[D.Item], maps: np.ndarray, scores: np.ndarray, threshold: float, limit: int) -> None:
+    """Overlays (map, colour bar, score and verdict) of the first HEATMAPS_PER_CLASS test images of
+    each class, named after the input: ``crack-000.png`` for ``test/crack/000.png``."""
+    shown: dict[str, int] = {}
+    used: set[str] = set()
+    for k, item in enumerate(items):
+        kind = "good" if item.good else item.defect_type or "defect"
+        if shown.get(kind, 0) >= HEATMAPS_PER_CLASS:
+            continue
+        shown[kind] = shown.get(kind, 0) + 1
+        image = D.open_image(item.image, str(item.image), limit)
+        decoded = Decoded(np.zeros(0, np.uint8), image.size, image, str(item.image))
+        boxes = regions(maps[k], threshold, image.size) if scores[k] >= threshold else []
+        name = f"{kind}-{item.image.stem}.png"
+        stem, n = name[:-4], 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_overlay(decoded, maps[k], float(scores[k]), threshold, boxes, folder / name)
 
 
 def image_size(bundle: Bundle) -> int:

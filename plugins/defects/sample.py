@@ -80,7 +80,7 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 
 def draw_defect(tile: np.ndarray, defect: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(tile with the defect, boolean mask of the defect's pixels)."""
+    """(tile with the defect, boolean mask of the defect's pixels); ``tile`` is uint8 [S, S] or [S, S, C]."""
     from scipy import ndimage
 
     size = tile.shape[0]
@@ -99,6 +99,7 @@ def draw_defect(tile: np.ndarray, defect: str, rng: np.random.Generator) -> tupl
         raise ValueError(f"unknown defect {defect!r}")
     # soft edges look like a real mark rather than a pasted shape; the mask keeps the hard outline
     alpha = np.clip(ndimage.gaussian_filter(mask.astype(np.float64), 0.8) * rng.uniform(0.7, 0.95) * 1.6, 0, 1)
+    alpha = alpha[..., None] if tile.ndim == 3 else alpha
     image = tile.astype(np.float64) * (1 - alpha) + shade * alpha
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 

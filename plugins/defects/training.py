@@ -26,11 +26,21 @@ PARITY_ATOL = 1e-3
 
 
 def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
+    """PatchCore (``method=patchcore``), or the fine-tuned network (``method=segment``, and any
+    training set without good images: the type classifier alone)."""
+    items = D.load_items(data, "train")
+    if config.method == "segment" or not any(i.good for i in items):
+        from plugins.defects import finetune
+
+        return finetune.train(data, config, runtime)
+    return train_patchcore(data, config, runtime, items)
+
+
+def train_patchcore(data: Path, config: Any, runtime: Runtime, items: list[D.Item]) -> TrainResult:
     started = time.perf_counter()
     seed_everything(config.seed)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    items = D.load_items(data, "train")
     bank_items, val_items = D.split_validation(items, D.validation_items(data), config.val_fraction, config.seed)
     logger.info(f"{len(bank_items)} good images for the memory bank, {len(val_items)} for validation "
         f"({sum(not i.good for i in val_items)} defects)")

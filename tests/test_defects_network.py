@@ -1,0 +1,107 @@
+"""The fine-tuned defect network (method=segment) and the types-only classifier, on tiny generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import assert_report, run_aitk
+
+TINY = ["--set", "image_size=64", "--set", "batch_size=8", "--set", "patience=0", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory) -> dict[str, Path]:
+    """Brick tiles with labelled scratches, spots and cracks (masks), and a segment bundle with int8."""
+    from plugins.defects.sample import write_sample
+
+    root = tmp_path_factory.mktemp("segment")
+    (data,) = write_sample(root / "data", textures=("brick",), tile=64, train_good=24, train_defects=4, test_good=8, test_defects=4)
+    result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", *TINY,
+                      "--set", "method=segment", "--set", "epochs=5", plugins="defects")
+    assert result.returncode == 0, result.stderr
+    return {"data": data, "bundle": root / "bundle", "root": root}
+
+
+def test_segment_network_finds_defects_and_draws_a_named_report(segment):
+    result = run_aitk("defects", "evaluate", str(segment["bundle"]), str(segment["data"]), "--json", "--report", str(segment["root"] / "report"), plugins="defects")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["image_auroc"] > 0.8 and metrics["pixel_auroc"] > 0.8  # chance is 0.5
+    assert set(metrics["recall_at_1pct_fpr_by_type"]) == {"crack", "scratch", "spot"}
+    heatmaps = sorted(p.name for p in (segment["root"] / "report" / "heatmaps").glob("*.png"))
+    assert heatmaps == ["crack-000.png", "crack-001.png", "good-000.png", "good-001.png", "scratch-000.png", "scratch-001.png", "spot-000.png", "spot-001.png"]
+    assert_report(segment["root"] / "report", "roc_pr.png", "confusion_matrix.png", "heatmaps/crack-000.png")
+
+
+def test_segment_onnx_matches_torch_rebuilt_from_the_bundle_weights(segment):
+    import torch
+
+    from plugins.defects import data as D
+    from plugins.defects import model as M
+    from plugins.defects.network import DefectNet
+    from toolkit.bundle import load_bundle
+    from toolkit.runtime import Runtime
+
+    bundle = load_bundle(segment["bundle"], usecase="defects")
+    info = bundle.assets["backbone"]
+    backbone, _ = M.build_backbone(info["backbone"], "none", info["layers"], 64)
+    net = DefectNet(backbone, info["layers"], info["channels"], info["mean"], info["std"], 64, classes=3)
+    net.load_state_dict(bundle.read_weights())
+    images = np.stack([D.load_image(p, 64)[0] for p in sorted((segment["data"] / "test").rglob("*.png"))[:5]])
+    with torch.no_grad():
+        expected = [t.numpy() for t in net.eval()(torch.from_numpy(images))]
+    got = Runtime(device="cpu").session(bundle.file("model.onnx"))(images)
+    assert [o["name"] for o in bundle.graph()["schema"]["outputs"]] == ["anomaly_map", "score", "defect_probs"]
+    for want, have in zip(expected, got):
+        np.testing.assert_allclose(have, want, atol=1e-3)
+    int8 = Runtime(device="cpu").session(bundle.file("model.int8.onnx"))(images)
+    assert np.corrcoef(int8[1], got[1])[0, 1] > 0.9 and "threshold_int8" in bundle.assets
+
+
+def test_types_only_data_trains_the_classifier_and_reports_a_confusion_matrix(tmp_path):
+    """Three kinds of mark, no good class: accuracy, the matrix (JSON and picture) and predict rows."""
+    from plugins.defects.sample import draw_defect
+
+    rng = np.random.default_rng(0)
+    rows = ["image,label,split"]
+    for split, count in (("train", 14), ("test", 6)):
+        for kind in ("scratch", "spot", "crack"):
+            for k in range(count):
+                image, _ = draw_defect(np.full((48, 48), 128, np.uint8) + rng.integers(0, 20, (48, 48), dtype=np.uint8), kind, rng)
+                name = f"{split}/{kind}-{k}.png"
+                (tmp_path / split).mkdir(exist_ok=True)
+                Image.fromarray(image).save(tmp_path / name)
+                rows.append(f"{name},{kind},{split}")
+    (tmp_path / "kinds.csv").write_text("\n".join(rows) + "\n")
+    trained = run_aitk("defects", "train", str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "b"), *TINY, "--set", "epochs=8",
+                       "--set", "learning_rate=0.003", plugins="defects")
+    assert trained.returncode == 0, trained.stderr
+    result = run_aitk("defects", "evaluate", str(tmp_path / "b"), str(tmp_path / "kinds.csv"), "--json", "--report", str(tmp_path / "report"), plugins="defects")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["defect_type_accuracy"] > 0.6  # the majority class would score 1/3
+    matrix = metrics["confusion_matrix"]
+    assert matrix["labels"] == ["crack", "scratch", "spot"] and np.sum(matrix["rows_true_cols_predicted"]) == 18
+    assert_report(tmp_path / "report", "confusion_matrix.png")
+    out = tmp_path / "rows.jsonl"
+    assert run_aitk("defects", "predict", str(tmp_path / "b"), str(tmp_path / "test"), "--out", str(out), plugins="defects").returncode == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 18 and all(r["defect_type"] in matrix["labels"] and 0 < r["defect_type_prob"] <= 1 for r in rows)
+
+
+def test_synthetic_defects_change_only_the_masked_pixels():
+    from plugins.defects.synthetic import synthesize
+
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).integers(90, 160, (64, 64, 3), dtype=np.uint8)
+    foreign = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for _ in range(30):
+        out, mask = synthesize(image, foreign, rng)
+        assert out.shape == image.shape and out.dtype == np.uint8 and mask.shape == (64, 64) and 0 < mask.sum() < 64 * 64 * 0.5
+        # outside the mask at most the faint rim of a soft-edged mark (scratch, spot, crack)
+        assert np.abs(out.astype(int) - image)[~mask].max(initial=0) <= 8
