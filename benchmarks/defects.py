@@ -23,11 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "magnetic_tile" / "split.csv"
 
 
-def good_only_manifest(data: Path, out: Path) -> Path:
-    """The manifest with the defect rows of the train split removed (absolute image paths)."""
+def good_only_manifest(data: Path, out: Path, drop_types: set[str] | None = None) -> Path:
+    """The manifest with the defect rows of the train split removed (absolute image paths); with
+    ``drop_types``, only those types' training rows (set(): none, a type: a kind unseen in training)."""
     with open(data, newline="") as f:
         rows = list(csv.DictReader(f))
-    kept = [r for r in rows if r["split"] != "train" or r["label"] == "good"]
+    kept = [r for r in rows if r["split"] != "train" or r["label"] == "good" or (drop_types is not None and r["defect_type"] not in drop_types)]
     for row in kept:
         row["image"] = str(data.parent / row["image"])
         row["mask"] = str(data.parent / row["mask"]) if row.get("mask") else ""
@@ -163,6 +164,76 @@ def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "
     return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
 
 
+def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, float]:
+    """Images/s of the fine-tuned network: torch eager against ONNX Runtime fp32 and int8 (CPU)."""
+    import torch
+
+    from plugins.defects import model as M
+    from plugins.defects.network import DefectNet
+    from toolkit.runtime import Runtime
+
+    torch.set_num_threads(threads)
+    info, size = bundle.assets["backbone"], images.shape[1]
+    backbone, _ = M.build_backbone(info["backbone"], "none", info["layers"], size)
+    net = DefectNet(backbone, info["layers"], info["channels"], info["mean"], info["std"], size, len(bundle.assets["defect_types"]))
+    net.load_state_dict(bundle.read_weights())
+    net.eval()
+    runtime = Runtime(device="cpu", threads=threads)
+
+    def torch_eager(x):
+        with torch.no_grad():
+            net(torch.from_numpy(x))
+
+    sessions = {f"ORT {v or 'fp32'}": runtime.session(bundle.model_file(v)) for v in (None, "int8") if v in (None, *bundle.variants())}
+    return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
+
+
+def segment_runs(data: Path, work: Path, usecase, settings: dict, held_out: str, threads: int) -> dict[str, dict]:
+    """Train and evaluate the fine-tuned network three ways: good images only (synthetic defects),
+    with the training split's labelled defects, and with one defect type held out of training."""
+    from toolkit.bundle import load_bundle
+    from toolkit.package import train_bundle
+    from toolkit.runtime import Runtime
+
+    manifests = {
+        "segment, good images only (synthetic defects)": good_only_manifest(data, work / "good_only.csv"),
+        "segment, labelled defects": good_only_manifest(data, work / "labelled.csv", drop_types=set()),
+        f"segment, labelled defects without {held_out}": good_only_manifest(data, work / f"without_{held_out}.csv", drop_types={held_out}),
+    }
+    runs = {}
+    config = usecase.config_from({**settings, "method": "segment"})
+    for k, (name, manifest) in enumerate(manifests.items()):
+        started = time.perf_counter()
+        out = work / f"segment_{k}"
+        train_bundle(usecase, manifest, out, config, Runtime(device="cpu", threads=threads), ["int8"])
+        seconds = time.perf_counter() - started
+        bundle = load_bundle(out, usecase="defects")
+        runs[name] = {"train_s": seconds, "bundle": bundle, "manifest": manifest, "epochs": bundle.metrics.get("epochs"),
+                      **{p: usecase.evaluate(bundle, manifest, Runtime(device="cpu", threads=threads, variant=None if p == "fp32" else p), report=None)
+                         for p in ("fp32", "int8")}}
+        print(f"{name}: trained in {seconds:.0f} s, image AUROC {runs[name]['fp32']['image_auroc']:.3f}", flush=True)
+    return runs
+
+
+def print_segment(runs: dict[str, dict], held_out: str, speeds: dict[str, float], batch: int, size: int, threads: int) -> None:
+    types = sorted(next(iter(runs.values()))["fp32"].get("recall_at_1pct_fpr_by_type", {}))
+    print(f"\n| model | trained in | image AUROC | pixel AUROC | int8 image / pixel AUROC | F1 at threshold | recall at 1% FPR | " + " | ".join(types) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(types))
+    for name, run in runs.items():
+        m, q = run["fp32"], run["int8"]
+        per_type = " | ".join(f"{m['recall_at_1pct_fpr_by_type'][t]:.2f}" + (" (unseen)" if t == held_out and "without" in name else "") for t in types)
+        print(f"| {name} | {run['train_s']:.0f} s ({run['epochs']} epochs) | {m['image_auroc']:.3f} | {m.get('pixel_auroc', float('nan')):.3f} | "
+              f"{q['image_auroc']:.3f} / {q.get('pixel_auroc', float('nan')):.3f} | {m['f1']:.3f} | {m['recall_at_1pct_fpr']:.2f} | {per_type} |")
+    unseen = runs[next(n for n in runs if "without" in n)]["fp32"]["auroc_by_type"][held_out]
+    seen = runs["segment, labelled defects"]["fp32"]["auroc_by_type"][held_out]
+    print(f"\n{held_out} image AUROC (its defects against all good test images): {seen:.3f} when seen in training, {unseen:.3f} when held out")
+    base = speeds["torch eager fp32"]
+    print(f"\n| fine-tuned network (cpu, batch {batch}, {size} px, {threads} threads) | images/s | vs torch eager |")
+    print("|---|---|---|")
+    for name, value in speeds.items():
+        print(f"| {name} | {value:.1f} | {value / base:.2f}x |")
+
+
 def predict_files(usecase, bundle, paths: list[Path], out: Path, runtime) -> float:
     from toolkit.batch import run_batch
 
@@ -182,6 +253,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per call in the speed runs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="keep the bundle and reports here")
+    parser.add_argument("--segment-size", type=int, default=128, help="image size of the fine-tuned network")
+    parser.add_argument("--segment-time", type=float, default=600, help="max_time (s) of each fine-tuned network's training")
+    parser.add_argument("--held-out", default="crack", help="defect type held out of one fine-tuned network's training")
+    parser.add_argument("--only-segment", action="store_true", help="skip PatchCore and the probes")
     args = parser.parse_args()
 
     import toolkit.console
@@ -198,6 +273,18 @@ def main() -> None:
     usecase = Defects()
     settings = {"image_size": args.image_size, "memory_size": args.memory_size, **dict(s.split("=", 1) for s in args.set)}
     config = usecase.config_from(settings)
+
+    segment_settings = {"image_size": args.segment_size, "max_time": args.segment_time, "epochs": 100,
+                        **{k: v for k, v in settings.items() if k not in ("image_size", "memory_size")}}
+    runs = segment_runs(args.data.resolve(), work, usecase, segment_settings, args.held_out, args.threads)
+    labelled = runs["segment, labelled defects"]
+    test = D.load_items(labelled["manifest"], "test")
+    net_speeds = network_speed(labelled["bundle"], next(image_batches(test, args.segment_size, args.batch)), args.threads, args.rounds)
+    print(f"\nmagnetic tile, grouped split.csv, fine-tuned network: settings {segment_settings}; threads {args.threads}; "
+          f"validation groups carved out of the training split")
+    print_segment(runs, args.held_out, net_speeds, args.batch, args.segment_size, args.threads)
+    if args.only_segment:
+        return
 
     started = time.perf_counter()
     train_bundle(usecase, manifest, work / "bundle", config, Runtime(device="cpu", threads=args.threads), ["int8", "fp16"])

@@ -22,7 +22,7 @@ from toolkit.train import fit, seed_everything
 from plugins.defects import data as D
 from plugins.defects import model as M
 from plugins.defects import training as T
-from plugins.defects.network import DefectNet, freeze_early_stages, losses
+from plugins.defects.network import DefectNet, Encoder, Heads, freeze_early_stages, losses
 from plugins.defects.synthetic import synthesize
 
 logger = get_logger(__name__)
@@ -182,20 +182,31 @@ def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, se
 
 
 def network_graph(net: DefectNet, train_images: np.ndarray, val_set: Arrays, config: Any, result: TrainResult) -> Graph:
-    """The whole network as one graph; int8 static (calibrated on training images) has its own
-    threshold and its validation figures against fp32 in the manifest."""
+    """The whole network as one graph of two parts, each parity-checked: the backbone (int8 and fp16
+    convert it, int8 static, calibrated on training images) and the heads (always fp32). int8 has
+    its own threshold and its validation figures against fp32 in the manifest."""
     step = max(1, len(train_images) // T.CALIBRATION_IMAGES)
     calibration = train_images[::step][: T.CALIBRATION_IMAGES]
     example, parity = torch.from_numpy(calibration[:2]), torch.from_numpy(val_set.images[:3])
     outputs = result.assets["outputs"]
     label = "defect_probs" if "defect_probs" in outputs else None
+    stages = [f"stage{k}" for k in range(len(net.stages))]
+    def batch(*names: str) -> dict[str, dict[int, str]]:
+        return {name: {0: "batch"} for name in names}
+
+    encoder, heads = Encoder(net).eval(), Heads(net).eval()
+    with torch.no_grad():
+        example_f, parity_f = encoder(example), encoder(parity)
+    parts = [
+        Graph(encoder, (example,), ["image"], stages, name="backbone", dynamic_axes=batch("image", *stages), parity_inputs=(parity,), atol=PARITY_ATOL,
+              calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)], prepare=lambda path: T.fuse_pads(path, calibration[:1])),
+        Graph(heads, example_f, stages, outputs, name="heads", dynamic_axes=batch(*stages, *outputs), parity_inputs=parity_f, atol=PARITY_ATOL, label_output=label, variants=()),
+    ]
 
     def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
         return int8_check(fp32, path, val_set, config, result) if variant == "int8" else {}
 
-    return Graph(net, (example,), ["image"], outputs, parity_inputs=(parity,), atol=PARITY_ATOL, label_output=label,
-                 calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)],
-                 prepare=lambda path: T.fuse_pads(path, calibration[:1]), check=check)
+    return Graph(net, (example,), ["image"], outputs, parity_inputs=(parity,), atol=PARITY_ATOL, label_output=label, parts=parts, check=check)
 
 
 def run_onnx(path: Path, images: np.ndarray, batch_size: int) -> list[np.ndarray]:

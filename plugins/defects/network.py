@@ -54,7 +54,9 @@ class DefectNet(nn.Module):
 
     def heads(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The raw outputs training needs: ``logits`` [B, 1, h, w], ``score_logit`` [B] and ``type_logits`` [B, K]."""
-        stages = self.features(images)
+        return self.raw(self.features(images))
+
+    def raw(self, stages: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         deepest = stages[-1].flatten(2)
         pooled = deepest.mean(2)
@@ -68,8 +70,9 @@ class DefectNet(nn.Module):
             out["type_logits"] = self.classifier(pooled)
         return out
 
-    def forward(self, images: torch.Tensor):
-        out = self.heads(images)
+    def outputs(self, stages: list[torch.Tensor]):
+        """The exported outputs from the backbone's stage features (see the class)."""
+        out = self.raw(stages)
         probs = torch.softmax(out["type_logits"], -1) if self.classifier is not None else None
         if not self.segment:
             return probs
@@ -77,6 +80,9 @@ class DefectNet(nn.Module):
         anomaly_map = torch.sigmoid(F.interpolate(out["logits"], size=size, mode="bilinear", align_corners=False))[:, 0]
         score = torch.sigmoid(out["score_logit"])
         return (anomaly_map, score) if probs is None else (anomaly_map, score, probs)
+
+    def forward(self, images: torch.Tensor):
+        return self.outputs(self.features(images))
 
     def train(self, mode: bool = True) -> DefectNet:
         """Batch-norm statistics stay frozen (eval) in the backbone: batches are small."""
@@ -127,3 +133,26 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return logits.sum() * 0
     p, t = torch.sigmoid(logits[rows]).flatten(1), target[rows].flatten(1)
     return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+class Encoder(nn.Module):
+    """The backbone part of a DefectNet for export: images -> its stage features (a tuple)."""
+
+    def __init__(self, net: DefectNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor):
+        return tuple(self.net.features(images))
+
+
+class Heads(nn.Module):
+    """The heads part of a DefectNet for export: stage features -> the outputs (kept in fp32 by int8:
+    a probability quantized to 256 levels would tie scores and move the threshold)."""
+
+    def __init__(self, net: DefectNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *stages: torch.Tensor):
+        return self.net.outputs(list(stages))
