@@ -192,10 +192,11 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
         root.setLevel(level)
 
 
-def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, Any]], fmt: str = "qdq") -> None:
+def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, Any]], fmt: str = "qdq", reduce_range: bool = False) -> None:
     """int8 weights and activations calibrated on ``calibration`` feeds: for convolutional models.
 
-    ``fmt`` is "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv...)."""
+    ``fmt`` is "qdq" (QuantizeLinear/DequantizeLinear pairs) or "qoperator" (QLinearConv...);
+    ``reduce_range``: 7-bit weights (see ``quantize_dynamic`` for the saturation they avoid)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -222,6 +223,7 @@ def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, Any]],
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
         )
     finally:
