@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import assert_report, run_aitk
 
-TINY = ["--set", "image_size=64", "--set", "batch_size=8", "--set", "patience=0", "--threads", "2"]
+TINY = ["--set", "batch_size=8", "--set", "patience=0", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def segment(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("segment")
     (data,) = write_sample(root / "data", textures=("brick",), tile=64, train_good=24, train_defects=4, test_good=8, test_defects=4)
     result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", *TINY,
-                      "--set", "method=segment", "--set", "epochs=5", plugins="defects")
+                      "--set", "image_size=64", "--set", "method=segment", "--set", "epochs=4", plugins="defects")
     assert result.returncode == 0, result.stderr
     return {"data": data, "bundle": root / "bundle", "root": root}
 
@@ -78,7 +78,7 @@ def test_types_only_data_trains_the_classifier_and_reports_a_confusion_matrix(tm
                 Image.fromarray(image).save(tmp_path / name)
                 rows.append(f"{name},{kind},{split}")
     (tmp_path / "kinds.csv").write_text("\n".join(rows) + "\n")
-    trained = run_aitk("defects", "train", str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "b"), *TINY, "--set", "epochs=8",
+    trained = run_aitk("defects", "train", str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "b"), *TINY, "--set", "image_size=64", "--set", "epochs=3",
                        "--set", "learning_rate=0.003", plugins="defects")
     assert trained.returncode == 0, trained.stderr
     result = run_aitk("defects", "evaluate", str(tmp_path / "b"), str(tmp_path / "kinds.csv"), "--json", "--report", str(tmp_path / "report"), plugins="defects")

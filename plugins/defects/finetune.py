@@ -117,14 +117,15 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
 
     backbone, info = M.build_backbone(config.backbone, config.weights, config.feature_stages, size)
     classes = len(types) if len(types) >= 2 else 0
-    net = DefectNet(backbone, config.feature_stages, info["channels"], info["mean"], info["std"], size, classes, segment)
+    stages, channels = (config.feature_stages, info["channels"]) if segment else (config.feature_stages[-1:], info["channels"][-1:])
+    net = DefectNet(backbone, stages, channels, info["mean"], info["std"], size, classes, segment)  # types-only: the deepest stage alone
     freeze_early_stages(backbone, info["stage_modules"], config.frozen_stages)
     history = optimise(net, train_set, val_set, config, segment)
 
     outputs = run(net, val_set.images, config.batch_size)
     metrics: dict[str, Any] = {"train_images": len(train_items), "validation_images": len(val_items), "epochs": len(history)}
     assets: dict[str, Any] = {"preprocessing": T.preprocessing(size, info), "backbone": info, "method": "segment" if segment else "types",
-                              "defect_types": types if classes else [], "frozen_stages": config.frozen_stages}
+                              "defect_types": types if classes else [], "frozen_stages": config.frozen_stages, "network_stages": list(stages)}
     if segment:
         threshold, how = T.calibrate(outputs[1], val_set.defective, config.percentile)
         metrics.update(T.validation_metrics(outputs[1], val_set.defective, threshold))
