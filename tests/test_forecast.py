@@ -312,6 +312,16 @@ def test_semicolon_decimal_comma_and_tab_separated_tables_read_like_csv(trained,
     assert predictions(outs["excel.csv"]) == predictions(outs["plain.csv"]) == predictions(outs["tabs.tsv"])
 
 
+def test_an_empty_file_and_a_header_only_table_are_one_warning_each_and_no_rows(trained, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("series,date,value\n")
+    result = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "empty.csv"), str(tmp_path / "header.csv"),
+                      str(trained["series"]), "--out", str(tmp_path / "out.jsonl"), plugins="forecast")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("empty.csv: empty, no records") == 1 and result.stderr.count("header.csv: no rows, nothing to predict") == 1
+    assert sorted(predictions(tmp_path / "out.jsonl")) == list("abcd")
+
+
 def test_a_bad_cell_in_a_decimal_comma_table_is_named_and_its_neighbours_read_as_numbers(tmp_path):
     from plugins.forecast.data import _numeric
     from plugins.forecast.table import read_table

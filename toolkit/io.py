@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from toolkit.console import get_logger
+from toolkit.console import get_logger, warn_once
 from toolkit.errors import InputError
 
 logger = get_logger(__name__)
@@ -92,7 +92,7 @@ def read_lines(path: Path | str) -> Iterator[Line]:
                 empty = False
                 yield line
         if empty:
-            logger.warning(f"{name_of(path)}: empty, no records")
+            warn_once(f"{name_of(path)}: empty, no records", logger.name)  # once, though a file may be read to count it first
 
 
 def _utf8_lines(stream: BinaryIO, offset: int) -> Iterator[Line]:

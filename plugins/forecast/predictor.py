@@ -16,8 +16,11 @@ from plugins.forecast.data import Schema, Series
 from plugins.forecast.time_features import Spec
 from toolkit import AitkError, InputError, Predictor, Record
 from toolkit.bundle import Bundle
+from toolkit.console import get_logger
 from toolkit.files import atomic_path
 from toolkit.runtime import Runtime
+
+logger = get_logger(__name__)
 
 OUT_OF_RANGE = 10.0
 """Standard deviations from a series' training mean beyond which its forecast carries a warning."""
@@ -49,7 +52,7 @@ class ForecastPredictor(Predictor):
         """The series in ``paths``, for the progress bar's total: a row each in a wide table, one per
         file without an id column, else the distinct ids, read from the id columns alone. A file that
         cannot be read counts one (its error row); None with stdin."""
-        from plugins.forecast.table import read_table
+        from plugins.forecast.table import EmptyTable, read_table
         from toolkit.counting import count_records
 
         if any(str(p) == "-" for p in paths):
@@ -64,21 +67,30 @@ class ForecastPredictor(Predictor):
                 bad_lines: dict[int, str] = {}  # counted, not logged: read() reports them
                 table = read_table(path, self.schema.delimiter, self.schema.decimal, self.schema.keys, bad_lines)
                 total += len(table.drop_duplicates()) + len(bad_lines)
+            except EmptyTable:
+                continue
             except AitkError:
                 total += 1
         return total
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per series; a file that cannot be read, or lacks a column, is one error record,
-        and so is each line that cannot be a row (``PATH:LINE``; its series is read without it)."""
+        and so is each line that cannot be a row (``PATH:LINE``; its series is read without it). An
+        empty file or one with only a header is a warning, no record."""
+        from plugins.forecast.table import EmptyTable
+
         seen: dict[str, Path] = {}
         for path in paths:
             bad_lines: dict[int, str] = {}
             try:
                 frame = data.read(path, self.schema, bad_lines)
+            except EmptyTable:
+                continue
             except AitkError as e:
                 yield Record(id=str(path), error=str(e))
                 continue
+            if frame.empty and not bad_lines:
+                logger.warning(f"{path}: no rows, nothing to predict")
             for line, reason in sorted(bad_lines.items()):
                 yield Record(id=f"{path}:{line}", error=f"{path}:{line}: {reason}")
             for sid, part in data.split_series(frame, self.schema, path):

@@ -30,6 +30,10 @@ DOT_NUMBER = re.compile(r'^"?-?\d+\.\d+"?$')
 SAMPLE_CHARS = 1 << 16
 
 
+class EmptyTable(AitkError):
+    """A file with no lines at all (``toolkit.io.read_lines`` has warned about it)."""
+
+
 def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list[str] | None = None,
                bad_lines: dict[int, str] | None = None) -> pd.DataFrame:
     """A CSV or Parquet file (``-``: CSV on stdin) as a DataFrame, only ``columns`` when given;
@@ -45,6 +49,8 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
         if str(path) != "-" and not path.exists():
             raise FileNotFoundError(path)
         text, bad = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
+        if not text:
+            raise EmptyTable(f"{path}: empty, no records")
         for line, reason in bad.items():
             if bad_lines is None:
                 logger.warning(f"{path}:{line}: {reason}; the line is left out")
