@@ -115,3 +115,29 @@ def test_outputs_kept_on_the_device_feed_back_in_like_numpy(tmp_path):
         (on_device,) = session.run_on_device({"x": x.numpy(), "h": on_device})
     assert not isinstance(on_device, np.ndarray)
     np.testing.assert_allclose(on_device.numpy(), state, atol=1e-6)
+
+
+def test_a_graph_with_external_weights_is_saved_as_one_data_file_beside_it(tmp_path):
+    """Over 2 GiB (a 0.5B-parameter model in fp32) torch writes one file per weight, named after the
+    weight: two graphs in one bundle would overwrite each other's. save_onnx keeps one FILE.data."""
+    from toolkit.onnx_export import quantize_dynamic, save_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()
+    x = torch.randn(3, 64)
+    export(model, (x,), tmp_path / "plain.onnx", ["x"], ["y"])
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    onnx.save_model(onnx.load(str(tmp_path / "plain.onnx")), str(loose / "m.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=False, size_threshold=0)  # as torch writes a large model
+    assert len(list(loose.iterdir())) > 2
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    save_onnx(loose / "m.onnx", bundle / "model.onnx")
+    assert sorted(p.name for p in bundle.iterdir()) == ["model.onnx", "model.onnx.data"]
+    want = model(x).detach().numpy()
+    (got,) = Runtime(device="cpu").session(bundle / "model.onnx")(x.numpy())
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    quantize_dynamic(bundle / "model.onnx", bundle / "model.int8.onnx")  # reads the external weights
+    (got,) = Runtime(device="cpu").session(bundle / "model.int8.onnx")(x.numpy())
+    assert cosine(got.ravel(), want.ravel()) > 0.99

@@ -7,6 +7,8 @@ bad export. The returned dict goes into the manifest."""
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,21 +39,57 @@ def export(
     module = module.eval()
     if dynamic_axes is None:
         dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), tempfile.TemporaryDirectory(dir=Path(path).parent) as tmp:
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter: still the one the int8 LSTM path needs
         warnings.filterwarnings("ignore", message=".*batch_size other than 1")  # parity runs another batch size below
+        exported = Path(tmp) / Path(path).name
         torch.onnx.export(
             module,
             example_inputs,
-            str(path),
+            str(exported),
             input_names=list(input_names),
             output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=opset,
             dynamo=False,
         )
+        save_onnx(exported, Path(path))
     parity = check_parity(module, path, parity_inputs or example_inputs, output_names, atol, label_output)
     return {"file": Path(path).name, "schema": onnx_schema(path), "parity": parity}
+
+
+PROTOBUF_LIMIT = 2**31 - 2**20  # an ONNX file holds at most 2 GiB; a margin for the graph itself
+
+
+def save_onnx(src: Path, dst: Path) -> None:
+    """Move the ONNX file ``src`` to ``dst``. A model over 2 GiB (a 0.5B-parameter language model in fp32)
+    cannot be one protobuf file: torch then writes one file per weight beside it, named after the
+    weights, so two graphs in one folder would overwrite each other's; here its weights go to one
+    file, ``dst`` + ``.data`` (ONNX external data, which ONNX Runtime reads from beside the graph)."""
+    import onnx
+
+    if not _has_external_data(onnx.load(str(src), load_external_data=False)):
+        os.replace(src, dst)
+        return
+    model = onnx.load(str(src))
+    Path(str(dst) + ".data").unlink(missing_ok=True)
+    onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=Path(dst).name + ".data", size_threshold=1024)
+
+
+def _has_external_data(model) -> bool:
+    import onnx
+
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def save_large(model, dst: Path) -> None:
+    """Save an in-memory ONNX model: one file, or beside it ``dst`` + ``.data`` when over 2 GiB."""
+    import onnx
+
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        onnx.save(model, str(dst))
+    else:
+        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=Path(dst).name + ".data", size_threshold=1024)
 
 
 def check_parity(
@@ -163,7 +201,7 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     model = onnx.load(str(src))
     del model.graph.value_info[:]  # stale shapes make the quantizer's shape inference fail
     cleaned = Path(dst).with_suffix(".prep.onnx")
-    onnx.save(model, str(cleaned))
+    save_large(model, cleaned)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
@@ -172,12 +210,16 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     finally:
         root.setLevel(level)
         cleaned.unlink(missing_ok=True)
+        Path(str(cleaned) + ".data").unlink(missing_ok=True)
 
 
-def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
+def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4) -> None:
     """4-bit weights of every MatMul with a constant weight (ONNX Runtime's MatMulNBits): block-wise,
     each ``block_size`` weights along the input dimension with their own scale and zero point
-    (asymmetric); activations stay float. For transformer-style graphs on the CPU."""
+    (asymmetric). ``accuracy_level`` 4: the CPU kernel multiplies the 4-bit weights with activations
+    quantized to int8 per block on the fly (as llama.cpp's Q4_0 x Q8_0 dot products), its fastest
+    CPU path; 0 multiplies in float. The stored activations and outputs stay float.
+    For transformer-style graphs on the CPU."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -185,7 +227,7 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs every node it visits
     try:
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=False)
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level)
         quantizer.process()
         quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     finally:
