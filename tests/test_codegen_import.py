@@ -111,9 +111,11 @@ def test_an_unsupported_architecture_is_refused_by_name(tmp_path, family, archit
 
 def test_int4_variant_is_written_checked_and_run(tmp_path, slow_tokenizer):
     _checkpoint(tmp_path / "hf", "llama", slow_tokenizer[1])
-    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--quantize", "int4", "--threads", "1", plugins="codegen")
+    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--quantize", "int4", "--quantize", "int8",
+                      "--threads", "1", plugins="codegen")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
+    assert set(manifest["graphs"]["model"]["variants"]) == {"int4", "int8"}  # one export, both variants
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "bundle/model.int4.onnx")).graph.node}

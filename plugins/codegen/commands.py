@@ -15,10 +15,14 @@ from toolkit import AitkError
 from toolkit.cli_options import (AsJson, BundleArg, BundleOut, Command, Device, Force, QuantizeRun, QuantizeTrain, Threads, ThreadsTrain,
                                  check_replaceable, examples, make_runtime, with_options)
 from toolkit.console import get_logger
+from toolkit.manifest import VARIANTS
 
 from plugins.codegen.options import SAMPLING_OPTIONS, sampling_from
 
 logger = get_logger(__name__)
+QuantizeImport = Annotated[Optional[list[str]], typer.Option(
+    "--quantize", metavar="int8|fp16|int4", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU), "
+    "fp16 (for CUDA) or int4 (weight-only); repeat for several (one export serves them all).")]
 
 
 def read_prompt(prompt: str, name: str = "prompt", empty: bool = False) -> str:
@@ -100,7 +104,8 @@ def add_commands(group: typer.Typer, usecase) -> None:
     ))(with_options(complete, SAMPLING_OPTIONS))
 
     @group.command("import", cls=Command, epilog=examples(
-        "aitk codegen import ./gpt2-local --out bundle", "aitk codegen import ./gpt2-local --out bundle --context 512 --quantize int8 --force"))
+        "aitk codegen import ./gpt2-local --out bundle", "aitk codegen import ./gpt2-local --out bundle --context 512 --quantize int8 --force",
+        "aitk codegen import ./qwen-coder --out bundle --quantize int8 --quantize int4"))
     def import_(
         hf_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="A local Hugging Face causal-LM folder: config.json, *.safetensors, tokenizer.json.", show_default=False)],
         out: BundleOut,
@@ -108,7 +113,7 @@ def add_commands(group: typer.Typer, usecase) -> None:
         context: Annotated[Optional[int], typer.Option(min=1, metavar="N", help="Tokens of context to allow (default: the model's maximum).")] = None,
         device: Device = "auto",
         threads: ThreadsTrain = None,
-        quantize: QuantizeTrain = None,
+        quantize: QuantizeImport = None,
         as_json: AsJson = False,
     ) -> None:
         """Export a local Hugging Face causal LM to a codegen bundle (KV-cache ONNX graph, parity-checked)."""
@@ -116,11 +121,15 @@ def add_commands(group: typer.Typer, usecase) -> None:
 
         from plugins.codegen.export import import_model
 
+        variants = [q for q in quantize or [] if q != "none"]
+        unknown = [q for q in variants if q not in VARIANTS]
+        if unknown:
+            raise AitkError(f"--quantize {unknown[0]!r}: expected {', '.join(VARIANTS)} or none")
         if not hf_dir.is_dir():
             raise AitkError(f"{hf_dir}: no such directory")
         check_replaceable(out, force)
         result, config = import_model(hf_dir, context, threads)
-        bundle = package(result, out, usecase, config, [quantize] if quantize not in (None, "none") else [])
+        bundle = package(result, out, usecase, config, variants)
         logger.info(f"bundle written to {bundle.path}")
         summary = {"bundle": str(bundle.path), **bundle.assets, "parity": bundle.graph()["parity"]["max_abs_diff"]["logits"],
                    "greedy_equals_hf_generate": bundle.graph()["greedy_equals_hf_generate"]}
