@@ -131,7 +131,7 @@ def prepare(out: Path, args) -> None:
         print(f"random Qwen2.5-Coder-0.5B-shaped checkpoint written in {seconds:.0f} s", flush=True)
     context = str(args.prompt_tokens + args.new_tokens)
     if not (out / "bundle" / "manifest.json").is_file():
-        command = [sys.executable, "-c", "from toolkit.cli import main; main()", "codegen", "import", str(out / "hf"), "--out", str(out / "bundle"),
+        command = [sys.executable, "-c", "from toolkit.cli import main; main()", "--debug", "codegen", "import", str(out / "hf"), "--out", str(out / "bundle"),
                    "--context", context, "--quantize", "int8", "--quantize", "int4", "--threads", str(args.threads), "--force"]
         seconds, rss, _ = run_child(command)
         print(f"aitk codegen import --quantize int8 --quantize int4: {seconds / 60:.1f} min, peak RSS {rss / 2**30:.1f} GiB", flush=True)

@@ -86,7 +86,7 @@ def save_large(model, dst: Path) -> None:
     """Save an in-memory ONNX model: one file, or beside it ``dst`` + ``.data`` when over 2 GiB."""
     import onnx
 
-    if model.ByteSize() < PROTOBUF_LIMIT:
+    if sum(len(t.raw_data) for t in model.graph.initializer) < PROTOBUF_LIMIT:  # ByteSize() itself fails past 2 GiB
         onnx.save(model, str(dst))
     else:
         onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=Path(dst).name + ".data", size_threshold=1024)
