@@ -341,7 +341,7 @@ def table(results: dict, bandwidth: float, args) -> str:
     for label, r in results.items():
         rate = {b: r["batches"][str(b)]["new_tokens"] / r["batches"][str(b)]["seconds"] for b in sizes}
         ratio = [f"{rate[b] / _rate(hf, b):.2f}x" if hf else "" for b in sizes]
-        bound = [f"{b * bandwidth / r['weight_bytes']:.0f}" for b in sizes]
+        bound = [f"{b * bandwidth / r['weight_bytes']:.1f}" for b in sizes]
         rows.append([label, *(f"{rate[b]:.1f}" for b in sizes), *ratio, f"{r['weight_bytes'] / 1e6:.0f} MB", *bound,
                      f"{r['peak_rss'] / 2**30:.2f} GiB", agreement(r, hf, sizes) if hf and label != HF_LABEL else ""])
     return markdown_table(header, rows)
