@@ -265,6 +265,8 @@ def llama_engine(path: Path, variant, threads: int):
     prompt in one decode call, then one call per step for all sequences."""
     import llama_cpp as L
 
+    quiet = L.llama_log_callback(_quiet)
+    L.llama_log_set(quiet, None)  # llama.cpp logs every tensor it loads
     L.llama_backend_init()
     model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
     n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
@@ -286,7 +288,7 @@ def llama_engine(path: Path, variant, threads: int):
     def argmax(i: int) -> int:
         return int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).argmax())
 
-    def generate(prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    def generate(prompts: list[list[int]], new_tokens: int, _keep=quiet) -> list[list[int]]:
         L.llama_memory_clear(L.llama_get_memory(ctx), True)
         chosen = []
         for s, prompt in enumerate(prompts):
@@ -300,6 +302,10 @@ def llama_engine(path: Path, variant, threads: int):
         return [_until(row, eos) for row in out]
 
     return generate
+
+
+def _quiet(level: int, text: bytes, user_data) -> None:
+    pass
 
 
 def _until(tokens: list[int], eos: int) -> list[int]:
