@@ -279,3 +279,16 @@ def test_a_layout_splits_rows_as_the_output_is_written_and_a_resumed_run_keeps_t
     assert summary["records"] == 3 and summary["failed_in_output"] == 1
     again = write_batches([], Journal(out, resume=True, layout=split), Counter(), None)  # every record done already
     assert again["failed_in_output"] == 1 and list(read_rows(out)) == written
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_resume_over_other_inputs_keeps_only_the_rows_of_records_given_now(wine, tmp_path, suffix):
+    lines = (wine["data"] / "predict.csv").read_text().splitlines()
+    (tmp_path / "old.csv").write_text("\n".join(lines[:4] + ["1,2,3"]) + "\n")  # 3 rows and a short one
+    out = tmp_path / f"out{suffix}"
+    assert predict(wine, out, tmp_path / "old.csv").returncode == 3
+    resumed = predict(wine, out, wine["data"] / "predict.csv", extra=["--resume"])
+    assert resumed.returncode == 0, resumed.stderr  # the old file's error row is gone with its records
+    assert "4 row(s) in" in resumed.stderr and "left out" in resumed.stderr
+    frame = pd.read_json(out, lines=True) if suffix == ".jsonl" else pd.read_parquet(out)
+    assert frame["id"].tolist() == [f"{wine['data'] / 'predict.csv'}:{n}" for n in range(2, len(lines) + 1)]

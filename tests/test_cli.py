@@ -83,6 +83,8 @@ def test_bundle_info_shows_what_a_bundle_is_and_its_model_card(wine, tmp_path):
     assert f"sha256    {digest}" in result.stdout  # the training data's hash
 
     card = run_aitk("bundle", "info", str(wine["bundle"]), "--card", plugins="wine").stdout
+    both = run_aitk("bundle", "info", str(wine["bundle"]), "--card", "--json", plugins="wine")
+    assert both.returncode == 2 and "cannot go with --json" in both.stderr
     assert card == (wine["bundle"] / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: aitk\n") and "by the `wine` use case of aitk-wine 0.1.0" in card
     rows = len(train.read_text().splitlines()) - 1

@@ -98,8 +98,8 @@ def run_batch(
     Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
     batches ahead of the model (inline when ``predictor.threaded_decode`` is False)."""
     journal = StdoutJournal(layout) if str(out) == "-" else Journal(out, resume, layout)
-    resumed = Counter()
-    records = skip_done(predictor.read(paths), journal.ids, resumed, batch_size)
+    resumed, inputs = Counter(), set()
+    records = skip_done(predictor.read(paths), journal.ids, resumed, batch_size, inputs)
 
     decoders = workers or min(8, os.cpu_count() or 1)
 
@@ -121,7 +121,7 @@ def run_batch(
     remaining = None if total is None else max(0, total - len(journal.ids))
     gc.freeze()  # during the run, full collections skip what lives now (modules, the model)
     try:
-        return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining)
+        return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining, inputs)
     finally:
         gc.unfreeze()
 
@@ -131,8 +131,10 @@ class Counter:
     value: int = 0
 
 
-def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size: int = 64) -> Iterator[Record]:
-    """The records whose ids are not in ``done``, counting the others in ``skipped``.
+def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size: int = 64,
+              read_ids: set[str] | None = None) -> Iterator[Record]:
+    """The records whose ids are not in ``done``, counting the others in ``skipped``; every id
+    read (skipped or not) is added to ``read_ids`` when given.
 
     An id seen before in this run (two records given the same id) is made unique, the same way
     in every run: the second is ``ID#2``, the third ``ID#3``; one warning line names the first.
@@ -150,6 +152,8 @@ def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size:
             if repeated is not None and not warned:
                 logger.warning(f"record id {repeated!r} appears more than once; later ones get #2, #3, ...")
                 warned = True
+        if read_ids is not None:
+            read_ids.update(record.id for record in chunk)
         if done:
             kept = [record for record in chunk if record.id not in done]
             skipped.value += len(chunk) - len(kept)
@@ -171,9 +175,10 @@ def _made_unique(chunk: list[Record], seen: dict[str, int]) -> tuple[list[Record
 
 
 def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
-                  total: int | None = None) -> dict[str, Any]:
+                  total: int | None = None, inputs: set[str] | None = None) -> dict[str, Any]:
     """Journal each batch of rows as it comes, then write the output; returns the run's summary.
-    ``total`` (records to predict, when known) gives the progress bar its length and ETA."""
+    ``total`` (records to predict, when known) gives the progress bar its length and ETA; ``inputs``,
+    the ids of every record read, lets a resumed run leave out rows of records no longer given."""
     started = time.perf_counter()
     ok = failed = 0
     with bar("predict", total, "rec") as shown:
@@ -186,7 +191,7 @@ def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, res
             journal.abandon()
             raise
     seconds = time.perf_counter() - started
-    failed_in_output = journal.close()
+    failed_in_output = journal.close(inputs)
     return {
         "output": str(journal.out),
         "records": ok + failed,
@@ -274,7 +279,7 @@ class StdoutJournal:
     def abandon(self) -> None:
         pass
 
-    def close(self) -> int:
+    def close(self, inputs: set[str] | None = None) -> int:
         return self.failed
 
 
@@ -288,6 +293,7 @@ class Journal(StdoutJournal):
         self.out = out
         self.path = out.with_name(out.name + ".partial.jsonl")
         self.ids: set[str] = set()
+        self.error_ids: set[str] = set()
         self.failed = 0
         self.layout = layout
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -309,7 +315,9 @@ class Journal(StdoutJournal):
             if line.strip():
                 row = json.loads(line)
                 self.ids.add(row["id"])
-                self.failed += row.get("error") is not None
+                if row.get("error") is not None:
+                    self.error_ids.add(row["id"])
+        self.failed = len(self.error_ids)
 
     def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
         """One row per record in the journal, for --resume: the layout applies when OUT is written."""
@@ -321,14 +329,27 @@ class Journal(StdoutJournal):
         if self.path.stat().st_size == 0:
             self.path.unlink()
 
-    def close(self) -> int:
-        """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT."""
+    def close(self, inputs: set[str] | None = None) -> int:
+        """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT.
+
+        Rows kept by --resume for records not among ``inputs`` (the ids of every record this run
+        read; None: keep all) are left out with a warning, so OUT holds exactly this run's records."""
         self.file.close()
-        if self.out.suffix.lower() == ".jsonl" and self.layout is None:
+        stale = self.ids - inputs if inputs is not None else set()
+        if stale:
+            logger.warning(f"--resume: {len(stale)} row(s) in {self.out.name} are for records not in these inputs "
+                           f"(first: {min(stale)!r}); they are left out")
+            self.failed -= len(stale & self.error_ids)
+        if self.out.suffix.lower() == ".jsonl" and self.layout is None and not stale:
             os.replace(self.path, self.out)
         else:
             layout = self.layout
-            write_rows(lambda: read_jsonl(self.path) if layout is None else laid_out(read_jsonl(self.path), layout), self.out)
+
+            def rows() -> Iterator[dict[str, Any]]:
+                kept = (row for row in read_jsonl(self.path) if row["id"] not in stale)
+                return kept if layout is None else laid_out(kept, layout)
+
+            write_rows(rows, self.out)
             self.path.unlink()
         return self.failed
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.counting import count_records
 from toolkit.errors import AitkError
+from toolkit.extras import DISTRIBUTION
 from toolkit.io import has_suffix
 
 if TYPE_CHECKING:
@@ -105,11 +106,12 @@ def model_card(manifest: dict[str, Any], summary: str, text: str) -> str:
     """The model card (Markdown with Hugging Face's YAML front matter) of a bundle with ``manifest``;
     ``summary`` is the use case's one line, ``text`` its ``model_card`` (intended use, limitations)."""
     usecase, plugin = manifest["usecase"], manifest["plugin"]
+    core = f" (aitk {manifest['toolkit_version']})" if plugin["name"] != DISTRIBUTION else ""  # a built-in: the core itself
     parts = [
         f"---\nlibrary_name: aitk\ntags: [aitk, {usecase}, onnx]\n---\n",
         f"# {usecase} model\n\n{summary}\n\n"
-        f"Trained {manifest['created']} by the `{usecase}` use case of {plugin['name']} {plugin['version']} "
-        f"(aitk {manifest['toolkit_version']}); predictions run through ONNX Runtime.\n",
+        f"Trained {manifest['created']} by the `{usecase}` use case of {plugin['name']} {plugin['version']}"
+        f"{core}; predictions run through ONNX Runtime.\n",
         _data(manifest.get("data")),
         text.strip() + "\n" if text.strip() else "## Intended use and limitations\n\nThe plugin declares none.\n",
         "## Metrics\n\nMeasured at training:\n\n" + _table(_flat(manifest["metrics"])),

@@ -184,6 +184,8 @@ def bundle_info(
     from toolkit.bundle import load_bundle
     from toolkit.card import card_text, summary
 
+    if card and as_json:
+        raise typer.BadParameter("--card prints the Markdown model card: it cannot go with --json", param_hint="'--card'")
     loaded = load_bundle(bundle)
     if card:
         print(card_text(loaded), end="")

@@ -57,7 +57,7 @@ def run_batch_ray(
     files = ray.data.from_items([{"path": str(p)} for p in paths], override_num_blocks=max(1, len(paths)))
     settings = (usecase_name, str(bundle), runtime, options)
     try:
-        renames = _renames(files, settings)
+        renames, inputs = _renames(files, settings)
         records = files.flat_map(lambda item: [{"record": r} for r in _renamed(_read_file(settings, item["path"]), renames.get(item["path"], {}))
                                                if r.id not in done])
         rows = records.map_batches(
@@ -70,7 +70,7 @@ def run_batch_ray(
             num_gpus=1 if gpus else 0,
         )
         batches = ([json.loads(text) for text in batch["row"]] for batch in rows.iter_batches(batch_size=batch_size, batch_format="pandas"))
-        summary = write_batches(batches, journal, Counter(len(done)), provider=f"ray ({actors} actors)")
+        summary = write_batches(batches, journal, Counter(len(done & inputs)), provider=f"ray ({actors} actors)", inputs=inputs)
     except ray.exceptions.RayError as e:  # a failure inside Ray: its last line, not Ray's traceback
         raise AitkError(last_line(e)) from None
     finally:
@@ -101,18 +101,19 @@ def _read_file(settings: tuple, path: str) -> list:
         return [Record(id=path, error=f"{path}: {type(e).__name__}: {e}")]
 
 
-def _renames(files, settings: tuple) -> dict[str, dict[int, str]]:
+def _renames(files, settings: tuple) -> tuple[dict[str, dict[int, str]], set[str]]:
     """Per file, ``{position: new id}`` for its records whose id repeats one before it in the run
-    (files in input order), numbered by the local engine's own ``skip_done``."""
+    (files in input order), numbered by the local engine's own ``skip_done``; and every record's id."""
     listed = [(row["path"], row["id"]) for row in files.flat_map(
         lambda item: [{"path": item["path"], "id": r.id} for r in _read_file(settings, item["path"])]).iter_rows()]
     renames: dict[str, dict[int, str]] = {}
     positions: dict[str, int] = {}
-    for (path, given), record in zip(listed, skip_done((Record(id) for _, id in listed), set(), Counter())):
+    ids: set[str] = set()
+    for (path, given), record in zip(listed, skip_done((Record(id) for _, id in listed), set(), Counter(), read_ids=ids)):
         position = positions[path] = positions.get(path, -1) + 1
         if record.id != given:
             renames.setdefault(path, {})[position] = record.id
-    return renames
+    return renames, ids
 
 
 def _renamed(records: list, renames: dict[int, str]) -> list:
