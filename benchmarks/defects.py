@@ -184,7 +184,8 @@ def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict
         with torch.no_grad():
             net(torch.from_numpy(x))
 
-    sessions = {f"ORT {v or 'fp32'}": runtime.session(bundle.model_file(v)) for v in (None, "int8") if v in (None, *bundle.variants())}
+    names = {None: "ORT fp32", "int8": "ORT int8 (backbone, 7-bit weights)"}
+    sessions = {names[v]: runtime.session(bundle.model_file(v)) for v in names if v in (None, *bundle.variants())}
     return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
 
 

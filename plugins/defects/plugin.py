@@ -57,8 +57,9 @@ defect type when defect examples were given.
 
 ## Limitations
 
-- It learns what normal looks like from the good training images: a new product, camera,
-  background or lighting looks anomalous, and defects that resemble normal texture can be missed.
+- It learns what normal looks like from the good training images (`method=segment`: also from the
+  labelled and synthetic defects): a new product, camera, background or lighting looks anomalous,
+  and defects that resemble normal texture can be missed.
 - The threshold is calibrated on held-out training images; check it on labelled images of your line.
 - Defect types are limited to those with training examples.
 - Images are resized to `image_size`: defects much smaller than a pixel at that size are lost.
