@@ -36,14 +36,14 @@ QWEN_CODER_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864
                       num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
                       tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643, pad_token_id=151643)
 ENGINES = {  # label: (kind, artefact, variant)
-    "HF generate(), torch fp32": ("hf", "hf", None),
+    "HF generate() (torch fp32)": ("hf", "hf", None),
     "ORT fp32": ("ort", "bundle", None),
     "ORT int8 (dynamic)": ("ort", "bundle", "int8"),
     "ORT int4 (MatMulNBits)": ("ort", "bundle", "int4"),
     "llama.cpp Q8_0": ("llama", "model-q8_0.gguf", None),
     "llama.cpp Q4_0": ("llama", "model-q4_0.gguf", None),
 }
-HF_LABEL = "HF generate(), torch fp32"
+HF_LABEL = "HF generate() (torch fp32)"
 
 
 def main() -> None:
