@@ -153,7 +153,7 @@ def _convert(graph: Graph, variant: str, src: Path, dst: Path) -> Path:
     elif variant == "int4":
         onnx_export.quantize_int4(src, dst)
     elif graph.calibration is not None:
-        onnx_export.quantize_static(src, dst, graph.calibration, reduce_range=graph.reduce_range)
+        onnx_export.quantize_static(src, dst, graph.calibration)
     else:
         onnx_export.quantize_dynamic(src, dst)
     return dst

@@ -69,9 +69,6 @@ class Graph:
     (weight-only, block-wise, for MatMul-heavy graphs such as transformers) is opt-in: name it here.
     ``calibration``: feeds ({input name: array}) for static int8, calibrated (convolutional models);
     None means dynamic int8 (MatMul, Gemm and LSTM weights).
-    ``reduce_range``: static int8 with 7-bit weights: on x86 CPUs without VNNI the uint8 x int8
-    kernels' int16 pair sums can saturate with full-range weights (a fine-tuned network's scores
-    moved by up to 0.6 on such a CPU); 7-bit weights cannot overflow.
     ``parts``: graphs exported one by one (each checked against its own module) and chained into
     this one, each part's outputs feeding the next part's inputs of the same name; a variant then
     converts only the parts whose ``variants`` allow it (a distance head kept in fp32, say).
@@ -91,7 +88,6 @@ class Graph:
     label_output: str | None = None
     variants: tuple[str, ...] = ("int8", "fp16")
     calibration: Iterable[dict[str, Any]] | None = None
-    reduce_range: bool = False
     parts: list[Graph] = field(default_factory=list)
     prepare: Callable[[Path], None] | None = None
     check: Check | None = None

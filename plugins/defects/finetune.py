@@ -200,7 +200,7 @@ def network_graph(net: DefectNet, train_images: np.ndarray, val_set: Arrays, con
         example_f, parity_f = encoder(example), encoder(parity)
     parts = [
         Graph(encoder, (example,), ["image"], stages, name="backbone", dynamic_axes=batch("image", *stages), parity_inputs=(parity,), atol=PARITY_ATOL,
-              calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)], reduce_range=True, prepare=lambda path: T.fuse_pads(path, calibration[:1])),
+              calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)], prepare=lambda path: T.fuse_pads(path, calibration[:1])),
         Graph(heads, example_f, stages, outputs, name="heads", dynamic_axes=batch(*stages, *outputs), parity_inputs=parity_f, atol=PARITY_ATOL, label_output=label, variants=()),
     ]
 
