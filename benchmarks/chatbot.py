@@ -61,7 +61,7 @@ def run(work: Path) -> None:
     started = time.perf_counter()
     bundle, runtime = fine_tune(train_csv, bundle_path, args)
     train_s = time.perf_counter() - started
-    from plugins.chatbot.nlu import evaluate
+    from applied_aitk.usecases.chatbot.nlu import evaluate
 
     fp32 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads))
     int8 = evaluate(bundle, test_csv, runtime.__class__(device="cpu", threads=args.threads, variant="int8"))
@@ -108,8 +108,8 @@ def baseline(train_csv: Path, test_csv: Path, max_len: int) -> tuple[float, floa
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModel
 
-    from plugins.chatbot.model import minilm_dir
-    from plugins.chatbot.nlu import encode, load_tokenizer
+    from applied_aitk.usecases.chatbot.model import minilm_dir
+    from applied_aitk.usecases.chatbot.nlu import encode, load_tokenizer
 
     path = minilm_dir()
     model = AutoModel.from_pretrained(path, local_files_only=True).eval()
@@ -136,14 +136,14 @@ def baseline(train_csv: Path, test_csv: Path, max_len: int) -> tuple[float, floa
 
 
 def fine_tune(train_csv: Path, out: Path, args):
-    from plugins.chatbot.plugin import Chatbot
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.chatbot.plugin import Chatbot
+    from applied_aitk.runtime import Runtime
 
     usecase = Chatbot()
     settings = {"epochs": args.epochs, "max_length": args.max_len, "learning_rate": args.lr, "batch_size": args.batch_size, "val_fraction": 0.0}
     settings.update(item.split("=", 1) for item in args.set)
     config = usecase.config_from(settings)
-    from toolkit.package import train_bundle
+    from applied_aitk.package import train_bundle
 
     runtime = Runtime(device="cpu", threads=args.threads)
     return train_bundle(usecase, train_csv, out, config, runtime, ["int8"]), runtime
@@ -156,10 +156,10 @@ def speed_table(bundle, test_csv: Path, args) -> dict:
     import torch
     from transformers import BertConfig, BertModel
 
-    from plugins.chatbot.dialogue import Conversation
-    from plugins.chatbot.model import IntentModel
-    from plugins.chatbot.nlu import NLU, encode, load_tokenizer
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.chatbot.dialogue import Conversation
+    from applied_aitk.usecases.chatbot.model import IntentModel
+    from applied_aitk.usecases.chatbot.nlu import NLU, encode, load_tokenizer
+    from applied_aitk.runtime import Runtime
 
     texts = pd.read_csv(test_csv).text.tolist()[: args.speed_sentences]
     encoder = BertModel(BertConfig(**bundle.read_json("encoder_config.json")), add_pooling_layer=False)

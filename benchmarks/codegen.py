@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 GOALS = {1: 1.8, 8: 1.5}
 
 
@@ -65,7 +63,7 @@ def main() -> None:
 
     from common import markdown_table
 
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     if args.only != "quality":
         rows = [[label, *row] for label, b in models for row in speed(b, args, out)]
@@ -78,10 +76,10 @@ def main() -> None:
 
 def build(args, out: Path, size: str, vocab: int, minutes: float):
     """A bundle trained by the plugin for ``minutes`` (0: no step at all, random weights) with int8 and fp16 too."""
-    from toolkit.package import train_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.package import train_bundle
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     usecase = Codegen()
     config = usecase.config_from({
@@ -93,7 +91,7 @@ def build(args, out: Path, size: str, vocab: int, minutes: float):
 
 
 def load(path: Path):
-    from toolkit.bundle import load_bundle
+    from applied_aitk.bundle import load_bundle
 
     return load_bundle(path, usecase="codegen")
 
@@ -111,12 +109,12 @@ def speed(bundle, args, work: Path) -> list[list]:
     """Tokens/s of each generation variant at batch 1 and 8, interleaved rounds, medians."""
     import torch
 
-    from toolkit.text import pad_ids
-    from toolkit.runtime import Runtime
+    from applied_aitk.text import pad_ids
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.data import load_tokenizer
-    from plugins.codegen.generate import Generator, Sampling
-    from plugins.codegen.model import hf_greedy, load_bundle_model
+    from applied_aitk.usecases.codegen.data import load_tokenizer
+    from applied_aitk.usecases.codegen.generate import Generator, Sampling
+    from applied_aitk.usecases.codegen.model import hf_greedy, load_bundle_model
 
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"))
     runtime = Runtime(device=args.device, threads=args.threads)
@@ -178,9 +176,9 @@ def speed(bundle, args, work: Path) -> list[list]:
 
 
 def quality(usecase, bundle, args, work: Path) -> list[list]:
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.data import stdlib_dir
+    from applied_aitk.usecases.codegen.data import stdlib_dir
 
     runtime = Runtime(device="cpu", threads=args.threads)
     rows = []
@@ -206,7 +204,7 @@ def quality(usecase, bundle, args, work: Path) -> list[list]:
 
 def heldout_prompts(bundle, tokenizer, length: int, count: int) -> list[list[int]]:
     """``count`` prompts of ``length`` tokens from the held-out files (the first tokens of each, then further in)."""
-    from plugins.codegen.data import read_sources, token_stream
+    from applied_aitk.usecases.codegen.data import read_sources, token_stream
 
     _, texts = read_sources([Path(p) for p in bundle.read_json("heldout.json")])
     stream = token_stream(tokenizer, texts)
@@ -218,7 +216,7 @@ def heldout_prompts(bundle, tokenizer, length: int, count: int) -> list[list[int
 
 def unigram_perplexity(bundle, corpus: str) -> float:
     """Perplexity of token frequencies from the training files on the held-out files (a floor to beat)."""
-    from plugins.codegen.data import corpus_files, load_tokenizer, read_sources, token_stream
+    from applied_aitk.usecases.codegen.data import corpus_files, load_tokenizer, read_sources, token_stream
 
     tokenizer = load_tokenizer(bundle.file("tokenizer.json"))
     held = {str(Path(p).resolve()) for p in bundle.read_json("heldout.json")}
@@ -235,7 +233,7 @@ class NoCacheGenerator:
     def __init__(self, model, path: Path, runtime, cached):
         import torch
 
-        from toolkit import onnx_export
+        from applied_aitk import onnx_export
 
         class LastLogits(torch.nn.Module):
             def __init__(self, model):
@@ -256,7 +254,7 @@ class NoCacheGenerator:
         self.eos, self.pad = cached.eos, cached.pad
 
     def generate(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-        from toolkit.text import pad_ids
+        from applied_aitk.text import pad_ids
 
         ids, mask = pad_ids(prompts, self.pad, side="left")
         out: list[list[int]] = [[] for _ in prompts]

@@ -131,7 +131,7 @@ def prepare(out: Path, args) -> None:
         print(f"random Qwen2.5-Coder-0.5B-shaped checkpoint written in {seconds:.0f} s", flush=True)
     context = str(args.prompt_tokens + args.new_tokens)
     if not (out / "bundle" / "manifest.json").is_file():
-        command = [sys.executable, "-c", "from toolkit.cli import main; main()", "--debug", "codegen", "import", str(out / "hf"), "--out", str(out / "bundle"),
+        command = [sys.executable, "-c", "from applied_aitk.cli import main; main()", "--debug", "codegen", "import", str(out / "hf"), "--out", str(out / "bundle"),
                    "--context", context, "--quantize", "int8", "--quantize", "int4", "--threads", str(args.threads), "--force"]
         seconds, rss, _ = run_child(command)
         print(f"aitk codegen import --quantize int8 --quantize int4: {seconds / 60:.1f} min, peak RSS {rss / 2**30:.1f} GiB", flush=True)
@@ -232,7 +232,7 @@ def hf_engine(path: Path, variant, threads: int):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from plugins.codegen.model import hf_greedy
+    from applied_aitk.usecases.codegen.model import hf_greedy
 
     torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -246,11 +246,11 @@ def hf_engine(path: Path, variant, threads: int):
 
 
 def ort_engine(path: Path, variant, threads: int):
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.generate import Sampling
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     generator = Codegen().generator(load_bundle(path, usecase="codegen"), Runtime(device="cpu", threads=threads, variant=variant))
 
@@ -325,7 +325,7 @@ def weight_bytes(kind: str, path: Path, variant) -> int:
         return sum(n for name, n in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
     import onnx
 
-    from toolkit.bundle import load_bundle
+    from applied_aitk.bundle import load_bundle
 
     model = onnx.load(str(load_bundle(path, usecase="codegen").model_file(variant)))
     consumers: dict[str, set[str]] = {}

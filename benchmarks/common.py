@@ -12,10 +12,10 @@ from pathlib import Path
 
 def trained_usecase(name: str, work: Path):
     """(usecase, bundle, sample) for an installed use case, trained on its own sample data."""
-    from toolkit.bundle import load_bundle
-    from toolkit.package import train_bundle
-    from toolkit.plugins import get_usecases
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.package import train_bundle
+    from applied_aitk.plugins import get_usecases
+    from applied_aitk.runtime import Runtime
 
     usecase = get_usecases()[name]
     sample = usecase.sample(work / "sample")
@@ -26,7 +26,7 @@ def trained_usecase(name: str, work: Path):
 def replicate_inputs(usecase, predictor, sample, out: Path, records: int) -> list[Path]:
     """The sample's predict files repeated to hold at least ``records`` records: CSV and JSONL
     files grow by repeating their rows (one big file, as tables usually come), others are copied."""
-    from toolkit.batch import expand_inputs
+    from applied_aitk.batch import expand_inputs
 
     files = expand_inputs([str(p) for p in sample.predict], usecase.input_suffixes)
     rounds = -(-records // sum(1 for _ in predictor.read(files)))

@@ -23,11 +23,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each, alternated; the best counts")
     args = parser.parse_args()
 
-    from toolkit.batch import predict_records, run_batch
-    from toolkit.runtime import Runtime
+    from applied_aitk.batch import predict_records, run_batch
+    from applied_aitk.runtime import Runtime
 
     bare = command_seconds([PYTHON, "-c", "pass"])
-    aitk_help = command_seconds([PYTHON, "-c", "from toolkit.cli import main; main()", "--help"])
+    aitk_help = command_seconds([PYTHON, "-c", "from applied_aitk.cli import main; main()", "--help"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         usecase, bundle, sample = trained_usecase(args.usecase, work)

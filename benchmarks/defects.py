@@ -41,7 +41,7 @@ def good_only_manifest(data: Path, out: Path, drop_types: set[str] | None = None
 
 def image_batches(items: list, size: int, batch: int = 32):
     """uint8 image batches [batch, size, size, 3] of ``items``, decoded on 4 threads."""
-    from plugins.defects import data as D
+    from applied_aitk.usecases.defects import data as D
 
     with ThreadPoolExecutor(4) as pool:
         for start in range(0, len(items), batch):
@@ -57,8 +57,8 @@ def linear_probe(data: Path, size: int, threads: int) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from plugins.defects import data as D
-    from plugins.defects import model as M
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects import model as M
 
     torch.set_num_threads(threads)
     model = timm.create_model(M.DEFAULT_BACKBONE, pretrained=False, num_classes=0)
@@ -84,8 +84,8 @@ def mask_probe(data: Path, config, threads: int) -> tuple[float, float]:
     import torch.nn.functional as F
     from sklearn.metrics import roc_auc_score
 
-    from plugins.defects import data as D
-    from plugins.defects import model as M
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects import model as M
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -139,8 +139,8 @@ def rates(runs: dict, images: np.ndarray, rounds: int) -> dict[str, float]:
 def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "cpu") -> dict[str, float]:
     import torch
 
-    from plugins.defects import model as M
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.defects import model as M
+    from applied_aitk.runtime import Runtime
 
     torch.set_num_threads(threads)
     info, weights, size = bundle.assets["backbone"], bundle.read_weights(), images.shape[1]
@@ -168,9 +168,9 @@ def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict
     """Images/s of the fine-tuned network: torch eager against ONNX Runtime fp32 and int8 (CPU)."""
     import torch
 
-    from plugins.defects import model as M
-    from plugins.defects.network import DefectNet
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.defects import model as M
+    from applied_aitk.usecases.defects.network import DefectNet
+    from applied_aitk.runtime import Runtime
 
     torch.set_num_threads(threads)
     info, size = bundle.assets["backbone"], images.shape[1]
@@ -192,9 +192,9 @@ def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict
 def segment_runs(data: Path, work: Path, usecase, settings: dict, held_out: str, threads: int) -> dict[str, dict]:
     """Train and evaluate the fine-tuned network three ways: good images only (synthetic defects),
     with the training split's labelled defects, and with one defect type held out of training."""
-    from toolkit.bundle import load_bundle
-    from toolkit.package import train_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.package import train_bundle
+    from applied_aitk.runtime import Runtime
 
     manifests = {
         "segment, good images only (synthetic defects)": good_only_manifest(data, work / "good_only.csv"),
@@ -236,7 +236,7 @@ def print_segment(runs: dict[str, dict], held_out: str, speeds: dict[str, float]
 
 
 def predict_files(usecase, bundle, paths: list[Path], out: Path, runtime) -> float:
-    from toolkit.batch import run_batch
+    from applied_aitk.batch import run_batch
 
     summary = run_batch(usecase.load(bundle, runtime), paths, out, batch_size=usecase.batch_size)
     assert summary["failed"] == 0, summary
@@ -260,14 +260,14 @@ def main() -> None:
     parser.add_argument("--only-segment", action="store_true", help="skip PatchCore and the probes")
     args = parser.parse_args()
 
-    import toolkit.console
-    from plugins.defects import data as D
-    from plugins.defects.plugin import Defects
-    from toolkit.package import train_bundle
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    import applied_aitk.console
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects.plugin import Defects
+    from applied_aitk.package import train_bundle
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
-    toolkit.console.quiet = True
+    applied_aitk.console.quiet = True
     work = Path(args.out or tempfile.mkdtemp(prefix="defects-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     manifest = good_only_manifest(args.data.resolve(), work / "good_only.csv")

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 PUBLISHED_ETTH1 = {  # multivariate, z-normalised; (MSE, MAE) from the PatchTST/64, DLinear and Informer papers
     96: {"PatchTST": (0.370, 0.400), "DLinear": (0.375, 0.399), "Informer": (0.865, 0.713)},
@@ -36,12 +35,12 @@ def ett(args, work: Path) -> list[dict]:
     import numpy as np
     import pandas as pd
 
-    from plugins.forecast import data
-    from plugins.forecast.backtest import run_backtest
-    from plugins.forecast.plugin import Forecast
-    from toolkit.package import train_bundle
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.forecast import data
+    from applied_aitk.usecases.forecast.backtest import run_backtest
+    from applied_aitk.usecases.forecast.plugin import Forecast
+    from applied_aitk.package import train_bundle
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     frame = pd.read_csv(args.data / "ett" / "ETTh1.csv").iloc[: ETT_TRAIN + ETT_VAL + ETT_TEST]
     train_file = work / "ETTh1.csv"  # same name: the test series is the one the model was trained on
@@ -82,11 +81,11 @@ def m4(args, work: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from plugins.forecast import data
-    from plugins.forecast.plugin import Forecast
-    from toolkit.package import train_bundle
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.forecast import data
+    from applied_aitk.usecases.forecast.plugin import Forecast
+    from applied_aitk.package import train_bundle
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     train_file = args.data / "m4" / "Weekly-train.csv"
     test = pd.read_csv(args.data / "m4" / "Weekly-test.csv", index_col=0)
@@ -124,11 +123,11 @@ def latency(args, work: Path) -> dict:
     import pandas as pd
     import torch
 
-    from plugins.forecast.fit import torch_model
-    from plugins.forecast.plugin import Forecast
-    from toolkit.package import train_bundle
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.forecast.fit import torch_model
+    from applied_aitk.usecases.forecast.plugin import Forecast
+    from applied_aitk.package import train_bundle
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     torch.set_num_threads(args.latency_threads)
     frame = pd.read_csv(args.data / "ett" / "ETTh1.csv")[["date", "OT"]]

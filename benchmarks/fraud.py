@@ -40,7 +40,7 @@ def main() -> None:
 
     import torch
 
-    from toolkit import console
+    from applied_aitk import console
 
     threads = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(threads[0])
@@ -66,12 +66,12 @@ def accuracy(tmp: Path, settings: dict[str, str], seeds: int, threads: int):
     """Per seed: the aitk model (fp32 and its int8 twin) and LightGBM, trained on the same rows and features."""
     import lightgbm as lgb
 
-    from plugins.fraud import data as fdata
-    from plugins.fraud import metrics
-    from plugins.fraud.plugin import Fraud
-    from toolkit.package import train_bundle
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.fraud import data as fdata
+    from applied_aitk.usecases.fraud import metrics
+    from applied_aitk.usecases.fraud.plugin import Fraud
+    from applied_aitk.package import train_bundle
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     fraud = Fraud()
     train_frame, test_frame = pd.read_csv(tmp / "train.csv"), pd.read_csv(tmp / "test.csv")
@@ -121,11 +121,11 @@ def engines(bundle, booster, test: pd.DataFrame, threads: int) -> dict[str, obje
     """Callables that score one batch of BATCH test rows, every engine limited to ``threads``."""
     import torch
 
-    from plugins.fraud.data import Preprocessing
-    from plugins.fraud.model import FraudModel, build
-    from plugins.fraud.plugin import Fraud
-    from plugins.fraud.scoring import FraudPredictor, Scorer
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.fraud.data import Preprocessing
+    from applied_aitk.usecases.fraud.model import FraudModel, build
+    from applied_aitk.usecases.fraud.plugin import Fraud
+    from applied_aitk.usecases.fraud.scoring import FraudPredictor, Scorer
+    from applied_aitk.runtime import Runtime
 
     prep = Preprocessing.from_json(bundle.read_json("preprocessing.json"))
     batch = test.iloc[np.arange(BATCH) % len(test)].reset_index(drop=True)

@@ -105,7 +105,7 @@ def provider_probe(device: str) -> str:
     """The provider a one-node ONNX model's session gets through aitk's runtime (raises when CUDA does not start)."""
     from onnx import TensorProto, helper
 
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in "xy")
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
@@ -114,10 +114,12 @@ def provider_probe(device: str) -> str:
 
 
 def register_plugins(work: Path) -> str:
-    """Make the built-in plugins discoverable where aitk is not installed (a bare working tree): a
-    dist-info folder declaring pyproject.toml's "aitk" entry points, first on the path of this
-    process and of every step (where aitk is installed too, aitk skips the second entry of a name).
-    Returns the plugins it declares."""
+    """Make aitk importable and the built-in plugins discoverable where aitk is not installed (a bare
+    working tree): under WORK/entry-points, the package as installed (``applied_aitk``: links to
+    toolkit/'s files, and ``applied_aitk.usecases``: plugins/) and a dist-info folder declaring
+    pyproject.toml's "aitk" entry points, first on the path of this process and of every step (where
+    aitk is installed too, aitk skips the second entry of a name). Returns the plugins it declares."""
+    import shutil
     import tomllib
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["aitk"]
@@ -125,7 +127,13 @@ def register_plugins(work: Path) -> str:
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: aitk-worktree\nVersion: 0\n")
     (dist / "entry_points.txt").write_text("[aitk]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items()))
-    paths = [str(dist.parent), str(REPO)]
+    package = dist.parent / "applied_aitk"
+    shutil.rmtree(package, ignore_errors=True)
+    package.mkdir()
+    for entry in (REPO / "toolkit").iterdir():
+        (package / entry.name).symlink_to(entry)
+    (package / "usecases").symlink_to(REPO / "plugins")
+    paths = [str(dist.parent)]
     sys.path[:0] = paths
     os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
     return ", ".join(declared)

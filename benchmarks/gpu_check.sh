@@ -29,14 +29,14 @@ fi
 export PYTHONPATH=$TARGET:$REPO${PYTHONPATH:+:$PYTHONPATH}
 cd "$REPO"
 $PY -c "import onnxruntime as ort; ort.preload_dlls(); print('onnxruntime', ort.__version__, 'from', ort.__file__, ort.get_available_providers())"
-# Does a CUDA session start in a process without torch, as `aitk predict` runs (toolkit.runtime calls
+# Does a CUDA session start in a process without torch, as `aitk predict` runs (applied_aitk.runtime calls
 # preload_dlls)? If not, say so and put the nvidia-* packages' libraries on LD_LIBRARY_PATH, so that
 # the check still measures the rest; the first line is then a finding to fix in toolkit/runtime.py.
-PROBE="import sys; sys.path.insert(0, 'benchmarks'); import gpu_check; print('a CUDA session through toolkit.runtime got', gpu_check.provider_probe('cuda'))"
+PROBE="import sys, tempfile; from pathlib import Path; sys.path.insert(0, 'benchmarks'); import gpu_check; gpu_check.register_plugins(Path(tempfile.mkdtemp())); print('a CUDA session through applied_aitk.runtime got', gpu_check.provider_probe('cuda'))"
 if [ -e /proc/driver/nvidia/version ] || [ -e /dev/nvidia0 ]; then
   if ! $PY -c "$PROBE"; then
     LIBS=$($PY -c "import glob, os, nvidia; print(':'.join(sorted({os.path.dirname(p) for base in nvidia.__path__ for p in glob.glob(os.path.join(base, '**', 'lib*.so*'), recursive=True)})))" 2>/dev/null || true)
-    echo "gpu_check.sh: FINDING: onnxruntime's CUDA provider does not start through toolkit.runtime alone; retrying with LD_LIBRARY_PATH=$LIBS" >&2
+    echo "gpu_check.sh: FINDING: onnxruntime's CUDA provider does not start through applied_aitk.runtime alone; retrying with LD_LIBRARY_PATH=$LIBS" >&2
     export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     $PY -c "$PROBE" || true
   fi

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path.insert(0, str(HERE))
 
 import gpu_spy  # noqa: E402  (after the path is set)
 
@@ -29,7 +29,7 @@ def defects_speed(bundle, inputs: Path, device: str, rounds: int) -> list[dict]:
     import numpy as np
 
     import defects as bench
-    from plugins.defects import data as D
+    from applied_aitk.usecases.defects import data as D
 
     size = int(bundle.config.get("image_size", 224))
     paths = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
@@ -61,10 +61,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import toolkit.console
-    from toolkit.bundle import load_bundle
+    import applied_aitk.console
+    from applied_aitk.bundle import load_bundle
 
-    toolkit.console.quiet = True
+    applied_aitk.console.quiet = True
     gpu_spy.install(args.out.with_name(args.out.stem + "-spy"))
     bundle = load_bundle(args.bundle, usecase=args.usecase)
     if args.usecase == "defects":

@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_spy.py RECORD <aitk arguments...>
 
-runs ``aitk <aitk arguments>`` (``toolkit.cli.main``, as ``python -c "from toolkit.cli import main;
-main()"`` does) and, at exit, writes ``RECORD.json``: every ``toolkit.runtime.OrtSession`` created
+runs ``aitk <aitk arguments>`` (``applied_aitk.cli.main``, as ``python -c "from applied_aitk.cli import main;
+main()"`` does) and, at exit, writes ``RECORD.json``: every ``applied_aitk.runtime.OrtSession`` created
 (model file, the device asked for, the provider it really got) and, when torch was used, the peak
 CUDA memory it allocated; and ``RECORD.npz``: the inputs and outputs of the first ``KEEP_CALLS``
 calls of each session. ``compare`` then checks one run's outputs against another's (CUDA against
@@ -24,7 +24,7 @@ def install(record: Path) -> None:
     """Wrap ``OrtSession`` so that every session and its first calls are written to ``record``.json/.npz at exit."""
     import numpy as np
 
-    from toolkit import runtime
+    from applied_aitk import runtime
 
     sessions: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
@@ -155,7 +155,7 @@ def _call(arrays: dict[str, Any], session: int, call: int):
 def main() -> None:
     record, args = Path(sys.argv[1]), sys.argv[2:]
     install(record)
-    from toolkit.cli import main as aitk
+    from applied_aitk.cli import main as aitk
 
     sys.argv = ["aitk", *args]
     aitk()

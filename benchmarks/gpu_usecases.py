@@ -29,7 +29,7 @@ QUICK = {
 
 def check_all(check, args) -> None:
     """Every installed use case (or those --only names), the budget shared among those left."""
-    from toolkit.plugins import get_usecases
+    from applied_aitk.plugins import get_usecases
 
     usecases = get_usecases()
     wanted = [n.strip() for n in args.only.split(",") if n.strip()] or list(usecases)
@@ -94,7 +94,7 @@ def evaluation_data(name: str, data: Path, work: Path) -> tuple[Path, str]:
     if name != "codegen" or not data.is_dir():
         return data, ""
     try:
-        from plugins.codegen.sandbox import sandbox
+        from applied_aitk.usecases.codegen.sandbox import sandbox
 
         reason = sandbox()
         reason = reason if isinstance(reason, str) else None
@@ -123,7 +123,7 @@ def train(check, name: str, sample, bundle: Path, work: Path, device: str, until
 
 def tolerances(check, name: str, bundle: Path, until: float):
     """``tolerance(model_file) -> (atol, rtol)`` from the bundle's parity records (`aitk bundle info --json`)."""
-    from toolkit.onnx_export import FP16_ATOL, FP16_RTOL
+    from applied_aitk.onnx_export import FP16_ATOL, FP16_RTOL
 
     code, manifest, _ = check.aitk(f"{name} bundle info", bundle.parent / "spy-info", ["bundle", "info", bundle], "run", until)
     parity = dict(_parities(manifest or {}))

@@ -14,18 +14,16 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def sample_programs() -> list[str]:
     """The sample problems' canonical programs (prompt + reference solution + tests)."""
-    from plugins.codegen.data import read_problems
+    from applied_aitk.usecases.codegen.data import read_problems
 
     path = REPO / "plugins/codegen/sample_data/eval/problems.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -58,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant and mode (median)")
     parser.add_argument("--before", default=None, help="also time the sandbox of this git revision")
     args = parser.parse_args()
-    from plugins.codegen import sandbox
+    from applied_aitk.usecases.codegen import sandbox
 
     variants = {"current": sandbox}
     if args.before:

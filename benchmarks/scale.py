@@ -21,9 +21,9 @@ def main() -> None:
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from toolkit.batch import run_batch
-    from toolkit.ray_engine import run_batch_ray
-    from toolkit.runtime import Runtime
+    from applied_aitk.batch import run_batch
+    from applied_aitk.ray_engine import run_batch_ray
+    from applied_aitk.runtime import Runtime
 
     runtime = Runtime(device="cpu")
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ def main() -> None:
 
 
 def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float, max_wait_ms: str, soak: int) -> list[list]:
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     usecase, bundle, sample = trained_usecase(name, work)
     records = _records(name, sample)
@@ -93,7 +93,7 @@ def _records(name: str, sample) -> list[dict]:
 
 def _in_process(predictor, records: list[dict], batch: int, max_records: int, max_seconds: float) -> list:
     """(records, records/s, p50 ms, p99 ms, errors) of decode + predict in this process, a call's latency."""
-    from toolkit.batch import predict_records
+    from applied_aitk.batch import predict_records
 
     items = [predictor.from_json(records[i % len(records)], str(i)) for i in range(max_records)]
     latencies, errors, done = [], 0, 0
@@ -114,7 +114,7 @@ def _start(bundle: Path, max_wait_ms: str):
     import httpx
 
     port = _free_port()
-    server = subprocess.Popen([PYTHON, "-c", "from toolkit.cli import main; main()", "serve", str(bundle), "--port", str(port),
+    server = subprocess.Popen([PYTHON, "-c", "from applied_aitk.cli import main; main()", "serve", str(bundle), "--port", str(port),
                                "--device", "cpu", "--max-wait-ms", max_wait_ms], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
+AITK = [sys.executable, "-c", "from applied_aitk.cli import main; main()"]
 
 # As in a slim install (`pip install aitk`, no `train` extra): the train-only packages cannot be
 # found (every import finder answers None for them, as when they are not installed).
 WITHOUT_TRAINING = """
 import sys
-from toolkit.extras import TRAINING_MODULES
+from applied_aitk.extras import TRAINING_MODULES
 assert not TRAINING_MODULES & set(sys.modules), 'imported before the finders were wrapped'
 class WithoutTraining:
     def __init__(self, finder):
@@ -29,7 +29,7 @@ class WithoutTraining:
         return getattr(self.finder, name)
 sys.meta_path[:] = [WithoutTraining(finder) for finder in sys.meta_path]
 """
-SLIM_AITK = [sys.executable, "-c", WITHOUT_TRAINING + "from toolkit.cli import main; main()"]
+SLIM_AITK = [sys.executable, "-c", WITHOUT_TRAINING + "from applied_aitk.cli import main; main()"]
 # Commands that need the `train` extra; the tests run every other command as in a slim install.
 TRAINING_COMMANDS = {"train", "sample", "demo", "import", "export-hf"}
 

@@ -20,8 +20,8 @@ def client(*bundles: Path | str, api_key: str | None = None, **limits: Any):
     """A FastAPI TestClient on an app serving ``bundles`` on the CPU (lifespan started)."""
     from fastapi.testclient import TestClient
 
-    from toolkit.runtime import Runtime
-    from toolkit.serve import Limits, build_app
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.serve import Limits, build_app
 
     app = build_app([str(b) for b in bundles], Runtime(device="cpu"), Limits(**limits), api_key)
     with TestClient(app) as test_client:
@@ -39,8 +39,8 @@ def batch_rows(usecase: str, bundle: Path, inputs: list[Path], out: Path, *optio
 SERVE_ONCE = """
 import json
 from fastapi.testclient import TestClient
-from toolkit.runtime import Runtime
-from toolkit.serve import build_app
+from applied_aitk.runtime import Runtime
+from applied_aitk.serve import build_app
 model, bundle, body = sys.argv[1:]
 with TestClient(build_app([bundle], Runtime(device="cpu"))) as client:
     response = client.post(f"/v1/{model}/predict", content=body, headers={"content-type": "application/json"})

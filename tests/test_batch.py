@@ -149,7 +149,7 @@ def test_evaluate_over_zero_rows_is_an_error_and_metrics_json_has_no_nan(wine, t
     result = run_aitk("wine", "evaluate", str(wine["bundle"]), str(tmp_path / "header.csv"), plugins="wine")
     assert result.returncode == 1 and result.stderr.strip() == f"error: {tmp_path / 'header.csv'}: no rows"
 
-    from toolkit.cli import print_metrics
+    from applied_aitk.cli import print_metrics
 
     print_metrics({"roc_auc": float("nan"), "per_class": {"a": float("inf"), "b": 0.5}}, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"roc_auc": None, "per_class": {"a": None, "b": 0.5}}
@@ -244,7 +244,7 @@ def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from toolkit.outputs import read_rows, write_rows
+    from applied_aitk.outputs import read_rows, write_rows
 
     rows = [
         {"id": "a", "p50": [371.7, 380], "boxes": [[1, 2, 3, 4]], "info": {"label": "ok", "score": 0.5}},
@@ -265,8 +265,8 @@ def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_
 
 
 def test_a_layout_splits_rows_as_the_output_is_written_and_a_resumed_run_keeps_them(tmp_path):
-    from toolkit.batch import Counter, Journal, write_batches
-    from toolkit.outputs import read_rows
+    from applied_aitk.batch import Counter, Journal, write_batches
+    from applied_aitk.outputs import read_rows
 
     def split(row):  # a row with a list of steps -> a row per step; one already split stays
         return [{"id": row["id"], "step": s} for s in row["steps"]] if "steps" in row else [row]

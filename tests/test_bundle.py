@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from conftest import REPO, run_aitk
-from toolkit import Graph, TrainResult
-from toolkit.bundle import load_bundle, remove_stale_temp
-from toolkit.errors import AitkError, ParityError
-from toolkit.package import package
+from applied_aitk import Graph, TrainResult
+from applied_aitk.bundle import load_bundle, remove_stale_temp
+from applied_aitk.errors import AitkError, ParityError
+from applied_aitk.package import package
 
 FORMAT_1 = REPO / "tests" / "data" / "wine-format1"  # written by aitk before format 2, with --quantize int8
 
@@ -211,8 +211,8 @@ def test_an_interrupted_train_leaves_no_temp_folder(tmp_path):
     """SIGTERM while the bundle is being written: no bundle, no hidden folder, exit 143."""
     script = (
         "import os, signal, torch\n"
-        "from toolkit import Graph, TrainResult\n"
-        "from toolkit.package import package\n"
+        "from applied_aitk import Graph, TrainResult\n"
+        "from applied_aitk.package import package\n"
         "class Usecase: name, plugin = 'wine', 'fraud'\n"
         "def check(variant, path, fp32):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
@@ -227,7 +227,7 @@ def test_an_interrupted_train_leaves_no_temp_folder(tmp_path):
 
 
 def test_training_data_facts_name_count_and_hash_files_and_folders(tmp_path):
-    from toolkit.card import data_facts
+    from applied_aitk.card import data_facts
 
     (tmp_path / "images/good").mkdir(parents=True)
     for name in ("a.png", "b.png", "good/c.png"):

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_report, run_aitk
 
-from plugins.chatbot.dates import iso_date
+from applied_aitk.usecases.chatbot.dates import iso_date
 
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -151,10 +151,10 @@ def test_onnx_matches_torch(bot):
     import torch
     from transformers import BertConfig, BertModel
 
-    from plugins.chatbot.model import IntentModel
-    from plugins.chatbot.nlu import encode, load_tokenizer
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.chatbot.model import IntentModel
+    from applied_aitk.usecases.chatbot.nlu import encode, load_tokenizer
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     bundle = load_bundle(bot["bundle"], usecase="chatbot")
     assert bundle.graph()["parity"]["label_agreement"] == 1.0
@@ -192,7 +192,7 @@ def test_chat_in_a_terminal_has_line_editing_and_leaves_on_ctrl_d(bot, tmp_path)
 
     log = tmp_path / "turns.jsonl"
     main_fd, child_fd = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-c", "from toolkit.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--log", str(log)],
+    process = subprocess.Popen([sys.executable, "-c", "from applied_aitk.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--log", str(log)],
                                stdin=child_fd, stdout=child_fd, stderr=child_fd, env={**os.environ, "AITK_LOAD_PLUGINS": "chatbot"})
     os.close(child_fd)
     seen = b""
@@ -222,7 +222,7 @@ def test_chat_in_a_terminal_has_line_editing_and_leaves_on_ctrl_d(bot, tmp_path)
 
 def test_chat_survives_invalid_utf8(bot):
     process = subprocess.run(
-        [sys.executable, "-c", "from toolkit.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--json"],
+        [sys.executable, "-c", "from applied_aitk.cli import main; main()", "chatbot", "chat", str(bot["bundle"]), "--json"],
         input=b"\xff\xfe\xfd\nthanks\n", capture_output=True, env={**__import__("os").environ, **ENV, "AITK_LOAD_PLUGINS": "chatbot"},
     )
     assert process.returncode == 0, process.stderr
@@ -232,8 +232,8 @@ def test_chat_survives_invalid_utf8(bot):
 
 def test_chatting_imports_neither_torch_nor_transformers(bot):
     code = (
-        "import sys; from pathlib import Path; from toolkit.bundle import load_bundle; from toolkit.runtime import Runtime;"
-        "from plugins.chatbot.nlu import NLU; from plugins.chatbot.dialogue import Conversation;"
+        "import sys; from pathlib import Path; from applied_aitk.bundle import load_bundle; from applied_aitk.runtime import Runtime;"
+        "from applied_aitk.usecases.chatbot.nlu import NLU; from applied_aitk.usecases.chatbot.dialogue import Conversation;"
         f"nlu = NLU(load_bundle(Path({str(bot['bundle'])!r})), Runtime(device='cpu'));"
         "turn = Conversation(nlu.policy).respond('hello', nlu.understand(['hello'])[0]);"
         "assert turn['intent'] == 'greeting', turn;"
@@ -264,8 +264,8 @@ def test_csv_with_domain_option_and_a_bad_domain(bot, tmp_path):
 
 
 def test_dialogue_clarifies_when_two_intents_are_close():
-    from plugins.chatbot.data import normalise_domain
-    from plugins.chatbot.dialogue import Conversation, Policy, Understanding, extract, sentiment
+    from applied_aitk.usecases.chatbot.data import normalise_domain
+    from applied_aitk.usecases.chatbot.dialogue import Conversation, Policy, Understanding, extract, sentiment
 
     domain = normalise_domain({"intents": {"card_arrival": {"description": "a card on its way"}, "change_pin": {"description": "your PIN"}, "out_of_scope": {}}})
     policy = Policy(domain, ["card_arrival", "change_pin", "out_of_scope"], threshold=0.5, margin=0.15, faq_threshold=0.8)
@@ -359,8 +359,8 @@ def test_chat_page_in_a_real_browser_asks_for_a_slot_and_hands_off(bot):
 
 
 def test_yaml_intents_named_yes_no_on_off_stay_text(tmp_path):
-    from plugins.chatbot.data import load_domain
-    from toolkit import AitkError
+    from applied_aitk.usecases.chatbot.data import load_domain
+    from applied_aitk import AitkError
 
     (tmp_path / "domain.yaml").write_text(
         "intents:\n  yes:\n    examples: [yes, sure]\n  no:\n    examples: [no, nope]\n  on:\n    examples: [switch it on]\n  off:\n    examples: [off please]\n"
@@ -377,8 +377,8 @@ def test_yaml_intents_named_yes_no_on_off_stay_text(tmp_path):
 
 
 def test_amounts_are_read_whole_as_people_write_them_or_not_at_all():
-    from plugins.chatbot.data import normalise_domain
-    from plugins.chatbot.dialogue import extract
+    from applied_aitk.usecases.chatbot.data import normalise_domain
+    from applied_aitk.usecases.chatbot.dialogue import extract
 
     slots = normalise_domain({"intents": {}})["slots"]
     written = ["$1.5k", "2k EUR", "1,500.00 dollars", "€ 20", "20 €", "£12.50", "USD 300", "$2 million", "1.500,50 EUR"]

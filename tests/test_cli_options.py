@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import run_aitk
 
-from toolkit import console
-from toolkit.counting import count_records
-from toolkit.errors import AitkError
-from toolkit.settings_file import read_settings
+from applied_aitk import console
+from applied_aitk.counting import count_records
+from applied_aitk.errors import AitkError
+from applied_aitk.settings_file import read_settings
 
 
 def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
@@ -47,7 +47,7 @@ def test_quiet_and_log_options_work_after_the_command(wine, tmp_path):
     logged = run_aitk(*predict, "--out", str(tmp_path / "c.jsonl"), "--log-file", str(log), "-q", plugins="wine")
     assert logged.returncode == 0 and logged.stderr == ""
     line = log.read_text().splitlines()[-1]
-    assert " INFO aitk.toolkit.batch: " in line and "records" in line and line[:4].isdigit()  # timestamp first
+    assert " INFO aitk.batch: " in line and "records" in line and line[:4].isdigit()  # timestamp first
     stamped = run_aitk("--log-timestamps", *predict, "--out", str(tmp_path / "d.jsonl"), plugins="wine")
     assert stamped.stderr[:4].isdigit() and "records" in stamped.stderr
 
@@ -75,7 +75,7 @@ def test_log_lines_are_written_through_tqdm_while_a_bar_is_open(monkeypatch):
 
 def test_every_help_has_examples_and_names_arguments_by_meaning():
     script = (
-        "from toolkit.cli import app, add_usecase_commands, _usecases\n"
+        "from applied_aitk.cli import app, add_usecase_commands, _usecases\n"
         "import typer\n"
         "for u in _usecases().values(): add_usecase_commands(u)\n"
         "def walk(command, path):\n"

@@ -36,10 +36,10 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     bundle = load_bundle(trained["bundle"], usecase="codegen")
     return bundle, Codegen().generator(bundle, Runtime(device="cpu"))
@@ -72,8 +72,8 @@ def test_training_over_an_interrupted_run_without_resume_says_it_starts_over(tmp
 
 
 def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):
-    from plugins.codegen.generate import Sampling
-    from plugins.codegen.model import hf_greedy, load_bundle_model
+    from applied_aitk.usecases.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.model import hf_greedy, load_bundle_model
 
     bundle, generator = loaded
     model = load_bundle_model(bundle)
@@ -94,8 +94,8 @@ def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):
 def test_repetition_penalty_and_sampling_follow_transformers(loaded):
     import torch
 
-    from plugins.codegen.generate import Sampling
-    from plugins.codegen.model import load_bundle_model
+    from applied_aitk.usecases.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.model import load_bundle_model
 
     bundle, generator = loaded
     prompt = generator.encode("def add(a, b):\n")
@@ -109,7 +109,7 @@ def test_repetition_penalty_and_sampling_follow_transformers(loaded):
 
 
 def test_stop_sequences_stop(loaded):
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.generate import Sampling
 
     _, generator = loaded
     free = generator.complete(["def add(a, b):\n"], Sampling(max_new_tokens=40))[0]
@@ -122,7 +122,7 @@ def test_stop_sequences_stop(loaded):
 
 
 def test_complete_streams_the_same_text_as_predict(trained, loaded):
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.generate import Sampling
 
     _, generator = loaded
     result = codegen("complete", trained["bundle"], "def add(a, b):", "--max-new-tokens", "20")
@@ -134,8 +134,8 @@ def test_complete_streams_the_same_text_as_predict(trained, loaded):
 
 
 def test_a_model_trained_with_fim_rate_fills_in_the_middle(trained, loaded, tmp_path):
-    from plugins.codegen.fim import Infill
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.fim import Infill
+    from applied_aitk.usecases.codegen.generate import Sampling
 
     _, generator = loaded
     assert generator.fim.style == "starcoder" and (generator.fim.prefix_id, generator.fim.suffix_id, generator.fim.middle_id) == (2, 3, 4)
@@ -186,7 +186,7 @@ def test_evaluate_reports_perplexity_and_pass_at_k(trained):
 
 
 def test_per_file_losses_add_up_to_the_whole():
-    from plugins.codegen.evaluation import per_file, summarize
+    from applied_aitk.usecases.codegen.evaluation import per_file, summarize
 
     # files of 3, 4 and 2 tokens: the stream's tokens 2..9 are predicted (entries 0..7)
     losses = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
@@ -241,9 +241,9 @@ def test_evaluate_refuses_to_run_generated_code_without_a_sandbox(trained, tmp_p
 
 
 def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
-    from plugins.codegen.data import read_problems
-    from plugins.codegen.evaluation import pass_at_k
-    from plugins.codegen.sandbox import run_program
+    from applied_aitk.usecases.codegen.data import read_problems
+    from applied_aitk.usecases.codegen.evaluation import pass_at_k
+    from applied_aitk.usecases.codegen.sandbox import run_program
 
     lines = [json.loads(line) for line in (trained["data"] / "eval/problems.jsonl").read_text().splitlines()]
     problems = read_problems(trained["data"] / "eval/problems.jsonl")
@@ -308,7 +308,7 @@ def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):
 
 
 def test_the_plugin_imports_no_heavy_library():
-    code = "import sys, plugins.codegen.plugin; print([m for m in ('torch', 'numpy', 'transformers', 'onnxruntime') if m in sys.modules])"
+    code = "import sys, applied_aitk.usecases.codegen.plugin; print([m for m in ('torch', 'numpy', 'transformers', 'onnxruntime') if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "[]", result.stderr
 
@@ -333,8 +333,8 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
     a bad field is a 422 naming it."""
     import openai
 
-    from plugins.codegen.fim import Infill
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.fim import Infill
+    from applied_aitk.usecases.codegen.generate import Sampling
     from serve_client import server
 
     _, generator = loaded
@@ -362,7 +362,7 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
 
 
 def test_old_setting_names_still_work_with_a_warning():
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     config = Codegen().config_from({"context": "64", "steps": "10", "max_minutes": "2", "include": "*.py,*.pyi"})
     assert (config.context_length, config.max_steps, config.max_time, config.include) == (64, 10, 120.0, ["*.py", "*.pyi"])
@@ -397,7 +397,7 @@ def test_the_kv_cache_graph_passes_the_cache_without_a_deprecation_warning():
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from plugins.codegen.model import KVDecoder
+    from applied_aitk.usecases.codegen.model import KVDecoder
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32)).eval()
     ids = torch.tensor([[5, 6, 7]])

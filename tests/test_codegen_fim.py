@@ -33,10 +33,10 @@ def _import(folder, family: str, tokenizer, eos: int, zero_head: bool = False):
     import torch
     from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
-    from toolkit.package import package
+    from applied_aitk.package import package
 
-    from plugins.codegen.export import import_model
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.export import import_model
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     torch.manual_seed(0)
     config = CONFIG_MAPPING[family](vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -52,9 +52,9 @@ def _import(folder, family: str, tokenizer, eos: int, zero_head: bool = False):
 
 
 def _generator(bundle):
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     return Codegen().generator(bundle, Runtime(device="cpu", threads=1))
 
@@ -71,8 +71,8 @@ def starcoder(tmp_path_factory):
 
 
 def test_starcoder2_fim_prompt_is_prefix_suffix_middle(starcoder):
-    from plugins.codegen.fim import Infill
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.fim import Infill
+    from applied_aitk.usecases.codegen.generate import Sampling
 
     bundle, tokenizer = starcoder
     generator = _generator(bundle)
@@ -108,8 +108,8 @@ def test_predict_fills_in_prefix_suffix_records_beside_prompts(starcoder, tmp_pa
 
 
 def test_qwen_style_prompt_and_generation_stops_at_a_fim_end_token(tmp_path):
-    from plugins.codegen.fim import Infill
-    from plugins.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.fim import Infill
+    from applied_aitk.usecases.codegen.generate import Sampling
 
     # <|fim_pad|> is id 0, the token a zeroed output layer picks; end of text is 1
     tokenizer = _tokenizer(["<|fim_pad|>", "<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"])
@@ -121,7 +121,7 @@ def test_qwen_style_prompt_and_generation_stops_at_a_fim_end_token(tmp_path):
 
 
 def test_deepseek_style_prompt_starts_with_its_beginning_of_sentence():
-    from plugins.codegen.fim import Infill, find_fim, infill_ids
+    from applied_aitk.usecases.codegen.fim import Infill, find_fim, infill_ids
 
     bos, begin, hole, end = "<｜begin▁of▁sentence｜>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"
     tokenizer = _tokenizer([bos, "<｜end▁of▁sentence｜>", begin, hole, end], head=bos)
@@ -135,8 +135,8 @@ def test_deepseek_style_prompt_starts_with_its_beginning_of_sentence():
 def test_training_windows_are_rewritten_prefix_suffix_middle_end_of_text():
     import numpy as np
 
-    from plugins.codegen.fim import find_fim
-    from plugins.codegen.trainer import batch_at
+    from applied_aitk.usecases.codegen.fim import find_fim
+    from applied_aitk.usecases.codegen.trainer import batch_at
 
     fim = find_fim(_tokenizer(["<|endoftext|>", "<|pad|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"]))
     stream = np.arange(10, 1010, dtype=np.int32)  # distinct tokens: every piece can be found again
@@ -153,9 +153,9 @@ def test_training_windows_are_rewritten_prefix_suffix_middle_end_of_text():
 
 
 def test_a_record_is_a_prompt_or_an_infill_and_a_lone_prefix_is_a_prompt():
-    from plugins.codegen.data import prompt_of
-    from plugins.codegen.fim import Infill
-    from toolkit.errors import InputError
+    from applied_aitk.usecases.codegen.data import prompt_of
+    from applied_aitk.usecases.codegen.fim import Infill
+    from applied_aitk.errors import InputError
 
     def of(value):
         return prompt_of({"where": "in.jsonl:1", "value": value})

@@ -55,14 +55,14 @@ def _checkpoint(folder, family: str, tokenizer=None):
 def test_imported_family_greedy_tokens_equal_hf_generate(family, tmp_path, slow_tokenizer):
     import numpy as np
 
-    from toolkit.package import package
-    from toolkit.runtime import Runtime
-    from toolkit.text import pad_ids
+    from applied_aitk.package import package
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.text import pad_ids
 
-    from plugins.codegen.export import _until_eos, import_model
-    from plugins.codegen.generate import Sampling
-    from plugins.codegen.model import hf_greedy
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.export import _until_eos, import_model
+    from applied_aitk.usecases.codegen.generate import Sampling
+    from applied_aitk.usecases.codegen.model import hf_greedy
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     model = _checkpoint(tmp_path / "hf", family, slow_tokenizer[1])
     result, config = import_model(tmp_path / "hf", threads=1)
@@ -87,7 +87,7 @@ def test_a_slow_tokenizer_is_converted_to_a_fast_one(tmp_path, slow_tokenizer):
     result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--json", "--threads", "1", plugins="codegen")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["greedy_equals_hf_generate"] is True
-    from plugins.codegen.data import load_tokenizer
+    from applied_aitk.usecases.codegen.data import load_tokenizer
 
     converted = load_tokenizer(tmp_path / "bundle/tokenizer.json")
     code = "def add(a, b):\n    return a + b\n"
@@ -127,7 +127,7 @@ def test_int4_variant_is_written_checked_and_run(tmp_path, slow_tokenizer):
     completed = run_aitk("codegen", "complete", str(tmp_path / "bundle"), "def add(a, b):", "--max-new-tokens", "8", "--quantize", "int4",
                          plugins="codegen")
     assert completed.returncode == 0 and "8 tokens" in completed.stderr, completed.stderr
-    from plugins.codegen.export import REFERENCE
+    from applied_aitk.usecases.codegen.export import REFERENCE
 
     scored = run_aitk("codegen", "evaluate", str(tmp_path / "bundle"), str(REFERENCE), "--quantize", "int4", "--json", plugins="codegen")
     assert scored.returncode == 0, scored.stderr
@@ -141,10 +141,10 @@ def exported_logits_match(bundle_dir, out) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     result = run_aitk("codegen", "export-hf", str(bundle_dir), str(out), plugins="codegen")
     assert result.returncode == 0, result.stderr
@@ -165,10 +165,10 @@ def exported_logits_match(bundle_dir, out) -> None:
 
 
 def test_an_imported_bundle_exports_back_to_hugging_face(tmp_path, slow_tokenizer):
-    from toolkit.package import package
+    from applied_aitk.package import package
 
-    from plugins.codegen.export import import_model
-    from plugins.codegen.plugin import Codegen
+    from applied_aitk.usecases.codegen.export import import_model
+    from applied_aitk.usecases.codegen.plugin import Codegen
 
     _checkpoint(tmp_path / "hf", "gpt_neox", slow_tokenizer[1])
     result, config = import_model(tmp_path / "hf", threads=1)

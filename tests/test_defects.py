@@ -17,7 +17,7 @@ QUICK = ["--set", "image_size=96", "--set", "sigma=1.5", "--set", "memory_size=2
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A tiny brick-texture dataset (MVTec layout, masks, 3 defect types) and an int8 bundle trained on it."""
-    from plugins.defects.sample import write_sample
+    from applied_aitk.usecases.defects.sample import write_sample
 
     root = tmp_path_factory.mktemp("defects")
     (data,) = write_sample(root / "data", textures=("brick",), tile=96, train_good=24, train_defects=2, test_good=8, test_defects=4)
@@ -40,10 +40,10 @@ def test_trained_model_separates_defects_from_good_images(trained):
 def test_onnx_model_matches_torch_rebuilt_from_the_bundle_weights(trained):
     import torch
 
-    from plugins.defects import data as D
-    from plugins.defects import model as M
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects import model as M
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     bundle = load_bundle(trained["bundle"], usecase="defects")
     info, weights = bundle.assets["backbone"], bundle.read_weights()
@@ -116,7 +116,7 @@ def test_fp16_model_keeps_the_separation(trained, tmp_path):
 
 
 def test_csv_manifest_with_splits_masks_and_types(tmp_path):
-    from plugins.defects import data as D
+    from applied_aitk.usecases.defects import data as D
 
     (tmp_path / "img").mkdir()
     for name in ("a", "b", "c", "d"):
@@ -136,7 +136,7 @@ def test_csv_manifest_with_splits_masks_and_types(tmp_path):
 
 def test_validation_holds_out_whole_groups(tmp_path):
     """Images of one part (a group) never sit both in the memory bank and in the threshold's validation."""
-    from plugins.defects import data as D
+    from applied_aitk.usecases.defects import data as D
 
     rows = [f"p{part}_{light}.jpg,good,{part}" for part in range(10) for light in range(6)]
     (tmp_path / "parts.csv").write_text("image,label,group\n" + "\n".join(rows) + "\n")
@@ -146,7 +146,7 @@ def test_validation_holds_out_whole_groups(tmp_path):
 
 
 def test_image_modes_are_converted_to_rgb():
-    from plugins.defects.data import to_rgb
+    from applied_aitk.usecases.defects.data import to_rgb
 
     deep = Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16))
     assert np.asarray(to_rgb(deep)).max() == 255 and to_rgb(deep).mode == "RGB"
@@ -181,8 +181,8 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
 
 
 def test_pixels_are_scaled_by_their_type_never_per_image(tmp_path):
-    from plugins.defects import data as D
-    from toolkit import InputError
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk import InputError
 
     tile = np.random.default_rng(0).integers(60, 200, (32, 32)).astype(np.uint8)
     eight = np.asarray(D.to_rgb(Image.fromarray(tile)))

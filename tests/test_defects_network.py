@@ -17,7 +17,7 @@ TINY = ["--set", "batch_size=8", "--set", "patience=0", "--threads", "2"]
 @pytest.fixture(scope="module")
 def segment(tmp_path_factory) -> dict[str, Path]:
     """Brick tiles with labelled scratches, spots and cracks (masks), and a segment bundle with int8."""
-    from plugins.defects.sample import write_sample
+    from applied_aitk.usecases.defects.sample import write_sample
 
     root = tmp_path_factory.mktemp("segment")
     (data,) = write_sample(root / "data", textures=("brick",), tile=64, train_good=24, train_defects=4, test_good=8, test_defects=4)
@@ -41,11 +41,11 @@ def test_segment_network_finds_defects_and_draws_a_named_report(segment):
 def test_segment_onnx_matches_torch_rebuilt_from_the_bundle_weights(segment):
     import torch
 
-    from plugins.defects import data as D
-    from plugins.defects import model as M
-    from plugins.defects.network import DefectNet
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects import model as M
+    from applied_aitk.usecases.defects.network import DefectNet
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     bundle = load_bundle(segment["bundle"], usecase="defects")
     info = bundle.assets["backbone"]
@@ -65,7 +65,7 @@ def test_segment_onnx_matches_torch_rebuilt_from_the_bundle_weights(segment):
 
 def test_types_only_data_trains_the_classifier_and_reports_a_confusion_matrix(tmp_path):
     """Three kinds of mark, no good class: accuracy, the matrix (JSON and picture) and predict rows."""
-    from plugins.defects.sample import draw_defect
+    from applied_aitk.usecases.defects.sample import draw_defect
 
     rng = np.random.default_rng(0)
     rows = ["image,label,split"]
@@ -95,7 +95,7 @@ def test_types_only_data_trains_the_classifier_and_reports_a_confusion_matrix(tm
 
 
 def test_synthetic_defects_change_only_the_masked_pixels():
-    from plugins.defects.synthetic import synthesize
+    from applied_aitk.usecases.defects.synthetic import synthesize
 
     rng = np.random.default_rng(0)
     image = np.random.default_rng(1).integers(90, 160, (64, 64, 3), dtype=np.uint8)

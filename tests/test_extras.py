@@ -12,7 +12,7 @@ from importlib.metadata import packages_distributions
 
 from conftest import REPO, SLIM_AITK
 
-from toolkit.extras import DISTRIBUTION, TRAINING_MODULES
+from applied_aitk.extras import DISTRIBUTION, TRAINING_MODULES
 
 
 def _names(requirements: list[str]) -> set[str]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import assert_report, run_aitk
 
-from plugins.forecast.predictor import long_rows
+from applied_aitk.usecases.forecast.predictor import long_rows
 
 TINY = ["--set", "hidden_size=16", "--set", "num_layers=1", "--set", "epochs=25", "--set", "patience=5", "--set", "batch_size=32"]
 
@@ -65,10 +65,10 @@ def test_trained_model_beats_naive_in_a_rolling_backtest(trained):
 def test_onnx_matches_torch_on_a_real_window(trained):
     import torch
 
-    from plugins.forecast.fit import torch_model
-    from plugins.forecast.plugin import Forecast
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.forecast.fit import torch_model
+    from applied_aitk.usecases.forecast.plugin import Forecast
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     bundle = load_bundle(trained["bundle"], usecase="forecast")
     assert bundle.graph()["parity"]["max_abs_diff"]["quantiles"] <= 1e-4
@@ -323,9 +323,9 @@ def test_an_empty_file_and_a_header_only_table_are_one_warning_each_and_no_rows(
 
 
 def test_a_bad_cell_in_a_decimal_comma_table_is_named_and_its_neighbours_read_as_numbers(tmp_path):
-    from plugins.forecast.data import _numeric
-    from plugins.forecast.table import read_table
-    from toolkit import InputError
+    from applied_aitk.usecases.forecast.data import _numeric
+    from applied_aitk.usecases.forecast.table import read_table
+    from applied_aitk import InputError
 
     (tmp_path / "excel.csv").write_text("series;date;value\na;2020-01-01;1,5\na;2020-02-01;-2,25\na;2020-03-01;abc\n")
     frame = read_table(tmp_path / "excel.csv")
@@ -336,8 +336,8 @@ def test_a_bad_cell_in_a_decimal_comma_table_is_named_and_its_neighbours_read_as
 
 
 def test_timestamps_with_changing_utc_offsets_go_to_one_zone_and_a_naive_mix_is_refused():
-    from plugins.forecast.data import parse_times
-    from toolkit import InputError
+    from applied_aitk.usecases.forecast.data import parse_times
+    from applied_aitk import InputError
 
     hours = pd.date_range("2024-03-30 22:00", periods=8, freq="h", tz="Europe/Berlin")  # crosses the 31 March change
     iso = pd.Series([t.isoformat() for t in hours], index=pd.RangeIndex(1, 9))

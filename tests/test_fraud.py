@@ -95,11 +95,11 @@ def test_negative_weight_lowers_precision_not_ranking(work):
 def test_onnx_matches_torch(work):
     import torch
 
-    from plugins.fraud.data import Preprocessing
-    from plugins.fraud.model import FraudModel, build
-    from plugins.fraud.plugin import Fraud
-    from toolkit.bundle import load_bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.fraud.data import Preprocessing
+    from applied_aitk.usecases.fraud.model import FraudModel, build
+    from applied_aitk.usecases.fraud.plugin import Fraud
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
 
     bundle = load_bundle(work["bundle"], usecase="fraud")
     prep = Preprocessing.from_json(bundle.read_json("preprocessing.json"))
@@ -173,9 +173,9 @@ def test_missing_columns_are_named(work):
     result = aitk("fraud", "evaluate", work["bundle"], work["root"] / "nolabel.csv", check=1)
     assert "missing column 'Class'" in result.stderr
 
-    from plugins.fraud.plugin import Fraud
-    from toolkit import AitkError
-    from toolkit.runtime import Runtime
+    from applied_aitk.usecases.fraud.plugin import Fraud
+    from applied_aitk import AitkError
+    from applied_aitk.runtime import Runtime
 
     fraud = Fraud()
     with pytest.raises(AitkError, match="no label column.*model=autoencoder"):
@@ -221,7 +221,7 @@ def test_autoencoder_without_labels(tmp_path):
 
 
 def test_threshold_rules():
-    from plugins.fraud.metrics import at_threshold, choose_threshold
+    from applied_aitk.usecases.fraud.metrics import at_threshold, choose_threshold
 
     rng = np.random.default_rng(0)
     y = (rng.random(2000) < 0.1).astype(float)
@@ -238,7 +238,7 @@ def test_threshold_rules():
 
 
 def test_sample_is_small_real_and_attributed(tmp_path):
-    from plugins.fraud.plugin import SAMPLE, Fraud
+    from applied_aitk.usecases.fraud.plugin import SAMPLE, Fraud
 
     assert SAMPLE.stat().st_size < 300_000
     assert "ODbL" in (SAMPLE.parent / "ATTRIBUTION.md").read_text()
@@ -269,8 +269,8 @@ def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
 
 
 def test_settings_are_typed_and_checked_before_any_data_is_read():
-    from plugins.fraud.plugin import Fraud
-    from toolkit.errors import AitkError
+    from applied_aitk.usecases.fraud.plugin import Fraud
+    from applied_aitk.errors import AitkError
 
     config = Fraud().config_from({"width": "64", "numeric": "V1,V2", "target_recall": "0.9"})
     assert config.hidden_size == 64 and config.numeric == ["V1", "V2"] and config.target_recall == 0.9

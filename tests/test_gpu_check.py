@@ -37,10 +37,13 @@ def test_without_cuda_it_exits_4_at_once_with_one_line(tmp_path):
 def test_builtin_plugins_are_found_without_an_installed_entry_point(tmp_path):
     code = ("import sys; from pathlib import Path; import gpu_check; gpu_check.register_plugins(Path(sys.argv[1]))\n"
             "from importlib.metadata import entry_points\n"
-            "print(sorted(ep.name for ep in entry_points(group='aitk') if ep.dist.name == 'aitk-worktree'))")
+            "print(sorted(ep.name for ep in entry_points(group='aitk') if ep.dist.name == 'aitk-worktree'))\n"
+            "import applied_aitk.usecases.fraud.plugin as fraud; print(fraud.__file__)")
     result = python(code, str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['chatbot', 'codegen', 'defects', 'forecast', 'fraud']"
+    module = tmp_path / "entry-points/applied_aitk/usecases/fraud/plugin.py"  # the working tree's, through links
+    assert result.stdout.splitlines() == ["['chatbot', 'codegen', 'defects', 'forecast', 'fraud']", str(module)]
+    assert module.resolve() == REPO / "plugins/fraud/plugin.py"
 
 
 RECORD = """
@@ -49,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import gpu_spy
 from onnx import TensorProto, helper, save
-from toolkit.runtime import Runtime
+from applied_aitk.runtime import Runtime
 out = Path(sys.argv[1])
 gpu_spy.install(out / "record")
 x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in "xy")

@@ -5,9 +5,9 @@ import gzip
 
 import pytest
 
-from toolkit.batch import expand_inputs
-from toolkit.errors import AitkError, InputError
-from toolkit.io import open_text, read_lines
+from applied_aitk.batch import expand_inputs
+from applied_aitk.errors import AitkError, InputError
+from applied_aitk.io import open_text, read_lines
 
 TEXT = '{"a": 1}\n\n{"b": "é"}\n'
 

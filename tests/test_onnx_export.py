@@ -5,9 +5,9 @@ import onnx
 import pytest
 import torch
 
-from toolkit.errors import ParityError
-from toolkit.onnx_export import check_parity, export, quantize_dynamic, quantize_static
-from toolkit.runtime import Runtime
+from applied_aitk.errors import ParityError
+from applied_aitk.onnx_export import check_parity, export, quantize_dynamic, quantize_static
+from applied_aitk.runtime import Runtime
 
 
 def small_cnn():
@@ -76,8 +76,8 @@ class LastStep(torch.nn.Module):
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the LSTM's shape checks, traced as constants
 @pytest.mark.parametrize("make, shape", [(small_cnn, (5, 3, 16, 16)), (LastStep, (5, 12, 3))])
 def test_fp16_variant_is_written_beside_the_fp32_one_and_checked_against_torch(tmp_path, make, shape):
-    from toolkit import Graph, TrainResult
-    from toolkit.package import package
+    from applied_aitk import Graph, TrainResult
+    from applied_aitk.package import package
 
     class Usecase:
         name, plugin = "wine", "fraud"  # the fraud entry point: a plugin of the aitk distribution
@@ -120,7 +120,7 @@ def test_outputs_kept_on_the_device_feed_back_in_like_numpy(tmp_path):
 def test_a_graph_with_external_weights_is_saved_as_one_data_file_beside_it(tmp_path):
     """Over 2 GiB (a 0.5B-parameter model in fp32) torch writes one file per weight, named after the
     weight: two graphs in one bundle would overwrite each other's. save_onnx keeps one FILE.data."""
-    from toolkit.onnx_export import quantize_dynamic, save_onnx
+    from applied_aitk.onnx_export import quantize_dynamic, save_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)).eval()

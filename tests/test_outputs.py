@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from toolkit.batch import Journal
-from toolkit.outputs import json_lines, read_jsonl, write_jsonl
+from applied_aitk.batch import Journal
+from applied_aitk.outputs import json_lines, read_jsonl, write_jsonl
 
 
 def lines(data: bytes) -> list[dict]:

@@ -46,7 +46,7 @@ def test_load_plugins_names_the_ones_to_load():
 
 def test_help_imports_no_heavy_library_with_every_plugin_installed():
     code = (
-        "import sys\nsys.argv = ['aitk', '--help']\nfrom toolkit.cli import main\n"
+        "import sys\nsys.argv = ['aitk', '--help']\nfrom applied_aitk.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
@@ -83,7 +83,7 @@ def test_a_plugin_that_exits_at_import_is_a_load_error_not_the_end_of_the_cli(tm
 
 def test_a_plugin_taking_an_existing_use_case_name_is_reported(tmp_path):
     source = (
-        "from toolkit import UseCase, hookimpl\n"
+        "from applied_aitk import UseCase, hookimpl\n"
         "class Impostor(UseCase):\n    name = 'fraud'\n    summary = 'not the fraud use case'\n"
         "@hookimpl\ndef register_usecases(register):\n    register(Impostor())\n"
     )

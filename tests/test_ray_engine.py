@@ -20,7 +20,7 @@ def test_without_ray_installed_a_one_line_hint(wine, tmp_path):
     (tmp_path / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
     result = run_aitk("wine", "predict", str(wine["bundle"]), str(wine["data"] / "predict.csv"), "--out", str(tmp_path / "p.jsonl"), "--engine", "ray", env={"PYTHONPATH": str(tmp_path)}, plugins="wine")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: --engine ray needs Ray: pip install 'aitk[ray]'"
+    assert result.stderr.strip() == "error: --engine ray needs Ray: pip install 'applied-aitk[ray]'"
 
 
 def test_ray_engine_matches_the_local_engine_for_fraud(tmp_path):
@@ -45,7 +45,7 @@ def test_ray_engine_matches_the_local_engine_for_fraud(tmp_path):
 
 
 def test_a_failure_inside_ray_is_one_line():
-    from toolkit.ray_engine import last_line
+    from applied_aitk.ray_engine import last_line
 
-    text = "\x1b[36mray::FlatMap(<lambda>)()\x1b[39m\n  File \"x.py\", line 1\ntoolkit.errors.InputError: a.csv: cannot read the table\n"
+    text = "\x1b[36mray::FlatMap(<lambda>)()\x1b[39m\n  File \"x.py\", line 1\napplied_aitk.errors.InputError: a.csv: cannot read the table\n"
     assert last_line(RuntimeError(text)) == "a.csv: cannot read the table"

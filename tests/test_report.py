@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from tests.conftest import run_aitk
-from toolkit.report import plot_history, pyplot, save_figure, write_index
+from applied_aitk.report import plot_history, pyplot, save_figure, write_index
 
 
 def inline_images(index: Path) -> list[str]:

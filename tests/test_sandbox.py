@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import AitkError
+from applied_aitk import AitkError
 
-from plugins.codegen import sandbox
-from plugins.codegen.data import read_problems
+from applied_aitk.usecases.codegen import sandbox
+from applied_aitk.usecases.codegen.data import read_problems
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "plugins/codegen/sample_data/eval/problems.jsonl"
 CAP = 12  # processes per program, set by the test

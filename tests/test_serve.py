@@ -103,8 +103,8 @@ async def _concurrently(app, requests: list[dict], delay: float) -> list[httpx.R
 
 
 def _app(wine, **limits):
-    from toolkit.runtime import Runtime
-    from toolkit.serve import Limits, build_app
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.serve import Limits, build_app
 
     return build_app([str(wine["bundle"])], Runtime(device="cpu"), Limits(**limits))
 
@@ -140,8 +140,8 @@ def test_concurrent_requests_share_model_calls(wine, rows):
 
 SERVE_SLOWLY = textwrap.dedent("""
     import sys, time
-    from toolkit.runtime import Runtime
-    from toolkit.serve import Limits, build_app, run
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.serve import Limits, build_app, run
     app = build_app([sys.argv[1]], Runtime(device="cpu"))
     model = app.state.models["wine"]
     predict = model.predictor.predict

@@ -43,5 +43,5 @@ def test_without_ray_serve_a_one_line_hint(wine, tmp_path):
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
     result = run_aitk("serve", str(wine["bundle"]), "--engine", "ray", env={"PYTHONPATH": path}, plugins="wine")
     assert result.returncode == 1
-    assert result.stderr.strip() == "error: --engine ray needs Ray Serve: pip install 'aitk[ray]'"
+    assert result.stderr.strip() == "error: --engine ray needs Ray Serve: pip install 'applied-aitk[ray]'"
 

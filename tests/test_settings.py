@@ -9,9 +9,9 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from toolkit.cli import read_settings
-from toolkit.errors import AitkError
-from toolkit.settings import build_settings, setting, settings_table
+from applied_aitk.cli import read_settings
+from applied_aitk.errors import AitkError
+from applied_aitk.settings import build_settings, setting, settings_table
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Counter:
 
 def run_fit(scores=None, **budget):
     """fit over 10 batches an epoch; each step adds 1 to the weight; validation returns ``scores`` in turn."""
-    from toolkit.train import fit
+    from applied_aitk.train import fit
 
     module, scores = Counter(), list(scores or [])
 

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from toolkit.batch import Journal
-from toolkit.ranges import TrainingRanges, value_ranges
-from toolkit.tables import Schema, read_records
+from applied_aitk.batch import Journal
+from applied_aitk.ranges import TrainingRanges, value_ranges
+from applied_aitk.tables import Schema, read_records
 
 
 def records(path, schema):
@@ -77,8 +77,8 @@ def test_crlf_lines_blank_lines_and_quoted_text(tmp_path):
 
 
 def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):
-    from toolkit.batch import Counter, skip_done
-    from toolkit.usecase import Record
+    from applied_aitk.batch import Counter, skip_done
+    from applied_aitk.usecase import Record
 
     given = [Record("x", 1), Record("y", 2), Record("x", 3), Record("x", 4)]
     first = [r.id for r in skip_done(iter(given), set(), Counter())]
@@ -101,7 +101,7 @@ def test_spreadsheet_dialects_semicolon_with_decimal_commas_and_tab(tmp_path):
 
 
 def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
-    from toolkit.table_files import read_frame
+    from applied_aitk.table_files import read_frame
 
     (tmp_path / "eu.csv").write_bytes("x;code;label\n1,5;007;a\n-2,5e1;010;b\n".encode("utf-8-sig"))
     frame = read_frame(tmp_path / "eu.csv")

@@ -25,11 +25,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import bar, get_logger
-from toolkit.errors import AitkError
-from toolkit.io import has_suffix
-from toolkit.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
-from toolkit.usecase import Predictor, Record
+from applied_aitk.console import bar, get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.io import has_suffix
+from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
+from applied_aitk.usecase import Predictor, Record
 
 logger = get_logger(__name__)
 Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]

@@ -4,7 +4,7 @@ Written into a temporary directory beside the target and renamed into place, so 
 leaves half a bundle; loading checks the manifest against its schema (toolkit/manifest.py), the
 use case and every file's sha256, refuses a manifest entry that points outside the bundle and an
 ONNX file whose external data is not a listed file. Nothing here unpickles. Bundles are written
-by ``toolkit.package.package``; plugins only read them."""
+by ``applied_aitk.package.package``; plugins only read them."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from toolkit import manifest as schema
-from toolkit.errors import AitkError
-from toolkit.files import read_json, replace_dir
+from applied_aitk import manifest as schema
+from applied_aitk.errors import AitkError
+from applied_aitk.files import read_json, replace_dir
 
 FORMAT_VERSION = schema.FORMAT_VERSION
 MANIFEST = "manifest.json"
@@ -123,13 +123,13 @@ class _Section(dict):
 
 class BundleWriter:
     """Builds a bundle in a temporary directory; ``commit()`` checksums it, validates the manifest and
-    renames it into place. Used by ``toolkit.package.package``.
+    renames it into place. Used by ``applied_aitk.package.package``.
 
     Use as a context manager: leaving the block by an exception (a failed parity check, Ctrl-C,
     SIGTERM) removes the temporary directory and leaves any existing bundle at ``out`` untouched."""
 
     def __init__(self, out: Path, usecase: str, plugin: dict[str, str], config: Any = None):
-        from toolkit import __version__
+        from applied_aitk import __version__
 
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 for, what it was trained on (name, records, size, sha256, date), with which libraries and settings,
 its metrics and export checks, the limits its plugin declares, and how to use it.
 
-The core writes it for every bundle from the manifest (``toolkit.package.package``); a use case
+The core writes it for every bundle from the manifest (``applied_aitk.package.package``); a use case
 adds only its own text, ``UseCase.model_card`` (intended use and limitations). ``summary`` is what
 `aitk bundle info` shows."""
 
@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.counting import count_records
-from toolkit.errors import AitkError
-from toolkit.extras import DISTRIBUTION
-from toolkit.io import has_suffix
+from applied_aitk.counting import count_records
+from applied_aitk.errors import AitkError
+from applied_aitk.extras import DISTRIBUTION
+from applied_aitk.io import has_suffix
 
 if TYPE_CHECKING:
-    from toolkit.bundle import Bundle
+    from applied_aitk.bundle import Bundle
 
 CARD = "README.md"
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy")  # distributions; those installed are listed

@@ -17,15 +17,15 @@ import typer
 from typer._click.exceptions import ClickException as _UsageError  # Typer vendors Click (typer>=0.29)
 from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
 
-from toolkit import __version__, console
-from toolkit.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataArg, Device, Force, QuantizeRun, QuantizeTrain,
+from applied_aitk import __version__, console
+from applied_aitk.cli_options import (AsJson, BatchSize, BundleArg, BundleOut, DataArg, Device, Force, QuantizeRun, QuantizeTrain,
                                  Report, Threads, ThreadsTrain, Command, check_replaceable, examples, make_runtime, parse_settings,
                                  settings_help, with_options)
-from toolkit.display import print_mapping, print_metrics, print_table
-from toolkit.errors import AitkError
-from toolkit.extras import install_hint
-from toolkit.settings_file import read_settings
-from toolkit.usecase import UseCase
+from applied_aitk.display import print_mapping, print_metrics, print_table
+from applied_aitk.errors import AitkError
+from applied_aitk.extras import install_hint
+from applied_aitk.settings_file import read_settings
+from applied_aitk.usecase import UseCase
 
 PLAIN_HELP = {"rich_markup_mode": None}  # rich-formatted help costs ~0.4 s of imports on every --help
 app = typer.Typer(
@@ -91,7 +91,7 @@ def split_global_options(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
 @app.command("plugins", cls=Command, epilog=examples("aitk plugins", "aitk plugins --json"))
 def plugins_command(as_json: AsJson = False) -> None:
     """Installed plugins: name, version, distribution, use cases, load errors."""
-    from toolkit.plugins import plugin_info
+    from applied_aitk.plugins import plugin_info
 
     rows = plugin_info()
     if as_json:
@@ -103,7 +103,7 @@ def plugins_command(as_json: AsJson = False) -> None:
 @app.command(cls=Command, epilog=examples("aitk doctor", "aitk doctor --json"))
 def doctor(as_json: AsJson = False) -> None:
     """Versions, ONNX Runtime providers (available and usable), GPU, threads."""
-    from toolkit.doctor import report
+    from applied_aitk.doctor import report
 
     info = report()
     if as_json:
@@ -121,7 +121,7 @@ def demo(
     as_json: AsJson = False,
 ) -> None:
     """Every installed use case end to end on its sample data: sample, train, evaluate, predict."""
-    from toolkit.demo import run_demo
+    from applied_aitk.demo import run_demo
 
     rows = run_demo(_usecases(), out, only or [], make_runtime(device, threads, None))
     if as_json:
@@ -151,7 +151,7 @@ def serve(
     timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
     session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
-    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local (uvicorn in this process), or ray: Ray Serve replicas (needs aitk[ray]).")] = "local",
+    engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local (uvicorn in this process), or ray: Ray Serve replicas (needs applied-aitk[ray]).")] = "local",
     replicas: Annotated[Optional[int], typer.Option("--replicas", min=1, metavar="N", help="--engine ray: copies of the app (default: one per GPU, else 1).")] = None,
     address: Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help="--engine ray: a running Ray cluster (default: start one here).")] = None,
     device: Device = "auto",
@@ -159,12 +159,12 @@ def serve(
     quantize: QuantizeRun = None,
 ) -> None:
     """Serve bundles over HTTP: POST /v1/NAME/predict with dynamic batching, the use cases' own endpoints, /docs, /metrics."""
-    from toolkit.serve import Limits, build_app, run
+    from applied_aitk.serve import Limits, build_app, run
 
     limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_records=max_records, max_queue=max_queue,
                     timeout_s=timeout, max_wait_ms=max_wait_ms, session_ttl_s=session_ttl)
     if engine == "ray":
-        from toolkit.serve.on_ray import serve_on_ray
+        from applied_aitk.serve.on_ray import serve_on_ray
 
         return serve_on_ray(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size, host, port, replicas, address)
     if replicas is not None or address is not None:
@@ -181,8 +181,8 @@ def bundle_info(
     as_json: AsJson = False,
 ) -> None:
     """What a bundle is, what it was trained on and how, its metrics; verifies its checksums."""
-    from toolkit.bundle import load_bundle
-    from toolkit.card import card_text, summary
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.card import card_text, summary
 
     if card and as_json:
         raise typer.BadParameter("--card prints the Markdown model card: it cannot go with --json", param_hint="'--card'")
@@ -201,7 +201,7 @@ def plugin_new(
     out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Parent folder (default: current).")] = None,
 ) -> None:
     """Write a pip-installable plugin package `aitk-NAME` with a working tabular use case and a test."""
-    from toolkit.scaffold import new_plugin
+    from applied_aitk.scaffold import new_plugin
 
     path = new_plugin(name, out or Path.cwd())
     print(path)
@@ -246,7 +246,7 @@ def add_usecase_commands(usecase: UseCase) -> None:
         settings = read_settings(config) if config else {}
         settings.update(parse_settings(set_ or []))
         settings.update({k: v for k, v in options.items() if v is not None})
-        from toolkit.package import train_bundle
+        from applied_aitk.package import train_bundle
 
         variants = [] if quantize in (None, "none") else [quantize]
         started = time.perf_counter()
@@ -264,13 +264,13 @@ def add_usecase_commands(usecase: UseCase) -> None:
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
-        from toolkit.bundle import load_bundle
+        from applied_aitk.bundle import load_bundle
 
         _require_exists(data)
         loaded = load_bundle(bundle, usecase=name)
         metrics = usecase.evaluate(loaded, data, make_runtime(device, threads, quantize), report=report, **options)
         if report is not None:
-            from toolkit.report import finish
+            from applied_aitk.report import finish
 
             finish(report, f"aitk {name} evaluate {data}", metrics, loaded)
         print_metrics(metrics, as_json)
@@ -284,14 +284,14 @@ def add_usecase_commands(usecase: UseCase) -> None:
         device: Device = "auto",
         threads: Threads = None,
         quantize: QuantizeRun = None,
-        engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local, or ray: Ray Data on a cluster (needs aitk[ray]).")] = "local",
+        engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local, or ray: Ray Data on a cluster (needs applied-aitk[ray]).")] = "local",
         address: Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help="Ray cluster address (default: start a local one).")] = None,
         actors: Annotated[Optional[int], typer.Option("--actors", min=1, metavar="N", help="Ray predictor actors (default: one per GPU, else cores/2).")] = None,
         as_json: AsJson = False,
         **options: Any,
     ) -> None:
-        from toolkit.batch import expand_inputs, print_summary, run_batch
-        from toolkit.bundle import load_bundle
+        from applied_aitk.batch import expand_inputs, print_summary, run_batch
+        from applied_aitk.bundle import load_bundle
 
         to_stdout = str(out) == "-"
         if to_stdout and (as_json or resume or engine == "ray"):
@@ -301,7 +301,7 @@ def add_usecase_commands(usecase: UseCase) -> None:
         runtime = make_runtime(device, threads, quantize)
         batch_size = batch_size or usecase.batch_size
         if engine == "ray":
-            from toolkit.ray_engine import run_batch_ray
+            from applied_aitk.ray_engine import run_batch_ray
 
             runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
             summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors, usecase.layout(**options))
@@ -341,7 +341,7 @@ def _require_exists(path: Path) -> None:
 
 
 def _usecases() -> dict[str, UseCase]:
-    from toolkit.plugins import get_usecases
+    from applied_aitk.plugins import get_usecases
 
     return get_usecases()
 
@@ -359,7 +359,7 @@ def main() -> None:
     except OSError as e:
         _fail(f"error: --log-file {flags['log_file']}: {e.strerror}", 2)
     try:
-        from toolkit.plugins import pm
+        from applied_aitk.plugins import pm
 
         for usecase in _usecases().values():
             add_usecase_commands(usecase)

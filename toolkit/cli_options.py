@@ -1,7 +1,7 @@
 """The command-line options commands share, declared once: the core's commands and plugin commands
 (`aitk codegen complete`, `aitk chatbot chat`, ...) take the same names, choices, help and checks.
 
-    from toolkit.cli_options import AsJson, BundleArg, Device, QuantizeRun, Threads, examples, make_runtime
+    from applied_aitk.cli_options import AsJson, BundleArg, Device, QuantizeRun, Threads, examples, make_runtime
 
     @group.command("chat", cls=Command, epilog=examples("aitk chatbot chat bundle"))
     def chat(bundle: BundleArg, device: Device = "auto", threads: Threads = None,
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Annotated, Literal, Optional, get_origin
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from toolkit.errors import AitkError
+from applied_aitk.errors import AitkError
 
 if TYPE_CHECKING:
-    from toolkit.runtime import Runtime
-    from toolkit.usecase import Option
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecase import Option
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 QuantizeName = Literal["int8", "fp16", "int4", "none"]
@@ -77,7 +77,7 @@ class Command(TyperCommand):
 
 def make_runtime(device: str, threads: int | None, quantize: str | None) -> Runtime:
     """The Runtime the shared options describe (``quantize`` None or "none": the fp32 model)."""
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     return Runtime(device=device, threads=threads, variant=None if quantize in (None, "none") else quantize)
 
@@ -123,7 +123,7 @@ _METAVARS = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
 def settings_help(config_class: type) -> str | None:
     """The training settings as a table (name, type, default, meaning) for `train --help`; a
     plugin's faulty Config shows no table rather than breaking the whole CLI."""
-    from toolkit.settings import settings_table
+    from applied_aitk.settings import settings_table
 
     try:
         return settings_table(config_class)

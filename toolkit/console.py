@@ -21,11 +21,14 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 ROOT = "aitk"
+PACKAGE = __name__.partition(".")[0]  # applied_aitk
 quiet = False
 
 
 def get_logger(name: str) -> logging.Logger:
-    """The logger for module ``name`` (``__name__``): a child of "aitk", e.g. "aitk.plugins.codegen.trainer"."""
+    """The logger for module ``name`` (``__name__``): a child of "aitk", e.g. "aitk.usecases.codegen.trainer"
+    for applied_aitk.usecases.codegen.trainer, "aitk.aitk_wine.plugin" for a third-party plugin's."""
+    name = name.removeprefix(PACKAGE + ".")
     return logging.getLogger(name if name == ROOT or name.startswith(ROOT + ".") else f"{ROOT}.{name}")
 
 
@@ -125,7 +128,7 @@ def bar(desc: str, total: int | None = None, unit: str = "it", initial: int = 0)
 def epoch_progress(total: int, desc: str = "train", start: int = 0) -> Iterator[tuple[int, Any]]:
     """``(epoch, bar)`` for each of ``total`` epochs (0-based) from ``start`` (a resumed run), with one
     bar for the whole training (epochs done of ``total``, rate, ETA); pass the bar to
-    ``toolkit.train.log_epoch`` to show each epoch's metrics on it. Breaking out of the loop (early
+    ``applied_aitk.train.log_epoch`` to show each epoch's metrics on it. Breaking out of the loop (early
     stopping) closes the bar."""
     with bar(desc, total, "epoch", initial=start) as shown:
         for epoch in range(start, total):

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import get_logger
-from toolkit.runtime import Runtime
-from toolkit.usecase import UseCase
+from applied_aitk.console import get_logger
+from applied_aitk.runtime import Runtime
+from applied_aitk.usecase import UseCase
 
 logger = get_logger(__name__)
 
@@ -16,8 +16,8 @@ logger = get_logger(__name__)
 def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: Runtime) -> list[dict[str, Any]]:
     """One summary row per use case; a use case that fails is reported and the others still run.
     Without the training dependencies (a slim install) the demo stops at once: ModuleNotFoundError."""
-    from toolkit.errors import AitkError
-    from toolkit.extras import install_hint
+    from applied_aitk.errors import AitkError
+    from applied_aitk.extras import install_hint
 
     unknown = sorted(set(only) - set(usecases))
     if unknown:
@@ -39,10 +39,10 @@ def run_demo(usecases: dict[str, UseCase], out: Path, only: list[str], runtime: 
 
 
 def demo_usecase(usecase: UseCase, out: Path, runtime: Runtime) -> dict[str, Any]:
-    from toolkit.batch import expand_inputs, run_batch
-    from toolkit.bundle import load_bundle
-    from toolkit.package import train_bundle
-    from toolkit.report import finish
+    from applied_aitk.batch import expand_inputs, run_batch
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.package import train_bundle
+    from applied_aitk.report import finish
 
     started = time.perf_counter()
     sample = usecase.sample(out / "sample")

@@ -8,13 +8,13 @@ import shutil
 import subprocess
 from typing import Any
 
-from toolkit import __version__
+from applied_aitk import __version__
 
 
 def report() -> dict[str, Any]:
     import onnxruntime as ort
 
-    from toolkit.runtime import CUDA, Runtime, available_providers, cuda_unavailable_reason
+    from applied_aitk.runtime import CUDA, Runtime, available_providers, cuda_unavailable_reason
 
     info: dict[str, Any] = {
         "aitk": __version__,

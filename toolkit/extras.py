@@ -3,7 +3,7 @@ training needs the `train` extra. A command that reaches for a training package 
 
 from __future__ import annotations
 
-DISTRIBUTION = "aitk"
+DISTRIBUTION = "applied-aitk"
 
 # Top-level modules of the packages that only the `train` extra installs (pyproject.toml).
 TRAINING_MODULES = frozenset({
@@ -14,7 +14,7 @@ TRAINING_MODULES = frozenset({
 
 def install_hint(error: ModuleNotFoundError) -> str | None:
     """The one line to show when ``error`` is a training package missing from a slim install
-    (``pip install 'aitk[train]'``); None when the missing module is not one of them."""
+    (``pip install 'applied-aitk[train]'``); None when the missing module is not one of them."""
     top = (error.name or "").split(".")[0]
     if top not in TRAINING_MODULES:
         return None

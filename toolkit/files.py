@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import AitkError
+from applied_aitk.errors import AitkError
 
 
 @contextlib.contextmanager

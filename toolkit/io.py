@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from toolkit.console import get_logger, warn_once
-from toolkit.errors import InputError
+from applied_aitk.console import get_logger, warn_once
+from applied_aitk.errors import InputError
 
 logger = get_logger(__name__)
 

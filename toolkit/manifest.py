@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from toolkit.errors import AitkError
+from applied_aitk.errors import AitkError
 
 FORMAT_VERSION = 2
 VARIANTS = ("int8", "fp16", "int4")

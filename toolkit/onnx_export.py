@@ -1,7 +1,7 @@
 """torch -> ONNX with dynamic batch axes, a parity check against torch, int8 quantization and fp16.
 
 ``export`` writes the ONNX file, runs it in ONNX Runtime (CPU) beside the torch module on the
-same inputs and raises ParityError when they disagree, so ``toolkit.package`` never commits a
+same inputs and raises ParityError when they disagree, so ``applied_aitk.package`` never commits a
 bad export. The returned dict goes into the manifest."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import AitkError, ParityError
+from applied_aitk.errors import AitkError, ParityError
 
 
 def export(
@@ -106,7 +106,7 @@ def check_parity(
     import numpy as np
     import torch
 
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     with torch.no_grad():
         expected = module(*inputs)
@@ -137,7 +137,7 @@ def compare(reference: Path, other: Path, inputs: tuple, output_names: Sequence[
     the largest absolute difference of each output, and the share of equal labels for ``label_output``."""
     import numpy as np
 
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     cpu = Runtime(device="cpu")
     feeds = [t.detach().cpu().numpy() for t in inputs]

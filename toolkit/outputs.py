@@ -15,8 +15,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import AitkError
-from toolkit.files import atomic_path
+from applied_aitk.errors import AitkError
+from applied_aitk.files import atomic_path
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 _STRICT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # refuses NaN and inf

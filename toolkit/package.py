@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit import onnx_export
-from toolkit.bundle import Bundle, BundleWriter, jsonable, remove_stale_temp
-from toolkit.errors import AitkError
-from toolkit.manifest import VARIANTS, variant_file
-from toolkit.usecase import Graph, TrainResult
+from applied_aitk import onnx_export
+from applied_aitk.bundle import Bundle, BundleWriter, jsonable, remove_stale_temp
+from applied_aitk.errors import AitkError
+from applied_aitk.manifest import VARIANTS, variant_file
+from applied_aitk.usecase import Graph, TrainResult
 
 if TYPE_CHECKING:
-    from toolkit.runtime import Runtime
-    from toolkit.usecase import UseCase
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecase import UseCase
 
 CORE_KEYS = {"file", "schema", "parity", "parts", "variants", "vs_fp32"}
 
@@ -42,12 +42,12 @@ def train_bundle(usecase: UseCase, data: Path, out: Path, config: Any, runtime: 
 def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, variants: Sequence[str] = (), data: Path | None = None) -> Bundle:
     """Write ``result`` as the bundle ``out`` for ``usecase`` (its name, and the plugin's name and
     version from the installed distribution), recording ``config``, the training ``data``'s name,
-    size and hash (``toolkit.card.data_facts``) and the library versions; ``variants`` (int8, fp16,
+    size and hash (``applied_aitk.card.data_facts``) and the library versions; ``variants`` (int8, fp16,
     int4) are written for the graphs that allow them, and the model card README.md last. Raises
     ParityError (nothing written) when an export disagrees with torch, AitkError for a result that
     cannot make a valid bundle."""
-    from toolkit.card import CARD, data_facts, library_versions, model_card
-    from toolkit.plugins import distribution_of
+    from applied_aitk.card import CARD, data_facts, library_versions, model_card
+    from applied_aitk.plugins import distribution_of
 
     variants = _checked_variants(variants)
     _check_result(result)

@@ -10,10 +10,10 @@ from importlib.metadata import PackageNotFoundError, entry_points, packages_dist
 
 import pluggy
 
-from toolkit import hookspecs
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
-from toolkit.extras import DISTRIBUTION
+from applied_aitk import hookspecs
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.extras import DISTRIBUTION
 
 pm = pluggy.PluginManager("aitk")
 pm.add_hookspecs(hookspecs)

@@ -16,11 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import Counter, Journal, Layout, predict_records, skip_done, write_batches
-from toolkit.errors import AitkError
-from toolkit.extras import DISTRIBUTION
-from toolkit.runtime import Runtime
-from toolkit.usecase import Record
+from applied_aitk.batch import Counter, Journal, Layout, predict_records, skip_done, write_batches
+from applied_aitk.errors import AitkError
+from applied_aitk.extras import DISTRIBUTION
+from applied_aitk.runtime import Runtime
+from applied_aitk.usecase import Record
 
 
 def run_batch_ray(
@@ -124,7 +124,7 @@ def last_line(error: Exception) -> str:
     """The user-facing line of a Ray error: the last line of its text, colours and module path dropped."""
     lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    return re.sub(r"^toolkit\.errors\.\w+: ", "", last)
+    return re.sub(rf"^{re.escape(AitkError.__module__)}\.\w+: ", "", last)
 
 
 _predictors: dict[str, Any] = {}
@@ -134,8 +134,8 @@ def _predictor(usecase_name: str, bundle: str, runtime: Runtime, options: dict[s
     """One predictor per worker process and setting, shared by the read tasks and the actor there."""
     key = json.dumps([usecase_name, bundle, dataclasses.asdict(runtime), options], default=str)
     if key not in _predictors:
-        from toolkit.bundle import load_bundle
-        from toolkit.plugins import get_usecases
+        from applied_aitk.bundle import load_bundle
+        from applied_aitk.plugins import get_usecases
 
         usecase = get_usecases()[usecase_name]
         _predictors[key] = usecase.load(load_bundle(Path(bundle), usecase=usecase_name), runtime, **options)

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import get_logger
-from toolkit.files import atomic_path, atomic_write
+from applied_aitk.console import get_logger
+from applied_aitk.files import atomic_path, atomic_write
 
 logger = get_logger(__name__)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.console import warn_once
-from toolkit.errors import AitkError, DeviceError
-from toolkit.manifest import VARIANTS, variant_file
+from applied_aitk.console import warn_once
+from applied_aitk.errors import AitkError, DeviceError
+from applied_aitk.manifest import VARIANTS, variant_file
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"

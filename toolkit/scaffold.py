@@ -6,7 +6,7 @@ import keyword
 import re
 from pathlib import Path
 
-from toolkit.errors import AitkError
+from applied_aitk.errors import AitkError
 
 TEMPLATES = Path(__file__).parent / "templates" / "plugin"
 

@@ -24,8 +24,8 @@ import types
 import typing
 from typing import Any, Literal
 
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
 
 logger = get_logger(__name__)
 

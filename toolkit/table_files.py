@@ -1,4 +1,4 @@
-"""Table files as Arrow batches of text cells, for ``toolkit.tables``: CSV (also gzipped; UTF-8
+"""Table files as Arrow batches of text cells, for ``applied_aitk.tables``: CSV (also gzipped; UTF-8
 with or without a byte-order mark, or UTF-16 with one) and Parquet.
 
 CSV is read in blocks of whole lines. The dialect is found from the header: the delimiter
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.errors import InputError
-from toolkit.io import base_suffix, open_binary, text_encoding
+from applied_aitk.errors import InputError
+from applied_aitk.io import base_suffix, open_binary, text_encoding
 
 BLOCK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
@@ -111,7 +111,7 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
 
     import pandas as pd
 
-    from toolkit.io import name_of, open_text
+    from applied_aitk.io import name_of, open_text
 
     try:
         with open_text(path) as f:

@@ -1,5 +1,5 @@
 """The one reader of tabular inputs (CSV, also gzipped, and Parquet) for batch inference; the
-files themselves (dialects, encodings, bad lines) are read by ``toolkit.table_files``.
+files themselves (dialects, encodings, bad lines) are read by ``applied_aitk.table_files``.
 
 Tables stream in Arrow record batches and are decoded a batch at a time: the named number
 columns become one float32 array, the text columns stay text. Every bad row is isolated: a row
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.console import get_logger
-from toolkit.errors import InputError
-from toolkit.io import name_of
-from toolkit.table_files import Batch, table_batches
-from toolkit.usecase import Record
+from applied_aitk.console import get_logger
+from applied_aitk.errors import InputError
+from applied_aitk.io import name_of
+from applied_aitk.table_files import Batch, table_batches
+from applied_aitk.usecase import Record
 
 logger = get_logger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.console import bars_enabled, epoch_progress, get_logger, progress
+from applied_aitk.console import bars_enabled, epoch_progress, get_logger, progress
 
 logger = get_logger(__name__)
 
@@ -71,7 +71,7 @@ class EarlyStopping:
 
 
 def log_epoch(epoch: int, epochs: int, bar: Any = None, **values: float) -> None:
-    """One epoch's metrics: on ``bar`` (from ``toolkit.console.epoch_progress``) when it is shown,
+    """One epoch's metrics: on ``bar`` (from ``applied_aitk.console.epoch_progress``) when it is shown,
     and then as a debug line only (``--debug``, ``--log-file``); otherwise as an info line."""
     shown = bar is not None and bars_enabled()
     if shown:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import typer
 
-    from toolkit.bundle import Bundle
-    from toolkit.runtime import Runtime
+    from applied_aitk.bundle import Bundle
+    from applied_aitk.runtime import Runtime
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TrainResult:
     needs (preprocessing, labels, thresholds). ``files``: extra bundle files by name: a numpy array
     (NAME.npy), a JSON value (NAME.json), text or bytes (written as given), or a Path (copied).
     ``metrics``: figures measured at training (JSON). ``history``: one row per epoch (or
-    evaluation step) of training, e.g. ``toolkit.train.fit``'s, written as history.csv.
+    evaluation step) of training, e.g. ``applied_aitk.train.fit``'s, written as history.csv.
     ``checkpoint``: a folder of training checkpoints to resume an interrupted run from; `train`
     removes it once the bundle is written (a completed run has nothing to resume)."""
 
@@ -125,7 +125,7 @@ class Predictor:
 
     provider: str = "CPUExecutionProvider"
     threaded_decode: bool = True
-    """False when ``decode`` is trivial (the records come decoded, as from ``toolkit.tables``):
+    """False when ``decode`` is trivial (the records come decoded, as from ``applied_aitk.tables``):
     batch inference then decodes inline instead of handing batches to a thread pool."""
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
@@ -137,8 +137,8 @@ class Predictor:
     def count(self, paths: list[Path]) -> int | None:
         """About how many records ``read(paths)`` will give, found cheaply (no parsing), for the
         progress bar's total and ETA; None when unknown. The default counts lines of JSONL, rows of
-        CSV and Parquet, and one record per other file (``toolkit.counting.count_records``)."""
-        from toolkit.counting import count_records
+        CSV and Parquet, and one record per other file (``applied_aitk.counting.count_records``)."""
+        from applied_aitk.counting import count_records
 
         return count_records(list(paths))
 
@@ -166,7 +166,7 @@ class Predictor:
 class UseCase:
     """One business use case. Subclass it, set ``name``, ``summary`` and ``Config``, implement the methods.
 
-    ``Config`` is a dataclass whose fields, declared with ``toolkit.settings.setting`` (default,
+    ``Config`` is a dataclass whose fields, declared with ``applied_aitk.settings.setting`` (default,
     meaning, bounds), are the training settings users change with ``--config FILE`` and ``--set
     key=value``; the core validates them before ``train`` is called."""
 
@@ -218,12 +218,12 @@ class UseCase:
 
     def serve_routes(self, app: Any, model: Any) -> None:
         """Add this use case's own endpoints to `aitk serve`: ``app`` is the FastAPI app, ``model`` the
-        ``toolkit.serve.models.ServedModel`` (its bundle, predictor, limits and metrics). Every model
+        ``applied_aitk.serve.models.ServedModel`` (its bundle, predictor, limits and metrics). Every model
         already has ``POST /v1/{name}/predict``; import FastAPI inside this method."""
 
     def config_from(self, settings: dict[str, Any]) -> Any:
         """Build ``Config`` from ``{"key": value}``: values given as text are converted to the field's
-        type, and an unknown name or a bad value raises AitkError (see toolkit.settings)."""
-        from toolkit.settings import build_settings
+        type, and an unknown name or a bad value raises AitkError (see applied_aitk.settings)."""
+        from applied_aitk.settings import build_settings
 
         return build_settings(self.Config, settings)

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from toolkit import AitkError, InputError, Record
-from toolkit.io import name_of, open_text, read_lines
+from applied_aitk import AitkError, InputError, Record
+from applied_aitk.io import name_of, open_text, read_lines
 
 FAQ_PREFIX = "faq:"
 DOMAIN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -65,9 +65,9 @@ def load_domain(path: Path) -> dict[str, Any]:
 
 
 def read_yaml(text: str) -> Any:
-    """YAML with 1.2 booleans (``toolkit.settings_file.load_yaml``): intents named yes, no, on, off
+    """YAML with 1.2 booleans (``applied_aitk.settings_file.load_yaml``): intents named yes, no, on, off
     (and examples "yes", "no") stay text, where YAML 1.1 would turn them into True/False."""
-    from toolkit.settings_file import load_yaml
+    from applied_aitk.settings_file import load_yaml
 
     return load_yaml(text)
 
@@ -323,7 +323,7 @@ def evaluation_rows(data: Path) -> list[tuple[str, str]]:
 def read_records(paths: Iterable[Path]) -> Iterator[Record]:
     """One record per JSONL line: ``{"text": ...}`` or ``{"conversation": [...]}``; ``-`` is stdin.
 
-    Files are read by ``toolkit.io.read_lines``: gzip, a byte-order mark and UTF-16 are handled, a
+    Files are read by ``applied_aitk.io.read_lines``: gzip, a byte-order mark and UTF-16 are handled, a
     line that is not valid text is one error record, and a file that cannot be read is one too."""
     for path in paths:
         where = name_of(path)

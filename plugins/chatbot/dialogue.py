@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from plugins.chatbot.dates import iso_date
+from applied_aitk.usecases.chatbot.dates import iso_date
 
 FAQ_PREFIX = "faq:"
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from toolkit import AitkError
+from applied_aitk import AitkError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import AitkError, Predictor, Record
-from toolkit.console import get_logger
+from applied_aitk import AitkError, Predictor, Record
+from applied_aitk.console import get_logger
 
-from plugins.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
-from plugins.chatbot.dialogue import Conversation, Policy, Understanding
+from applied_aitk.usecases.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
+from applied_aitk.usecases.chatbot.dialogue import Conversation, Policy, Understanding
 
 logger = get_logger(__name__)
 
@@ -217,7 +217,7 @@ def plot_confusions(y_true: list[str], y_pred: list[str], path: Path, top: int =
     intents most involved in confusions, so it stays readable with 77+ intents."""
     from sklearn.metrics import confusion_matrix
 
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     labels = sorted(set(y_true) | set(y_pred))
     counts = confusion_matrix(y_true, y_pred, labels=labels)
@@ -247,7 +247,7 @@ def plot_confusions(y_true: list[str], y_pred: list[str], path: Path, top: int =
 def plot_confidence(confidence: np.ndarray, correct: np.ndarray, threshold: float, path: Path) -> None:
     """Histogram of the top intent's probability, right and wrong predictions apart, with the
     dialogue's confidence threshold (below it the bot asks again instead of answering)."""
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
-from toolkit.settings import setting
-from toolkit.usecase import Option
+from applied_aitk import Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.settings import setting
+from applied_aitk.usecase import Option
 
 SAMPLE_DATA = Path(__file__).parent / "sample_data"
 QUIT = {"/quit", "/exit", "quit", "exit"}
@@ -95,30 +95,30 @@ conversation to a person when unsure or asked.
         )
 
     def train(self, data: Path, out: Path, config: ChatbotConfig, runtime) -> TrainResult:
-        from plugins.chatbot.training import train
+        from applied_aitk.usecases.chatbot.training import train
 
         return train(data, config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Optional[Path] = None, **options: Any) -> dict:
-        from plugins.chatbot.nlu import evaluate
+        from applied_aitk.usecases.chatbot.nlu import evaluate
 
         return evaluate(bundle, data, runtime, report)
 
     def load(self, bundle, runtime, **options: Any) -> Predictor:
-        from plugins.chatbot.nlu import NLU, ChatPredictor, TurnLog
+        from applied_aitk.usecases.chatbot.nlu import NLU, ChatPredictor, TurnLog
 
         return ChatPredictor(NLU(bundle, runtime), TurnLog(options.get("log")))
 
     def serve_routes(self, app, model) -> None:
         """`aitk serve`: conversations kept on the server, and a chat page at /chat (plugins/chatbot/serve.py)."""
-        from plugins.chatbot.serve import add_routes
+        from applied_aitk.usecases.chatbot.serve import add_routes
 
         add_routes(app, model)
 
     def commands(self, group) -> None:
         import typer
 
-        from toolkit.cli_options import BundleArg, Command, Device, QuantizeRun, Threads, examples
+        from applied_aitk.cli_options import BundleArg, Command, Device, QuantizeRun, Threads, examples
 
         @group.command("chat", cls=Command, epilog=examples(
             "aitk chatbot chat bundle", "aitk chatbot chat bundle --log turns.jsonl", "printf 'hi\\nmy card is lost\\n' | aitk chatbot chat bundle --json"))
@@ -138,11 +138,11 @@ def chat_loop(bundle_path: Path, log: Optional[Path], device: str, threads: Opti
     """Read messages from the terminal or piped stdin, answer each, log every turn."""
     import json
 
-    from toolkit.bundle import load_bundle
-    from toolkit.cli_options import make_runtime
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.cli_options import make_runtime
 
-    from plugins.chatbot.dialogue import Conversation
-    from plugins.chatbot.nlu import NLU, TurnLog
+    from applied_aitk.usecases.chatbot.dialogue import Conversation
+    from applied_aitk.usecases.chatbot.nlu import NLU, TurnLog
 
     nlu = NLU(load_bundle(bundle_path, usecase="chatbot"), make_runtime(device, threads, quantize))
     turn_log = TurnLog(log)

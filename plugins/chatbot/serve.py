@@ -25,8 +25,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from plugins.chatbot.dialogue import Conversation
-from toolkit.serve.http import HTTPError, guarded
+from applied_aitk.usecases.chatbot.dialogue import Conversation
+from applied_aitk.serve.http import HTTPError, guarded
 
 PAGE = Path(__file__).parent / "static" / "chat.html"
 MAX_CONVERSATIONS = 100_000

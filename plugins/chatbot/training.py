@@ -14,15 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit import AitkError, Graph, TrainResult
-from toolkit.console import get_logger, progress
-import toolkit.train
-from toolkit.runtime import Runtime
-from toolkit.train import bf16_supported, seed_everything
+from applied_aitk import AitkError, Graph, TrainResult
+from applied_aitk.console import get_logger, progress
+import applied_aitk.train
+from applied_aitk.runtime import Runtime
+from applied_aitk.train import bf16_supported, seed_everything
 
-from plugins.chatbot.data import FAQ_PREFIX, labelled_data
-from plugins.chatbot.model import IntentModel, build_encoder, pad_id
-from plugins.chatbot.nlu import encode, faq_memory, prepare_tokenizer, run_model, softmax
+from applied_aitk.usecases.chatbot.data import FAQ_PREFIX, labelled_data
+from applied_aitk.usecases.chatbot.model import IntentModel, build_encoder, pad_id
+from applied_aitk.usecases.chatbot.nlu import encode, faq_memory, prepare_tokenizer, run_model, softmax
 
 logger = get_logger(__name__)
 
@@ -201,7 +201,7 @@ def fit(model: IntentModel, utterances: Utterances, targets: np.ndarray, train_i
         return loss.item()
 
     validate = (lambda: {"val_acc": _accuracy(model, utterances, targets, val_idx, config, device)}) if len(val_idx) else None
-    result = toolkit.train.fit(
+    result = applied_aitk.train.fit(
         model, lambda epoch: length_batches(utterances, train_idx, config.batch_size, rng), step, validate, epochs=auto["epochs"],
         monitor="val_acc", mode="max", patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
     )
@@ -269,7 +269,7 @@ def _fit_head(model, utterances: Utterances, targets, train_idx, val_idx, config
         val = torch.as_tensor(val_idx, device=device)
         return {"val_acc": float((model.head(features[val]).argmax(1) == y[val]).float().mean())}
 
-    result = toolkit.train.fit(
+    result = applied_aitk.train.fit(
         model.head, batches, step, validate if len(val_idx) else None, epochs=epochs, monitor="val_acc", mode="max",
         patience=config.patience * 5, log_every=10,
     )

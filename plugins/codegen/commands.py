@@ -11,13 +11,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from toolkit import AitkError
-from toolkit.cli_options import (AsJson, BundleArg, BundleOut, Command, Device, Force, QuantizeRun, QuantizeTrain, Threads, ThreadsTrain,
+from applied_aitk import AitkError
+from applied_aitk.cli_options import (AsJson, BundleArg, BundleOut, Command, Device, Force, QuantizeRun, QuantizeTrain, Threads, ThreadsTrain,
                                  check_replaceable, examples, make_runtime, with_options)
-from toolkit.console import get_logger
-from toolkit.manifest import VARIANTS
+from applied_aitk.console import get_logger
+from applied_aitk.manifest import VARIANTS
 
-from plugins.codegen.options import SAMPLING_OPTIONS, sampling_from
+from applied_aitk.usecases.codegen.options import SAMPLING_OPTIONS, sampling_from
 
 logger = get_logger(__name__)
 QuantizeImport = Annotated[Optional[list[str]], typer.Option(
@@ -30,7 +30,7 @@ def read_prompt(prompt: str, name: str = "prompt", empty: bool = False) -> str:
     one); bytes that are not UTF-8, on stdin or in the argument, are an AitkError naming the byte offset
     (and ``name``); an empty text too unless ``empty``."""
     if prompt == "-":
-        from toolkit.io import open_text
+        from applied_aitk.io import open_text
 
         with open_text("-") as f:
             prompt = f.read()
@@ -69,9 +69,9 @@ def add_commands(group: typer.Typer, usecase) -> None:
     ) -> None:
         """Complete code, streaming the new tokens to stdout as they are generated; with --suffix, write
         the code between PROMPT and the suffix (fill-in-the-middle)."""
-        from toolkit.bundle import load_bundle
+        from applied_aitk.bundle import load_bundle
 
-        from plugins.codegen.fim import Infill, no_fim_message
+        from applied_aitk.usecases.codegen.fim import Infill, no_fim_message
 
         if prompt == "-" and suffix == "-":
             raise AitkError("PROMPT and --suffix: only one of them can be - (stdin)")
@@ -117,9 +117,9 @@ def add_commands(group: typer.Typer, usecase) -> None:
         as_json: AsJson = False,
     ) -> None:
         """Export a local Hugging Face causal LM to a codegen bundle (KV-cache ONNX graph, parity-checked)."""
-        from toolkit.package import package
+        from applied_aitk.package import package
 
-        from plugins.codegen.export import import_model
+        from applied_aitk.usecases.codegen.export import import_model
 
         variants = [q for q in quantize or [] if q != "none"]
         unknown = [q for q in variants if q not in VARIANTS]
@@ -142,9 +142,9 @@ def add_commands(group: typer.Typer, usecase) -> None:
         force: Annotated[bool, typer.Option("--force", help="Replace OUT when a Hugging Face model folder is already there.")] = False,
     ) -> None:
         """Write a bundle's model and tokenizer as a Hugging Face folder that from_pretrained loads."""
-        from toolkit.bundle import load_bundle
+        from applied_aitk.bundle import load_bundle
 
-        from plugins.codegen.hf_export import check_target, export_hf
+        from applied_aitk.usecases.codegen.hf_export import check_target, export_hf
 
         loaded = load_bundle(bundle, usecase="codegen")
         check_target(out, force)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit import AitkError, InputError, Record
-from toolkit.console import get_logger
-from toolkit.io import has_suffix, name_of, open_text, read_lines
+from applied_aitk import AitkError, InputError, Record
+from applied_aitk.console import get_logger
+from applied_aitk.io import has_suffix, name_of, open_text, read_lines
 
-from plugins.codegen.fim import TRAINED_STYLE, Infill
+from applied_aitk.usecases.codegen.fim import TRAINED_STYLE, Infill
 
 logger = get_logger(__name__)
 
@@ -168,7 +168,7 @@ def read_prompt_records(paths: Iterable[Path]) -> Iterator[Record]:
     """One record per JSONL line ({"prompt": ...} or {"prefix": ..., "suffix": ...}, optional "id"); any
     other file is one prompt.
 
-    Read by ``toolkit.io``: gzip, UTF-8 with or without a byte-order mark, UTF-16 with one; any
+    Read by ``applied_aitk.io``: gzip, UTF-8 with or without a byte-order mark, UTF-16 with one; any
     other bytes (cp1252, Latin-1) are an error record naming the byte offset."""
     for path in paths:
         where = name_of(path)

@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import AitkError
-from toolkit.console import get_logger, progress
-from toolkit.files import atomic_path
-from toolkit.text import pad_ids
+from applied_aitk import AitkError
+from applied_aitk.console import get_logger, progress
+from applied_aitk.files import atomic_path
+from applied_aitk.text import pad_ids
 
-from plugins.codegen.data import Problem
-from plugins.codegen.generate import Generator, Sampling
-from plugins.codegen.sandbox import describe, run_programs
+from applied_aitk.usecases.codegen.data import Problem
+from applied_aitk.usecases.codegen.generate import Generator, Sampling
+from applied_aitk.usecases.codegen.sandbox import describe, run_programs
 
 logger = get_logger(__name__)
 
@@ -68,7 +68,7 @@ def write_per_file(report: Path, names: list[str], tokens: np.ndarray, loss: np.
     over all files, with the overall perplexity marked."""
     import csv
 
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     scored = sorted((i for i in range(len(names)) if tokens[i]), key=lambda i: -loss[i])
     with atomic_path(report / "per_file.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -147,7 +147,7 @@ def _write_per_problem(report: Path, passed: dict[str, int], samples: int, ks: l
     problems had 0, 1, ... ``samples`` passing samples, with pass@k per problem sorted."""
     import csv
 
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     with atomic_path(report / "per_problem.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import AitkError, TrainResult
-from toolkit.console import get_logger
-from toolkit.runtime import Runtime
-from toolkit.text import pad_ids
+from applied_aitk import AitkError, TrainResult
+from applied_aitk.console import get_logger
+from applied_aitk.runtime import Runtime
+from applied_aitk.text import pad_ids
 
-from plugins.codegen.evaluation import perplexity
-from plugins.codegen.generate import Generator, Sampling
-from plugins.codegen.model import (
+from applied_aitk.usecases.codegen.evaluation import perplexity
+from applied_aitk.usecases.codegen.generate import Generator, Sampling
+from applied_aitk.usecases.codegen.model import (
     cache_shape, decoder_graph, hf_greedy, load_pretrained, load_pretrained_tokenizer, max_positions, parameter_count, prompt_pass_parity, scorer_graph, special_ids,
     unique_state_dict,
 )
@@ -74,7 +74,7 @@ REFERENCE = Path(__file__).parent / "sample_data/eval/sched.py.txt"
 def reference_windows(tokenizer, context: int, max_tokens: int = 2048) -> list:
     """Windows of a standard-library file no model here trained on (the sample's evaluation file): the
     code a quantized variant's perplexity is measured on when there are no held-out files (imports)."""
-    from plugins.codegen.data import eval_windows, token_stream
+    from applied_aitk.usecases.codegen.data import eval_windows, token_stream
 
     text = REFERENCE.read_text(encoding="utf-8")
     return eval_windows(token_stream(tokenizer, [text]), min(context, 256), max_tokens)

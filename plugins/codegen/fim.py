@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toolkit import AitkError
+from applied_aitk import AitkError
 
 
 @dataclass(frozen=True)

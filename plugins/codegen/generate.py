@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import AitkError, Predictor, Record
-from toolkit.console import get_logger
-from toolkit.text import pad_ids
+from applied_aitk import AitkError, Predictor, Record
+from applied_aitk.console import get_logger
+from applied_aitk.text import pad_ids
 
-from plugins.codegen.data import prompt_of, read_prompt_records
-from plugins.codegen.fim import Infill, find_fim, infill_ids, no_fim_message
+from applied_aitk.usecases.codegen.data import prompt_of, read_prompt_records
+from applied_aitk.usecases.codegen.fim import Infill, find_fim, infill_ids, no_fim_message
 
 logger = get_logger(__name__)
 

@@ -8,8 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
-from toolkit import AitkError
-from toolkit.files import replace_dir
+from applied_aitk import AitkError
+from applied_aitk.files import replace_dir
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -28,8 +28,8 @@ def export_hf(bundle, out: Path) -> Path:
     (end-of-sequence and padding tokens set from the manifest) as the folder ``out``, atomically."""
     from transformers import CONFIG_MAPPING, PreTrainedTokenizerFast
 
-    from plugins.codegen.data import load_tokenizer
-    from plugins.codegen.model import load_bundle_model
+    from applied_aitk.usecases.codegen.data import load_tokenizer
+    from applied_aitk.usecases.codegen.model import load_bundle_model
 
     files = bundle.manifest["files"]
     if "model_config.json" not in files or "weights.safetensors" not in files:

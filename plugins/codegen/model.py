@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from toolkit import AitkError, Graph, onnx_export
+from applied_aitk import AitkError, Graph, onnx_export
 
 PRESETS = {
     "tiny": {"layers": 2, "width": 128, "heads": 4},
@@ -226,7 +226,7 @@ def load_pretrained(hf_dir: Path):
 
 
 def _check_family(hf_dir: Path) -> None:
-    from toolkit.files import read_json
+    from applied_aitk.files import read_json
 
     path = hf_dir / "config.json"
     if not path.is_file():
@@ -245,7 +245,7 @@ def load_pretrained_tokenizer(hf_dir: Path):
     by transformers' ``AutoTokenizer`` (``use_fast=True``)."""
     hf_dir = Path(hf_dir)
     if (hf_dir / "tokenizer.json").is_file():
-        from plugins.codegen.data import load_tokenizer
+        from applied_aitk.usecases.codegen.data import load_tokenizer
 
         return load_tokenizer(hf_dir / "tokenizer.json")
     if not ((hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file()) and not (hf_dir / "tokenizer.model").is_file():

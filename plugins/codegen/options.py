@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.bundle import Bundle
-from toolkit.usecase import Option
+from applied_aitk.bundle import Bundle
+from applied_aitk.usecase import Option
 
 SAMPLING_OPTIONS = [
     Option("max_new_tokens", int, None, "Most tokens to generate per prompt (default: 128, at most half the context)."),
@@ -26,7 +26,7 @@ def default_new_tokens(bundle: Bundle) -> int:
 def sampling_from(options: dict[str, Any], bundle: Bundle):
     """The Sampling of the given sampling options (None or absent: the option's default) for ``bundle``;
     other keys (``on_long``) pass through to Sampling when set."""
-    from plugins.codegen.generate import Sampling, parse_stop
+    from applied_aitk.usecases.codegen.generate import Sampling, parse_stop
 
     settings = {o.name: o.default for o in SAMPLING_OPTIONS}
     settings.update({k: v for k, v in options.items() if v is not None})

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
-from toolkit.bundle import Bundle
-from toolkit.console import get_logger
-from toolkit.runtime import Runtime
-from toolkit.settings import setting
-from toolkit.usecase import Option
+from applied_aitk import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.bundle import Bundle
+from applied_aitk.console import get_logger
+from applied_aitk.runtime import Runtime
+from applied_aitk.settings import setting
+from applied_aitk.usecase import Option
 
-from plugins.codegen.options import SAMPLING_OPTIONS, default_new_tokens, sampling_from
+from applied_aitk.usecases.codegen.options import SAMPLING_OPTIONS, default_new_tokens, sampling_from
 
 logger = get_logger(__name__)
 
@@ -116,11 +116,11 @@ developers who review what it writes.
     def train(self, data: Path, out: Path, config: CodegenConfig, runtime: Runtime) -> TrainResult:
         import torch
 
-        from toolkit.train import seed_everything
+        from applied_aitk.train import seed_everything
 
-        from plugins.codegen import data as corpus
-        from plugins.codegen.model import build_model, max_positions
-        from plugins.codegen.trainer import Checkpoint, train_steps
+        from applied_aitk.usecases.codegen import data as corpus
+        from applied_aitk.usecases.codegen.model import build_model, max_positions
+        from applied_aitk.usecases.codegen.trainer import Checkpoint, train_steps
 
         seed_everything(config.seed)
         if runtime.threads:
@@ -156,23 +156,23 @@ developers who review what it writes.
         metrics = {"train_tokens": int(len(stream)), "steps": fitted.steps, "train_minutes": round(fitted.seconds / 60, 2),
                    "stopped": fitted.stopped, "history": fitted.history}
         heldout = [str(files[i]) for i in held_idx]
-        from plugins.codegen.export import train_result
+        from applied_aitk.usecases.codegen.export import train_result
 
         result = train_result(model.float().cpu().eval(), tokenizer, context, metrics, windows, heldout, "trained", runtime.threads)
         result.checkpoint = checkpoint.folder if config.save_steps or config.resume else None
         return result
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
-        from plugins.codegen import data as corpus
+        from applied_aitk.usecases.codegen import data as corpus
         import numpy as np
 
-        from plugins.codegen.evaluation import evaluate_problems, per_file, summarize, token_losses, write_per_file
-        from plugins.codegen.generate import Sampling
+        from applied_aitk.usecases.codegen.evaluation import evaluate_problems, per_file, summarize, token_losses, write_per_file
+        from applied_aitk.usecases.codegen.generate import Sampling
 
         data = Path(data)
         problem_files, sources = _evaluation_inputs(data, bundle.config.get("include", "*.py"))
         if problem_files:
-            from plugins.codegen.sandbox import require
+            from applied_aitk.usecases.codegen.sandbox import require
 
             require(bool(options.get("unsafe_no_sandbox")))  # refuse before generating anything
         if options.get("heldout"):
@@ -216,36 +216,36 @@ developers who review what it writes.
         return {**{k: metrics[k] for k in headline}, **metrics}
 
     def load(self, bundle: Bundle, runtime: Runtime, **options: Any) -> Predictor:
-        from plugins.codegen.generate import CodegenPredictor
+        from applied_aitk.usecases.codegen.generate import CodegenPredictor
 
         generator = self.generator(bundle, runtime)
         return CodegenPredictor(generator, sampling_from(options, bundle), generator.session.provider)
 
     def serve_routes(self, app, model) -> None:
         """`aitk serve`: OpenAI-compatible POST /v1/completions (plugins/codegen/serve.py)."""
-        from plugins.codegen.serve import add_routes
+        from applied_aitk.usecases.codegen.serve import add_routes
 
         add_routes(app, model)
 
     def generator(self, bundle: Bundle, runtime: Runtime):
         """The KV-cache generator of a bundle (the int8 graph when the runtime asks for it)."""
-        from plugins.codegen.data import load_tokenizer
-        from plugins.codegen.generate import Generator
+        from applied_aitk.usecases.codegen.data import load_tokenizer
+        from applied_aitk.usecases.codegen.generate import Generator
 
         return Generator(runtime.session(runtime.model_file(bundle)), load_tokenizer(bundle.file("tokenizer.json")), bundle.assets, name=str(bundle.path))
 
     def commands(self, group) -> None:
-        from plugins.codegen.commands import add_commands
+        from applied_aitk.usecases.codegen.commands import add_commands
 
         add_commands(group, self)
 
 
 def _init_model(path: Path):
     """The model and tokenizer to fine-tune: a codegen bundle or a Hugging Face folder."""
-    from toolkit.bundle import load_bundle
+    from applied_aitk.bundle import load_bundle
 
-    from plugins.codegen import data as corpus
-    from plugins.codegen.model import load_bundle_model, load_pretrained, load_pretrained_tokenizer
+    from applied_aitk.usecases.codegen import data as corpus
+    from applied_aitk.usecases.codegen.model import load_bundle_model, load_pretrained, load_pretrained_tokenizer
 
     if (path / "manifest.json").is_file():
         bundle = load_bundle(path, usecase="codegen")
@@ -256,8 +256,8 @@ def _init_model(path: Path):
 def _fim_tokens(model, tokenizer, config: CodegenConfig, checkpoint):
     """``(fim, end_id)`` for training with ``fim_rate`` > 0 (None without): the tokenizer's FIM tokens and
     the model's end of sequence; AitkError when the tokenizer (of ``init`` or of the checkpoint) has none."""
-    from plugins.codegen.fim import find_fim
-    from plugins.codegen.model import special_ids
+    from applied_aitk.usecases.codegen.fim import find_fim
+    from applied_aitk.usecases.codegen.model import special_ids
 
     if not config.fim_rate:
         return None
@@ -276,7 +276,7 @@ def _with_context(config: CodegenConfig, context: int) -> CodegenConfig:
 
 def _evaluation_inputs(data: Path, include: str | list[str]) -> tuple[list[Path], list[Path]]:
     """Problem files (MBPP/HumanEval JSONL) and source files under ``data``."""
-    from plugins.codegen import data as corpus
+    from applied_aitk.usecases.codegen import data as corpus
 
     if data.is_file():
         if corpus.is_problem_file(data):

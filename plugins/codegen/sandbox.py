@@ -1,5 +1,5 @@
 """Run generated code isolated by the operating system: each program in its own bubblewrap sandbox
-(namespaces, uid 65534, read-only system, private tmpfs; see ``plugins.codegen.bubblewrap``) under
+(namespaces, uid 65534, read-only system, private tmpfs; see ``applied_aitk.usecases.codegen.bubblewrap``) under
 rlimits on address space, CPU time, file size, open files and processes, killed with everything it
 started at its timeout. Where bubblewrap cannot run, nothing runs unless the caller passes
 ``unsafe=True`` (``--unsafe-no-sandbox``): then programs run as the caller, with the same rlimits,
@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from toolkit import AitkError
+from applied_aitk import AitkError
 
-from plugins.codegen.bubblewrap import USERNS, Bubblewrap, ProcessCap, find, info_pid
+from applied_aitk.usecases.codegen.bubblewrap import USERNS, Bubblewrap, ProcessCap, find, info_pid
 
 OUTPUT_LIMIT = 16 << 20  # bytes one file (and the stderr capture) may reach
 OPEN_FILES = 256

@@ -19,10 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from plugins.codegen.fim import Infill
-from plugins.codegen.generate import Completion, Sampling
-from toolkit.errors import AitkError
-from toolkit.serve.http import HTTPError, field_name, guarded
+from applied_aitk.usecases.codegen.fim import Infill
+from applied_aitk.usecases.codegen.generate import Completion, Sampling
+from applied_aitk.errors import AitkError
+from applied_aitk.serve.http import HTTPError, field_name, guarded
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "error": "error"}
 

@@ -1,4 +1,4 @@
-"""Training a code model on ``toolkit.train.fit``, the loop every use case shares: random windows of
+"""Training a code model on ``applied_aitk.train.fit``, the loop every use case shares: random windows of
 the token stream, AdamW with warmup and cosine decay, held-out loss every ``eval_steps`` steps (fit's
 "epoch"), early stopping on it, and checkpoints to resume an interrupted run from.
 
@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit import AitkError
-from toolkit.console import get_logger
-from toolkit.files import replace_dir
-from toolkit.text import pad_ids
-from toolkit.train import EarlyStopping, FitResult, bf16_supported, fit
+from applied_aitk import AitkError
+from applied_aitk.console import get_logger
+from applied_aitk.files import replace_dir
+from applied_aitk.text import pad_ids
+from applied_aitk.train import EarlyStopping, FitResult, bf16_supported, fit
 
-from plugins.codegen.fim import fim_rows
+from applied_aitk.usecases.codegen.fim import fim_rows
 
 logger = get_logger(__name__)
 
@@ -94,7 +94,7 @@ def learning_rate(step: int, seconds: float, config) -> float:
 def train_steps(model, stream: np.ndarray, windows: list[np.ndarray], config, device: str, pad_id: int,
                 checkpoint: Checkpoint, tokenizer_json: str, fim=None) -> FitResult:
     """Train ``model`` in place for ``config.max_steps`` optimizer steps of ``batch_size`` windows of
-    ``stream`` (int32 token ids), or ``max_time`` seconds, through ``toolkit.train.fit``: an "epoch" is
+    ``stream`` (int32 token ids), or ``max_time`` seconds, through ``applied_aitk.train.fit``: an "epoch" is
     ``eval_steps`` steps followed by the held-out loss on ``windows`` (``heldout_loss``, the early-stopping
     monitor; the best weights are restored at the end). Resumes from ``checkpoint`` when
     ``config.resume``, and saves to it after the evaluation that follows every ``save_steps`` steps and
@@ -168,7 +168,7 @@ class Checkpoint:
         result and early-stopping state, the settings and the tokenizer."""
         from safetensors.torch import save_file
 
-        from plugins.codegen.model import unique_state_dict
+        from applied_aitk.usecases.codegen.model import unique_state_dict
 
         tmp = self.folder.with_name(f".{self.folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from toolkit import AitkError, InputError
+from applied_aitk import AitkError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GOOD_LABELS = {"good", "ok", "normal", "free", "0", "false", "pass"}

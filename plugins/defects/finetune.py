@@ -1,6 +1,6 @@
 """Training the fine-tuned network (``method=segment``, and every types-only data set): labelled
 defects (masks where given, image labels alone otherwise) and synthetic defects on the good images,
-end to end through ``toolkit.train.fit``; selection and threshold on validation groups carved out
+end to end through ``applied_aitk.train.fit``; selection and threshold on validation groups carved out
 of the training data."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit import AitkError, Graph, TrainResult
-from toolkit.console import get_logger
-from toolkit.runtime import Runtime
-from toolkit.train import fit, seed_everything
+from applied_aitk import AitkError, Graph, TrainResult
+from applied_aitk.console import get_logger
+from applied_aitk.runtime import Runtime
+from applied_aitk.train import fit, seed_everything
 
-from plugins.defects import data as D
-from plugins.defects import model as M
-from plugins.defects import training as T
-from plugins.defects.network import DefectNet, Encoder, Heads, freeze_early_stages, losses
-from plugins.defects.synthetic import synthesize
+from applied_aitk.usecases.defects import data as D
+from applied_aitk.usecases.defects import model as M
+from applied_aitk.usecases.defects import training as T
+from applied_aitk.usecases.defects.network import DefectNet, Encoder, Heads, freeze_early_stages, losses
+from applied_aitk.usecases.defects.synthetic import synthesize
 
 logger = get_logger(__name__)
 
@@ -142,7 +142,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
 
 
 def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, segment: bool) -> list[dict[str, Any]]:
-    """``toolkit.train.fit`` over the training images; the best epoch by validation AUROC (types-only:
+    """``applied_aitk.train.fit`` over the training images; the best epoch by validation AUROC (types-only:
     accuracy) is kept. Returns the history."""
     from sklearn.metrics import roc_auc_score
 

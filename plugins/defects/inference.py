@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from toolkit import AitkError, Predictor, Record
-from toolkit.bundle import Bundle
-from toolkit.runtime import Runtime
-from toolkit.files import atomic_path, atomic_write
+from applied_aitk import AitkError, Predictor, Record
+from applied_aitk.bundle import Bundle
+from applied_aitk.runtime import Runtime
+from applied_aitk.files import atomic_path, atomic_write
 
-from plugins.defects import data as D
+from applied_aitk.usecases.defects import data as D
 
 
 @dataclass
@@ -240,7 +240,7 @@ def write_report(folder: Path, defective: np.ndarray, scores: np.ndarray, thresh
 
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     plt = pyplot()
 
@@ -299,7 +299,7 @@ def evaluate_types(bundle: Bundle, items: list[D.Item], probs: np.ndarray, repor
 def plot_confusion(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> None:
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     side = 3.0 + 0.45 * len(labels)
     fig, ax = pyplot().subplots(figsize=(side + 0.8, side))

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import toolkit.train
-from toolkit import AitkError
-from toolkit.console import get_logger
+import applied_aitk.train
+from applied_aitk import AitkError
+from applied_aitk.console import get_logger
 
 logger = get_logger(__name__)
 
@@ -274,7 +274,7 @@ class DefectClassifier(nn.Module):
             optimizer.step()
             return loss.item()
 
-        toolkit.train.fit(self.linear, lambda epoch: [None], step, epochs=epochs, log_every=epochs)
+        applied_aitk.train.fit(self.linear, lambda epoch: [None], step, epochs=epochs, log_every=epochs)
         with torch.no_grad():
             return float((self.linear(x).argmax(1) == labels).float().mean())
 

@@ -4,7 +4,7 @@ segmentation head (anomaly map and image score) and a defect-type head, end to e
 The segmentation head follows the discriminative half of DRAEM (Zavrtanik et al., ICCV 2021): it
 learns "defect or not" per pixel from real masks, from image labels alone (the image score is
 the map's maximum, trained as a multiple-instance label), and from synthetic defects on good
-images (``plugins.defects.synthetic``), so that the same network serves a line with labelled
+images (``applied_aitk.usecases.defects.synthetic``), so that the same network serves a line with labelled
 defects and one with good images only."""
 
 from __future__ import annotations

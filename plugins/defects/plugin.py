@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
-from toolkit.settings import setting
-from toolkit.usecase import Option
+from applied_aitk import Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.settings import setting
+from applied_aitk.usecase import Option
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -78,26 +78,26 @@ defect type when defect examples were given.
     }
 
     def sample(self, out: Path) -> Sample:
-        from plugins.defects.sample import write_sample
+        from applied_aitk.usecases.defects.sample import write_sample
 
         folders = write_sample(Path(out))
         demo = folders[0]
         return Sample(train=demo, evaluate=demo, predict=[demo / "test"], settings={"image_size": 128, "sigma": 2.0, "memory_size": 512})
 
     def train(self, data: Path, out: Path, config: DefectsConfig, runtime) -> TrainResult:
-        from plugins.defects.training import train
+        from applied_aitk.usecases.defects.training import train
 
         return train(Path(data), config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, threshold: float | None = None,
                  max_image_pixels: int | None = None, **options: Any) -> dict[str, Any]:
-        from plugins.defects.inference import evaluate
+        from applied_aitk.usecases.defects.inference import evaluate
 
         return evaluate(bundle, Path(data), runtime, report, threshold, max_image_pixels)
 
     def load(self, bundle, runtime, threshold: float | None = None, heatmaps: Path | None = None,
              max_image_pixels: int | None = None, **options: Any) -> Predictor:
-        from plugins.defects.inference import DefectPredictor
+        from applied_aitk.usecases.defects.inference import DefectPredictor
 
         return DefectPredictor(bundle, runtime, threshold, heatmaps, max_image_pixels)
 

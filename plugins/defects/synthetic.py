@@ -29,7 +29,7 @@ KINDS = ("noise", "noise", "cutpaste", "scar", "scratch", "spot", "crack")
 def synthesize(image: np.ndarray, foreign: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(image with one synthetic defect, its mask); ``foreign`` is another image of the same size
     (the texture DRAEM's blobs are filled with). The mask is never empty."""
-    from plugins.defects.sample import draw_defect
+    from applied_aitk.usecases.defects.sample import draw_defect
 
     for _ in range(10):
         kind = KINDS[rng.integers(len(KINDS))]

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit import Graph, TrainResult
-from toolkit.console import get_logger, progress
-from toolkit.runtime import Runtime
-from toolkit.train import seed_everything
+from applied_aitk import Graph, TrainResult
+from applied_aitk.console import get_logger, progress
+from applied_aitk.runtime import Runtime
+from applied_aitk.train import seed_everything
 
-from plugins.defects import data as D
-from plugins.defects import model as M
+from applied_aitk.usecases.defects import data as D
+from applied_aitk.usecases.defects import model as M
 
 logger = get_logger(__name__)
 
@@ -30,7 +30,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     training set without good images: the type classifier alone)."""
     items = D.load_items(data, "train")
     if config.method == "segment" or not any(i.good for i in items):
-        from plugins.defects import finetune
+        from applied_aitk.usecases.defects import finetune
 
         return finetune.train(data, config, runtime)
     return train_patchcore(data, config, runtime, items)
@@ -229,7 +229,7 @@ def fuse_pads(path: Path, example: np.ndarray) -> None:
     at full resolution. The pad amounts are computed by the graph, so they are read by running it."""
     import onnx
 
-    from toolkit.runtime import Runtime
+    from applied_aitk.runtime import Runtime
 
     model = onnx.load(str(path))
     consumers: dict[str, list] = {}

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from plugins.forecast import data, time_features
-from plugins.forecast.data import Series
-from plugins.forecast.predictor import ForecastPredictor, plot_forecast, png_name
-from toolkit import AitkError
-from toolkit.console import get_logger
-from toolkit.files import atomic_path
+from applied_aitk.usecases.forecast import data, time_features
+from applied_aitk.usecases.forecast.data import Series
+from applied_aitk.usecases.forecast.predictor import ForecastPredictor, plot_forecast, png_name
+from applied_aitk import AitkError
+from applied_aitk.console import get_logger
+from applied_aitk.files import atomic_path
 
 logger = get_logger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from plugins.forecast.table import input_files, read_table
-from plugins.forecast.time_features import infer_freq, normal_freq, time_grid
-from toolkit import AitkError, InputError
+from applied_aitk.usecases.forecast.table import input_files, read_table
+from applied_aitk.usecases.forecast.time_features import infer_freq, normal_freq, time_grid
+from applied_aitk import AitkError, InputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugins.forecast import data, table, time_features
-from plugins.forecast.data import Series
-from plugins.forecast.time_features import Spec
-from plugins.forecast.model import Forecaster, pinball_loss
-from plugins.forecast.plugin import MAX_EPOCH_BATCHES
-from toolkit import AitkError, Graph, TrainResult
-from toolkit.bundle import Bundle
-from toolkit.console import get_logger
-from toolkit.runtime import Runtime
-import toolkit.train
-from toolkit.train import seed_everything
+from applied_aitk.usecases.forecast import data, table, time_features
+from applied_aitk.usecases.forecast.data import Series
+from applied_aitk.usecases.forecast.time_features import Spec
+from applied_aitk.usecases.forecast.model import Forecaster, pinball_loss
+from applied_aitk.usecases.forecast.plugin import MAX_EPOCH_BATCHES
+from applied_aitk import AitkError, Graph, TrainResult
+from applied_aitk.bundle import Bundle
+from applied_aitk.console import get_logger
+from applied_aitk.runtime import Runtime
+import applied_aitk.train
+from applied_aitk.train import seed_everything
 
 logger = get_logger(__name__)
 
@@ -132,7 +132,7 @@ class Trained:
     metrics: dict[str, Any]
     windows: Windows
     examples: np.ndarray  # validation windows (training ones without a validation split) for the export checks
-    history: list[dict[str, float]]  # one row per epoch (toolkit.train.fit's)
+    history: list[dict[str, float]]  # one row per epoch (applied_aitk.train.fit's)
 
 
 def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime: Runtime) -> Trained:
@@ -172,7 +172,7 @@ def fit(series: list[Series], spec: Spec, freq: str | None, config: Any, runtime
         return loss.item()
 
     validate = (lambda: {"val_loss": validation_loss(model, windows, val, taus, device)}) if len(val) else None
-    result = toolkit.train.fit(
+    result = applied_aitk.train.fit(
         model, batches, step, validate, epochs=config.epochs, patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
     )
     model.cpu().eval()

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from toolkit import Predictor, Sample, TrainResult, UseCase, hookimpl
-from toolkit.bundle import Bundle
-from toolkit.runtime import Runtime
-from toolkit.settings import setting
-from toolkit.usecase import Option
+from applied_aitk import Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.bundle import Bundle
+from applied_aitk.runtime import Runtime
+from applied_aitk.settings import setting
+from applied_aitk.usecase import Option
 
 
 MAX_EPOCH_BATCHES = 500
@@ -99,30 +99,30 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
     }
 
     def sample(self, out: Path) -> Sample:
-        from plugins.forecast.sample import write_sample
+        from applied_aitk.usecases.forecast.sample import write_sample
 
         return write_sample(out)
 
     def train(self, data: Path, out: Path, config: ForecastConfig, runtime: Runtime) -> TrainResult:
-        from plugins.forecast.fit import train
+        from applied_aitk.usecases.forecast.fit import train
 
         return train(data, config, runtime)
 
     def evaluate(self, bundle: Bundle, data: Path, runtime: Runtime, report: Path | None = None,
                  windows: int = 3, stride: int | None = None, fill_gaps: bool | None = None, **options: Any) -> dict[str, Any]:
-        from plugins.forecast import backtest
-        from plugins.forecast.table import input_files
+        from applied_aitk.usecases.forecast import backtest
+        from applied_aitk.usecases.forecast.table import input_files
 
         predictor = self.load(bundle, runtime, fill_gaps=fill_gaps)
         return backtest.evaluate(predictor, input_files(data), windows or 3, stride, report)
 
     def layout(self, layout: str = "wide", **options: Any):
-        from plugins.forecast.predictor import long_rows
+        from applied_aitk.usecases.forecast.predictor import long_rows
 
         return long_rows if layout == "long" else None
 
     def load(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None, **options: Any) -> Predictor:
-        from plugins.forecast.predictor import ForecastPredictor
+        from applied_aitk.usecases.forecast.predictor import ForecastPredictor
 
         return ForecastPredictor(bundle, runtime, plot=plot, fill_gaps=fill_gaps)
 

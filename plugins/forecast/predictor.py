@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from plugins.forecast import data, time_features
-from plugins.forecast.data import Schema, Series
-from plugins.forecast.time_features import Spec
-from toolkit import AitkError, InputError, Predictor, Record
-from toolkit.bundle import Bundle
-from toolkit.console import get_logger
-from toolkit.files import atomic_path
-from toolkit.runtime import Runtime
+from applied_aitk.usecases.forecast import data, time_features
+from applied_aitk.usecases.forecast.data import Schema, Series
+from applied_aitk.usecases.forecast.time_features import Spec
+from applied_aitk import AitkError, InputError, Predictor, Record
+from applied_aitk.bundle import Bundle
+from applied_aitk.console import get_logger
+from applied_aitk.files import atomic_path
+from applied_aitk.runtime import Runtime
 
 logger = get_logger(__name__)
 
@@ -52,8 +52,8 @@ class ForecastPredictor(Predictor):
         """The series in ``paths``, for the progress bar's total: a row each in a wide table, one per
         file without an id column, else the distinct ids, read from the id columns alone. A file that
         cannot be read counts one (its error row); None with stdin."""
-        from plugins.forecast.table import EmptyTable, read_table
-        from toolkit.counting import count_records
+        from applied_aitk.usecases.forecast.table import EmptyTable, read_table
+        from applied_aitk.counting import count_records
 
         if any(str(p) == "-" for p in paths):
             return None
@@ -77,7 +77,7 @@ class ForecastPredictor(Predictor):
         """One record per series; a file that cannot be read, or lacks a column, is one error record,
         and so is each line that cannot be a row (``PATH:LINE``; its series is read without it). An
         empty file or one with only a header is a warning, no record."""
-        from plugins.forecast.table import EmptyTable
+        from applied_aitk.usecases.forecast.table import EmptyTable
 
         seen: dict[str, Path] = {}
         for path in paths:

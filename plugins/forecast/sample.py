@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from toolkit.files import atomic_path
+from applied_aitk.files import atomic_path
 
 SAMPLE_SOURCES = """# Sample series (monthly, long format: series, date, value)
 
@@ -30,7 +30,7 @@ def write_sample(out: Path) -> Any:
     from statsmodels.datasets import co2, elnino
     from statsmodels.datasets.elec_equip import data as elec_equip
 
-    from toolkit import Sample
+    from applied_aitk import Sample
 
     carbon = co2.load_pandas().data["co2"].resample("MS").mean().interpolate()
     sst = elnino.load_pandas().data.melt(id_vars="YEAR", var_name="month", value_name="value")

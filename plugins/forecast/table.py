@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from toolkit import AitkError
-from toolkit.console import get_logger
-from toolkit.errors import InputError
+from applied_aitk import AitkError
+from applied_aitk.console import get_logger
+from applied_aitk.errors import InputError
 
 logger = get_logger(__name__)
 
@@ -31,7 +31,7 @@ SAMPLE_CHARS = 1 << 16
 
 
 class EmptyTable(AitkError):
-    """A file with no lines at all (``toolkit.io.read_lines`` has warned about it)."""
+    """A file with no lines at all (``applied_aitk.io.read_lines`` has warned about it)."""
 
 
 def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list[str] | None = None,
@@ -85,7 +85,7 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str]]:
     """(the lines that can be rows, the header first, as one text; reason by line number for the others).
 
     Decoded line by line (gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8)."""
-    from toolkit.io import read_lines
+    from applied_aitk.io import read_lines
 
     lines = list(read_lines(path))
     if not lines:

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from toolkit import AitkError, InputError
+from applied_aitk import AitkError, InputError
 
 if TYPE_CHECKING:
-    from plugins.forecast.data import Schema, Series
+    from applied_aitk.usecases.forecast.data import Schema, Series
 
 
 def infer_freq(all_times: list[Any]) -> str | None:

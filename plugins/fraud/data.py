@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
-from toolkit.io import base_suffix, has_suffix
-from toolkit.table_files import read_frame
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.io import base_suffix, has_suffix
+from applied_aitk.table_files import read_frame
 
 logger = get_logger(__name__)
 
@@ -40,7 +40,7 @@ def names(value: Any) -> list[str]:
 
 def read_table(path: Path) -> pd.DataFrame:
     """The whole table (to train or evaluate on) as raw values: CSV cells as text (also .csv.gz;
-    comma, semicolon with decimal commas or tab: ``toolkit.table_files.read_frame``), Parquet
+    comma, semicolon with decimal commas or tab: ``applied_aitk.table_files.read_frame``), Parquet
     cells as stored. A folder: every table in it, one after the other."""
     path = Path(path)
     if path.is_dir():

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.console import get_logger
-from toolkit.files import atomic_path
+from applied_aitk.console import get_logger
+from applied_aitk.files import atomic_path
 
 logger = get_logger(__name__)
 
@@ -156,7 +156,7 @@ def summary(y: np.ndarray, score: np.ndarray, threshold: float, negative_weight:
 def plot_threshold(y: np.ndarray, score: np.ndarray, negative_weight: float, threshold: float, cost_fn: float, cost_fp: float, path: Path) -> None:
     """Two panels: the score distribution of each class (log counts) with the threshold, and
     precision, recall and expected cost (right axis) against the threshold."""
-    from toolkit.report import pyplot, save_figure
+    from applied_aitk.report import pyplot, save_figure
 
     plt = pyplot()
     fig, (dist, sweep) = plt.subplots(1, 2, figsize=(11, 4))

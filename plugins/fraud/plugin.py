@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from toolkit import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
-from toolkit.settings import setting
-from toolkit.usecase import Option
-from toolkit.files import atomic_path
+from applied_aitk import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.settings import setting
+from applied_aitk.usecase import Option
+from applied_aitk.files import atomic_path
 
 SAMPLE = Path(__file__).parent / "sample_data" / "creditcard_sample.csv"
 
@@ -116,16 +116,16 @@ a calibrated fraud probability, a decision at the trained threshold and the feat
         return Sample(out / "train.csv", out / "evaluate.csv", [out / "predict.csv"], {"epochs": 60, "patience": 15, "negative_weight": 115.6})
 
     def train(self, data: Path, out: Path, config: FraudConfig, runtime) -> TrainResult:
-        from plugins.fraud.training import train
+        from applied_aitk.usecases.fraud.training import train
 
         return train(Path(data), config, runtime)
 
     def evaluate(self, bundle, data: Path, runtime, report: Path | None = None, **options: Any) -> dict[str, Any]:
         import numpy as np
 
-        from plugins.fraud import data as fdata
-        from plugins.fraud import metrics
-        from plugins.fraud.scoring import Scorer
+        from applied_aitk.usecases.fraud import data as fdata
+        from applied_aitk.usecases.fraud import metrics
+        from applied_aitk.usecases.fraud.scoring import Scorer
 
         scorer = Scorer(bundle, runtime)
         frame = fdata.read_table(Path(data))
@@ -154,8 +154,8 @@ a calibrated fraud probability, a decision at the trained threshold and the feat
         return result
 
     def load(self, bundle, runtime, **options: Any) -> Predictor:
-        from plugins.fraud import data as fdata
-        from plugins.fraud.scoring import FraudPredictor, Scorer
+        from applied_aitk.usecases.fraud import data as fdata
+        from applied_aitk.usecases.fraud.scoring import FraudPredictor, Scorer
 
         scorer = Scorer(bundle, runtime)
         keep = fdata.names(options.get("keep"))

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import Predictor, Record
-from toolkit.bundle import Bundle
-from toolkit.runtime import Runtime
+from applied_aitk import Predictor, Record
+from applied_aitk.bundle import Bundle
+from applied_aitk.runtime import Runtime
 
-from plugins.fraud import data as fdata
+from applied_aitk.usecases.fraud import data as fdata
 
 CHUNK = 65536
 
@@ -73,7 +73,7 @@ class FraudPredictor(Predictor):
     threaded_decode = False  # the core table reader hands over decoded rows
 
     def __init__(self, scorer: Scorer, explain: int, threshold: float | None, keep: list[str]):
-        from toolkit.ranges import TrainingRanges
+        from applied_aitk.ranges import TrainingRanges
 
         self.scorer = scorer
         self.ranges = TrainingRanges(scorer.prep.columns.numeric, scorer.prep.ranges)
@@ -85,18 +85,18 @@ class FraudPredictor(Predictor):
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per table row (CSV, also gzipped, or Parquet), id "PATH:LINE", read by the core
         reader: a malformed row, a bad cell or a file without the bundle's columns is an error record."""
-        from toolkit.tables import read_records
+        from applied_aitk.tables import read_records
 
         return read_records(paths, self.schema())
 
     def from_json(self, value: Any, id: str) -> Record:
         """One transaction sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
-        from toolkit.tables import record_from_object
+        from applied_aitk.tables import record_from_object
 
         return record_from_object(value, self.schema(), id)
 
     def schema(self):
-        from toolkit.tables import Schema
+        from applied_aitk.tables import Schema
 
         prep = self.scorer.prep
         return Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)

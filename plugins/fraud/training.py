@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-import toolkit.train
-from toolkit import Graph, TrainResult
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
-from toolkit.runtime import Runtime
-from toolkit.train import seed_everything
+import applied_aitk.train
+from applied_aitk import Graph, TrainResult
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.runtime import Runtime
+from applied_aitk.train import seed_everything
 
-from plugins.fraud import data as fdata
-from plugins.fraud import metrics
-from plugins.fraud.model import FraudModel, build, focal_loss
+from applied_aitk.usecases.fraud import data as fdata
+from applied_aitk.usecases.fraud import metrics
+from applied_aitk.usecases.fraud.model import FraudModel, build, focal_loss
 
 logger = get_logger(__name__)
 
@@ -165,8 +165,8 @@ def fit_autoencoder(net, tensors, train_rows: np.ndarray, val_rows: np.ndarray, 
     return result.history
 
 
-def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str, config: Any, device: str) -> toolkit.train.FitResult:
-    """AdamW over shuffled batches of ``train_rows`` through the shared loop (toolkit.train.fit)."""
+def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str, config: Any, device: str) -> applied_aitk.train.FitResult:
+    """AdamW over shuffled batches of ``train_rows`` through the shared loop (applied_aitk.train.fit)."""
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = np.random.default_rng(config.seed)
 
@@ -178,7 +178,7 @@ def _fit(net, train_rows: np.ndarray, loss_fn, validate, monitor: str, mode: str
         return float(loss.detach())
 
     net.to(device)
-    return toolkit.train.fit(
+    return applied_aitk.train.fit(
         net, lambda epoch: batches(train_rows, config.batch_size, generator), step, validate, epochs=config.epochs,
         monitor=monitor, mode=mode, patience=config.patience, max_steps=config.max_steps, max_time=config.max_time,
     )

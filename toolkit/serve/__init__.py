@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from toolkit.serve.limits import Limits
+from applied_aitk.serve.limits import Limits
 
 __all__ = ["Limits", "build_app", "run"]
 
@@ -16,10 +16,10 @@ __all__ = ["Limits", "build_app", "run"]
 def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_key: str | None = None,
               batch_size: int | None = None, usecases: dict | None = None):
     """The ASGI app serving the bundles ``specs`` (``BUNDLE`` or ``NAME=BUNDLE``); models load now."""
-    from toolkit.plugins import get_usecases
-    from toolkit.serve.app import create_app
-    from toolkit.serve.metrics import Metrics
-    from toolkit.serve.models import load_models
+    from applied_aitk.plugins import get_usecases
+    from applied_aitk.serve.app import create_app
+    from applied_aitk.serve.metrics import Metrics
+    from applied_aitk.serve.models import load_models
 
     limits = limits or Limits()
     metrics = Metrics()
@@ -36,7 +36,7 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
 
     import uvicorn
 
-    from toolkit import console
+    from applied_aitk import console
 
     # uvicorn drains on SIGTERM, then raises the signal again for the handler that was there
     # before it: make that one a no-op, so that a drained server exits 0 rather than by the signal.

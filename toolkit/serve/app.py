@@ -15,12 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from toolkit import __version__
-from toolkit.serve.http import HTTPError, guarded, install_error_handlers
-from toolkit.serve.limits import ApiKey, BodyLimit, Limits
-from toolkit.serve.metrics import Metrics
-from toolkit.serve.models import ServedModel
-from toolkit.serve.predict import PredictPath, json_records, predict_rows, upload_records
+from applied_aitk import __version__
+from applied_aitk.serve.http import HTTPError, guarded, install_error_handlers
+from applied_aitk.serve.limits import ApiKey, BodyLimit, Limits
+from applied_aitk.serve.metrics import Metrics
+from applied_aitk.serve.models import ServedModel
+from applied_aitk.serve.predict import PredictPath, json_records, predict_rows, upload_records
 
 PREDICT_ANSWER = {
     "type": "object", "required": ["model", "rows"],

@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from toolkit.console import get_logger
-from toolkit.serve.batcher import QueueFull
-from toolkit.serve.limits import Limits
-from toolkit.serve.metrics import Metrics
+from applied_aitk.console import get_logger
+from applied_aitk.serve.batcher import QueueFull
+from applied_aitk.serve.limits import Limits
+from applied_aitk.serve.metrics import Metrics
 
 logger = get_logger(__name__)
 

@@ -6,15 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.batch import _decode_all, _predict_decoded
-from toolkit.outputs import finite_row
-from toolkit.bundle import Bundle, load_bundle
-from toolkit.errors import AitkError
-from toolkit.runtime import Runtime
-from toolkit.serve.batcher import Batcher
-from toolkit.serve.limits import Limits
-from toolkit.serve.metrics import Metrics
-from toolkit.usecase import Predictor, Record, UseCase
+from applied_aitk.batch import _decode_all, _predict_decoded
+from applied_aitk.outputs import finite_row
+from applied_aitk.bundle import Bundle, load_bundle
+from applied_aitk.errors import AitkError
+from applied_aitk.runtime import Runtime
+from applied_aitk.serve.batcher import Batcher
+from applied_aitk.serve.limits import Limits
+from applied_aitk.serve.metrics import Metrics
+from applied_aitk.usecase import Predictor, Record, UseCase
 
 
 @dataclass

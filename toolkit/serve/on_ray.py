@@ -16,10 +16,10 @@ import signal
 import threading
 from typing import Any
 
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
-from toolkit.runtime import Runtime
-from toolkit.serve.limits import Limits
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.runtime import Runtime
+from applied_aitk.serve.limits import Limits
 
 logger = get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Ingress:
         self.settings = (specs, runtime, limits, api_key, batch_size)
 
     def __serve_build_asgi_app__(self):
-        from toolkit.serve import build_app
+        from applied_aitk.serve import build_app
 
         return build_app(*self.settings)
 
@@ -44,10 +44,10 @@ def serve_on_ray(specs: list[str], runtime: Runtime, limits: Limits, api_key: st
 
     Raises AitkError when Ray Serve is not installed, a bundle cannot be served, or the replicas
     fail to start (with the failure's last line)."""
-    from toolkit.plugins import get_usecases
-    from toolkit.serve.models import resolve_specs
+    from applied_aitk.plugins import get_usecases
+    from applied_aitk.serve.models import resolve_specs
 
-    from toolkit.ray_engine import last_line
+    from applied_aitk.ray_engine import last_line
 
     ray, serve = import_ray_serve()
     models = resolve_specs(specs, get_usecases())  # a bad bundle fails here, in one line, before Ray starts
@@ -89,7 +89,7 @@ def import_ray_serve():
         import ray
         from ray import serve
     except ImportError:
-        raise AitkError("--engine ray needs Ray Serve: pip install 'aitk[ray]'") from None
+        raise AitkError("--engine ray needs Ray Serve: pip install 'applied-aitk[ray]'") from None
     for name in ("ray", "ray.serve"):  # Ray's INFO lines on the terminal: only our own line says where we serve
         logging.getLogger(name).setLevel(logging.WARNING)
     return ray, serve

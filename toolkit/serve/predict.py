@@ -14,14 +14,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from toolkit.console import get_logger
-from toolkit.errors import AitkError
-from toolkit.serve.batcher import run_in_thread
-from toolkit.serve.http import HTTPError, crash_response, guarded
-from toolkit.serve.limits import Limits
-from toolkit.serve.metrics import Metrics
-from toolkit.serve.models import ServedModel
-from toolkit.usecase import Predictor, Record
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.serve.batcher import run_in_thread
+from applied_aitk.serve.http import HTTPError, crash_response, guarded
+from applied_aitk.serve.limits import Limits
+from applied_aitk.serve.metrics import Metrics
+from applied_aitk.serve.models import ServedModel
+from applied_aitk.usecase import Predictor, Record
 
 logger = get_logger(__name__)
 

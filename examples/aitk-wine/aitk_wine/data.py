@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit import AitkError
+from applied_aitk import AitkError
 
 
 def read_table(path: Path, label: str):
     """Features (float32 array), labels (list of str) and feature names of a labelled CSV (also
     .csv.gz; UTF-8, or UTF-16 with a byte-order mark; comma, semicolon with decimal commas, tab:
-    ``toolkit.table_files.read_frame``).
+    ``applied_aitk.table_files.read_frame``).
 
     AitkError names the file and what is wrong: no rows, no label column, a column that is not
     numeric, missing or non-finite values."""
     import numpy as np
     import pandas as pd
 
-    from toolkit.table_files import read_frame
+    from applied_aitk.table_files import read_frame
 
     frame = read_frame(path)
     if frame.empty:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from toolkit import Graph, Predictor, Record, Sample, TrainResult, UseCase, hookimpl
-from toolkit.bundle import Bundle
-from toolkit.runtime import Runtime
-from toolkit.settings import setting
+from applied_aitk import Graph, Predictor, Record, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk.bundle import Bundle
+from applied_aitk.runtime import Runtime
+from applied_aitk.settings import setting
 
 from aitk_wine import data
 
@@ -60,8 +60,8 @@ labels seen in training, with a probability per label. A small MLP: a baseline t
         import numpy as np
         import torch
 
-        from toolkit.ranges import value_ranges
-        from toolkit.train import seed_everything
+        from applied_aitk.ranges import value_ranges
+        from applied_aitk.train import seed_everything
 
         seed_everything(config.seed)
         x, labels, features = data.read_table(data_path, config.label)
@@ -101,7 +101,7 @@ class ClassifierPredictor(Predictor):
     threaded_decode = False  # the core table reader hands over decoded rows
 
     def __init__(self, bundle: Bundle, runtime: Runtime):
-        from toolkit.ranges import TrainingRanges
+        from applied_aitk.ranges import TrainingRanges
 
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
@@ -111,13 +111,13 @@ class ClassifierPredictor(Predictor):
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per CSV row (the core reader: a malformed row or cell is an error row)."""
-        from toolkit.tables import Schema, read_records
+        from applied_aitk.tables import Schema, read_records
 
         return read_records(paths, Schema(tuple(self.features)))
 
     def from_json(self, value: Any, id: str) -> Record:
         """A row sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
-        from toolkit.tables import Schema, record_from_object
+        from applied_aitk.tables import Schema, record_from_object
 
         return record_from_object(value, Schema(tuple(self.features)), id)
 
@@ -145,7 +145,7 @@ def fit(x, y, n_classes: int, config: Config):
     per-epoch history (loss, val_loss), which the bundle keeps as history.csv."""
     import torch
 
-    from toolkit import train
+    from applied_aitk import train
 
     from aitk_wine.model import TabularClassifier
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-AITK = [sys.executable, "-c", "from toolkit.cli import main; main()"]
+AITK = [sys.executable, "-c", "from applied_aitk.cli import main; main()"]
 
 
 def aitk(*args: str) -> subprocess.CompletedProcess:
