@@ -203,11 +203,12 @@ def run_child(command: list[str]) -> tuple[float, int, str]:
 def measure(label: str, out: Path, args) -> dict:
     command = [sys.executable, __file__, "--engine", label, "--out", str(out), "--prompts", str(out / "prompts.json"), "--threads", str(args.threads),
                "--new-tokens", str(args.new_tokens), "--batch-sizes", args.batch_sizes, "--rounds", str(args.rounds)]
-    _, rss, stdout = run_child(command)
+    _, _, stdout = run_child(command)
     result = json.loads(stdout.strip().splitlines()[-1])
+    rss = result["peak_rss"]
     rates = ", ".join(f"batch {b}: {r['new_tokens'] / r['seconds']:.1f} tokens/s" for b, r in result["batches"].items())
     print(f"{label}: {rates}; peak RSS {rss / 2**30:.2f} GiB", flush=True)
-    return {**result, "peak_rss": rss}
+    return result
 
 
 def run_engine(args) -> None:
@@ -225,7 +226,18 @@ def run_engine(args) -> None:
             tokens = generate(batch, args.new_tokens)
             times.append(time.perf_counter() - started)
         batches[size] = {"seconds": statistics.median(times), "new_tokens": sum(map(len, tokens)), "tokens": tokens}
-    print(json.dumps({"batches": batches}))
+    print(json.dumps({"batches": batches, "peak_rss": peak_rss()}))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM: the high-water mark of its own memory map,
+    unlike ru_maxrss, which a child also takes over from the parent it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def hf_engine(path: Path, variant, threads: int):
@@ -327,13 +339,17 @@ def weight_bytes(kind: str, path: Path, variant) -> int:
 
     from applied_aitk.bundle import load_bundle
 
-    model = onnx.load(str(load_bundle(path, usecase="codegen").model_file(variant)))
+    model = onnx.load(str(load_bundle(path, usecase="codegen").model_file(variant)), load_external_data=False)
     consumers: dict[str, set[str]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, set()).add(node.op_type)
-    return sum(len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer
-               if consumers.get(t.name, {"Gather"}) != {"Gather"})
+
+    def size(tensor) -> int:
+        external = {e.key: e.value for e in tensor.external_data}
+        return int(external["length"]) if "length" in external else len(tensor.raw_data) or onnx.numpy_helper.to_array(tensor).nbytes
+
+    return sum(size(t) for t in model.graph.initializer if consumers.get(t.name, {"Gather"}) != {"Gather"})
 
 
 def table(results: dict, bandwidth: float, args) -> str:
