@@ -396,3 +396,15 @@ def test_bom_surrogates_and_bad_bytes_in_messages_are_handled(bot, tmp_path):
     assert rows[0]["intent"] == "greeting" and rows[3]["intent"] == "greeting"
     assert rows[1]["error"].endswith("in.jsonl:2: field text: not valid Unicode (lone surrogate at character 3)")
     assert rows[2]["error"].endswith("in.jsonl: line 3: not valid UTF-8 at byte 68")
+
+
+def test_fine_tuning_names_its_phases_in_the_log_and_the_history(bot, tmp_path):
+    trained = aitk("chatbot", "train", str(bot["data"] / "domain.yaml"), "--out", str(tmp_path / "tuned"), "--set", "probe_epochs=2",
+                   "--set", "max_steps=2", "--set", "max_length=24", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    probe, tuning = trained.stderr.find("phase 1/2, linear probe"), trained.stderr.find("phase 2/2, fine-tuning")
+    assert 0 <= probe < tuning, trained.stderr
+    import csv
+
+    with open(tmp_path / "tuned" / "history.csv", newline="") as f:
+        assert [row["phase"] for row in csv.DictReader(f)] == ["probe", "probe", "fine-tuning"]
