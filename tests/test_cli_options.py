@@ -181,6 +181,8 @@ def on_a_terminal(*args: str) -> str:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))  # a terminal 120 columns wide
     env = {**os.environ, "AITK_LOAD_PLUGINS": "wine"}
     env.pop("NO_COLOR", None)
+    # a run shorter than tqdm's 0.1 s refresh interval would close its bars before drawing a count
+    env["TQDM_MININTERVAL"] = "0"
     process = subprocess.Popen([*AITK, *args], stdout=subprocess.DEVNULL, stderr=slave, env=env)
     os.close(slave)
     chunks: list[bytes] = []
