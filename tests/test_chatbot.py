@@ -263,6 +263,17 @@ def test_csv_with_domain_option_and_a_bad_domain(bot, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_training_csv_with_excels_sep_hint_reads_and_names_bad_lines(tmp_path):
+    from applied_aitk import AitkError
+    from applied_aitk.usecases.chatbot.data import read_csv
+
+    (tmp_path / "t.csv").write_text("sep=;\ntext;intent\nwhere is my card, please;card_arrival\n;change_pin\n")
+    with pytest.raises(AitkError, match=r"t\.csv:4: empty text or intent"):
+        read_csv(tmp_path / "t.csv")
+    (tmp_path / "t.csv").write_text("sep=;\ntext;intent\nwhere is my card, please;card_arrival\n")
+    assert read_csv(tmp_path / "t.csv") == [("where is my card, please", "card_arrival")]
+
+
 def test_dialogue_clarifies_when_two_intents_are_close():
     from applied_aitk.usecases.chatbot.data import normalise_domain
     from applied_aitk.usecases.chatbot.dialogue import Conversation, Policy, Understanding, extract, sentiment

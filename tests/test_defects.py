@@ -134,6 +134,18 @@ def test_csv_manifest_with_splits_masks_and_types(tmp_path):
     assert test.defect_type == "blowhole" and D.load_mask(test.mask, 8).all()
 
 
+def test_csv_manifest_with_excels_sep_hint_and_a_bad_row_named_by_its_line(tmp_path):
+    from applied_aitk import AitkError
+    from applied_aitk.usecases.defects import data as D
+
+    Image.new("L", (20, 30), 100).save(tmp_path / "a.jpg")
+    (tmp_path / "m.csv").write_text('sep=;\nimage;label\na.jpg;good\n"a.jpg";"good\nstill good"\n;defect\n')
+    with pytest.raises(AitkError, match=r"m\.csv:6: fields image and label must not be empty"):
+        D.load_items(tmp_path / "m.csv", "train")
+    (tmp_path / "m.csv").write_text("sep=;\nimage;label\na.jpg;good\n")
+    assert [i.image.name for i in D.load_items(tmp_path / "m.csv", "train")] == ["a.jpg"]
+
+
 def test_validation_holds_out_whole_groups(tmp_path):
     """Images of one part (a group) never sit both in the memory bank and in the threshold's validation."""
     from applied_aitk.usecases.defects import data as D

@@ -312,6 +312,14 @@ def test_semicolon_decimal_comma_and_tab_separated_tables_read_like_csv(trained,
     assert predictions(outs["excel.csv"]) == predictions(outs["plain.csv"]) == predictions(outs["tabs.tsv"])
 
 
+def test_excels_sep_hint_line_is_honoured_in_forecast_tables(tmp_path):
+    from applied_aitk.usecases.forecast.table import read_table
+
+    (tmp_path / "excel.csv").write_text("sep=;\nseries;date;value\na;2020-01-01;1,5\na;2020-02-01;-2,25\n")
+    frame = read_table(tmp_path / "excel.csv")
+    assert list(frame.columns) == ["series", "date", "value"] and frame["value"].tolist() == [1.5, -2.25]
+
+
 def test_an_empty_file_and_a_header_only_table_are_one_warning_each_and_no_rows(trained, tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("series,date,value\n")

@@ -100,6 +100,18 @@ def test_spreadsheet_dialects_semicolon_with_decimal_commas_and_tab(tmp_path):
     assert records(tmp_path / "utf16.csv", Schema(("x",)))[0][2].endswith("line 1: NUL byte at byte 1 (UTF-16 needs a byte-order mark; expected UTF-8)")
 
 
+def test_excels_sep_hint_line_sets_the_delimiter_and_is_not_the_header(tmp_path):
+    from applied_aitk.table_files import read_frame
+
+    (tmp_path / "x.csv").write_bytes("sep=;\r\nx;kind;y\r\n1,5;a,b;2\r\n3;c;oops\r\n".encode("utf-8-sig"))
+    got = records(tmp_path / "x.csv", Schema(("x", "y"), ("kind",)))
+    assert got[0] == (f"{tmp_path / 'x.csv'}:3", ([1.5, 2.0], ("a,b",)), None)
+    assert got[1][2] == f"{tmp_path / 'x.csv'}:4: field 'y': 'oops' is not a number"  # lines as an editor counts them
+    assert read_frame(tmp_path / "x.csv", text_cells=True).to_dict("list") == {"x": ["1.5", "3"], "kind": ["a,b", "c"], "y": ["2", "oops"]}
+    (tmp_path / "p.csv").write_text('"sep=|"\nx|y\n1|2\n')
+    assert records(tmp_path / "p.csv", Schema(("x", "y")))[0][1] == ([1.0, 2.0], ())
+
+
 def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
     from applied_aitk.table_files import read_frame
 

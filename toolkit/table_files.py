@@ -1,7 +1,9 @@
 """Table files as Arrow batches of text cells, for ``applied_aitk.tables``: CSV (also gzipped; UTF-8
 with or without a byte-order mark, or UTF-16 with one) and Parquet.
 
-CSV is read in blocks of whole lines. The dialect is found from the header: the delimiter
+CSV is read in blocks of whole lines. A first line ``sep=X`` (the hint Excel writes and reads)
+sets the delimiter to X and the header is the line after it. Otherwise the dialect is found
+from the header: the delimiter
 (comma, semicolon, tab or pipe) that splits it into fields holding every wanted column, and,
 where that is not a comma, a decimal comma when the first lines hold more numbers written
 ``1,5`` than ``1.5`` (spreadsheets in much of Europe export ``;`` with ``1,5``). Every line is
@@ -24,6 +26,7 @@ from applied_aitk.io import base_suffix, open_binary, text_encoding
 
 BLOCK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
+SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
 
@@ -77,7 +80,12 @@ def _csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     if header_block is None:
         return
     first, header_lines = header_block
-    delimiter, header = _header(header_lines[0], wanted)
+    hinted = excel_separator(header_lines[0])
+    if hinted is not None:
+        first, header_lines = first + 1, header_lines[1:]
+        if not header_lines:
+            first, header_lines = next(blocks, (first, [b""]))
+    delimiter, header = _header(header_lines[0], wanted, hinted, first)
     _require(header, wanted)
     decimal = _decimal(header_lines[1:201], delimiter)
     rest = [(first + 1, header_lines[1:])]
@@ -86,16 +94,23 @@ def _csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
             yield _parse_block(start, lines, header, wanted, delimiter, decimal)
 
 
-def _header(line: bytes, wanted: list[str]) -> tuple[str, list[str]]:
-    """(the delimiter, the column names): the first delimiter whose fields hold every wanted
-    column, else the one that gives the most fields (then a column is missing)."""
+def excel_separator(line: bytes | str) -> str | None:
+    """The delimiter X of Excel's first-line hint ``sep=X``; None when ``line`` is no such hint."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    found = SEP_HINT.match(text.lstrip("\ufeff"))
+    return found.group(1) if found else None
+
+
+def _header(line: bytes, wanted: list[str], delimiter: str | None = None, number: int = 1) -> tuple[str, list[str]]:
+    """(the delimiter, the column names): ``delimiter`` when given, else the first delimiter
+    whose fields hold every wanted column, else the one that gives the most fields (then a column is missing)."""
     if (nul := line.find(b"\x00")) >= 0:
-        raise InputError(f"line 1: NUL byte at byte {nul} (UTF-16 needs a byte-order mark; expected UTF-8)")
+        raise InputError(f"line {number}: NUL byte at byte {nul} (UTF-16 needs a byte-order mark; expected UTF-8)")
     try:
         text = line.decode("utf-8").rstrip("\r")
-        headers = {d: next(csv.reader([text], delimiter=d)) for d in DELIMITERS}
+        headers = {d: next(csv.reader([text], delimiter=d)) for d in ([delimiter] if delimiter else DELIMITERS)}
     except (UnicodeDecodeError, csv.Error, StopIteration) as e:
-        raise InputError(f"line 1: cannot read the header ({e})") from None
+        raise InputError(f"line {number}: cannot read the header ({e})") from None
     for delimiter, header in headers.items():
         if all(column in header for column in wanted):
             return delimiter, header
@@ -106,7 +121,8 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     """A whole CSV file (also gzipped; ``-``: stdin) as a pandas DataFrame, to train or evaluate
     on, in the dialect found as for batches: the delimiter that splits the first lines into the
     same number of fields (most fields wins), and the decimal mark. ``text_cells``: every cell
-    as text (numbers written ``1,5`` turned into ``1.5``). InputError names the file and what is wrong."""
+    as text (numbers written ``1,5`` turned into ``1.5``). A first line ``sep=X`` sets the
+    delimiter. InputError names the file and what is wrong."""
     import io
 
     import pandas as pd
@@ -116,12 +132,15 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     try:
         with open_text(path) as f:
             text = f.read()
-        lines = [line.encode("utf-8", "surrogatepass") for line in text[: 1 << 16].splitlines()[:200] if line.strip()]
-        delimiter = _most_fields(lines)
+        hinted = excel_separator(text[:64].split("\n", 1)[0])
+        skip = int(hinted is not None)
+        sample = text[: 1 << 16].splitlines()[skip:200]
+        lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
+        delimiter = hinted or _most_fields(lines)
         decimal = _decimal(lines[1:], delimiter)
         if not text_cells:
-            return pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal)
-        frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False)
+            return pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=skip)
+        frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=skip)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise InputError(f"{name_of(path)}: cannot read the table ({str(e).strip()})") from None
     if decimal == ",":

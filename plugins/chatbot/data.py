@@ -5,6 +5,7 @@ bundle stores it as ``domain.json`` and the dialogue manager reads it without th
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import string
@@ -241,12 +242,17 @@ def empty_domain() -> dict[str, Any]:
 
 
 def read_csv(path: Path) -> list[tuple[str, str]]:
-    """(text, intent) rows of a CSV with columns ``text`` and ``intent`` (or ``category``/``label``)."""
+    """(text, intent) rows of a CSV with columns ``text`` and ``intent`` (or ``category``/``label``);
+    a first line ``sep=X`` (Excel's hint) sets the delimiter."""
     import pandas as pd
+
+    from applied_aitk.table_files import excel_separator
 
     try:
         with open_text(path) as f:
-            frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+            first = f.readline()
+            hinted = excel_separator(first)
+            frame = pd.read_csv(io.StringIO(("" if hinted else first) + f.read()), sep=hinted or ",", dtype=str, keep_default_na=False)
     except InputError:
         raise
     except Exception as e:
@@ -256,7 +262,7 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
     if "text" not in columns or label is None:
         raise AitkError(f"{path}: expected columns text and intent (or category/label), found {', '.join(frame.columns)}")
     rows = [(t.strip(), i.strip()) for t, i in zip(frame[columns["text"]], frame[label])]
-    empty = [n + 2 for n, (t, i) in enumerate(rows) if not t or not i]
+    empty = [n + 2 + bool(hinted) for n, (t, i) in enumerate(rows) if not t or not i]
     if empty:
         raise AitkError(f"{path}:{empty[0]}: empty text or intent")
     return rows

@@ -216,12 +216,23 @@ def _images(folder: Path) -> list[Path]:
 
 
 def _csv_items(path: Path, splits: set[str]) -> list[Item]:
+    from applied_aitk.table_files import excel_separator
+
     with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "image" not in rows[0] or "label" not in rows[0]:
+        first = f.readline()
+        hinted = excel_separator(first)
+        if not hinted:
+            f.seek(0)
+        reader = csv.DictReader(f, delimiter=hinted or ",")
+        reader.fieldnames  # reads the header
+        rows, after = [], reader.line_num + bool(hinted)  # (the line a row starts on, the row): a quoted field may span lines
+        for row in reader:
+            rows.append((after + 1, row))
+            after = reader.line_num + bool(hinted)
+    if not rows or "image" not in rows[0][1] or "label" not in rows[0][1]:
         raise AitkError(f"{path}: a manifest needs the columns image and label (optional: mask, defect_type, split, group)")
     items = []
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         split = (row.get("split") or "").strip().lower()
         if "split" in row and split not in splits:
             continue

@@ -1,9 +1,10 @@
 """Reading tables: CSV in the dialects spreadsheets export (comma, semicolon with decimal commas,
 tab, pipe), gzip-compressed CSV, and Parquet.
 
-The delimiter and decimal mark are settings; left empty, they are found from the file's first
-lines: the delimiter that splits every line into the same number of fields, and a decimal comma
-when the delimiter is not a comma and the numbers are written ``1,5`` rather than ``1.5``.
+The delimiter and decimal mark are settings; left empty, the delimiter is the one Excel's
+first-line hint ``sep=X`` names (that line is not the header), and otherwise both are found
+from the file's first lines: the delimiter that splits every line into the same number of
+fields, and a decimal comma when the delimiter is not a comma and the numbers are written ``1,5`` rather than ``1.5``.
 
 A CSV line that cannot be one row (not valid UTF-8, an unbalanced quote, too many or too few
 fields) is left out and reported by line number; the other lines are read."""
@@ -48,7 +49,7 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
             return pd.read_parquet(path, columns=columns)
         if str(path) != "-" and not path.exists():
             raise FileNotFoundError(path)
-        text, bad = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
+        text, bad, sep = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
         if not text:
             raise EmptyTable(f"{path}: empty, no records")
         for line, reason in bad.items():
@@ -56,7 +57,6 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
                 logger.warning(f"{path}:{line}: {reason}; the line is left out")
             else:
                 bad_lines[line] = reason
-        sep = {"tab": "\t"}.get(delimiter, delimiter) or sniff_delimiter(text)
         mark = decimal or sniff_decimal(text, sep)
         frame = pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
         return _comma_decimals(frame) if mark == "," and not columns else frame
@@ -81,15 +81,19 @@ def _comma_decimals(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str]]:
-    """(the lines that can be rows, the header first, as one text; reason by line number for the others).
+def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str]:
+    """(the lines that can be rows, the header first, as one text; reason by line number for the
+    others; the delimiter: ``delimiter``, else Excel's first-line hint ``sep=X``, else sniffed).
 
     Decoded line by line (gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8)."""
     from applied_aitk.io import read_lines
+    from applied_aitk.table_files import excel_separator
 
     lines = list(read_lines(path))
+    if lines and lines[0].text is not None and (hinted := excel_separator(lines[0].text)) is not None:
+        lines, delimiter = lines[1:], delimiter or hinted
     if not lines:
-        return "", {}
+        return "", {}, delimiter or ","
     if lines[0].error is not None:
         raise InputError(f"{path}: {lines[0].error}")
     sep = delimiter or sniff_delimiter("\n".join(line.text for line in lines[:50] if line.text is not None) + "\n")
@@ -104,7 +108,7 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str]]:
             bad[line.number] = f"expected {width} fields, got {fields}"
         else:
             kept.append(line.text)
-    return "\n".join(kept) + "\n", bad
+    return "\n".join(kept) + "\n", bad, sep
 
 
 def sniff_delimiter(text: str) -> str:
