@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +133,16 @@ def test_bad_series_become_error_rows_that_say_what_is_wrong(trained, tmp_path):
     refused = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "bad.csv"), "--out", str(out), plugins="forecast")
     assert refused.returncode == 3
     rows = predictions(out)
-    assert rows["a"]["error"] == "series a: unparseable timestamp 'not a date' in column 'date' (row 6)"
-    assert rows["b"]["error"] == "series b: duplicate timestamp 2023-01-12 (rows 251, 252)"
-    assert rows["c"]["error"] == "series c: 2 missing timestamp(s), the first 2023-01-21; set fill_gaps=true to interpolate them"
-    assert rows["d"]["error"] == "series d: column 'value': missing value at 2023-03-22 (row 799); set fill_gaps=true to interpolate"
+    name = tmp_path / "bad.csv"  # messages name the file and its line as an editor counts it (the header is line 1)
+    assert rows["a"]["error"] == f"{name}:7: series a: unparseable timestamp 'not a date' in column 'date'"
+    assert rows["b"]["error"] == f"{name}:253: series b: duplicate timestamp 2023-01-12 (also on line 252)"
+    assert rows["c"]["error"] == f"{name}:501: series c: 2 missing timestamp(s), the first 2023-01-21 (after this line); set fill_gaps=true to interpolate them"
+    assert rows["d"]["error"] == f"{name}:800: series d: column 'value': missing value at 2023-03-22; set fill_gaps=true to interpolate"
+    assert {sid: row["series"] for sid, row in rows.items()} == {s: s for s in "abcd"}
+    long = run_aitk("forecast", "predict", str(trained["bundle"]), str(name), "--out", str(tmp_path / "long.csv"), "--layout", "long", plugins="forecast")
+    errors = pd.read_csv(tmp_path / "long.csv", keep_default_na=False).query("error != ''")  # error rows join back on series and timestamp
+    assert long.returncode == 3 and errors[["id", "series", "timestamp"]].values.tolist() == [
+        ["a", "a", ""], ["b", "b", "2023-01-12"], ["c", "c", "2023-01-21"], ["d", "d", "2023-03-22"]]
     filled = run_aitk("forecast", "predict", str(trained["bundle"]), str(tmp_path / "bad.csv"), "--out", str(out), "--fill-gaps", plugins="forecast")
     rows = predictions(out)
     assert [sid for sid, row in rows.items() if not row.get("error")] == ["c", "d"] and filled.returncode == 3
@@ -155,7 +162,7 @@ def test_a_line_that_cannot_be_a_row_is_its_own_error_row_and_the_other_series_a
     assert rows[f"{name}:301"]["error"] == f"{name}:301: expected 3 fields, got 4"
     assert rows[f"{name}:302"]["error"].startswith(f"{name}:302: not valid UTF-8 at byte ")
     assert rows[f"{name}:303"]["error"] == f"{name}:303: unbalanced quote (a quoted field never closes on this line)"
-    assert rows["b"]["error"].startswith("series b: 3 missing timestamp(s)")
+    assert rows["b"]["error"].startswith(f"{name}:300: series b: 3 missing timestamp(s), the first 2023-03-01 (after this line)")
 
 
 def test_unknown_or_missing_columns_get_one_line_errors(trained, tmp_path):
@@ -273,7 +280,11 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
     with client(trained["bundle"]) as c:
         served = served_rows(c, "forecast", [*records, {"rows": "none"}, {"rows": [{"series": "x", "day": 1}]}])
     assert [row["id"] for row in served[:len(records)]] == [row["id"] for row in batch]
-    assert without_ids(served[:len(records)]) == without_ids(batch)
+    def unlocated(rows):  # a file names a line PATH:LINE, a served series its place in rows: rows[K]
+        return [{**row, "error": re.sub(r"^(rows\[\d+\]|.+?:\d+): ", "", row["error"])} if "error" in row else row for row in rows]
+
+    assert unlocated(without_ids(served[:len(records)])) == unlocated(without_ids(batch))
+    assert served[len(records) - 1]["error"].startswith("rows[0]: series tiny: ")
     assert slim_served_rows("forecast", trained["bundle"], records) == served[:len(records)]
     assert "context_length" in served[len(records) - 1]["error"]  # the 10-value series, as in batch
     assert "field rows" in served[-2]["error"] and "no column 'date'" in served[-1]["error"]
@@ -282,7 +293,7 @@ def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
 def test_non_finite_and_overflowing_values_are_error_rows_and_far_values_warn(trained, tmp_path):
     frame = seasonal_frame()
     frame["value"] = frame["value"].astype(object)
-    frame.loc[230, "value"] = "inf"  # series a, row 231
+    frame.loc[230, "value"] = "inf"  # series a, line 232
     frame.loc[470, "value"] = "-inf"  # series b
     frame.loc[710, "value"] = "1e300"  # series c: finite, but past float32
     frame.loc[950:959, "value"] = 5000.0  # series d: finite, far outside what training saw
@@ -292,9 +303,10 @@ def test_non_finite_and_overflowing_values_are_error_rows_and_far_values_warn(tr
     assert result.returncode == 3, result.stderr
     assert "nan" not in out.read_text().lower()
     rows = predictions(out)
-    assert rows["a"]["error"] == "series a: column 'value': inf is not a finite number (row 231)"
-    assert rows["b"]["error"] == "series b: column 'value': -inf is not a finite number (row 471)"
-    assert rows["c"]["error"].startswith("series c: column 'value': 1e+300 is too large (the model computes in float32")
+    name = tmp_path / "extreme.csv"
+    assert rows["a"]["error"] == f"{name}:232: series a: column 'value': inf is not a finite number"
+    assert rows["b"]["error"] == f"{name}:472: series b: column 'value': -inf is not a finite number"
+    assert rows["c"]["error"].startswith(f"{name}:712: series c: column 'value': 1e+300 is too large (the model computes in float32")
     assert "error" not in rows["d"] and np.isfinite(rows["d"]["p50"]).all()
     assert len(rows["d"]["warnings"]) == 1 and "value: 5000 is" in rows["d"]["warnings"][0] and "extrapolates" in rows["d"]["warnings"][0]
 
@@ -354,7 +366,7 @@ def test_timestamps_with_changing_utc_offsets_go_to_one_zone_and_a_naive_mix_is_
     days = pd.Series([t.isoformat() for t in pd.date_range("2024-03-28", periods=6, freq="D", tz="Europe/Berlin")])
     assert parse_times(days, "d").strftime("%Y-%m-%d").tolist() == ["2024-03-28", "2024-03-29", "2024-03-30", "2024-03-31", "2024-04-01", "2024-04-02"]
     mixed = pd.Series(["2024-01-01T00:00:00+01:00", "2024-01-02T00:00:00", "2024-01-03T00:00:00+01:00"], index=pd.RangeIndex(1, 4), name="date")
-    with pytest.raises(InputError, match=r"series s: column 'date' mixes timestamps with and without a UTC offset: .* \(row 2\)"):
+    with pytest.raises(InputError, match=r"series s: column 'date' mixes timestamps with and without a UTC offset: .*\(line 1\), .*\(this line\)"):
         parse_times(mixed, "s")
 
 
@@ -362,12 +374,12 @@ def test_training_reads_a_composite_key_in_a_european_table_and_names_bad_series
     frame = seasonal_frame(n=120, series=("a", "b", "c"))
     frame[["store", "item"]] = frame["series"].map({"a": ("1", "x"), "b": ("1", "y"), "c": ("2", "x")}).tolist()
     frame = frame.drop(columns="series")[["store", "item", "date", "value"]]
-    frame.loc[frame.index[-1], "value"] = np.inf  # store 2, item x: data row 360
+    frame.loc[frame.index[-1], "value"] = np.inf  # store 2, item x: line 361
     frame.to_csv(tmp_path / "sales.csv", index=False, sep=";", decimal=",")
     result = run_aitk("forecast", "train", str(tmp_path / "sales.csv"), "--out", str(tmp_path / "b"), "--set", "id_column=store,item",
                       "--horizon", "7", "--set", "context_length=14", *TINY, "--set", "epochs=3", "--threads", "1", plugins="forecast")
     assert result.returncode == 0, result.stderr
-    assert f"skipped {tmp_path / 'sales.csv'}: series 2/x: column 'value': inf is not a finite number (row 360)" in result.stderr
+    assert f"skipped {tmp_path / 'sales.csv'}:361: series 2/x: column 'value': inf is not a finite number" in result.stderr
     out = tmp_path / "p.jsonl"
     frame.iloc[:-1].to_csv(tmp_path / "new.csv", index=False, sep=";", decimal=",")
     assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "new.csv"), "--out", str(out), plugins="forecast").returncode == 0

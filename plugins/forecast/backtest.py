@@ -139,7 +139,7 @@ def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stri
     usable = []
     for s in series:
         if s.n < L + H:
-            bad[s.id] = f"series {s.id}: {s.n} values, a backtest needs at least context_length + horizon = {L + H}"
+            bad[s.id] = f"{s.where}: series {s.id}: {s.n} values, a backtest needs at least context_length + horizon = {L + H}"
         else:
             usable.append(s)
     for reason in list(bad.values())[:5]:

@@ -3,7 +3,9 @@
 A table (read by ``table.read_table``) becomes a list of ``Series``: each one sorted, on a regular time grid, with its targets,
 past-only covariates and known-future covariates (which may run past the last target value:
 those rows are the future the known covariates describe). Anything wrong with one series is an
-InputError that names the series, the row and what was expected; the other series go on.
+InputError (a ``SeriesError``) that names the series, the line and what was expected; the other
+series go on. Lines are those of the file as an editor counts them (the header is line 1): a
+table's index holds them (``table.read_table``).
 
 Timestamps with a UTC offset are valid: one fixed offset is kept as it is; offsets that change
 (daylight-saving time) are converted to UTC, or, when every timestamp falls at the same local time
@@ -40,6 +42,29 @@ def names(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+class SeriesError(InputError):
+    """What is wrong with one series: ``problem``, at file line ``line`` (None until known: then
+    the series' first line), and the ``timestamp`` at fault where there is one (ISO text)."""
+
+    def __init__(self, sid: str, problem: str, line: Any = None, timestamp: Any = None):
+        super().__init__(f"series {sid}: {problem}")
+        self.sid, self.problem = sid, problem
+        self.line = None if line is None or pd.isna(line) else int(line)
+        self.timestamp = None if timestamp is None else _fmt_time(timestamp)
+
+    def located(self, path: Path | str | None) -> str:
+        """The one-line message: ``PATH:LINE: series S: problem`` (``location``)."""
+        return f"{location(path, self.line)}: {self}"
+
+
+def location(path: Path | str | None, line: int | None) -> str:
+    """Where a row is: ``PATH:LINE`` (``stdin:LINE`` for ``-``); ``rows[K]`` for a series sent as JSON (``path`` None)."""
+    if path is None:
+        return f"rows[{line}]" if line is not None else "rows"
+    name = "stdin" if str(path) == "-" else str(path)
+    return name if line is None else f"{name}:{line}"
+
+
 @dataclass
 class Schema:
     """How to read a table; resolved at training time and stored in the bundle."""
@@ -68,6 +93,7 @@ class Series:
     y: np.ndarray  # [n, targets]
     past: np.ndarray  # [n, past covariates]
     known: np.ndarray  # [n + future rows, known covariates]
+    where: str = ""  # "PATH:LINE" of the series' first row, for messages
 
     @property
     def n(self) -> int:
@@ -145,7 +171,6 @@ def split_series(frame: pd.DataFrame, schema: Schema, path: Path) -> Iterator[tu
     A composite key's id joins its values with ``/`` (store 1, item A: ``1/A``)."""
     frame = frame.copy()
     frame.columns = [str(c) for c in frame.columns]
-    frame.index = pd.RangeIndex(1, len(frame) + 1)  # row numbers in messages count data rows from 1
     if not schema.keys:
         yield ("stdin" if str(path) == "-" else path.stem), frame
         return
@@ -161,25 +186,32 @@ def split_series(frame: pd.DataFrame, schema: Schema, path: Path) -> Iterator[tu
 
 
 def prepare(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None, fill_gaps: bool) -> Series:
-    """Validate one series and put it on its regular grid; InputError says what is wrong."""
-    if schema.format == "wide":
-        return _prepare_wide(sid, part, schema, fill_gaps)
-    return _prepare_long(sid, part, schema, freq, fill_gaps)
+    """Validate one series and put it on its regular grid; SeriesError says what is wrong, and at
+    which line of the file (``part``'s index): the line at fault, else the series' first line."""
+    try:
+        if schema.format == "wide":
+            return _prepare_wide(sid, part, schema, fill_gaps)
+        return _prepare_long(sid, part, schema, freq, fill_gaps)
+    except SeriesError as e:
+        if e.line is None and len(part):
+            e.line = int(min(part.index))
+        raise
 
 
 def _prepare_wide(sid: str, part: pd.DataFrame, schema: Schema, fill_gaps: bool) -> Series:
     row = part.drop(columns=schema.keys).iloc[0]
+    line = part.index[0]
     values = pd.to_numeric(row, errors="coerce").to_numpy(np.float64)
     text = row.to_numpy()
     bad = np.flatnonzero(np.isnan(values) & pd.notna(text))
     if len(bad):
-        raise InputError(f"series {sid}: column {row.index[bad[0]]}: {text[bad[0]]!r} is not a number")
+        raise SeriesError(sid, f"column {row.index[bad[0]]}: {text[bad[0]]!r} is not a number", line)
     huge = np.flatnonzero(~(np.abs(values) <= FLOAT32_MAX) & ~np.isnan(values))
     if len(huge):
-        raise InputError(f"series {sid}: column {row.index[huge[0]]}: {_number_problem(text[huge[0]])}")
+        raise SeriesError(sid, f"column {row.index[huge[0]]}: {_number_problem(text[huge[0]])}", line)
     observed = np.flatnonzero(~np.isnan(values))
     if not len(observed):
-        raise InputError(f"series {sid}: no values")
+        raise SeriesError(sid, "no values", line)
     values = values[observed[0] : observed[-1] + 1]
     values = _fill_or_refuse(sid, "value", values, None, fill_gaps)
     steps = np.arange(len(values), dtype=np.int64)
@@ -194,21 +226,21 @@ def _prepare_long(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None
         row = part.index[unparsed[0]]
         value = raw.iloc[unparsed[0]]
         what = "empty timestamp" if pd.isna(value) else f"unparseable timestamp {value!r}"
-        raise InputError(f"series {sid}: {what} in column {schema.time!r} (row {row})")
+        raise SeriesError(sid, f"{what} in column {schema.time!r}", row)
     order = np.argsort(np.asarray(times), kind="stable")
     part, times = part.iloc[order], times[order]
     dup = np.flatnonzero(pd.Index(times).duplicated(keep=False))
     if len(dup):
-        rows = ", ".join(str(r) for r in part.index[dup[:2]])
-        raise InputError(f"series {sid}: duplicate timestamp {_fmt_time(times[dup[0]])} (rows {rows})")
-    numeric = {c: _numeric(sid, part, c) for c in [*schema.targets, *schema.past, *schema.known]}
+        first, second = sorted(part.index[dup[:2]])
+        raise SeriesError(sid, f"duplicate timestamp {_fmt_time(times[dup[0]])} (also on line {first})", second, times[dup[0]])
+    numeric = {c: _numeric(sid, part, c, times) for c in [*schema.targets, *schema.past, *schema.known]}
     frame = pd.DataFrame(numeric, index=pd.Index(times))
     frame["__row"] = np.asarray(part.index)
     frame = _on_grid(sid, frame, freq, fill_gaps)
     y = frame[schema.targets].to_numpy(np.float64)
     has = np.flatnonzero(~np.isnan(y).all(axis=1))
     if not len(has):
-        raise InputError(f"series {sid}: no values in {_listing(schema.targets)}")
+        raise SeriesError(sid, f"no values in {_listing(schema.targets)}")
     end = has[-1] + 1  # rows after the last target value are future rows, kept for known covariates
     keep_end = len(frame) if schema.known else end
     frame = frame.iloc[has[0] : keep_end]
@@ -248,10 +280,10 @@ def _one_zone(column: pd.Series, sid: str) -> pd.DatetimeIndex:
     odd = [k for k in seen if aware[k] != aware[seen[0]]]
     if odd:
         first, other = seen[0], odd[0]
-        raise InputError(
-            f"series {sid}: column {column.name!r} mixes timestamps with and without a UTC offset: "
-            f"{column.iloc[first]!r} (row {column.index[first]}), {column.iloc[other]!r} (row {column.index[other]}); "
-            "write every timestamp with its offset, or none"
+        raise SeriesError(
+            sid, f"column {column.name!r} mixes timestamps with and without a UTC offset: "
+            f"{column.iloc[first]!r} (line {column.index[first]}), {column.iloc[other]!r} (this line); "
+            "write every timestamp with its offset, or none", column.index[other],
         )
     if not seen or not aware[seen[0]]:
         return pd.DatetimeIndex(stamps)
@@ -269,15 +301,22 @@ def _timestamp(value: Any) -> Any:
         return pd.NaT
 
 
-def _numeric(sid: str, part: pd.DataFrame, column: str) -> np.ndarray:
+def _numeric(sid: str, part: pd.DataFrame, column: str, times: Any = None) -> np.ndarray:
+    """The column as float64 (NaN where empty); SeriesError at the first cell that is not a finite float32."""
     values = pd.to_numeric(part[column], errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(np.isnan(values) & part[column].notna().to_numpy())
     if len(bad):
-        raise InputError(f"series {sid}: column {column!r}: {part[column].iloc[bad[0]]!r} is not a number (row {part.index[bad[0]]})")
+        k = bad[0]
+        raise SeriesError(sid, f"column {column!r}: {part[column].iloc[k]!r} is not a number", part.index[k], _time_at(times, k))
     huge = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(huge):
-        raise InputError(f"series {sid}: column {column!r}: {_number_problem(part[column].iloc[huge[0]])} (row {part.index[huge[0]]})")
+        k = huge[0]
+        raise SeriesError(sid, f"column {column!r}: {_number_problem(part[column].iloc[k])}", part.index[k], _time_at(times, k))
     return values
+
+
+def _time_at(times: Any, k: int) -> Any:
+    return None if times is None or pd.isna(times[k]) else times[k]
 
 
 def _number_problem(value: Any) -> str:
@@ -300,14 +339,16 @@ def _on_grid(sid: str, frame: pd.DataFrame, freq: str | None, fill_gaps: bool) -
         off = ~times.isin(grid)
         if off.any():
             first = np.flatnonzero(off)[0]
-            raise InputError(
-                f"series {sid}: timestamp {_fmt_time(times[first])} (row {frame['__row'].iloc[first]}) is not on the "
-                f"{freq} grid that starts at {_fmt_time(times[0])}"
+            raise SeriesError(
+                sid, f"timestamp {_fmt_time(times[first])} is not on the {freq} grid that starts at {_fmt_time(times[0])}",
+                frame["__row"].iloc[first], times[first],
             )
     missing = len(grid) - len(times)
     if missing and not fill_gaps:
         first = grid[~grid.isin(times)][0]
-        raise InputError(f"series {sid}: {missing} missing timestamp(s), the first {_fmt_time(first)}; set fill_gaps=true to interpolate them")
+        before = int(np.searchsorted(np.asarray(times), np.asarray(first))) - 1  # the row the gap follows
+        raise SeriesError(sid, f"{missing} missing timestamp(s), the first {_fmt_time(first)} (after this line); "
+                          "set fill_gaps=true to interpolate them", frame["__row"].iloc[before], first)
     return frame.reindex(grid)
 
 
@@ -318,9 +359,9 @@ def _fill_or_refuse(sid: str, column: str, values: np.ndarray, rows: np.ndarray 
         return values
     if not fill_gaps:
         where = f"at {_fmt_time(times[holes[0]])}" if times is not None else f"at step {holes[0] + 1}"
-        row = np.nan if rows is None else rows[holes[0]]
-        row_text = "" if np.isnan(row) else f" (row {int(row)})"
-        raise InputError(f"series {sid}: column {column!r}: missing value {where}{row_text}; set fill_gaps=true to interpolate")
+        line = None if rows is None else rows[holes[0]]
+        raise SeriesError(sid, f"column {column!r}: missing value {where}; set fill_gaps=true to interpolate", line,
+                          None if times is None else times[holes[0]])
     return pd.Series(values).interpolate(limit_direction="both").to_numpy(np.float64)
 
 
@@ -363,7 +404,7 @@ def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[lis
         frame = read(path, schema)
         for sid, part in split_series(frame, schema, path):
             if sid in origin:
-                bad[sid] = f"series {sid}: in both {origin[sid]} and {path}; series ids must be unique"
+                bad[sid] = f"{path}:{int(min(part.index))}: series {sid}: also in {origin[sid]}; series ids must be unique across inputs"
                 continue
             origin[sid] = path
             parts.append((sid, part))
@@ -376,6 +417,9 @@ def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[lis
             continue
         try:
             good.append(prepare(sid, part, schema, freq, fill_gaps))
+            good[-1].where = f"{origin[sid]}:{int(min(part.index))}"
+        except SeriesError as e:
+            bad[sid] = e.located(origin[sid])
         except InputError as e:
             bad[sid] = f"{origin[sid]}: {e}"
     return good, bad, freq

@@ -100,7 +100,7 @@ def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
                           config.season or season, calendar_span(series) if config.calendar else None)
     short = [s for s in series if s.n < spec.context_length + spec.horizon]
     for s in short:
-        bad[s.id] = f"series {s.id}: {s.n} values, training needs at least context_length + horizon = {spec.context_length + spec.horizon}"
+        bad[s.id] = f"{s.where}: series {s.id}: {s.n} values, training needs at least context_length + horizon = {spec.context_length + spec.horizon}"
     series = [s for s in series if s.n >= spec.context_length + spec.horizon]
     report_skipped(bad)
     if not series:

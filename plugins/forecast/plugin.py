@@ -121,10 +121,11 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
 
         return long_rows if layout == "long" else None
 
-    def load(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None, **options: Any) -> Predictor:
+    def load(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None,
+             layout: str = "wide", **options: Any) -> Predictor:
         from applied_aitk.usecases.forecast.predictor import ForecastPredictor
 
-        return ForecastPredictor(bundle, runtime, plot=plot, fill_gaps=fill_gaps)
+        return ForecastPredictor(bundle, runtime, plot=plot, fill_gaps=fill_gaps, layout=layout)
 
 
 @hookimpl

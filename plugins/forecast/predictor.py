@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.usecases.forecast import data, time_features
-from applied_aitk.usecases.forecast.data import Schema, Series
+from applied_aitk.usecases.forecast.data import Schema, Series, SeriesError
 from applied_aitk.usecases.forecast.time_features import Spec
 from applied_aitk import AitkError, InputError, Predictor, Record
 from applied_aitk.bundle import Bundle
@@ -35,10 +35,19 @@ class Window:
     times: Any  # the horizon's timestamps
     history: tuple[Any, np.ndarray]  # recent (timestamps, values), for plots
     warnings: list[str]  # why the forecast may not be trusted (values far outside what training saw)
+    where: str = ""  # "PATH:LINE" of the series' first row, for messages
+
+
+@dataclass
+class Failed:
+    """A series that cannot be forecast: its error row (``series``, in the long layout ``timestamp``, ``error``)."""
+
+    row: dict[str, Any]
 
 
 class ForecastPredictor(Predictor):
-    def __init__(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None):
+    def __init__(self, bundle: Bundle, runtime: Runtime, plot: Path | None = None, fill_gaps: bool | None = None,
+                 layout: str = "wide"):
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
         self.schema = Schema(**bundle.assets["schema"])
@@ -47,6 +56,7 @@ class ForecastPredictor(Predictor):
         self.stats = dict(zip(bundle.read_json("series.json"), bundle.read_array("scale.npy")))
         self.plot = Path(plot) if plot else None
         self.median = self.spec.quantiles.index(0.5)
+        self.layout = layout
 
     def count(self, paths: list[Path]) -> int | None:
         """The series in ``paths``, for the progress bar's total: a row each in a wide table, one per
@@ -76,7 +86,8 @@ class ForecastPredictor(Predictor):
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
         """One record per series; a file that cannot be read, or lacks a column, is one error record,
         and so is each line that cannot be a row (``PATH:LINE``; its series is read without it). An
-        empty file or one with only a header is a warning, no record."""
+        empty file or one with only a header is a warning, no record. A series id seen in an earlier
+        file is an error row (``PATH:SERIES``), made when decoded so that it names its series."""
         from applied_aitk.usecases.forecast.table import EmptyTable
 
         seen: dict[str, Path] = {}
@@ -95,7 +106,8 @@ class ForecastPredictor(Predictor):
                 yield Record(id=f"{path}:{line}", error=f"{path}:{line}: {reason}")
             for sid, part in data.split_series(frame, self.schema, path):
                 if sid in seen:
-                    yield Record(id=f"{path}:{sid}", error=f"series {sid}: also in {seen[sid]}; series ids must be unique across inputs")
+                    problem = SeriesError(sid, f"also in {seen[sid]}; series ids must be unique across inputs", min(part.index))
+                    yield Record(id=f"{path}:{sid}", data=(sid, problem, path))
                     continue
                 seen[sid] = path
                 yield Record(id=sid, data=(sid, part, path))
@@ -109,26 +121,43 @@ class ForecastPredictor(Predictor):
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             raise InputError('field rows: expected a list of objects, one per time step, like {"rows": [{"date": "2024-01-01", "sales": 12}]}')
         name = Path(str(value.get("id", id)))
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)  # messages name a row by its place in rows: rows[K]
         data.check_columns(frame, self.schema, name)
         parts = list(data.split_series(frame, self.schema, name))
         if len(parts) != 1:
             raise InputError(f"field rows: {len(parts)} series; send one series per record")
         sid, part = parts[0]
-        return Record(sid, data=(sid, part, name))
+        return Record(sid, data=(sid, part, None))
 
-    def decode(self, record: Record) -> Window:
-        sid, part, _ = record.data
-        series = data.prepare(sid, part, self.schema, self.schema.freq, self.fill_gaps)
+    def decode(self, record: Record) -> Window | Failed:
+        """The series' model input, or its error row (``Failed``) naming file, line and series."""
+        sid, part, path = record.data
+        try:
+            if isinstance(part, SeriesError):
+                raise part
+            series = data.prepare(sid, part, self.schema, self.schema.freq, self.fill_gaps)
+            if series.n < self.spec.context_length:
+                raise SeriesError(sid, f"{series.n} values, the model needs at least {self.spec.context_length} (its context_length)",
+                                  min(part.index))
+        except SeriesError as e:
+            return self.failed(e.located(path), sid, e.timestamp)
+        return self.window(series, data.location(path, int(min(part.index))))
+
+    def failed(self, message: str, sid: str, timestamp: str | None = None) -> Failed:
+        """An error row that names its series (and, in the long layout, the timestamp at fault), for joining back."""
+        row: dict[str, Any] = {"series": sid}
+        if self.layout == "long":
+            row["timestamp"] = timestamp
+        return Failed({**row, "error": message})
+
+    def window(self, series: Series, where: str) -> Window:
         L, H = self.spec.context_length, self.spec.horizon
-        if series.n < L:
-            raise InputError(f"series {sid}: {series.n} values, the model needs at least {L} (its context_length)")
         past, future = time_features.features(series, self.spec, self.schema.freq, extra=H)
         feeds = self.feeds(series, series.n, past, future)
         keep = min(series.n, max(3 * H, L))
         history = (series.times[series.n - keep : series.n], series.y[-keep:])
         times = time_features.future_times(series.times[: series.n], self.schema.freq, H)
-        return Window(sid, feeds, times, history, self.out_of_range(series))
+        return Window(series.id, feeds, times, history, self.out_of_range(series), where)
 
     def out_of_range(self, series: Series) -> list[str]:
         """A warning per target whose recent values lie over OUT_OF_RANGE standard deviations from the
@@ -168,10 +197,15 @@ class ForecastPredictor(Predictor):
         batch = [np.stack(column) for column in zip(*feeds)]
         return self.session(*batch)[0]
 
-    def predict(self, inputs: list[Window]) -> list[dict[str, Any]]:
-        quantiles = self.run([w.feeds for w in inputs])
+    def predict(self, inputs: list[Window | Failed]) -> list[dict[str, Any]]:
+        windows = [w for w in inputs if isinstance(w, Window)]
+        quantiles = iter(self.run([w.feeds for w in windows]) if windows else [])
         rows = []
-        for window, q in zip(inputs, quantiles):
+        for window in inputs:
+            if isinstance(window, Failed):
+                rows.append(window.row)
+                continue
+            q = next(quantiles)
             rows.append(self.row(window, q))
             if self.plot is not None and "error" not in rows[-1]:
                 plot_forecast(self.plot / png_name(window.id), window.id, window.history, window.times, q, self.spec.quantiles, self.schema.targets)
@@ -179,7 +213,7 @@ class ForecastPredictor(Predictor):
 
     def row(self, window: Window, q: np.ndarray) -> dict[str, Any]:
         if not np.isfinite(q).all():
-            return {"series": window.id, "error": f"series {window.id}: the forecast overflows float32 (values too large for the model)"}
+            return self.failed(f"{window.where}: series {window.id}: the forecast overflows float32 (values too large for the model)", window.id).row
         row: dict[str, Any] = {"series": window.id, "timestamp": time_features.format_times(window.times)}
         targets = self.schema.targets
         for t, target in enumerate(targets):

@@ -42,14 +42,19 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
 
     ``delimiter`` (``tab`` for a tab) and ``decimal`` empty: found from the file (see the module's
     docstring). CSV lines that cannot be a row go into ``bad_lines`` (reason by line number, the
-    header being line 1); without it, each is logged as a warning."""
+    header being line 1); without it, each is logged as a warning.
+
+    The frame's index is each row's line in the file as an editor counts it (the header is line
+    1), for messages to name; in a Parquet file, the row number from 1."""
     is_parquet = path.suffix.lower() == ".parquet"
     try:
         if is_parquet:
-            return pd.read_parquet(path, columns=columns)
+            frame = pd.read_parquet(path, columns=columns)
+            frame.index = pd.RangeIndex(1, len(frame) + 1)
+            return frame
         if str(path) != "-" and not path.exists():
             raise FileNotFoundError(path)
-        text, bad, sep = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
+        text, bad, sep, numbers = _good_lines(path, {"tab": "\t"}.get(delimiter, delimiter))
         if not text:
             raise EmptyTable(f"{path}: empty, no records")
         for line, reason in bad.items():
@@ -59,6 +64,8 @@ def read_table(path: Path, delimiter: str = "", decimal: str = "", columns: list
                 bad_lines[line] = reason
         mark = decimal or sniff_decimal(text, sep)
         frame = pd.read_csv(io.StringIO(text), sep=sep, decimal=mark, usecols=columns, dtype=str if columns else None)
+        if len(frame) == len(numbers):  # a row per kept line (always, unless pandas reads a line its own way)
+            frame.index = pd.Index(numbers)
         return _comma_decimals(frame) if mark == "," and not columns else frame
     except FileNotFoundError:
         raise AitkError(f"{path}: no such file") from None
@@ -81,9 +88,10 @@ def _comma_decimals(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str]:
+def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str, list[int]]:
     """(the lines that can be rows, the header first, as one text; reason by line number for the
-    others; the delimiter: ``delimiter``, else Excel's first-line hint ``sep=X``, else sniffed).
+    others; the delimiter: ``delimiter``, else Excel's first-line hint ``sep=X``, else sniffed;
+    the line number of each row kept).
 
     Decoded line by line (gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8)."""
     from applied_aitk.io import read_lines
@@ -93,12 +101,12 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str]:
     if lines and lines[0].text is not None and (hinted := excel_separator(lines[0].text)) is not None:
         lines, delimiter = lines[1:], delimiter or hinted
     if not lines:
-        return "", {}, delimiter or ","
+        return "", {}, delimiter or ",", []
     if lines[0].error is not None:
         raise InputError(f"{path}: {lines[0].error}")
     sep = delimiter or sniff_delimiter("\n".join(line.text for line in lines[:50] if line.text is not None) + "\n")
     width = len(next(csv.reader([lines[0].text], delimiter=sep)))
-    kept, bad = [lines[0].text], {}
+    kept, bad, numbers = [lines[0].text], {}, []
     for line in lines[1:]:
         if line.error is not None:
             bad[line.number] = line.error.split(": ", 1)[1]
@@ -108,7 +116,8 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str]:
             bad[line.number] = f"expected {width} fields, got {fields}"
         else:
             kept.append(line.text)
-    return "\n".join(kept) + "\n", bad, sep
+            numbers.append(line.number)
+    return "\n".join(kept) + "\n", bad, sep, numbers
 
 
 def sniff_delimiter(text: str) -> str:
