@@ -164,45 +164,78 @@ def speed(bundle, images: np.ndarray, threads: int, rounds: int, device: str = "
     return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
 
 
-def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, float]:
-    """Images/s of the fine-tuned network: torch eager against ONNX Runtime fp32 and int8 (CPU)."""
+def rebuild_ensemble(bundle, size: int):
+    """The torch Ensemble (network + PatchCore) of a ``method=ensemble`` bundle, from its weights."""
     import torch
 
+    from applied_aitk.usecases.defects import ensemble as E
     from applied_aitk.usecases.defects import model as M
     from applied_aitk.usecases.defects.network import DefectNet
+
+    info, weights = bundle.assets["backbone"], bundle.read_weights()
+    backbone, _ = M.build_backbone(info["backbone"], "none", info["layers"], size)
+    net = DefectNet(backbone, info["layers"], info["channels"], info["mean"], info["std"], size, len(bundle.assets["defect_types"]))
+    features, _ = M.build_features(info["backbone"], "none", info["layers"], size, log=lambda m: None)
+    patchcore = M.DefectModel(features, M.AnomalyHead(weights["patchcore.head.bank"], size, bundle.config["sigma"]))
+    model = E.Ensemble(net, patchcore, torch.zeros(2, 2))
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def network_speed(bundle, images: np.ndarray, threads: int, rounds: int) -> dict[str, float]:
+    """Images/s of the ensemble (fine-tuned network + PatchCore): torch eager against ONNX Runtime fp32 and int8 (CPU)."""
+    import torch
+
     from applied_aitk.runtime import Runtime
 
     torch.set_num_threads(threads)
-    info, size = bundle.assets["backbone"], images.shape[1]
-    backbone, _ = M.build_backbone(info["backbone"], "none", info["layers"], size)
-    net = DefectNet(backbone, info["layers"], info["channels"], info["mean"], info["std"], size, len(bundle.assets["defect_types"]))
-    net.load_state_dict(bundle.read_weights())
-    net.eval()
+    model = rebuild_ensemble(bundle, images.shape[1])
     runtime = Runtime(device="cpu", threads=threads)
 
     def torch_eager(x):
         with torch.no_grad():
-            net(torch.from_numpy(x))
+            model(torch.from_numpy(x))
 
-    names = {None: "ORT fp32", "int8": "ORT int8 (backbone, 7-bit weights)"}
+    names = {None: "ORT fp32", "int8": "ORT int8 (backbones, 7-bit weights)"}
     sessions = {names[v]: runtime.session(bundle.model_file(v)) for v in names if v in (None, *bundle.variants())}
     return rates({"torch eager fp32": torch_eager, **sessions}, images, rounds)
 
 
+def method_metrics(bundle, manifest: Path, size: int, held_out: str) -> dict[str, dict]:
+    """Test figures of each method inside an ensemble bundle (torch, fp32): image AUROC, and the
+    held-out type's AUROC (its defects against the good test images) and recall at 1% FPR."""
+    from sklearn.metrics import roc_auc_score
+
+    from applied_aitk.usecases.defects import data as D
+    from applied_aitk.usecases.defects import ensemble as E
+
+    test = D.load_items(manifest, "test")
+    scores = E.image_scores(rebuild_ensemble(bundle, size), np.concatenate(list(image_batches(test, size))), 32)
+    defective = np.array([not i.good for i in test])
+    kind = np.array([i.defect_type == held_out for i in test])
+    found = {}
+    for method, s in scores.items():
+        at = np.quantile(s[~defective], 0.99, method="higher")
+        found[method] = {"image_auroc": roc_auc_score(defective, s), "held_out_auroc": roc_auc_score(kind[~defective | kind], s[~defective | kind]),
+                         "held_out_recall": float(np.mean(s[kind] > at))}
+    return found
+
+
 def segment_runs(data: Path, work: Path, usecase, settings: dict, held_out: str, threads: int) -> dict[str, dict]:
-    """Train and evaluate the fine-tuned network three ways: good images only (synthetic defects),
-    with the training split's labelled defects, and with one defect type held out of training."""
+    """Train and evaluate the ensemble (fine-tuned network + PatchCore) three ways: good images only
+    (synthetic defects), with the training split's labelled defects, and with one defect type held
+    out of training; each with its methods' test figures and validation AUROCs (what auto picks)."""
     from applied_aitk.bundle import load_bundle
     from applied_aitk.package import train_bundle
     from applied_aitk.runtime import Runtime
 
     manifests = {
-        "segment, good images only (synthetic defects)": good_only_manifest(data, work / "good_only.csv"),
-        "segment, labelled defects": good_only_manifest(data, work / "labelled.csv", drop_types=set()),
-        f"segment, labelled defects without {held_out}": good_only_manifest(data, work / f"without_{held_out}.csv", drop_types={held_out}),
+        "good images only (synthetic defects)": good_only_manifest(data, work / "good_only.csv"),
+        "labelled defects": good_only_manifest(data, work / "labelled.csv", drop_types=set()),
+        f"labelled defects without {held_out}": good_only_manifest(data, work / f"without_{held_out}.csv", drop_types={held_out}),
     }
     runs = {}
-    config = usecase.config_from({**settings, "method": "segment"})
+    config = usecase.config_from({**settings, "method": "ensemble"})
     for k, (name, manifest) in enumerate(manifests.items()):
         started = time.perf_counter()
         out = work / f"segment_{k}"
@@ -210,26 +243,34 @@ def segment_runs(data: Path, work: Path, usecase, settings: dict, held_out: str,
         seconds = time.perf_counter() - started
         bundle = load_bundle(out, usecase="defects")
         runs[name] = {"train_s": seconds, "bundle": bundle, "manifest": manifest, "epochs": bundle.metrics.get("epochs"),
+                      "methods": method_metrics(bundle, manifest, config.image_size, held_out),
                       **{p: usecase.evaluate(bundle, manifest, Runtime(device="cpu", threads=threads, variant=None if p == "fp32" else p), report=None)
                          for p in ("fp32", "int8")}}
-        print(f"{name}: trained in {seconds:.0f} s, image AUROC {runs[name]['fp32']['image_auroc']:.3f}", flush=True)
+        print(f"{name}: trained in {seconds:.0f} s, ensemble image AUROC {runs[name]['fp32']['image_auroc']:.3f}", flush=True)
     return runs
 
 
 def print_segment(runs: dict[str, dict], held_out: str, speeds: dict[str, float], batch: int, size: int, threads: int) -> None:
+    from applied_aitk.usecases.defects import ensemble as E
+
     types = sorted(next(iter(runs.values()))["fp32"].get("recall_at_1pct_fpr_by_type", {}))
-    print(f"\n| model | trained in | image AUROC | pixel AUROC | int8 image / pixel AUROC | F1 at threshold | recall at 1% FPR | " + " | ".join(types) + " |")
+    print(f"\n| ensemble trained on | trained in | image AUROC | pixel AUROC | int8 image / pixel AUROC | F1 at threshold | recall at 1% FPR | " + " | ".join(types) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(types))
     for name, run in runs.items():
         m, q = run["fp32"], run["int8"]
         per_type = " | ".join(f"{m['recall_at_1pct_fpr_by_type'][t]:.2f}" + (" (unseen)" if t == held_out and "without" in name else "") for t in types)
         print(f"| {name} | {run['train_s']:.0f} s ({run['epochs']} epochs) | {m['image_auroc']:.3f} | {m.get('pixel_auroc', float('nan')):.3f} | "
               f"{q['image_auroc']:.3f} / {q.get('pixel_auroc', float('nan')):.3f} | {m['f1']:.3f} | {m['recall_at_1pct_fpr']:.2f} | {per_type} |")
-    unseen = runs[next(n for n in runs if "without" in n)]["fp32"]["auroc_by_type"][held_out]
-    seen = runs["segment, labelled defects"]["fp32"]["auroc_by_type"][held_out]
-    print(f"\n{held_out} image AUROC (its defects against all good test images): {seen:.3f} when seen in training, {unseen:.3f} when held out")
+    print(f"\n| trained on | method | validation AUROC | test image AUROC | {held_out} AUROC | {held_out} recall at 1% FPR |")
+    print("|---|---|---|---|---|---|")
+    for name, run in runs.items():
+        validation = run["bundle"].metrics["selection"]["validation_auroc"]
+        for method, m in run["methods"].items():
+            pick = " (auto's pick)" if method == E.choose(validation) else ""
+            unseen = " (unseen)" if "without" in name else ""
+            print(f"| {name} | {method}{pick} | {validation[method]:.3f} | {m['image_auroc']:.3f} | {m['held_out_auroc']:.3f}{unseen} | {m['held_out_recall']:.2f} |")
     base = speeds["torch eager fp32"]
-    print(f"\n| fine-tuned network (cpu, batch {batch}, {size} px, {threads} threads) | images/s | vs torch eager |")
+    print(f"\n| ensemble (cpu, batch {batch}, {size} px, {threads} threads) | images/s | vs torch eager |")
     print("|---|---|---|")
     for name, value in speeds.items():
         print(f"| {name} | {value:.1f} | {value / base:.2f}x |")
@@ -278,7 +319,7 @@ def main() -> None:
     segment_settings = {"image_size": args.segment_size, "max_time": args.segment_time, "epochs": 100,
                         **{k: v for k, v in settings.items() if k not in ("image_size", "memory_size")}}
     runs = segment_runs(args.data.resolve(), work, usecase, segment_settings, args.held_out, args.threads)
-    labelled = runs["segment, labelled defects"]
+    labelled = runs["labelled defects"]
     test = D.load_items(labelled["manifest"], "test")
     net_speeds = network_speed(labelled["bundle"], next(image_batches(test, args.segment_size, args.batch)), args.threads, args.rounds)
     print(f"\nmagnetic tile, grouped split.csv, fine-tuned network: settings {segment_settings}; threads {args.threads}; "

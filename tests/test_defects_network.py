@@ -105,3 +105,68 @@ def test_synthetic_defects_change_only_the_masked_pixels():
         assert out.shape == image.shape and out.dtype == np.uint8 and mask.shape == (64, 64) and 0 < mask.sum() < 64 * 64 * 0.5
         # outside the mask at most the faint rim of a soft-edged mark (scratch, spot, crack)
         assert np.abs(out.astype(int) - image)[~mask].max(initial=0) <= 8
+
+
+def _manifest(data: Path, out: Path, drop_train: set[str] | None = None) -> Path:
+    """A CSV manifest of an MVTec-style sample folder; ``drop_train``: defect types (or "*": all)
+    left out of the training split."""
+    rows = ["image,label,defect_type,mask,split"]
+    for split in ("train", "test"):
+        for image in sorted((data / split).rglob("*.png")):
+            kind = image.parent.name
+            if split == "train" and kind != "good" and drop_train is not None and ({"*", kind} & drop_train):
+                continue
+            mask = data / "ground_truth" / kind / f"{image.stem}_mask.png"
+            rows.append(f"{image},{'good' if kind == 'good' else 'defect'},{'' if kind == 'good' else kind},{mask if mask.exists() else ''},{split}")
+    out.write_text("\n".join(rows) + "\n")
+    return out
+
+
+def test_labelled_defects_beat_good_images_only(segment):
+    """The same network, settings and data, once without the training defects (synthetic ones only)."""
+    good_only = _manifest(segment["data"], segment["root"] / "good_only.csv", drop_train={"*"})
+    trained = run_aitk("defects", "train", str(good_only), "--out", str(segment["root"] / "good_only"), *TINY,
+                       "--set", "image_size=64", "--set", "method=segment", "--set", "epochs=4", plugins="defects")
+    assert trained.returncode == 0, trained.stderr
+    scores = {}
+    for name in ("bundle", "good_only"):
+        result = run_aitk("defects", "evaluate", str(segment["root"] / name), str(segment["data"]), "--json", plugins="defects")
+        assert result.returncode == 0, result.stderr
+        scores[name] = json.loads(result.stdout)
+    assert scores["bundle"]["image_auroc"] > scores["good_only"]["image_auroc"] + 0.03
+    assert scores["bundle"]["pixel_auroc"] > scores["good_only"]["pixel_auroc"]
+
+
+def test_ensemble_catches_a_kind_unseen_in_training_and_its_fp16_export_matches(tmp_path):
+    """Cracks left out of training: the ensemble (network + PatchCore) still ranks them above good
+    tiles; the manifest records every method's validation AUROC; the fp16 file (run by CPU ORT)
+    agrees with fp32."""
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecases.defects.sample import write_sample
+
+    (data,) = write_sample(tmp_path / "data", textures=("brick",), tile=64, train_good=24, train_defects=4, test_good=8, test_defects=4)
+    manifest = _manifest(data, tmp_path / "no_crack.csv", drop_train={"crack"})
+    trained = run_aitk("defects", "train", str(manifest), "--out", str(tmp_path / "b"), "--quantize", "fp16", *TINY,
+                       "--set", "image_size=64", "--set", "method=ensemble", "--set", "epochs=2", plugins="defects")
+    assert trained.returncode == 0, trained.stderr
+    result = run_aitk("defects", "evaluate", str(tmp_path / "b"), str(manifest), "--json", plugins="defects")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["auroc_by_type"]["crack"] > 0.8 and metrics["image_auroc"] > 0.8
+    bundle = load_bundle(tmp_path / "b", usecase="defects")
+    selection = bundle.metrics["selection"]
+    assert bundle.assets["method"] == selection["method"] == "ensemble" and set(selection["validation_auroc"]) == {"patchcore", "segment", "ensemble"}
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((data / "test").rglob("*.png"))])
+    fp32 = Runtime(device="cpu").session(bundle.file("model.onnx"))(images)
+    fp16 = Runtime(device="cpu").session(bundle.file("model.fp16.onnx"))(images)
+    spread = np.ptp(fp32[1])
+    assert np.max(np.abs(fp16[1] - fp32[1])) < 0.02 * spread and np.corrcoef(fp16[1], fp32[1])[0, 1] > 0.999
+
+
+def test_auto_picks_the_best_validation_auroc_and_the_simpler_on_a_tie():
+    from applied_aitk.usecases.defects.ensemble import choose
+
+    assert choose({"patchcore": 0.8, "segment": 0.9, "ensemble": 0.85}) == "segment"
+    assert choose({"patchcore": 0.9, "segment": 0.9, "ensemble": 0.9}) == "patchcore"
+    assert choose({"patchcore": None, "segment": None, "ensemble": None}) == "ensemble"

@@ -20,6 +20,7 @@ from applied_aitk.runtime import Runtime
 from applied_aitk.train import fit, seed_everything
 
 from applied_aitk.usecases.defects import data as D
+from applied_aitk.usecases.defects import ensemble as E
 from applied_aitk.usecases.defects import model as M
 from applied_aitk.usecases.defects import training as T
 from applied_aitk.usecases.defects.network import DefectNet, Encoder, Heads, freeze_early_stages, losses
@@ -110,7 +111,8 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     size = config.image_size
     train_set = load_arrays(train_items, types, size, config.max_image_pixels)
     val_set = load_arrays(val_items, types, size, config.max_image_pixels)
-    if segment and not val_set.defective.any():
+    real_defects = bool(val_set.defective.any())
+    if segment and not real_defects:
         val_set = synthetic_validation(val_set, config.seed)
     logger.info(f"{'segmentation' if segment else 'types-only'} network: {len(train_items)} training images "
                 f"({int(train_set.defective.sum())} defects), {len(val_items)} validation images, {len(types)} defect types")
@@ -121,10 +123,20 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     net = DefectNet(backbone, stages, channels, info["mean"], info["std"], size, classes, segment)  # types-only: the deepest stage alone
     freeze_early_stages(backbone, info["stage_modules"], config.frozen_stages)
     history = optimise(net, train_set, val_set, config, segment)
-
-    outputs = run(net, val_set.images, config.batch_size)
     metrics: dict[str, Any] = {"train_images": len(train_items), "validation_images": len(val_items), "epochs": len(history)}
-    assets: dict[str, Any] = {"preprocessing": T.preprocessing(size, info), "backbone": info, "method": "segment" if segment else "types",
+    model, method = net, "segment" if segment else "types"
+    if segment and config.method in ("ensemble", "auto"):
+        model, metrics["selection"] = E.combine(net, train_set.images, ~train_set.defective, val_set.images, val_set.defective, config)
+        method = "ensemble" if config.method == "ensemble" else E.choose(metrics["selection"]["validation_auroc"])
+        metrics["selection"].update(method=method, validation="real defects" if real_defects else "synthetic defects on the good validation images")
+        logger.info(f"method={config.method}: {method}")
+        model = {"segment": net, "ensemble": model, "patchcore": model.patchcore}[method]
+        if method == "patchcore" and classes:
+            typed = train_set.types >= 0
+            model = E.with_type_head(model, train_set.images[typed], train_set.types[typed], classes, config)
+
+    outputs = run(model, val_set.images, config.batch_size)
+    assets: dict[str, Any] = {"preprocessing": T.preprocessing(size, info), "backbone": info, "method": method,
                               "defect_types": types if classes else [], "frozen_stages": config.frozen_stages, "network_stages": list(stages)}
     if segment:
         threshold, how = T.calibrate(outputs[1], val_set.defective, config.percentile)
@@ -136,8 +148,14 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
         typed = val_set.types >= 0
         metrics["validation_type_accuracy"] = float(np.mean(outputs[-1][typed].argmax(1) == val_set.types[typed])) if typed.any() else None
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    result = TrainResult(graphs=[], weights=net.state_dict(), assets=assets, metrics=metrics, history=history)
-    result.graphs.append(network_graph(net, train_set.images, val_set, config, result))
+    result = TrainResult(graphs=[], weights=model.state_dict(), assets=assets, metrics=metrics, history=history)
+    if method == "patchcore":
+        def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
+            return int8_check(fp32, path, val_set, config, result) if variant == "int8" else {}
+
+        result.graphs.append(T.model_graph(model, calibration_images(train_set.images), val_set.images[:3], check))
+    else:
+        result.graphs.append(network_graph(model, train_set.images, val_set, config, result))
     return result
 
 
@@ -182,22 +200,29 @@ def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, se
     return found.history
 
 
-def network_graph(net: DefectNet, train_images: np.ndarray, val_set: Arrays, config: Any, result: TrainResult) -> Graph:
-    """The whole network as one graph of two parts, each parity-checked: the backbone (int8 and fp16
-    convert it, int8 static, calibrated on training images) and the heads (always fp32). int8 has
-    its own threshold and its validation figures against fp32 in the manifest."""
+def calibration_images(train_images: np.ndarray) -> np.ndarray:
+    """Up to ``CALIBRATION_IMAGES`` training images spread over the set: int8's calibration data."""
     step = max(1, len(train_images) // T.CALIBRATION_IMAGES)
-    calibration = train_images[::step][: T.CALIBRATION_IMAGES]
+    return train_images[::step][: T.CALIBRATION_IMAGES]
+
+
+def network_graph(net: DefectNet | E.Ensemble, train_images: np.ndarray, val_set: Arrays, config: Any, result: TrainResult) -> Graph:
+    """The whole network (or the ensemble) as one graph of two parts, each parity-checked: the
+    backbone (the ensemble: both backbones; int8 and fp16 convert it, int8 static, calibrated on
+    training images) and the heads (always fp32). int8 has its own threshold and its validation
+    figures against fp32 in the manifest."""
+    calibration = calibration_images(train_images)
     example, parity = torch.from_numpy(calibration[:2]), torch.from_numpy(val_set.images[:3])
     outputs = result.assets["outputs"]
     label = "defect_probs" if "defect_probs" in outputs else None
-    stages = [f"stage{k}" for k in range(len(net.stages))]
+
     def batch(*names: str) -> dict[str, dict[int, str]]:
         return {name: {0: "batch"} for name in names}
 
     encoder, heads = Encoder(net).eval(), Heads(net).eval()
     with torch.no_grad():
         example_f, parity_f = encoder(example), encoder(parity)
+    stages = [f"stage{k}" for k in range(len(example_f))]
     parts = [
         Graph(encoder, (example,), ["image"], stages, name="backbone", dynamic_axes=batch("image", *stages), parity_inputs=(parity,), atol=PARITY_ATOL,
               calibration=[{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)], prepare=lambda path: T.fuse_pads(path, calibration[:1])),

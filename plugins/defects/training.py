@@ -26,10 +26,11 @@ PARITY_ATOL = 1e-3
 
 
 def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
-    """PatchCore (``method=patchcore``), or the fine-tuned network (``method=segment``, and any
-    training set without good images: the type classifier alone)."""
+    """PatchCore (``method=patchcore``), or the fine-tuned network (``method=segment``; beside
+    PatchCore: ``ensemble``; the best of the three on validation: ``auto``; and any training set
+    without good images: the type classifier alone)."""
     items = D.load_items(data, "train")
-    if config.method == "segment" or not any(i.good for i in items):
+    if config.method != "patchcore" or not any(i.good for i in items):
         from applied_aitk.usecases.defects import finetune
 
         return finetune.train(data, config, runtime)

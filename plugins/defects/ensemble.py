@@ -1,0 +1,136 @@
+"""The fine-tuned network beside PatchCore's good-only score (``method=ensemble``), and the choice
+between PatchCore, the network and both on validation groups of the training data (``method=auto``).
+
+The network learns the defects it was shown (labelled kinds and synthetic ones); a kind it never
+saw can look normal to it. PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly
+Detection", CVPR 2022) scores the distance to the nearest good patch and needs no defect at all, so
+it flags whatever is unlike the good training images. The ensemble adds the two maps, each
+standardised by its image scores on the good validation images, so that either one can raise an
+image: a defect seen in training through the network, an unseen kind through PatchCore."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from applied_aitk.console import get_logger
+
+from applied_aitk.usecases.defects import model as M
+from applied_aitk.usecases.defects import training as T
+from applied_aitk.usecases.defects.network import DefectNet
+
+logger = get_logger(__name__)
+
+METHODS = ("patchcore", "segment", "ensemble")
+"""``method=auto`` picks one of these by validation AUROC; on a tie, the earlier (the simpler)."""
+
+
+class Ensemble(nn.Module):
+    """uint8 images [B, S, S, 3] (NHWC, RGB) -> ``anomaly_map`` [B, S, S], ``score`` [B] and, when
+    the network has a defect-type head, ``defect_probs`` [B, K].
+
+    The map is ``(network logit map - a) / b + (PatchCore distance map - c) / d`` (the network's
+    3x3-averaged logits upsampled; PatchCore's smoothed nearest-neighbour distances), where a, b and
+    c, d are the mean and standard deviation of each one's image score on the good validation
+    images (``scales`` [2, 2]); the score is the map's maximum. Unitless: about 0 on a typical good
+    image, a few units per standard deviation above."""
+
+    def __init__(self, net: DefectNet, patchcore: M.DefectModel, scales: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.patchcore = patchcore
+        self.register_buffer("scales", scales.float().reshape(2, 2))
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The network's stage features, then PatchCore's patch features (frozen backbone)."""
+        return [*self.net.features(images), self.patchcore.features(images)]
+
+    def parts(self, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(network logit map [B, S, S], PatchCore map [B, S, S], the network's raw outputs)."""
+        raw = self.net.raw(stages[:-1])
+        size = (self.net.image_size, self.net.image_size)
+        logits = F.avg_pool2d(raw["logits"], 3, stride=1, padding=1, count_include_pad=False)
+        network = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0]
+        return network, self.patchcore.head(stages[-1])[0], raw
+
+    def outputs(self, stages: list[torch.Tensor]):
+        network, patchcore, raw = self.parts(stages)
+        anomaly_map = (network - self.scales[0, 0]) / self.scales[0, 1] + (patchcore - self.scales[1, 0]) / self.scales[1, 1]
+        score = anomaly_map.flatten(1).amax(1)
+        if "type_logits" not in raw:
+            return anomaly_map, score
+        return anomaly_map, score, torch.softmax(raw["type_logits"], -1)
+
+    def forward(self, images: torch.Tensor):
+        return self.outputs(self.features(images))
+
+    def scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image scores [B] of each method: ``segment`` (the network's logit), ``patchcore`` and ``ensemble``."""
+        stages = self.features(images)
+        network, patchcore, _ = self.parts(stages)
+        return {"patchcore": patchcore.flatten(1).amax(1), "segment": network.flatten(1).amax(1), "ensemble": self.outputs(stages)[1]}
+
+
+def patchcore_beside(net: DefectNet, good_images: np.ndarray, config: Any) -> M.DefectModel:
+    """PatchCore at the network's input size: a coreset memory bank of the frozen pretrained
+    backbone's patch features of ``good_images`` (uint8 [N, S, S, 3]: the good training images)."""
+    size = net.image_size
+    features, _ = M.build_features(config.backbone, config.weights, config.feature_stages, size, logger.info)
+    with torch.no_grad():
+        found = torch.cat([features(torch.from_numpy(good_images[i : i + config.batch_size])) for i in range(0, len(good_images), config.batch_size)])
+    bank, _ = T.build_bank(found, config)
+    return M.DefectModel(features, M.AnomalyHead(bank, size, config.sigma)).eval()
+
+
+def image_scores(model: Ensemble, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """``Ensemble.scores`` over uint8 images [N, S, S, 3], in batches."""
+    model.eval()
+    found: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            for name, values in model.scores(torch.from_numpy(images[start : start + batch_size])).items():
+                found[name].append(values.numpy())
+    return {name: np.concatenate(values) for name, values in found.items()}
+
+
+def combine(net: DefectNet, train_images: np.ndarray, train_good: np.ndarray, val_images: np.ndarray, val_defective: np.ndarray,
+            config: Any) -> tuple[Ensemble, dict[str, Any]]:
+    """The ensemble of the trained ``net`` and PatchCore on the good training images, standardised
+    on the good validation images, and the validation AUROC of each method (``selection`` for the
+    manifest). Raises nothing: without validation defects the AUROCs are None."""
+    from sklearn.metrics import roc_auc_score
+
+    patchcore = patchcore_beside(net, train_images[train_good], config)
+    model = Ensemble(net, patchcore, torch.tensor([[0.0, 1.0], [0.0, 1.0]])).eval()
+    found = image_scores(model, val_images, config.batch_size)
+    good = ~val_defective
+    for k, name in enumerate(("segment", "patchcore")):
+        values = found[name][good]
+        model.scales[k] = torch.tensor([float(values.mean()), max(float(values.std()), 1e-6)])
+    found["ensemble"] = image_scores(model, val_images, config.batch_size)["ensemble"]
+    both = val_defective.any() and good.any()
+    auroc = {name: float(roc_auc_score(val_defective, found[name])) if both else None for name in METHODS}
+    logger.info("validation AUROC: " + ", ".join(f"{n} {v:.3f}" for n, v in auroc.items() if v is not None))
+    return model, {"validation_auroc": auroc, "validation_good_images": int(good.sum()), "validation_defect_images": int(val_defective.sum())}
+
+
+def choose(auroc: dict[str, float | None]) -> str:
+    """The method with the best validation AUROC (the simpler on a tie; ``ensemble`` without any)."""
+    known = [m for m in METHODS if auroc.get(m) is not None]
+    return max(known, key=lambda m: (auroc[m], -METHODS.index(m))) if known else "ensemble"
+
+
+def with_type_head(patchcore: M.DefectModel, images: np.ndarray, types: np.ndarray, classes: int, config: Any) -> M.DefectModel:
+    """PatchCore (when ``method=auto`` chose it) given a defect-type head trained on the typed
+    training defects (``images`` uint8 [N, S, S, 3], ``types`` their indices), as ``method=patchcore`` has."""
+    old = patchcore.head
+    head = M.AnomalyHead(old.bank, old.image_size, config.sigma, classes=classes, channels=old.bank.shape[1])
+    with torch.no_grad():
+        features = torch.cat([patchcore.features(torch.from_numpy(images[i : i + config.batch_size])) for i in range(0, len(images), config.batch_size)])
+        pooled = head.pooled(features, head.patch_scores(features))
+    head.classifier.fit(pooled, torch.from_numpy(types).long(), config.classifier_epochs, config.seed)
+    return M.DefectModel(patchcore.features, head).eval()
