@@ -25,6 +25,12 @@ def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
     assert quantize.returncode == 2 and len(quantize.stderr.strip().splitlines()) == 1 and "'int8', 'fp16', 'int4', 'none'" in quantize.stderr
     number = run_aitk("wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--threads", "two", plugins="wine")
     assert number.returncode == 2 and number.stderr.strip() == "error: Invalid value for '--threads': expected an integer"
+    for args, expected in ((["serve", str(tmp_path), "--engine", "ray", "--replicas", "0"], "'--replicas': expected an integer of at least 1, got 0"),
+                           (["serve", str(tmp_path), "--port", "70000"], "'--port': expected an integer of at most 65535, got 70000"),
+                           (["serve", str(tmp_path), "--max-wait-ms", "-1"], "'--max-wait-ms': expected a number of at least 0, got -1"),
+                           (["wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--batch-size", "0"], "'--batch-size': expected an integer of at least 1, got 0")):
+        out_of_range = run_aitk(*args, plugins="wine")  # a number out of an option's range: the toolkit's words, not pydantic's
+        assert out_of_range.returncode == 2 and out_of_range.stderr.strip() == f"error: Invalid value for {expected}"
 
 
 def test_a_group_alone_shows_its_help():

@@ -141,7 +141,7 @@ def demo(
 def serve(
     bundles: Annotated[list[str], typer.Argument(metavar="BUNDLE...", help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).", show_default=False)],
     host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", metavar="N", help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="N", help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="AITK_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); default: $AITK_API_KEY, else none.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, metavar="N", help="Largest dynamic batch (default: the use case's).")] = None,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, metavar="MS", help="How long a batch waits for requests still arriving.")] = 2.0,
@@ -389,9 +389,35 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+BOUNDS = {"greater_than_equal": ("ge", "of at least"), "less_than_equal": ("le", "of at most"),
+          "greater_than": ("gt", "greater than"), "less_than": ("lt", "less than")}
+
+
 def _usage_message(error: Exception) -> str:
     """Click's message for a usage error on one line, without pydantic's "Value error, " and with
-    "expected an integer" for a number that is not one; the usage block Click adds is left out."""
+    "expected an integer" for a number that is not one; the usage block Click adds is left out.
+    A number outside an option's range says so in the toolkit's words: ``Invalid value for
+    '--replicas': expected an integer of at least 1, got 0``."""
+    bound = _bound_message(error.__cause__)
+    param = getattr(error, "param", None)
+    if bound is not None and param is not None and getattr(param, "opts", None):
+        return f"Invalid value for {max(param.opts, key=len)!r}: {bound}"
     message = error.format_message() if hasattr(error, "format_message") else str(error)
     message = message.replace("Value error, ", "").replace("\n", " ")
     return message.replace("Input should be a valid integer, unable to parse string as an integer", "expected an integer")
+
+
+def _bound_message(cause: BaseException | None) -> str | None:
+    """"expected an integer of at least 1, got 0" for pydantic's range error on an option (Typer
+    checks ``min=``/``max=`` through pydantic); None for any other error."""
+    errors = getattr(cause, "errors", None)
+    try:
+        (found,) = errors() if callable(errors) else ()
+    except (TypeError, ValueError):
+        return None
+    key, words = BOUNDS.get(found.get("type"), (None, None))
+    if key is None or key not in (found.get("ctx") or {}):
+        return None
+    bound = found["ctx"][key]
+    kind, shown = ("an integer", str(bound)) if isinstance(bound, int) else ("a number", f"{bound:g}")
+    return f"expected {kind} {words} {shown}, got {found.get('input')}"
