@@ -1,4 +1,6 @@
-"""Batch inference over files: expand inputs, stream records, decode in threads, write rows.
+"""Batch inference over files: expand inputs, stream records, decode in threads, write rows; or,
+for a predictor with the batch path (table rows), stream RecordBatches read a block ahead by a
+thread and predict slices of their arrays, with no Python object per record but its row.
 
 Rows go to a journal (``OUT.partial.jsonl``) as each batch finishes; when the run ends the
 journal becomes ``OUT`` (JSONL, CSV or Parquet by its extension) through a temp file and a
@@ -13,27 +15,26 @@ from __future__ import annotations
 import dataclasses
 import gc
 import glob
-import json
 import os
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from applied_aitk.console import bar, get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.io import has_suffix
-from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
-from applied_aitk.usecase import Predictor, Record
+from applied_aitk.journal import Journal, Layout, StdoutJournal
+from applied_aitk.usecase import Predictor, Record, RecordBatch
 
 logger = get_logger(__name__)
-Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]
-"""A record's row -> the rows written for it (an error row is passed through as it is)."""
+__all__ = ["Journal", "Layout", "StdoutJournal", "expand_inputs", "run_batch", "predict_records", "batch_rows"]
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -96,14 +97,21 @@ def run_batch(
     ``layout`` turns each record's row into the rows written (``UseCase.layout``).
 
     Each batch is decoded by one task of a thread pool of ``workers`` threads, up to ``workers``
-    batches ahead of the model (inline when ``predictor.threaded_decode`` is False)."""
+    batches ahead of the model (inline when ``predictor.threaded_decode`` is False). A predictor
+    with the batch path (``Predictor.read_batches``) is read and predicted a RecordBatch at a time."""
     journal = StdoutJournal(layout) if str(out) == "-" else Journal(out, resume, layout)
-    resumed, inputs = Counter(), set()
+    resumed = Counter()
+    inputs: set[str] | None = set() if journal.ids else None  # the ids read: what --resume keeps
     records = skip_done(predictor.read(paths), journal.ids, resumed, batch_size, inputs)
 
     decoders = workers or min(8, os.cpu_count() or 1)
 
     def batches() -> Iterator[list[dict[str, Any]]]:
+        if reads_batches(predictor):  # the batch path: no Record per record
+            for batch in read_new(prefetched(predictor.read_batches(paths)), journal.ids, resumed, inputs):
+                for part in slices(batch, batch_size):
+                    yield batch_rows(predictor, part)
+            return
         if not predictor.threaded_decode:  # decoding is trivial: a thread pool would only add its hand-offs
             for chunk in _chunks(records, batch_size):
                 yield predict_records(predictor, chunk)
@@ -134,26 +142,14 @@ class Counter:
 def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size: int = 64,
               read_ids: set[str] | None = None) -> Iterator[Record]:
     """The records whose ids are not in ``done``, counting the others in ``skipped``; every id
-    read (skipped or not) is added to ``read_ids`` when given.
-
-    An id seen before in this run (two records given the same id) is made unique, the same way
-    in every run: the second is ``ID#2``, the third ``ID#3``; one warning line names the first.
-    Records are taken ``size`` at a time and checked with set operations; one by one only in a
-    chunk that repeats an id."""
-    seen: dict[str, int] = {}
-    warned = False
+    read (skipped or not) is added to ``read_ids`` when given. Ids are made unique (``UniqueIds``),
+    ``size`` records at a time."""
+    unique = UniqueIds()
     for chunk in _chunks(iter(records), size):
-        ids = [record.id for record in chunk]
-        fresh = set(ids)
-        if len(fresh) == len(ids) and seen.keys().isdisjoint(fresh):
-            seen.update(dict.fromkeys(ids, 1))
-        else:
-            chunk, repeated = _made_unique(chunk, seen)
-            if repeated is not None and not warned:
-                logger.warning(f"record id {repeated!r} appears more than once; later ones get #2, #3, ...")
-                warned = True
+        ids = unique([record.id for record in chunk])
+        chunk = [record if record.id == id else dataclasses.replace(record, id=id) for record, id in zip(chunk, ids)]
         if read_ids is not None:
-            read_ids.update(record.id for record in chunk)
+            read_ids.update(ids)
         if done:
             kept = [record for record in chunk if record.id not in done]
             skipped.value += len(chunk) - len(kept)
@@ -161,17 +157,118 @@ def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size:
         yield from chunk
 
 
-def _made_unique(chunk: list[Record], seen: dict[str, int]) -> tuple[list[Record], str | None]:
-    """``chunk`` with each id seen before renamed ID#N (N: its count so far); the first such id."""
-    unique, repeated = [], None
-    for record in chunk:
-        copies = seen[record.id] = seen.get(record.id, 0) + 1
-        if copies > 1:
-            repeated = repeated or record.id
-            record = dataclasses.replace(record, id=f"{record.id}#{copies}")
-            seen[record.id] = seen.get(record.id, 0) + 1
-        unique.append(record)
-    return unique, repeated
+class UniqueIds:
+    """Makes the record ids of a run unique, the same way in every run: an id seen before is renamed
+    ``ID#N`` (the second ``ID#2``, the third ``ID#3``); one warning line names the first repeated.
+    A list of ids is checked with set operations; one by one only when it repeats an id."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+        self.warned = False
+
+    def __call__(self, ids: list[str]) -> list[str]:
+        """``ids`` with each id seen before (in this list or an earlier one) renamed."""
+        fresh = dict.fromkeys(ids, 1)
+        if len(fresh) == len(ids) and self.seen.keys().isdisjoint(fresh):
+            self.seen.update(fresh)
+            return ids
+        unique, repeated = [], None
+        for id in ids:
+            copies = self.seen[id] = self.seen.get(id, 0) + 1
+            if copies > 1:
+                repeated = repeated or id
+                id = f"{id}#{copies}"
+                self.seen[id] = self.seen.get(id, 0) + 1
+            unique.append(id)
+        if repeated is not None and not self.warned:
+            logger.warning(f"record id {repeated!r} appears more than once; later ones get #2, #3, ...")
+            self.warned = True
+        return unique
+
+
+def reads_batches(predictor: Predictor) -> bool:
+    """Whether ``predictor`` has the batch path (``read_batches`` and ``predict_batch``)."""
+    return type(predictor).read_batches is not Predictor.read_batches
+
+
+def read_new(batches: Iterable[RecordBatch], done: set[str], skipped: Counter,
+             read_ids: set[str] | None = None) -> Iterator[RecordBatch]:
+    """``skip_done`` for RecordBatches: ids made unique, those in ``done`` left out (counted in
+    ``skipped``), every id read added to ``read_ids`` when given."""
+    unique = UniqueIds()
+    for batch in batches:
+        ids = unique(batch.ids)
+        if ids is not batch.ids:
+            batch = dataclasses.replace(batch, ids=ids)
+        if read_ids is not None:
+            read_ids.update(ids)
+        if done and not done.isdisjoint(ids):
+            keep = np.array([id not in done for id in ids], dtype=bool)
+            skipped.value += int((~keep).sum())
+            batch = selected(batch, np.flatnonzero(keep))
+        if batch.ids:
+            yield batch
+
+
+def prefetched(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` as a thread computes them, up to ``depth`` ahead: reading the next RecordBatch
+    (Arrow's parsing and casts, which release the GIL) overlaps predicting this one. The reader's
+    errors are raised here, in order."""
+    items = iter(items)
+    end = object()
+    with ThreadPoolExecutor(1) as reader:  # one thread: the iterator is advanced in order, never twice at once
+        pending = deque(reader.submit(next, items, end) for _ in range(depth))
+        while (item := pending.popleft().result()) is not end:
+            pending.append(reader.submit(next, items, end))
+            yield item
+
+
+def slices(batch: RecordBatch, size: int) -> Iterator[RecordBatch]:
+    """``batch`` in parts of at most ``size`` records, in order."""
+    if len(batch.ids) <= size:
+        yield batch
+        return
+    for start in range(0, len(batch.ids), size):
+        if batch.errors:
+            yield selected(batch, np.arange(start, min(start + size, len(batch.ids))))
+        else:
+            yield RecordBatch(batch.ids[start : start + size], {k: v[start : start + size] for k, v in batch.data.items()})
+
+
+def selected(batch: RecordBatch, positions: np.ndarray) -> RecordBatch:
+    """The records of ``batch`` at ``positions`` (ascending indices into its ids), with their data and errors."""
+    good = np.ones(len(batch.ids), dtype=bool)
+    good[list(batch.errors)] = False
+    row_of = np.cumsum(good) - 1  # position -> row of data (for a good record)
+    rows = row_of[positions[good[positions]]]
+    errors = {new: batch.errors[old] for new, old in enumerate(positions.tolist()) if old in batch.errors}
+    return RecordBatch([batch.ids[i] for i in positions.tolist()], {k: v[rows] for k, v in batch.data.items()}, errors)
+
+
+def batch_rows(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]]:
+    """Predict one RecordBatch: one row per id, in order; an error row for each record that could
+    not be read or that the model could not take (``predict_batch`` raising is retried row by row)."""
+    rows = _predict_batch_isolating(predictor, batch.data, len(batch.ids) - len(batch.errors))
+    if not batch.errors:
+        return [{"id": id, **row} for id, row in zip(batch.ids, rows)]
+    predicted = iter(rows)
+    return [{"id": id, "error": batch.errors[i]} if i in batch.errors else {"id": id, **next(predicted)}
+            for i, id in enumerate(batch.ids)]
+
+
+def _predict_batch_isolating(predictor: Predictor, data: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """``predictor.predict_batch`` on ``count`` rows of ``data``; if it raises, row by row, so one bad row fails alone."""
+    if not count:
+        return []
+    try:
+        rows = predictor.predict_batch(data)
+        if len(rows) != count:
+            raise AitkError(f"predictor returned {len(rows)} rows for {count} inputs")
+        return rows
+    except Exception as e:
+        if count == 1:
+            return [{"error": str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"}]
+        return [row for i in range(count) for row in _predict_batch_isolating(predictor, {k: v[i : i + 1] for k, v in data.items()}, 1)]
 
 
 def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
@@ -246,121 +343,6 @@ def _predict_isolating(predictor: Predictor, inputs: list[Any]) -> list[dict[str
         if len(inputs) == 1:
             return [{"error": str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"}]
         return [row for x in inputs for row in _predict_isolating(predictor, [x])]
-
-
-class StdoutJournal:
-    """``--out -``: each batch's rows as JSON lines on stdout as soon as it is done (no resume)."""
-
-    out = "-"
-
-    def __init__(self, layout: Layout | None = None) -> None:
-        self.ids: set[str] = set()
-        self.failed = 0
-        self.file = sys.stdout
-        self.layout = layout
-
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows`` as JSON lines, the batch in one write; returns how many are error rows.
-
-        A row holding NaN or an infinity anywhere is written as an error row naming the field:
-        nothing non-finite reaches an output."""
-        data, rows = json_lines(rows)
-        data = self.written(data, rows)
-        self.file.write(data.decode("utf-8") if self.file is sys.stdout else data)  # stdout takes text, the journal bytes
-        self.file.flush()
-        bad = sum(1 for row in rows if row.get("error") is not None)
-        self.failed += bad
-        return bad
-
-    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
-        """What goes to the file for ``rows`` (their JSON lines ``text``): on stdout, laid out."""
-        return text if self.layout is None else json_lines(list(laid_out(rows, self.layout)))[0]
-
-    def abandon(self) -> None:
-        pass
-
-    def close(self, inputs: set[str] | None = None) -> int:
-        return self.failed
-
-
-class Journal(StdoutJournal):
-    """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
-
-    def __init__(self, out: Path, resume: bool, layout: Layout | None = None):
-        out = Path(out)
-        if out.suffix.lower() not in FORMATS:
-            raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
-        self.out = out
-        self.path = out.with_name(out.name + ".partial.jsonl")
-        self.ids: set[str] = set()
-        self.error_ids: set[str] = set()
-        self.failed = 0
-        self.layout = layout
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if resume and not self.path.exists() and out.exists():
-            write_jsonl(read_rows(out), self.path)
-        if resume and self.path.exists():
-            self._keep_complete_lines()
-        else:
-            self.path.write_text("")
-        self.file = open(self.path, "ab")
-
-    def _keep_complete_lines(self) -> None:
-        """Drop a last line cut short by a kill; remember the ids already done."""
-        data = self.path.read_bytes()
-        data = data[: data.rfind(b"\n") + 1]
-        with open(self.path, "wb") as f:
-            f.write(data)
-        for line in data.splitlines():
-            if line.strip():
-                row = json.loads(line)
-                self.ids.add(row["id"])
-                if row.get("error") is not None:
-                    self.error_ids.add(row["id"])
-        self.failed = len(self.error_ids)
-
-    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
-        """One row per record in the journal, for --resume: the layout applies when OUT is written."""
-        return text
-
-    def abandon(self) -> None:
-        """The run failed: keep the journal for --resume, unless it holds no rows at all."""
-        self.file.close()
-        if self.path.stat().st_size == 0:
-            self.path.unlink()
-
-    def close(self, inputs: set[str] | None = None) -> int:
-        """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT.
-
-        Rows kept by --resume for records not among ``inputs`` (the ids of every record this run
-        read; None: keep all) are left out with a warning, so OUT holds exactly this run's records."""
-        self.file.close()
-        stale = self.ids - inputs if inputs is not None else set()
-        if stale:
-            logger.warning(f"--resume: {len(stale)} row(s) in {self.out.name} are for records not in these inputs "
-                           f"(first: {min(stale)!r}); they are left out")
-            self.failed -= len(stale & self.error_ids)
-        if self.out.suffix.lower() == ".jsonl" and self.layout is None and not stale:
-            os.replace(self.path, self.out)
-        else:
-            layout = self.layout
-
-            def rows() -> Iterator[dict[str, Any]]:
-                kept = (row for row in read_jsonl(self.path) if row["id"] not in stale)
-                return kept if layout is None else laid_out(kept, layout)
-
-            write_rows(rows, self.out)
-            self.path.unlink()
-        return self.failed
-
-
-def laid_out(rows: Iterable[dict[str, Any]], layout: Layout) -> Iterator[dict[str, Any]]:
-    """The rows written for ``rows``: error rows as they are, the others through ``layout``."""
-    for row in rows:
-        if row.get("error") is not None:
-            yield row
-        else:
-            yield from layout(row)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from applied_aitk.console import get_logger
 from applied_aitk.errors import InputError
 from applied_aitk.io import name_of
 from applied_aitk.table_files import Batch, table_batches
-from applied_aitk.usecase import Record
+from applied_aitk.usecase import Record, RecordBatch
 
 logger = get_logger(__name__)
 
@@ -45,50 +45,82 @@ class Schema:
 
 
 def read_records(paths: Iterable[Path], schema: Schema) -> Iterator[Record]:
-    """One Record per table row of each file in turn (``-`` is CSV on stdin).
+    """One Record per table row of each file in turn (``-`` is CSV on stdin), the records of
+    ``read_batches`` one by one (the per-record path: `aitk serve`, ``--engine ray``).
 
     A record's data is ``(numbers, texts)``: float32 [len(schema.numbers)] (NaN only for an
     allowed missing cell) and a tuple of the ``schema.texts`` cells (None where empty)."""
+    for batch in read_batches(paths, schema):
+        yield from _records(batch)
+
+
+def read_batches(paths: Iterable[Path], schema: Schema) -> Iterator[RecordBatch]:
+    """The rows of each file in turn as RecordBatches, one per block Arrow parsed (``-`` is CSV on
+    stdin). ``data`` holds "numbers", float32 [rows, len(schema.numbers)] (NaN only for an allowed
+    missing cell), and "texts", object [rows, len(schema.texts)] (str, None where empty); a bad
+    line or cell is in ``errors``, a file that cannot be read is one batch of one error record."""
     for path in paths:
-        for records in _file_records(path, schema):
-            yield from records
+        yield from _file_batches(path, schema)
 
 
-def _file_records(path: Path, schema: Schema) -> Iterator[list[Record]]:
-    """The records of one file, a batch at a time; one error record if it cannot be read."""
+def _file_batches(path: Path, schema: Schema) -> Iterator[RecordBatch]:
+    """The rows of one file, a batch at a time; one error record if it cannot be read."""
     name = name_of(path)
     count = 0
     try:
         for batch in table_batches(path, [*dict.fromkeys([*schema.numbers, *schema.texts])]):
-            records = _records(name, batch, schema)
-            count += len(records)
-            yield records
+            read = _record_batch(name, batch, schema)
+            count += len(read.ids)
+            yield read
     except InputError as e:
         message = str(e) if str(e).startswith(name) else f"{name}: {e}"
         logger.warning(f"{message}; an error row for the file, the other inputs go on")
-        yield [Record(id=name, error=message)]
+        yield RecordBatch([name], table_data(np.zeros((0, len(schema.numbers)), np.float32), width=len(schema.texts)), {0: message})
         return
     if count == 0:
         logger.warning(f"{name}: no rows, nothing to predict")
 
 
-def _records(name: str, batch: Batch, schema: Schema) -> list[Record]:
-    """Records of one batch in line order: decoded rows, and error rows for bad lines and cells."""
+def _record_batch(name: str, batch: Batch, schema: Schema) -> RecordBatch:
+    """One batch in line order: the decoded rows, and an error for each bad line and cell."""
     numbers, bad_cells = decode_numbers(batch.columns, schema, batch.decimal)
-    texts = list(zip(*(_text_cells(batch.columns[c]) for c in schema.texts))) if schema.texts else [()] * len(numbers)
+    texts = np.empty((len(numbers), len(schema.texts)), dtype=object)
+    for j, column in enumerate(schema.texts):
+        texts[:, j] = _text_cells(batch.columns[column])
     lines = batch.lines.tolist()
     if not batch.errors and not bad_cells:
-        return list(map(Record, [f"{name}:{line}" for line in lines], zip(numbers, texts)))
+        return RecordBatch(list(map(f"{name}:".__add__, map(str, lines))), table_data(numbers, texts))
     reasons = {**batch.errors, **{lines[i]: reason for i, reason in bad_cells.items()}}
-    index = {line: i for i, line in enumerate(lines)}
-    records = []
-    for line in sorted({*lines, *batch.errors}):
-        if line in reasons:
-            records.append(Record(f"{name}:{line}", error=f"{name}:{line}: {reasons[line]}"))
-        else:
-            i = index[line]
-            records.append(Record(f"{name}:{line}", (numbers[i], texts[i])))
-    return records
+    good = np.ones(len(lines), dtype=bool)
+    good[list(bad_cells)] = False
+    every = sorted({*lines, *batch.errors})
+    errors = {i: f"{name}:{line}: {reasons[line]}" for i, line in enumerate(every) if line in reasons}
+    return RecordBatch([f"{name}:{line}" for line in every], table_data(numbers[good], texts[good]), errors)
+
+
+def _records(batch: RecordBatch) -> list[Record]:
+    """The records of one batch, error records in their place."""
+    rows = zip(batch.data["numbers"], map(tuple, batch.data["texts"].tolist()))
+    if not batch.errors:
+        return list(map(Record, batch.ids, rows))
+    return [Record(id, error=batch.errors[i]) if i in batch.errors else Record(id, next(rows)) for i, id in enumerate(batch.ids)]
+
+
+def table_data(numbers: np.ndarray, texts: np.ndarray | None = None, width: int = 0) -> dict[str, np.ndarray]:
+    """A TablePredictor's input: {"numbers": float32 [rows, N], "texts": object [rows, T]}
+    (``texts`` None: ``width`` columns of None)."""
+    if texts is None:
+        texts = np.full((len(numbers), width), None, dtype=object)
+    return {"numbers": numbers, "texts": texts}
+
+
+def stacked(inputs: list[tuple[np.ndarray, tuple]], schema: Schema) -> dict[str, np.ndarray]:
+    """``table_data`` of records' data ``(numbers, texts)`` (``read_records``, ``record_from_object``)."""
+    numbers = np.array([numbers for numbers, _ in inputs], dtype=np.float32).reshape(len(inputs), len(schema.numbers))
+    texts = np.empty((len(inputs), len(schema.texts)), dtype=object)
+    for i, (_, cells) in enumerate(inputs):
+        texts[i] = cells
+    return table_data(numbers, texts)
 
 
 def record_from_object(value: Any, schema: Schema, id: str) -> Record:

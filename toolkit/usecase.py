@@ -27,6 +27,21 @@ class Record:
 
 
 @dataclass
+class RecordBatch:
+    """Many records read at once, as columns: the batch path of batch inference (table rows).
+
+    ``ids``: every record's id, in input order (ids as a Record's). ``errors``: ``{position in
+    ids: message}`` for the records that could not be read; each becomes an error row. ``data``:
+    the other records' inputs as named numpy arrays, each with one row (axis 0) per good record,
+    in the order of ``ids``; the core slices them (``array[positions]``) and hands slices to
+    ``Predictor.predict_batch``."""
+
+    ids: list[str]
+    data: dict[str, Any]
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
 class Sample:
     """What ``UseCase.sample`` wrote: data to train on, to evaluate on, and files to predict over.
 
@@ -141,6 +156,18 @@ class Predictor:
         from applied_aitk.counting import count_records
 
         return count_records(list(paths))
+
+    def read_batches(self, paths: Iterable[Path]) -> Iterator[RecordBatch]:
+        """Optional, the batch path: the records of ``read(paths)`` (same ids, same order, same
+        errors), a RecordBatch at a time, already decoded. A predictor that implements it also
+        implements ``predict_batch``, and batch inference then builds no Python object per record
+        but its output row. ``applied_aitk.tables.TablePredictor`` implements both for table rows."""
+        raise NotImplementedError
+
+    def predict_batch(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row per row of ``data`` (a slice of ``RecordBatch.data``), as ``predict`` returns them;
+        if it raises, the batch runner retries row by row to isolate the bad one."""
+        raise NotImplementedError
 
     def decode(self, record: Record) -> Any:
         """Turn a record into a model input; runs in a thread pool. Raise InputError for bad input."""

@@ -276,11 +276,12 @@ class Preprocessing:
             return None
         return [[c["min"], c["max"]] for c in self.numeric]
 
-    def category_ids(self, texts: list[tuple]) -> np.ndarray:
-        """int64 [rows, C] vocabulary ids of rows whose first C cells are the categorical columns' texts."""
+    def category_ids(self, texts: np.ndarray) -> np.ndarray:
+        """int64 [rows, C] vocabulary ids of text cells, object [rows, >= C] (str or None), whose first
+        C columns are the categorical columns'."""
         ids = np.zeros((len(texts), len(self.categorical)), dtype=np.int64)
         for j, index in enumerate(self.index):
-            ids[:, j] = [index.get(MISSING_TOKEN if is_missing(row[j]) else row[j].strip(), OOV) for row in texts]
+            ids[:, j] = [index.get(MISSING_TOKEN if is_missing(cell) else cell.strip(), OOV) for cell in texts[:, j].tolist()]
         return ids
 
     @property

@@ -6,15 +6,13 @@ that feature's impact. The features with the largest positive impact are reporte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from applied_aitk import Predictor, Record
 from applied_aitk.bundle import Bundle
 from applied_aitk.runtime import Runtime
+from applied_aitk.table_predictor import TablePredictor
 
 from applied_aitk.usecases.fraud import data as fdata
 
@@ -67,13 +65,13 @@ class Scorer:
         return self.run(numeric, categorical)[0]
 
 
-class FraudPredictor(Predictor):
-    """Rows of raw values in; per row: score, flag and the top features (or an error)."""
-
-    threaded_decode = False  # the core table reader hands over decoded rows
+class FraudPredictor(TablePredictor):
+    """Table rows in (the core reads and checks them, a batch at a time); per row: score, flag and
+    the top features (or an error)."""
 
     def __init__(self, scorer: Scorer, explain: int, threshold: float | None, keep: list[str]):
         from applied_aitk.ranges import TrainingRanges
+        from applied_aitk.tables import Schema
 
         self.scorer = scorer
         self.ranges = TrainingRanges(scorer.prep.columns.numeric, scorer.prep.ranges)
@@ -81,39 +79,27 @@ class FraudPredictor(Predictor):
         self.explain = max(int(explain or 0), 0)
         self.threshold = scorer.threshold if threshold is None else float(threshold)
         self.keep = keep
-
-    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per table row (CSV, also gzipped, or Parquet), id "PATH:LINE", read by the core
-        reader: a malformed row, a bad cell or a file without the bundle's columns is an error record."""
-        from applied_aitk.tables import read_records
-
-        return read_records(paths, self.schema())
-
-    def from_json(self, value: Any, id: str) -> Record:
-        """One transaction sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
-        from applied_aitk.tables import record_from_object
-
-        return record_from_object(value, self.schema(), id)
+        prep = scorer.prep
+        self.columns = Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *keep), fdata.MISSING)
 
     def schema(self):
-        from applied_aitk.tables import Schema
+        """The bundle's numeric columns (a missing cell is NaN, for the model to impute), then its
+        categorical columns and the --keep columns as text."""
+        return self.columns
 
+    def predict_batch(self, data: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Per row: score, flag, the top features (with --explain), the --keep cells, range warnings."""
         prep = self.scorer.prep
-        return Schema(tuple(prep.columns.numeric), (*prep.columns.categorical, *self.keep), fdata.MISSING)
-
-    def predict(self, inputs: list[tuple[np.ndarray, tuple]]) -> list[dict[str, Any]]:
-        prep = self.scorer.prep
-        numeric = np.stack([numbers for numbers, _ in inputs]).reshape(len(inputs), len(prep.numeric))
-        numeric, warnings = self.ranges.clip(numeric)
-        texts = [cells for _, cells in inputs]
+        numeric, warnings = self.ranges.clip(data["numbers"])
+        texts = data["texts"]
         categorical = prep.category_ids(texts)
         score, logit = self.scorer.run(numeric, categorical)
         explanations = self._explanations(numeric, categorical, logit, texts) if self.explain else None
         flags = (score >= self.threshold).tolist()
-        n_categorical = len(prep.categorical)
+        kept = texts[:, len(prep.categorical):].tolist()
         rows = []
         for k, value in enumerate(np.round(score.astype(np.float64), 6).tolist()):
-            row: dict[str, Any] = dict(zip(self.keep, texts[k][n_categorical:]))
+            row: dict[str, Any] = dict(zip(self.keep, kept[k]))
             row["score"] = value
             row["flag"] = flags[k]
             if explanations is not None:
@@ -129,12 +115,13 @@ class FraudPredictor(Predictor):
         top = np.argsort(-impacts, axis=1, kind="stable")[:, : self.explain]
         top_impacts = np.round(np.take_along_axis(impacts, top, axis=1).astype(np.float64), 4).tolist()
         features, n_numeric = self.scorer.prep.columns.features, numeric.shape[1]
+        cells = texts.tolist()
 
         def value(k: int, j: int) -> Any:
             if j < n_numeric:
                 v = numeric[k, j]
                 return None if np.isnan(v) else float(f"{v:.7g}")
-            return texts[k][j - n_numeric]
+            return cells[k][j - n_numeric]
 
         return [
             [{"feature": features[j], "value": value(k, j), "impact": x} for j, x in zip(top[k].tolist(), top_impacts[k]) if x > 0]

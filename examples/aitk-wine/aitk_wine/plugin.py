@@ -4,15 +4,15 @@ Module level imports stay light (stdlib and toolkit): aitk imports every plugin 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from applied_aitk import Graph, Predictor, Record, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk import Graph, Predictor, Sample, TrainResult, UseCase, hookimpl
 from applied_aitk.bundle import Bundle
 from applied_aitk.runtime import Runtime
 from applied_aitk.settings import setting
+from applied_aitk.table_predictor import TablePredictor
 
 from aitk_wine import data
 
@@ -82,9 +82,11 @@ labels seen in training, with a probability per label. A small MLP: a baseline t
         import numpy as np
         from sklearn.metrics import accuracy_score, f1_score
 
+        from applied_aitk.tables import table_data
+
         x, labels, _ = data.read_table(data_path, bundle.assets["label"])  # AitkError when it has no rows
         predictor = self.load(bundle, runtime)
-        predicted = [row["label"] for row in predictor.predict(list(x))]
+        predicted = [row["label"] for row in predictor.predict_batch(table_data(x))]
         majority = max(set(labels), key=labels.count)
         return {
             "accuracy": accuracy_score(labels, predicted),
@@ -97,43 +99,36 @@ labels seen in training, with a probability per label. A small MLP: a baseline t
         return ClassifierPredictor(bundle, runtime)
 
 
-class ClassifierPredictor(Predictor):
-    threaded_decode = False  # the core table reader hands over decoded rows
+class ClassifierPredictor(TablePredictor):
+    """Table rows in (the core reads and checks them, a batch at a time), a label and probabilities out."""
 
     def __init__(self, bundle: Bundle, runtime: Runtime):
         from applied_aitk.ranges import TrainingRanges
+        from applied_aitk.tables import Schema
 
         self.session = runtime.session(runtime.model_file(bundle))
         self.provider = self.session.provider
         self.classes = bundle.assets["classes"]
         self.features = bundle.assets["features"]
         self.ranges = TrainingRanges(self.features, bundle.assets.get("ranges"))
+        self.columns = Schema(tuple(self.features))
 
-    def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per CSV row (the core reader: a malformed row or cell is an error row)."""
-        from applied_aitk.tables import Schema, read_records
+    def schema(self):
+        """The feature columns, read as float32 (a missing or non-finite cell is an error row)."""
+        return self.columns
 
-        return read_records(paths, Schema(tuple(self.features)))
-
-    def from_json(self, value: Any, id: str) -> Record:
-        """A row sent to `aitk serve` as ``{column: value}``, checked as a row of a file is."""
-        from applied_aitk.tables import Schema, record_from_object
-
-        return record_from_object(value, Schema(tuple(self.features)), id)
-
-    def decode(self, record: Record):
-        return record.data[0]
-
-    def predict(self, inputs: list) -> list[dict[str, Any]]:
+    def predict_batch(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per row of ``data["numbers"]`` (float32 [rows, features]): label, its probability, all probabilities."""
         import numpy as np
 
-        x, warnings = self.ranges.clip(np.asarray(inputs, dtype=np.float32))
+        x, warnings = self.ranges.clip(data["numbers"])
         (probabilities,) = self.session(x)
-        labels = [self.classes[i] for i in probabilities.argmax(-1).tolist()]
-        rows = [
-            {"label": label, "probability": max(p), "probabilities": dict(zip(self.classes, rounded))}
-            for label, p, rounded in zip(labels, probabilities.tolist(), np.round(probabilities.astype(np.float64), 6).tolist())
-        ]
+        best = probabilities.argmax(-1)
+        labels = [self.classes[i] for i in best.tolist()]
+        top = probabilities[np.arange(len(best)), best].tolist()
+        rounded = np.round(probabilities.astype(np.float64), 6).tolist()
+        rows = [{"label": label, "probability": p, "probabilities": dict(zip(self.classes, r))}
+                for label, p, r in zip(labels, top, rounded)]
         for row, warning in zip(rows, warnings):
             if warning:
                 row["warnings"] = warning

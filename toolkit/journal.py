@@ -1,0 +1,135 @@
+"""The journal of a batch run: rows as JSON lines in ``OUT.partial.jsonl`` as each batch finishes
+(``--resume`` keeps them), then OUT written from it through a temp file and a rename; or, for
+OUT ``-``, each batch's rows on stdout. A use case's ``layout`` applies as OUT is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from applied_aitk.console import get_logger
+from applied_aitk.errors import AitkError
+from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
+
+logger = get_logger(__name__)
+Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]
+"""A record's row -> the rows written for it (an error row is passed through as it is)."""
+
+
+class StdoutJournal:
+    """``--out -``: each batch's rows as JSON lines on stdout as soon as it is done (no resume)."""
+
+    out = "-"
+
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.ids: set[str] = set()
+        self.failed = 0
+        self.file = sys.stdout
+        self.layout = layout
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        """Append ``rows`` as JSON lines, the batch in one write; returns how many are error rows.
+
+        A row holding NaN or an infinity anywhere is written as an error row naming the field:
+        nothing non-finite reaches an output."""
+        data, rows = json_lines(rows)
+        bad = sum(1 for row in rows if row.get("error") is not None) if b'"error":' in data else 0
+        data = self.written(data, rows)
+        self.file.write(data.decode("utf-8") if self.file is sys.stdout else data)  # stdout takes text, the journal bytes
+        self.file.flush()
+        self.failed += bad
+        return bad
+
+    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
+        """What goes to the file for ``rows`` (their JSON lines ``text``): on stdout, laid out."""
+        return text if self.layout is None else json_lines(list(laid_out(rows, self.layout)))[0]
+
+    def abandon(self) -> None:
+        pass
+
+    def close(self, inputs: set[str] | None = None) -> int:
+        return self.failed
+
+
+class Journal(StdoutJournal):
+    """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
+
+    def __init__(self, out: Path, resume: bool, layout: Layout | None = None):
+        out = Path(out)
+        if out.suffix.lower() not in FORMATS:
+            raise AitkError(f"--out {out}: expected a file ending in {', '.join(FORMATS)}")
+        self.out = out
+        self.path = out.with_name(out.name + ".partial.jsonl")
+        self.ids: set[str] = set()
+        self.error_ids: set[str] = set()
+        self.failed = 0
+        self.layout = layout
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if resume and not self.path.exists() and out.exists():
+            write_jsonl(read_rows(out), self.path)
+        if resume and self.path.exists():
+            self._keep_complete_lines()
+        else:
+            self.path.write_text("")
+        self.file = open(self.path, "ab")
+
+    def _keep_complete_lines(self) -> None:
+        """Drop a last line cut short by a kill; remember the ids already done."""
+        data = self.path.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]
+        with open(self.path, "wb") as f:
+            f.write(data)
+        for line in data.splitlines():
+            if line.strip():
+                row = json.loads(line)
+                self.ids.add(row["id"])
+                if row.get("error") is not None:
+                    self.error_ids.add(row["id"])
+        self.failed = len(self.error_ids)
+
+    def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
+        """One row per record in the journal, for --resume: the layout applies when OUT is written."""
+        return text
+
+    def abandon(self) -> None:
+        """The run failed: keep the journal for --resume, unless it holds no rows at all."""
+        self.file.close()
+        if self.path.stat().st_size == 0:
+            self.path.unlink()
+
+    def close(self, inputs: set[str] | None = None) -> int:
+        """Write OUT from the journal (temp file + rename), remove the journal; returns error rows in OUT.
+
+        Rows kept by --resume for records not among ``inputs`` (the ids of every record this run
+        read; None: keep all) are left out with a warning, so OUT holds exactly this run's records."""
+        self.file.close()
+        stale = self.ids - inputs if inputs is not None else set()
+        if stale:
+            logger.warning(f"--resume: {len(stale)} row(s) in {self.out.name} are for records not in these inputs "
+                           f"(first: {min(stale)!r}); they are left out")
+            self.failed -= len(stale & self.error_ids)
+        if self.out.suffix.lower() == ".jsonl" and self.layout is None and not stale:
+            os.replace(self.path, self.out)
+        else:
+            layout = self.layout
+
+            def rows() -> Iterator[dict[str, Any]]:
+                kept = (row for row in read_jsonl(self.path) if row["id"] not in stale)
+                return kept if layout is None else laid_out(kept, layout)
+
+            write_rows(rows, self.out)
+            self.path.unlink()
+        return self.failed
+
+
+def laid_out(rows: Iterable[dict[str, Any]], layout: Layout) -> Iterator[dict[str, Any]]:
+    """The rows written for ``rows``: error rows as they are, the others through ``layout``."""
+    for row in rows:
+        if row.get("error") is not None:
+            yield row
+        else:
+            yield from layout(row)
