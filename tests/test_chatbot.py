@@ -263,6 +263,12 @@ def test_csv_with_domain_option_and_a_bad_domain(bot, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_the_card_shows_the_learning_rate_training_chose(bot):
+    manifest = json.loads((bot["bundle"] / "manifest.json").read_text())
+    assert manifest["config"]["learning_rate"] == 0 and manifest["resolved"] == {"learning_rate": 1e-4}  # epochs=60 was set
+    assert "| learning_rate | 0.0001 (set: 0.0) |" in (bot["bundle"] / "README.md").read_text()
+
+
 def test_a_training_csv_with_excels_sep_hint_reads_and_names_bad_lines(tmp_path):
     from applied_aitk import AitkError
     from applied_aitk.usecases.chatbot.data import read_csv

@@ -189,6 +189,12 @@ def test_the_bundle_carries_a_model_card_with_its_data_limits_and_checks(trained
     assert "## Intended use\n\nForecasting the next `horizon` steps" in card and "- A series needs at least `context_length`" in card
     assert "| horizon | 7 |" in card and "| context_length | 28 |" in card and "| quantiles | [0.1, 0.5, 0.9] |" in card
     assert "| model.onnx | {" in card and "| model.int8.onnx | {" in card  # parity, and int8 against fp32
+    assert "| season | 7 (set: 0) |" in card and "| format | long (set: auto) |" in card and '| freq | D (set: "") |' in card  # what training used
+    manifest = json.loads(run_aitk("bundle", "info", str(trained["bundle"]), "--json", plugins="forecast").stdout)
+    assert manifest["config"]["season"] == 0 and manifest["resolved"] == {"format": "long", "time_column": "date", "id_column": "series",
+                                                                         "target": "value", "freq": "D", "season": 7}
+    info = run_aitk("bundle", "info", str(trained["bundle"]), plugins="forecast").stdout
+    assert "7 (set: 0)" in info and "long (set: auto)" in info
     assert "aitk forecast predict BUNDLE INPUT... --out predictions.jsonl" in card
 
 

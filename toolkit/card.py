@@ -81,7 +81,9 @@ def summary(bundle: Bundle) -> dict[str, Any]:
         "model card": str(bundle.path / CARD) if bundle.has(CARD) else "none",
         "data": manifest.get("data", "not recorded"),
         "files": {name: f"{size / 1e6:.2f} MB" for name, size in sizes.items()},
-        "config": manifest["config"],
+        "config": {**manifest["config"], **manifest.get("resolved", {})},
+        **({"resolved at training": {k: _resolved(v, manifest["config"].get(k)) for k, v in manifest["resolved"].items()}}
+           if manifest.get("resolved") else {}),
         "metrics": manifest["metrics"],
         "graphs": manifest["graphs"],
         "libraries": manifest.get("libraries", "not recorded"),
@@ -116,7 +118,7 @@ def model_card(manifest: dict[str, Any], summary: str, text: str) -> str:
         text.strip() + "\n" if text.strip() else "## Intended use and limitations\n\nThe plugin declares none.\n",
         "## Metrics\n\nMeasured at training:\n\n" + _table(_flat(manifest["metrics"])),
         "## Export checks\n\n" + _table(_checks(manifest["graphs"]), ("file", "check")),
-        "## Training settings\n\n" + _table(_flat(manifest["config"]), ("setting", "value")),
+        "## Training settings\n\n" + _table(_flat(_settings(manifest)), ("setting", "value")),
         "## Libraries\n\n" + _table(manifest.get("libraries") or {}, ("library", "version")),
         f"## How to use\n\n```\naitk {usecase} predict BUNDLE INPUT... --out predictions.jsonl\n"
         f"aitk {usecase} evaluate BUNDLE DATA --report report\naitk serve BUNDLE\naitk bundle info BUNDLE\n```\n\n"
@@ -124,6 +126,21 @@ def model_card(manifest: dict[str, Any], summary: str, text: str) -> str:
         "loading the bundle checks them.\n",
     ]
     return "\n".join(parts)
+
+
+def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The training settings with the values training used: a setting it worked out itself (0 or
+    "auto" meaning "from the data") shows its value and what was set, ``14 (set: 0)``."""
+    resolved = manifest.get("resolved") or {}
+    config = manifest["config"]
+    return {k: _resolved(resolved[k], config.get(k)) if k in resolved else v for k, v in {**config, **resolved}.items()}
+
+
+def _resolved(used: Any, given: Any) -> str:
+    def shown(value: Any) -> str:
+        return value if isinstance(value, str) and value else _compact(value)
+
+    return f"{shown(used)} (set: {shown(given)})"
 
 
 def _data(facts: dict[str, Any] | None) -> str:

@@ -8,7 +8,9 @@ Format 2 (``manifest.json``)::
     plugin           {"name", "version"}: the distribution that registered the use case
     toolkit_version  the aitk that wrote the bundle
     created          ISO 8601 time, UTC
-    config           the training settings
+    config           the training settings, as given
+    resolved         (optional) {setting: value used} for settings training worked out itself
+                     (a 0 or "auto" meaning "from the data")
     graphs           {"model": GRAPH, ...}: the ONNX graphs; "model" is the one predict runs
     assets           the use case's JSON settings (preprocessing, thresholds, labels...)
     metrics          figures measured at training
@@ -52,6 +54,8 @@ def validate(manifest: Any, where: str) -> dict[str, Any]:
         _text(plugin, key, where, "plugin.")
     for key in ("config", "assets", "metrics"):
         _field(top, key, dict, where)
+    if "resolved" in top:
+        _field(top, "resolved", dict, where)
     files = _field(top, "files", dict, where)
     for name, digest in files.items():
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):

@@ -59,6 +59,8 @@ def package(result: TrainResult, out: Path, usecase: UseCase, config: Any, varia
             _write_file(writer, name, value)
         writer.manifest["assets"] = result.assets
         writer.manifest["metrics"] = result.metrics
+        if result.resolved:
+            writer.manifest["resolved"] = result.resolved
         if data is not None:
             writer.manifest["data"] = data_facts(data)
         writer.manifest["libraries"] = library_versions()

@@ -119,7 +119,9 @@ class TrainResult:
     ``metrics``: figures measured at training (JSON). ``history``: one row per epoch (or
     evaluation step) of training, e.g. ``applied_aitk.train.fit``'s, written as history.csv.
     ``checkpoint``: a folder of training checkpoints to resume an interrupted run from; `train`
-    removes it once the bundle is written (a completed run has nothing to resume)."""
+    removes it once the bundle is written (a completed run has nothing to resume). ``resolved``:
+    the value training used for each setting it worked out itself (a 0 or "auto" that means "from
+    the data"), by setting name; the manifest records them and the model card shows them."""
 
     graphs: list[Graph]
     weights: dict[str, Any]
@@ -128,6 +130,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
+    resolved: dict[str, Any] = field(default_factory=dict)
 
 
 class Predictor:

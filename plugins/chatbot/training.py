@@ -73,6 +73,7 @@ def train(data: Path, config, runtime: Runtime) -> TrainResult:
         files={"tokenizer.json": tokenizer.to_str(), "domain.json": _stored_domain(domain), "encoder_config.json": encoder.config.to_dict()},
         metrics=metrics,
         history=history,
+        resolved={k: v for k, v in zip(("learning_rate", "epochs"), auto_settings(config).values()) if not getattr(config, k)},
     )
 
     def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:

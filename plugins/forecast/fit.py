@@ -109,7 +109,17 @@ def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
         f"context {spec.context_length}, horizon {spec.horizon}, season {spec.season}")
     trained = fit(series, spec, freq, config, runtime)
     trained.metrics.update(series=len(series), skipped_series=len(bad))
-    return train_result(schema, spec, series, trained)
+    result = train_result(schema, spec, series, trained)
+    result.resolved = resolved_settings(config, schema, spec)
+    return result
+
+
+def resolved_settings(config: Any, schema: data.Schema, spec: Spec) -> dict[str, Any]:
+    """The value used for each setting left to training (0, empty or "auto": from the data)."""
+    used = {"format": schema.format, "time_column": schema.time, "id_column": schema.id, "target": ",".join(schema.targets),
+            "freq": schema.freq, "horizon": spec.horizon, "context_length": spec.context_length, "season": spec.season}
+    return {name: value for name, value in used.items()
+            if value not in (None, "") and getattr(config, name, None) in (0, "", "auto", None, [])}
 
 
 def calendar_span(series: list[Series]) -> float | None:
