@@ -108,7 +108,7 @@ def run_batch(
 
     def batches() -> Iterator[list[dict[str, Any]]]:
         if reads_batches(predictor):  # the batch path: no Record per record
-            for batch in read_new(prefetched(predictor.read_batches(paths)), journal.ids, resumed, inputs):
+            for batch in prefetched(read_new(predictor.read_batches(paths), journal.ids, resumed, inputs)):
                 for part in slices(batch, batch_size):
                     yield batch_rows(predictor, part)
             return
@@ -212,8 +212,9 @@ def read_new(batches: Iterable[RecordBatch], done: set[str], skipped: Counter,
 
 def prefetched(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     """``items`` as a thread computes them, up to ``depth`` ahead: reading the next RecordBatch
-    (Arrow's parsing and casts, which release the GIL) overlaps predicting this one. The reader's
-    errors are raised here, in order."""
+    overlaps predicting this one (Arrow's parsing and ONNX Runtime release the GIL, so on two
+    cores the reader's Python work runs while the model does). The reader's errors are raised
+    here, in order."""
     items = iter(items)
     end = object()
     with ThreadPoolExecutor(1) as reader:  # one thread: the iterator is advanced in order, never twice at once
