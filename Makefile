@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test bench clean bubblewrap chromium
+.PHONY: demo test bench clean bubblewrap chromium wrk
 
 $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ bubblewrap:
 chromium:
 	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
+# benchmarks/serve.py loads the server with wrk, a C HTTP load generator (a Debian/Ubuntu package).
+wrk:
+	@command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
+
 demo: $(STAMP) bubblewrap
 	$(BIN)/aitk demo
 
 test: $(STAMP) bubblewrap chromium
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -3,21 +3,25 @@ message per request) at 1, 8 and 64 concurrent clients; requests/s and p50/p99 l
 beside the in-process predictor on the same records in the same run (one record per call, and
 batched). Bundles are trained on each use case's sample data (speed, not accuracy, is measured).
 
-    python benchmarks/serve.py [--clients 1,8,64] [--requests 2000] [--seconds 20] [--soak 100000]
+    python benchmarks/serve.py [--clients 1,8,64] [--requests 2000] [--seconds 10] [--soak 100000]
 
-Each level stops after --requests requests or --seconds, whichever comes first; --soak N then
-sends N more from 64 clients. The server's memory (RSS) is read before and after each level, its
-CPU time per request beside the in-process predictor's per record (a fairer measure than
-requests/s on cores other jobs share). The in-process batched rate is measured again at the end,
-to show how much the machine's load moved during the run."""
+The load comes from wrk (a C HTTP load generator, Debian's `wrk`; `make bench` installs it), one
+thread holding the clients' keep-alive connections, so that the clients, which share the cores
+with the server, cost it little. Each level runs --seconds; --soak N then sends N more from 64
+clients, in rounds of --seconds, the server's memory (RSS) read after each round (its p50 is the
+rounds' median p50, its p99 the worst round's). The in-process
+rows predict --requests records, or what --seconds allows. The server's CPU time per request is
+shown beside the in-process predictor's per record (a fairer measure than requests/s on cores other
+jobs share). The in-process batched rate is measured again at the end, to show how much the
+machine's load moved during the run."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -30,65 +34,94 @@ from common import PYTHON, markdown_table, trained_usecase
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,8,64", help="concurrent clients per level, comma-separated")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per level at most")
-    parser.add_argument("--seconds", type=float, default=20, help="seconds per level at most")
+    parser.add_argument("--requests", type=int, default=2000, help="records per in-process row at most")
+    parser.add_argument("--seconds", type=float, default=10, help="seconds per level (and per soak round, per in-process row at most)")
     parser.add_argument("--only", choices=("fraud", "chatbot"), help="one use case")
     parser.add_argument("--max-wait-ms", default="2", help="the server's --max-wait-ms")
     parser.add_argument("--soak", type=int, default=0, metavar="N", help="then N more requests from 64 clients (memory over a long run)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("benchmarks/serve.py needs wrk, an HTTP load generator: apt-get install wrk (`make bench` installs it)")
     levels = [int(c) for c in args.clients.split(",")]
-    rows = []
+    rows, curves = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [args.only] if args.only else ["fraud", "chatbot"]:
-            rows += bench(name, Path(tmp) / name, levels, args.requests, args.seconds, args.max_wait_ms, args.soak)
-    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; loopback HTTP/1.1 keep-alive, the clients in one process (asyncio on uvloop), "
-          "the server in another; CPU ms: the server's (or the in-process predictor's) CPU time per request (record)\n")
+            table, curve = bench(name, Path(tmp) / name, levels, args.requests, args.seconds, args.max_wait_ms, args.soak)
+            rows += table
+            curves += [f"{name} server RSS over the soak (requests: MB): {curve}"] if curve else []
+    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; loopback HTTP/1.1 keep-alive, the clients in wrk (one thread), "
+          "the server in another process; CPU ms: the server's (or the in-process predictor's) CPU time per request (record)\n")
     print(markdown_table(["model", "how", "requests", "req/s", "p50 ms", "p99 ms", "CPU ms", "errors", "server RSS MB"], rows))
+    print("\n".join(["", *curves]) if curves else "")
 
 
-def bench(name: str, work: Path, levels: list[int], max_requests: int, max_seconds: float, max_wait_ms: str, soak: int) -> list[list]:
+def bench(name: str, work: Path, levels: list[int], max_records: int, seconds: float, max_wait_ms: str, soak: int) -> tuple[list[list], str]:
+    """The rows of one use case's table, and the server's RSS curve over the soak."""
     from applied_aitk.runtime import Runtime
 
     usecase, bundle, sample = trained_usecase(name, work)
     records = _records(name, sample)
+    bodies = work / "bodies.jsonl"  # one request body a line, for wrk
+    bodies.write_text("".join(json.dumps({"records": [record]}) + "\n" for record in records))
     predictor = usecase.load(bundle, Runtime(device="cpu", spinning=False))  # as `aitk serve` runs it
     batched = f"in-process, batches of {usecase.batch_size}"
-    rows = [[name, "in-process, 1 record per call", *_in_process(predictor, records, 1, max_requests, max_seconds), ""],
-            [name, batched, *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""]]
+    rows = [[name, "in-process, 1 record per call", *_in_process(predictor, records, 1, max_records, seconds), ""],
+            [name, batched, *_in_process(predictor, records, usecase.batch_size, max_records, seconds), ""]]
     server, url = _start(bundle.path, max_wait_ms)
+    curve = []
     try:
         before = _rss_mb(server.pid)
-        runs = [(f"{c} clients", c, max_requests, max_seconds) for c in levels] + ([("64 clients, soak", 64, soak, 3600)] if soak else [])
-        for label, clients, budget, seconds in runs:
-            cpu = _cpu_seconds(server.pid)
-            done, took, latencies, errors = _run(_load(url + f"/v1/{name}/predict", records, clients, budget, seconds))
-            cpu = _cpu_seconds(server.pid) - cpu
-            rows.append([name, f"`aitk serve`, {label}", done,
-                         f"{done / took:,.0f}", f"{_ms(latencies, 50)}", f"{_ms(latencies, 99)}", f"{1000 * cpu / max(done, 1):.2f}",
-                         errors, f"{before:.0f} -> {_rss_mb(server.pid):.0f}"])
+        for clients in levels:
+            rows.append([name, f"`aitk serve`, {clients} clients", *_level(server.pid, url + f"/v1/{name}/predict", bodies, clients, seconds), f"{before:.0f} -> {_rss_mb(server.pid):.0f}"])
+        if soak:
+            totals, curve = [0, 0.0, [], [], 0.0, 0], [(0, _rss_mb(server.pid))]
+            while totals[0] < soak:
+                done, took, p50, p99, cpu, errors = _wrk(server.pid, url + f"/v1/{name}/predict", bodies, 64, seconds)
+                totals = [totals[0] + done, totals[1] + took, totals[2] + [p50], totals[3] + [p99], totals[4] + cpu, totals[5] + errors]
+                curve.append((totals[0], _rss_mb(server.pid)))
+            done, took, p50s, p99s, cpu, errors = totals
+            rows.append([name, "`aitk serve`, 64 clients, soak", done, f"{done / took:,.0f}", f"{statistics.median(p50s):.2f}", f"{max(p99s):.2f}",
+                         f"{1000 * cpu / done:.2f}", errors, f"{curve[0][1]:.0f} -> {curve[-1][1]:.0f}"])
     finally:
         server.terminate()
         server.wait(30)
-    rows.append([name, f"{batched}, again", *_in_process(predictor, records, usecase.batch_size, max_requests, max_seconds), ""])
-    return rows
+    rows.append([name, f"{batched}, again", *_in_process(predictor, records, usecase.batch_size, max_records, seconds), ""])
+    return rows, ", ".join(f"{n:,}: {mb:.0f}" for n, mb in curve)
 
 
-def _run(coroutine):
-    """The load's event loop: uvloop's where installed, so that the clients, which share the cores
-    with the server, cost as little as a compiled load generator's would."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+def _level(pid: int, url: str, bodies: Path, clients: int, seconds: float) -> list:
+    done, took, p50, p99, cpu, errors = _wrk(pid, url, bodies, clients, seconds)
+    return [done, f"{done / took:,.0f}", f"{p50:.2f}", f"{p99:.2f}", f"{1000 * cpu / max(done, 1):.2f}", errors]
+
+
+def _wrk(pid: int, url: str, bodies: Path, clients: int, seconds: float) -> tuple[int, float, float, float, float, int]:
+    """(requests answered, seconds, p50 ms, p99 ms, the server's CPU seconds, errors) of ``clients``
+    connections posting the bodies in turn for ``seconds`` (wrk, benchmarks/serve_load.lua);
+    an error is an answer other than 200, an error row, or a broken connection."""
+    script = Path(__file__).with_name("serve_load.lua")
+    cpu = _cpu_seconds(pid)
+    done = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "30s", "-s", str(script), url],
+                          capture_output=True, text=True, env={**os.environ, "AITK_BODIES": str(bodies)}, check=True)
+    cpu = _cpu_seconds(pid) - cpu
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return (result["requests"], result["seconds"], result["p50_us"] / 1000, result["p99_us"] / 1000, cpu,
+            result["bad"] + result["socket_errors"])
 
 
 def _records(name: str, sample) -> list[dict]:
+    """The sample's records as a client sends them: a table row as an object, its numbers as JSON numbers."""
     if name == "fraud":
         with open(sample.predict[0], newline="") as f:
-            return list(csv.DictReader(f))
+            return [{column: _number(cell) for column, cell in row.items()} for row in csv.DictReader(f)]
     lines = [json.loads(line) for line in Path(sample.predict[0]).read_text().splitlines() if line.strip()]
     return [line for line in lines if "text" in line]
+
+
+def _number(cell: str) -> float | str:
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
 
 
 def _in_process(predictor, records: list[dict], batch: int, max_records: int, max_seconds: float) -> list:
@@ -126,53 +159,6 @@ def _start(bundle: Path, max_wait_ms: str):
             time.sleep(0.2)
     server.kill()
     raise SystemExit("the server did not become ready")
-
-
-async def _load(url: str, records: list[dict], clients: int, max_requests: int, max_seconds: float):
-    """``clients`` connections, each posting one record per request (HTTP/1.1 keep-alive) until the
-    budget is spent. A minimal asyncio client, so that the client's own cost stays small."""
-    host, port, path = _split(url)
-    latencies: list[float] = []
-    errors = sent = 0
-    deadline = time.perf_counter() + max_seconds
-
-    async def client() -> None:
-        nonlocal errors, sent
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while sent < max_requests and time.perf_counter() < deadline:
-                body = json.dumps({"records": [records[sent % len(records)]]}).encode()
-                sent += 1
-                t = time.perf_counter()
-                writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (path.encode(), host.encode(), len(body), body))
-                status, answer = await _response(reader)
-                latencies.append(time.perf_counter() - t)
-                if status != 200 or json.loads(answer)["rows"][0].get("error"):
-                    errors += 1
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return len(latencies), time.perf_counter() - started, latencies, errors
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
-
-
-def _split(url: str) -> tuple[str, int, str]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    return parts.hostname, parts.port, parts.path
 
 
 def _ms(latencies: list[float], percentile: int) -> str:

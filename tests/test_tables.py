@@ -1,10 +1,12 @@
 """The core table reader and the batch writer's guard: bad rows isolated, nothing non-finite written."""
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from applied_aitk.batch import Journal
 from applied_aitk.ranges import TrainingRanges, value_ranges
@@ -119,3 +121,22 @@ def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
     frame = read_frame(tmp_path / "eu.csv")
     assert frame["x"].tolist() == [1.5, -25.0] and frame["label"].tolist() == ["a", "b"]
     assert read_frame(tmp_path / "eu.csv", text_cells=True).to_dict("list") == {"x": ["1.5", "-2.5e1"], "code": ["007", "010"], "label": ["a", "b"]}
+
+
+@pytest.mark.parametrize("cell, expected", [
+    (1.5, 1.5), (2, 2.0), ("1.5", 1.5), (None, "field 'a': missing, expected a number"),
+    (True, "field 'a': expected a number, got true/false"), (1e39, "field 'a': 1e+39 does not fit a float32 (largest 3.4e38)"),
+    (10**400, f"field 'a': {10**400} does not fit a float32 (largest 3.4e38)"), ("lots", "field 'a': 'lots' is not a number"),
+])
+def test_a_json_row_takes_numbers_and_numeric_text_and_names_a_bad_field(cell, expected):
+    from applied_aitk.errors import InputError
+    from applied_aitk.tables import record_from_object
+
+    schema = Schema(("a", "b"), ("t",))
+    row = {"a": cell, "b": 3, "t": 7}
+    if isinstance(expected, str):
+        with pytest.raises(InputError, match=re.escape(expected)):
+            record_from_object(row, schema, "0")
+        return
+    numbers, texts = record_from_object(row, schema, "0").data
+    assert numbers.dtype == np.float32 and numbers.tolist() == [expected, 3.0] and texts == ("7",)

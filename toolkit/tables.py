@@ -132,6 +132,35 @@ def record_from_object(value: Any, schema: Schema, id: str) -> Record:
     for column in (*schema.numbers, *schema.texts):
         if column not in value:
             raise InputError(f"field {column!r}: missing; the model needs {', '.join(map(repr, (*schema.numbers, *schema.texts)))}")
+    numbers = _plain_numbers([value[column] for column in schema.numbers])
+    if numbers is None:
+        numbers = _checked_numbers(value, schema)
+    texts = []
+    for column in schema.texts:
+        cell = value[column]
+        if isinstance(cell, (bool, dict, list)):
+            raise InputError(f"field {column!r}: expected text, got {json_type(cell)}")
+        if isinstance(cell, (int, float)):
+            cell = None if cell != cell else str(int(cell)) if float(cell).is_integer() else repr(float(cell))
+        texts.append(cell or None)
+    return Record(id, (numbers, tuple(texts)))
+
+
+def _plain_numbers(cells: list[Any]) -> np.ndarray | None:
+    """float32 [len(cells)] when every cell is a JSON number that fits a float32 (one numpy call:
+    the common case of a request); None otherwise, for ``_checked_numbers`` to say what is wrong."""
+    if not set(map(type, cells)) <= {int, float}:  # bool, None, text: checked cell by cell
+        return None
+    try:
+        numbers = np.array(cells, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64
+        return None
+    if not (np.abs(numbers) <= FLOAT32_MAX).all():  # NaN, an infinity, beyond float32
+        return None
+    return numbers.astype(np.float32)
+
+
+def _checked_numbers(value: dict[str, Any], schema: Schema) -> np.ndarray:
     numbers = np.empty(len(schema.numbers), dtype=np.float32)
     for j, column in enumerate(schema.numbers):
         cell = value[column]
@@ -144,15 +173,7 @@ def record_from_object(value: Any, schema: Schema, id: str) -> Record:
                 raise InputError(f"field {column!r}: {reason}")
             number = float("nan")
         numbers[j] = number
-    texts = []
-    for column in schema.texts:
-        cell = value[column]
-        if isinstance(cell, (bool, dict, list)):
-            raise InputError(f"field {column!r}: expected text, got {json_type(cell)}")
-        if isinstance(cell, (int, float)):
-            cell = None if cell != cell else str(int(cell)) if float(cell).is_integer() else repr(float(cell))
-        texts.append(cell or None)
-    return Record(id, (numbers, tuple(texts)))
+    return numbers
 
 
 def json_type(value: Any) -> str:
@@ -205,6 +226,8 @@ def _to_float(text: str | None) -> float:
         return float(text)
     except (TypeError, ValueError):
         return float("nan")
+    except OverflowError:  # an integer beyond float64
+        return float("inf")
 
 
 def _bad_cell(raw: Any, value: float, missing: frozenset[str]) -> str | None:
@@ -215,7 +238,7 @@ def _bad_cell(raw: Any, value: float, missing: frozenset[str]) -> str | None:
         return "missing, expected a number" if raw is None or not raw.strip() else f"{raw!r} is not a finite number"
     if isinstance(raw, str) and np.isnan(value) and "nan" not in raw.lower():
         return f"{raw!r} is not a number"
-    if np.isfinite(value):
+    if np.isfinite(value) or isinstance(raw, int):
         return f"{raw} does not fit a float32 (largest 3.4e38)"
     return f"{raw!r} is not a finite number"
 

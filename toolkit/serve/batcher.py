@@ -30,6 +30,22 @@ class Ticket:
     arrived: bool = False
 
 
+class _Pending:
+    """One ``submit``'s items on their way through the batches: its future is resolved with their
+    results, in order, when the last one comes back (one future per request, not per item)."""
+
+    __slots__ = ("future", "results", "left")
+
+    def __init__(self, future: asyncio.Future, count: int):
+        self.future, self.results, self.left = future, [None] * count, count
+
+    def done(self, index: int, result: Any) -> None:
+        self.results[index] = result
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results)
+
+
 class Batcher(Generic[T, R]):
     """``await submit(items)`` returns ``run(batch)``'s results for those items, in order.
 
@@ -45,8 +61,9 @@ class Batcher(Generic[T, R]):
         self.on_batch = on_batch
         self.held = 0  # items accepted and not yet answered: the bound of the queue
         self.arriving = 0  # requests accepted whose items are not queued yet (still decoding)
-        self._items: deque[tuple[T, asyncio.Future]] = deque()
+        self._items: deque[tuple[T, _Pending, int]] = deque()
         self._waiter: asyncio.Future | None = None
+        self._ready: Callable[[], bool] = lambda: True  # what the batching task waits for
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aitk-model-{name}")
 
@@ -86,11 +103,10 @@ class Batcher(Generic[T, R]):
 
     async def submit(self, ticket: Ticket, items: list[T]) -> list[R]:
         """Queue ``items`` (room held by ``ticket``) and wait for their results."""
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in items]
-        self._items.extend(zip(items, futures))
+        pending = _Pending(asyncio.get_running_loop().create_future(), len(items))
+        self._items.extend((item, pending, i) for i, item in enumerate(items))
         self._arrived(ticket)
-        return list(await asyncio.gather(*futures))
+        return await pending.future
 
     async def call(self, items: list[T]) -> list[R]:
         """``reserve`` and ``submit`` in one step, for items that need no decoding first."""
@@ -104,6 +120,11 @@ class Batcher(Generic[T, R]):
         self._signal()
 
     def _signal(self) -> None:
+        """Wake the batching task if what it waits for is there (once per batch, not per request)."""
+        if self._waiter is not None and self._ready():
+            self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -112,11 +133,12 @@ class Batcher(Generic[T, R]):
         """Until ``ready()`` (True) or the loop time ``deadline`` (``ready()`` then); a plain future
         woken by ``_signal`` and a timer, no task per wake-up."""
         loop = asyncio.get_running_loop()
+        self._ready = ready
         while not ready():
             if deadline is not None and loop.time() >= deadline:
                 return False
             self._waiter = loop.create_future()
-            timer = None if deadline is None else loop.call_at(deadline, self._signal)
+            timer = None if deadline is None else loop.call_at(deadline, self._wake)
             try:
                 await self._waiter
             finally:
@@ -132,23 +154,22 @@ class Batcher(Generic[T, R]):
             deadline = loop.time() + self.max_wait
             await self._wait(lambda: len(self._items) >= self.max_batch or not self.arriving, deadline)
             batch = [self._items.popleft() for _ in range(min(self.max_batch, len(self._items)))]
-            batch = [(item, future) for item, future in batch if not future.done()]  # timed out or cancelled
+            batch = [entry for entry in batch if not entry[1].future.done()]  # timed out or cancelled
             if not batch:
                 continue
             if self.on_batch:
                 self.on_batch(len(batch))
             try:
-                results = await loop.run_in_executor(self._executor, self.run, [item for item, _ in batch])
+                results = await loop.run_in_executor(self._executor, self.run, [item for item, _, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
             except Exception as e:  # the whole batch failed: every waiting request gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
+                for _, pending, _ in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(e)
                 continue
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
+            for (_, pending, index), result in zip(batch, results):
+                pending.done(index, result)
 
 
 def run_in_thread(function: Callable[..., Any], *args: Any) -> Any:

@@ -4,6 +4,7 @@ Retry-After when a model's queue is full, 504 after the request timeout, and nev
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -30,8 +31,10 @@ class HTTPError(Exception):
         self.status, self.message, self.field, self.headers = status, message, field, headers or {}
 
     def response(self) -> JSONResponse:
-        body = {"error": self.message, **({"field": self.field} if self.field else {})}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.content(), status_code=self.status, headers=self.headers)
+
+    def content(self) -> dict[str, str]:
+        return {"error": self.message, **({"field": self.field} if self.field else {})}
 
 
 def field_name(location: tuple | list) -> str:
@@ -66,26 +69,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def crash_response(method: str, path: str, error: Exception) -> JSONResponse:
     """A 500 for an unexpected failure: one line in the log, none of it in the answer."""
+    return JSONResponse(crash_content(method, path, error), status_code=500)
+
+
+def crash_content(method: str, path: str, error: Exception) -> dict[str, str]:
     logger.error(f"{method} {path}: {type(error).__name__}: {error}")
-    return JSONResponse({"error": f"internal error ({type(error).__name__}); the server log has the details"}, status_code=500)
+    return {"error": f"internal error ({type(error).__name__}); the server log has the details"}
 
 
 async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, work: Awaitable[T]) -> T:
     """Await ``work`` within the request timeout, counted in the metrics; a full queue is a 503
     with Retry-After, a timeout a 504, any HTTPError keeps its status."""
-    with metrics.track(model, endpoint) as status:
-        try:
-            return await _within(work, limits.timeout_s)
-        except QueueFull as e:
-            status["code"] = 503
-            raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
-        except asyncio.TimeoutError:
-            status["code"] = 504
-            raise HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
-        except HTTPError as e:
-            status["code"] = e.status
-            raise
-
+    started, code = time.perf_counter(), 500
+    try:
+        result = await _within(work, limits.timeout_s)
+        code = 200
+        return result
+    except QueueFull as e:
+        code = 503
+        raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
+    except asyncio.TimeoutError:
+        code = 504
+        raise HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
+    except HTTPError as e:
+        code = e.status
+        raise
+    finally:
+        metrics.request(model, endpoint, code, time.perf_counter() - started)
 
 
 async def _within(work: Awaitable[T], seconds: float) -> T:

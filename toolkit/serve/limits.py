@@ -38,6 +38,30 @@ async def send_json(send, status: int, body: bytes, headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
+async def limited_body(scope, receive, send, limit: int) -> bytes | None:
+    """The whole request body; None if the client went away, or after answering 413 for a body
+    over ``limit`` bytes (by its Content-Length at once, else as soon as it grows past it)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return await _too_large(send, limit)
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return await _too_large(send, limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _too_large(send, limit: int) -> None:
+    await send_json(send, 413, error_body(f"request body larger than {limit} bytes (--max-body-bytes)", "body"))
+
+
 class BodyLimit:
     """413 for a body over ``limit`` bytes: by its Content-Length at once, else while it streams in."""
 
@@ -47,22 +71,10 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await send_json(send, 413, self._message())
-        chunks, size = [], 0
-        while True:  # read the body here, so a body that grows past the limit never reaches the app
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return await send_json(send, 413, self._message())
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        body, delivered = b"".join(chunks), False
+        body = await limited_body(scope, receive, send, self.limit)  # a body past the limit never reaches the app
+        if body is None:
+            return
+        delivered = False
 
         async def replay() -> dict[str, Any]:
             nonlocal delivered
@@ -72,9 +84,6 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    def _message(self) -> bytes:
-        return error_body(f"request body larger than {self.limit} bytes (--max-body-bytes)", "body")
 
 
 class ApiKey:
@@ -87,13 +96,24 @@ class ApiKey:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-api-key", b"")
-        authorization = headers.get(b"authorization", b"")
-        if authorization[:7].lower() == b"bearer ":
-            given = authorization[7:].strip()
-        if not hmac.compare_digest(given, self.key):
-            reason = "missing API key" if not given else "wrong API key"
-            return await send_json(send, 401, error_body(f"{reason}: send Authorization: Bearer KEY or X-API-Key: KEY", "authorization"),
-                                   [(b"www-authenticate", b"Bearer")])
+        if not await key_checked(self.key, scope, send):
+            return
         await self.app(scope, receive, send)
+
+
+async def key_checked(key: bytes, scope, send) -> bool:
+    """True if the request carries ``key``; else answers 401 and returns False."""
+    given = authorization = b""
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            given = value
+        elif name == b"authorization":
+            authorization = value
+    if authorization[:7].lower() == b"bearer ":
+        given = authorization[7:].strip()
+    if hmac.compare_digest(given, key):
+        return True
+    reason = "missing API key" if not given else "wrong API key"
+    await send_json(send, 401, error_body(f"{reason}: send Authorization: Bearer KEY or X-API-Key: KEY", "authorization"),
+                    [(b"www-authenticate", b"Bearer")])
+    return False

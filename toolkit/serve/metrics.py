@@ -3,10 +3,6 @@ batch sizes, records and error rows, queue depth, all labelled by model."""
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-from typing import Iterator
-
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -28,20 +24,10 @@ class Metrics:
         self._children: dict[tuple, object] = {}
         self.queued = Gauge("aitk_queued_records", "Records a model holds (queued, decoding or running)", ["model"], registry=r)
 
-    @contextmanager
-    def track(self, model: str, endpoint: str) -> Iterator[dict]:
-        """Count and time one request; the block sets ``status["code"]`` (200 unless it does)."""
-        status = {"code": 200}
-        started = time.perf_counter()
-        try:
-            yield status
-        except BaseException:
-            if status["code"] == 200:
-                status["code"] = 500
-            raise
-        finally:
-            self._child(self.latency, model, endpoint).observe(time.perf_counter() - started)
-            self._child(self.requests, model, endpoint, str(status["code"])).inc()
+    def request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
+        """Count one request answered with status ``code`` after ``seconds``."""
+        self._child(self.latency, model, endpoint).observe(seconds)
+        self._child(self.requests, model, endpoint, str(code)).inc()
 
     def batch(self, model: str, size: int) -> None:
         self._child(self.batches, model).observe(size)

@@ -1,29 +1,28 @@
 """``POST /v1/{model}/predict``: records from JSON or uploaded files, decoded and batched into the
 model's rows, and the direct ASGI path that answers JSON requests.
 
-A one-record request costs the server more in FastAPI's routing, dependency solving and middleware
-than in the model (measured for fraud: about half the event loop's time per request), so
-``PredictPath`` answers ``POST /v1/{model}/predict`` with a JSON body itself, with the same rows and
-errors, and leaves every other request (uploads, unknown models, the docs) to the FastAPI app."""
+A one-record request costs the server more in framework work than in the model (fraud, py-spy
+under load: FastAPI's and our middleware, Starlette's request and response objects, the standard
+library's JSON, a future per record gathered), so ``PredictPath`` answers ``POST /v1/{model}/predict``
+with a JSON body before FastAPI's middleware and routing (``ServeApp``), with the same rows,
+errors, API key and body limit, JSON in and out through orjson; every other request (uploads,
+unknown models, the docs) goes through the FastAPI app."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
-from applied_aitk.console import get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.serve.batcher import run_in_thread
-from applied_aitk.serve.http import HTTPError, crash_response, guarded
-from applied_aitk.serve.limits import Limits
+from applied_aitk.serve.http import HTTPError, crash_content, guarded
+from applied_aitk.serve.limits import Limits, key_checked, limited_body, send_json
 from applied_aitk.serve.metrics import Metrics
 from applied_aitk.serve.models import ServedModel
 from applied_aitk.usecase import Predictor, Record
-
-logger = get_logger(__name__)
 
 
 async def predict_rows(served: ServedModel, records: list[Record]) -> list[dict[str, Any]]:
@@ -40,9 +39,12 @@ def json_records(predictor: Predictor, body: bytes, limits: Limits) -> list[Reco
     """The records of a JSON body ``{"records": [...]}``; a value that cannot be a record is an
     error record. HTTPError (4xx naming the field) for a body of another shape."""
     try:
-        parsed = json.loads(body)
-    except ValueError as e:
-        raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and the standard library takes (NaN, Infinity): as before, not a 400
+            parsed = json.loads(body)
+        except ValueError as e:
+            raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
     if not isinstance(parsed, dict) or "records" not in parsed:
         raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "records")
     values = parsed["records"]
@@ -85,20 +87,17 @@ def check_count(count: int, limits: Limits, field: str) -> None:
 
 
 class PredictPath:
-    """ASGI middleware: ``POST /v1/{model}/predict`` with a JSON body for a served model, answered
-    here; anything else goes on to ``app``."""
+    """``POST /v1/{model}/predict`` with a JSON body for a served model, answered straight from
+    ASGI: the API key, the body limit, the records, the batcher, the rows as JSON."""
 
-    def __init__(self, app, models: dict[str, ServedModel], limits: Limits, metrics: Metrics):
-        self.app, self.models, self.limits, self.metrics = app, models, limits, metrics
+    def __init__(self, models: dict[str, ServedModel], limits: Limits, metrics: Metrics, api_key: str | None):
+        self.models, self.limits, self.metrics = models, limits, metrics
+        self.key = api_key.encode() if api_key else None
 
-    async def __call__(self, scope, receive, send) -> None:
-        served = self._target(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if served is None:
-            return await self.app(scope, receive, send)
-        response = await self._answer(served, scope, receive)
-        await response(scope, receive, send)
-
-    def _target(self, scope) -> ServedModel | None:
+    def target(self, scope) -> ServedModel | None:
+        """The model a request is for, if it is one for this path; None for any other request."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
@@ -110,18 +109,30 @@ class PredictPath:
                 return None
         return served
 
-    async def _answer(self, served: ServedModel, scope, receive) -> JSONResponse:
+    async def answer(self, served: ServedModel, scope, receive, send) -> None:
+        if self.key is not None and not await key_checked(self.key, scope, send):
+            return
+        body = await limited_body(scope, receive, send, self.limits.max_body_bytes)
+        if body is None:
+            return
+        headers: dict[str, str] = {}
         try:
-            body = await Request(scope, receive).body()
-            work = _rows(served, body, self.limits)
-            rows = await guarded(self.metrics, self.limits, served.name, "predict", work)
+            rows = await guarded(self.metrics, self.limits, served.name, "predict", _rows(served, body, self.limits))
             self.metrics.rows(served.name, rows)
-            return JSONResponse({"model": served.name, "rows": rows})
+            status, content = 200, {"model": served.name, "rows": rows}
         except HTTPError as e:
-            return e.response()
+            status, content, headers = e.status, e.content(), e.headers
         except Exception as e:  # as the app's handler: one line in the log, no traceback in the answer
-            return crash_response(scope["method"], scope["path"], e)
+            status, content = 500, crash_content(scope["method"], scope["path"], e)
+        await send_json(send, status, _dumps(content), [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
 
 async def _rows(served: ServedModel, body: bytes, limits: Limits) -> list[dict[str, Any]]:
     return await predict_rows(served, json_records(served.predictor, body, limits))
+
+
+def _dumps(content: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(content)
+    except orjson.JSONEncodeError:  # what orjson cannot encode and the standard library can (integers beyond 64 bits)
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
