@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["core.py", "scale.py", "defects.py", "forecast.py", "fraud.py", "chatbot.py", "codegen.py", "codegen_speed.py"]
+SCRIPTS = ["core.py", "scale.py", "defects.py", "forecast.py", "fraud.py", "chatbot.py", "codegen.py", "codegen_speed.py", "serve.py"]
 
 
 def main() -> None:
