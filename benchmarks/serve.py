@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def bench(name: str, work: Path, levels: list[int], max_records: int, seconds: f
                 done, took, p50, p99, cpu, errors = _wrk(server.pid, url + f"/v1/{name}/predict", bodies, 64, seconds)
                 totals = [totals[0] + done, totals[1] + took, totals[2] + [p50], totals[3] + [p99], totals[4] + cpu, totals[5] + errors]
                 curve.append((totals[0], _rss_mb(server.pid)))
+                print(f"{name} soak: {totals[0]:,} requests, server RSS {curve[-1][1]:.0f} MB", file=sys.stderr, flush=True)
             done, took, p50s, p99s, cpu, errors = totals
             rows.append([name, "`aitk serve`, 64 clients, soak", done, f"{done / took:,.0f}", f"{statistics.median(p50s):.2f}", f"{max(p99s):.2f}",
                          f"{1000 * cpu / done:.2f}", errors, f"{curve[0][1]:.0f} -> {curve[-1][1]:.0f}"])

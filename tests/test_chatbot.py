@@ -334,6 +334,37 @@ def test_serve_conversations_carry_slots_and_hand_off_like_batch_conversations(b
         assert expired.status_code == 404 and "expired" in expired.json()["error"]
 
 
+def test_conversations_on_the_server_expire_when_idle_and_are_capped(monkeypatch):
+    """The server's conversations are bounded: each is dropped after ttl seconds without a
+    message (a message keeps it alive), never while it answers one, and past the cap opening one
+    is a 503, so memory stays flat however many conversations clients open and abandon."""
+    import asyncio
+    import types
+
+    from applied_aitk.serve.http import HTTPError
+    from applied_aitk.usecases.chatbot import serve
+
+    now = [1000.0]
+    monkeypatch.setattr(serve.time, "monotonic", lambda: now[0])
+    store = serve.Conversations(types.SimpleNamespace(domain={}), ttl=10, limit=3)
+    a, b, c = store.open(), store.open(), store.open()
+    with pytest.raises(HTTPError) as full:
+        store.open()
+    assert full.value.status == 503 and full.value.headers["Retry-After"]
+    now[0] += 6
+    store.get(a)  # a message: a's idle time starts again
+    asyncio.run(store.sessions[c].lock.acquire())  # c is answering a message (sent before a)
+    now[0] += 6
+    store.expire()
+    assert list(store.sessions) == [c, a]  # b idle 12 s: dropped; c idle too, but busy
+    with pytest.raises(HTTPError) as gone:
+        store.get(b)
+    assert gone.value.status == 404 and "expired after 10 s idle" in gone.value.message
+    store.sessions[c].lock.release()
+    now[0] += 11
+    assert store.open() and len(store.sessions) == 1  # a and c expired, room again
+
+
 def test_chat_page_in_a_real_browser_asks_for_a_slot_and_hands_off(bot):
     """The /chat page in headless Chromium: type messages, read the replies, through a slot
     question and a hand-off to a person."""

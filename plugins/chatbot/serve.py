@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,23 +41,25 @@ class Message(BaseModel):
 @dataclass
 class Session:
     conversation: Conversation
-    used: float = field(default_factory=time.monotonic)
+    used: float  # time.monotonic() of its last message
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Conversations:
-    """The open conversations of one model, dropped after ``ttl`` seconds without a message."""
+    """The open conversations of one model, at most ``limit``, each dropped after ``ttl`` seconds
+    without a message. Kept in the order of their last message, so that expiring the idle ones
+    looks at those alone (the oldest first), not at every conversation on every request."""
 
-    def __init__(self, policy: Any, ttl: float):
-        self.policy, self.ttl = policy, ttl
-        self.sessions: dict[str, Session] = {}
+    def __init__(self, policy: Any, ttl: float, limit: int = MAX_CONVERSATIONS):
+        self.policy, self.ttl, self.limit = policy, ttl, limit
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
 
     def open(self) -> str:
         self.expire()
-        if len(self.sessions) >= MAX_CONVERSATIONS:
+        if len(self.sessions) >= self.limit:
             raise HTTPError(503, f"{len(self.sessions)} conversations open; retry later", None, {"Retry-After": "60"})
         key = uuid.uuid4().hex
-        self.sessions[key] = Session(Conversation(self.policy))
+        self.sessions[key] = Session(Conversation(self.policy), time.monotonic())
         return key
 
     def get(self, key: str) -> Session:
@@ -65,11 +68,20 @@ class Conversations:
         if session is None:
             raise HTTPError(404, f"conversation {key!r}: no such conversation (ended, or expired after {self.ttl:g} s idle)", "conversation")
         session.used = time.monotonic()
+        self.sessions.move_to_end(key)
         return session
 
+    def end(self, key: str) -> None:
+        self.get(key)
+        del self.sessions[key]
+
     def expire(self) -> None:
+        """Drop the conversations idle for ``ttl`` seconds; one still answering a message stays."""
         cutoff = time.monotonic() - self.ttl
-        for key in [k for k, s in self.sessions.items() if s.used < cutoff and not s.lock.locked()]:
+        while self.sessions:
+            key, session = next(iter(self.sessions.items()))
+            if session.used >= cutoff or session.lock.locked():
+                return
             del self.sessions[key]
 
 
@@ -104,8 +116,7 @@ def add_routes(app: FastAPI, model: Any) -> None:
 
     @app.delete(base + "/{conversation}", tags=[name], status_code=204)
     async def end_conversation(conversation: str) -> Response:
-        conversations.get(conversation)
-        conversations.sessions.pop(conversation, None)
+        conversations.end(conversation)
         return Response(status_code=204)
 
     _add_page(app, name, nlu.domain.get("name", name))
