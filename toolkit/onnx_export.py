@@ -51,6 +51,7 @@ def export(
             output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=opset,
+            custom_opsets={"com.microsoft": 1},  # ONNX Runtime's contrib ops, for modules whose symbolic writes them
             dynamo=False,
         )
         save_onnx(exported, Path(path))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,12 +117,16 @@ class OrtSession:
         """Outputs (numpy arrays) in graph order for ``feeds`` (numpy arrays by input name)."""
         return self.session.run(None, feeds)
 
-    def run_on_device(self, feeds: dict[str, Any]) -> list[Any]:
+    def run_on_device(self, feeds: dict[str, Any], into: dict[str, Any] | None = None) -> list[Any]:
         """Outputs as OrtValues left in the session's device memory (IO binding), for loops that
         feed outputs back in: a KV cache then never crosses to the host and back each step.
-        ``feeds`` may mix numpy arrays and OrtValues from an earlier call; ``.numpy()`` copies one out."""
+        ``feeds`` may mix numpy arrays and OrtValues from an earlier call; ``.numpy()`` copies one out.
+        ``into`` maps output names to OrtValues (``buffer``) written in place and not returned: an
+        output bound to the same buffer as an input (a cache the graph updates in place, as ONNX
+        Runtime's GroupQueryAttention does) is then never copied or reallocated."""
         import numpy as np
 
+        into = into or {}
         binding = self.session.io_binding()
         for name, value in feeds.items():
             if isinstance(value, np.ndarray):
@@ -129,9 +134,20 @@ class OrtSession:
             else:
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
-            binding.bind_output(name, self.device_type)
+            if name in into:
+                binding.bind_ortvalue_output(name, into[name])
+            else:
+                binding.bind_output(name, self.device_type)
         self.session.run_with_iobinding(binding)
-        return binding.get_outputs()
+        outputs = binding.get_outputs()
+        return [value for name, value in zip(self.output_names, outputs) if name not in into]
+
+    def buffer(self, shape: Sequence[int], dtype: Any = "float32") -> Any:
+        """An OrtValue of ``shape`` in the session's device memory (contents undefined), for ``into``."""
+        import numpy as np
+
+        ort = import_onnxruntime()
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type, self.device_type, 0)
 
     def __call__(self, *arrays: Any) -> list[Any]:
         return self.run(dict(zip(self.input_names, arrays)))

@@ -14,7 +14,7 @@ from applied_aitk.runtime import Runtime
 from applied_aitk.text import pad_ids
 
 from applied_aitk.usecases.codegen.evaluation import perplexity
-from applied_aitk.usecases.codegen.generate import Generator, Sampling
+from applied_aitk.usecases.codegen.generate import IN_PLACE_ATTENTION, Generator, Sampling
 from applied_aitk.usecases.codegen.model import (
     cache_shape, decoder_graph, hf_greedy, load_pretrained, load_pretrained_tokenizer, max_positions, parameter_count, prompt_pass_parity, scorer_graph, special_ids,
     unique_state_dict,
@@ -31,7 +31,7 @@ def train_result(model, tokenizer, context: int, metrics: dict[str, Any], window
     vocab = int(model.config.vocab_size)
     ids = special_ids(model, tokenizer)
     assets = {"source": source, "model_type": model.config.model_type, "context": context, "vocab_size": vocab,
-              "parameters": parameter_count(model), **shape, **ids}
+              "parameters": parameter_count(model), "attention": IN_PLACE_ATTENTION, **shape, **ids}
     result = TrainResult(
         graphs=[], weights=unique_state_dict(model), assets=assets,
         files={"tokenizer.json": tokenizer.to_str(), "model_config.json": model.config.to_dict(), "heldout.json": heldout},

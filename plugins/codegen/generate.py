@@ -24,6 +24,7 @@ from applied_aitk.usecases.codegen.fim import Infill, find_fim, infill_ids, no_f
 logger = get_logger(__name__)
 
 ON_LONG = ("truncate", "error")
+IN_PLACE_ATTENTION = "GroupQueryAttention"  # the bundle asset "attention" of graphs whose cache is updated in place
 
 
 @dataclass
@@ -115,6 +116,9 @@ class Generator:
         self.eos = set(assets["eos_ids"]) | (self.fim.end_ids if self.fim else set())
         self.pad = int(assets["pad_id"])
         self.past_names = [f"past.{i}.{kv}" for i in range(self.layers) for kv in ("key", "value")]
+        # graphs exported with GroupQueryAttention update a cache buffer in place; older bundles' graphs
+        # return past + new as new tensors
+        self.in_place = assets.get("attention") == IN_PLACE_ATTENTION
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(prompt).ids
@@ -175,12 +179,11 @@ class Generator:
         positions = np.maximum(mask.cumsum(1) - 1, 0)
         rows = [self._row(p, sampling, seed) for p, seed in zip(prompts, seeds)]
         seen = None
-        past = [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for _ in self.past_names]
+        steps = max(r.budget for r in rows)
+        step = self._cache(batch, ids.shape[1] + steps)
         feed = ids
-        for _ in range(max(r.budget for r in rows)):
-            # the cache stays in the session's memory (GPU memory under CUDA); only logits come out
-            logits, *past = self.session.run_on_device({"input_ids": feed, "attention_mask": mask, "position_ids": positions, **dict(zip(self.past_names, past))})
-            logits = logits.numpy()
+        for _ in range(steps):
+            logits = step({"input_ids": feed, "attention_mask": mask, "position_ids": positions}).numpy()
             if sampling.repetition_penalty != 1.0:
                 seen = _mark(seen, ids if seen is None else feed, logits.shape[1])
                 logits = _penalize(logits, seen, sampling.repetition_penalty)
@@ -199,6 +202,24 @@ class Generator:
             if on_text and row.emitted < len(row.text):
                 on_text(b, row.text[row.emitted:])
         return [Completion(r.text, r.tokens, r.reason or "length", len(r.prompt)) for r in rows]
+
+    def _cache(self, batch: int, capacity: int) -> Callable[[dict[str, np.ndarray]], Any]:
+        """One step of the graph: ``step(feeds)`` runs it with the cache and returns the logits (an
+        OrtValue). In place: one buffer per layer's keys and values of ``capacity`` positions, bound as
+        both past and present, so each step writes only the new token's keys and values; otherwise
+        the past grows by a copy each step (the cache stays in the session's memory either way)."""
+        if self.in_place:
+            buffers = {n: self.session.buffer((batch, self.kv_heads, capacity, self.head_dim)) for n in self.past_names}
+            into = {n.replace("past.", "present."): b for n, b in buffers.items()}
+            return lambda feeds: self.session.run_on_device({**feeds, **buffers}, into=into)[0]
+        past = {n: np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for n in self.past_names}
+
+        def step(feeds: dict[str, np.ndarray]):
+            logits, *present = self.session.run_on_device({**feeds, **past})
+            past.update(zip(self.past_names, present))
+            return logits
+
+        return step
 
     def _row(self, prompt: list[int], sampling: Sampling, seed: int) -> _Row:
         # Decoding from the last prompt token keeps a leading space that some decoders drop at the start.

@@ -86,26 +86,38 @@ def cache_shape(model) -> dict[str, int]:
 
 
 class KVDecoder(torch.nn.Module):
-    """One decoding step (or a whole prompt) with past keys and values in and out."""
+    """One decoding step (or a whole prompt) with past keys and values in and out; attention is ONNX
+    Runtime's GroupQueryAttention in the exported graph (plugins/codegen/attention.py), so the cache
+    is neither repeated per query head nor concatenated: bound as one buffer for past and present,
+    it is written in place."""
 
     def __init__(self, model):
         import inspect
 
+        from applied_aitk.usecases.codegen.attention import register
+
         super().__init__()
         self.model = model
+        self.heads = int(model.config.num_attention_heads)
+        self.kv_heads = cache_shape(model)["kv_heads"]  # what the model builds (a config may name heads it ignores)
         # transformers 5.x names the cache argument `cache` (`past_key_values` warns, then goes)
         self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        register()
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
-        from transformers import DynamicCache
+        from applied_aitk.usecases.codegen.attention import ATTENTION, PassThroughCache, Step
 
-        cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2])))
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            use_cache=True, logits_to_keep=1, **{self.cache_argument: cache},
-        )
-        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
-        return (out.logits[:, -1].float(), *present)
+        step = Step.of(self.heads, self.kv_heads, attention_mask, input_ids.shape[1], past)
+        config = self.model.config
+        implementation, config._attn_implementation = config._attn_implementation, ATTENTION
+        try:
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                aitk_step=step, **{self.cache_argument: PassThroughCache()},
+            )
+        finally:
+            config._attn_implementation = implementation
+        return (out.logits[:, -1].float(), *step.present)
 
 
 class TokenScorer(torch.nn.Module):
