@@ -128,5 +128,8 @@ class _GroupQueryAttention(torch.autograd.Function):
             attributes["local_window_size_i"] = window  # keys within `window` positions, the query's own included (as transformers)
         if softcap:
             attributes["softcap_f"] = softcap
-        return g.op("com.microsoft::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
-                    absent, absent, absent, bias, outputs=3, **attributes)
+        outputs = g.op("com.microsoft::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
+                       absent, absent, absent, bias, outputs=3, **attributes)
+        for output, like in zip(outputs, (query, past_key, past_value)):  # types given: no "shape inference missing" warnings
+            output.setType(like.type().with_sizes([None] * 3 if like is query else [None] * 4))
+        return outputs
