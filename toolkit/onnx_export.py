@@ -28,12 +28,15 @@ def export(
     atol: float = 1e-4,
     label_output: str | None = None,
     opset: int = 17,
+    custom_opsets: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Export ``module`` and check it; returns the model's schema and parity for the manifest.
 
     ``dynamic_axes`` defaults to axis 0 ("batch") of every input and output. ``parity_inputs``
     (default ``example_inputs``) should hold a batch size other than the export's to prove the
-    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers)."""
+    dynamic axis. ``label_output`` names a score output whose argmax must agree (classifiers).
+    ``custom_opsets``: domains of non-standard ops the module's symbolic functions write, with their
+    versions (``{"com.microsoft": 1}``: ONNX Runtime's contrib ops)."""
     import torch
 
     module = module.eval()
@@ -51,7 +54,7 @@ def export(
             output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=opset,
-            custom_opsets={"com.microsoft": 1},  # ONNX Runtime's contrib ops, for modules whose symbolic writes them
+            custom_opsets=custom_opsets or {},
             dynamo=False,
         )
         save_onnx(exported, Path(path))

@@ -121,7 +121,7 @@ def _export(graph: Graph, path: Path, tmp: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the parity check is the proof
             onnx_export.export(graph.module, graph.example_inputs, path, graph.input_names, graph.output_names,
-                               graph.dynamic_axes, graph.parity_inputs, graph.atol, graph.label_output)
+                               graph.dynamic_axes, graph.parity_inputs, graph.atol, graph.label_output, custom_opsets=graph.custom_opsets)
         if graph.prepare:
             graph.prepare(path)
     entry = {"file": path.name, "schema": onnx_export.onnx_schema(path), "parity": _parity(graph, path)}

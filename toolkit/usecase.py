@@ -88,6 +88,8 @@ class Graph:
     this one, each part's outputs feeding the next part's inputs of the same name; a variant then
     converts only the parts whose ``variants`` allow it (a distance head kept in fp32, say).
     ``prepare(path)`` rewrites an exported file in place before the parity check (fold Pad into Conv...).
+    ``custom_opsets``: domains of non-standard ops the module writes and their versions
+    (``{"com.microsoft": 1}``: ONNX Runtime's contrib ops, such as GroupQueryAttention).
     ``check(variant, path, fp32_path) -> dict`` runs after each file of the graph is written
     ("fp32" for the graph itself); what it returns joins that file's manifest entry. It may add to
     the result's metrics, assets and files (figures measured on the exported graph)."""
@@ -106,6 +108,7 @@ class Graph:
     parts: list[Graph] = field(default_factory=list)
     prepare: Callable[[Path], None] | None = None
     check: Check | None = None
+    custom_opsets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
