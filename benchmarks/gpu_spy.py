@@ -50,8 +50,8 @@ def install(record: Path) -> None:
             self._spy_calls += 1
 
     def watched(method):
-        def call(self, feeds):
-            outputs = method(self, feeds)
+        def call(self, feeds, **kwargs):  # kwargs: run_on_device's `into` (outputs written in place)
+            outputs = method(self, feeds, **kwargs)
             keep(self, feeds, outputs)
             return outputs
 

@@ -91,6 +91,27 @@ def test_ort_greedy_tokens_equal_hf_generate_with_left_padding(loaded):
         assert got.tokens == want and single.tokens == want
 
 
+def test_the_cache_is_updated_in_place_by_group_query_attention(loaded):
+    """The graph's attention is GroupQueryAttention and nothing concatenates a past; the loop that binds
+    one buffer as past and present gives the tokens of the loop whose cache grows (older bundles')."""
+    import copy
+
+    import onnx
+
+    from applied_aitk.usecases.codegen.generate import Sampling
+
+    bundle, generator = loaded
+    graph = onnx.load(str(bundle.model_file(None))).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("GroupQueryAttention") == bundle.assets["layers"] and generator.in_place
+    assert not [n for n in graph.node if n.op_type == "Concat" and any(i.startswith("past.") for i in n.input)]
+    growing = copy.copy(generator)
+    growing.in_place = False
+    prompts = [generator.encode("def add(a, b):\n"), generator.encode("x")]
+    sampling = Sampling(max_new_tokens=12)
+    assert [c.tokens for c in generator.generate(prompts, sampling, [0, 0])] == [c.tokens for c in growing.generate(prompts, sampling, [0, 0])]
+
+
 def test_repetition_penalty_and_sampling_follow_transformers(loaded):
     import torch
 

@@ -115,6 +115,9 @@ def test_outputs_kept_on_the_device_feed_back_in_like_numpy(tmp_path):
         (on_device,) = session.run_on_device({"x": x.numpy(), "h": on_device})
     assert not isinstance(on_device, np.ndarray)
     np.testing.assert_allclose(on_device.numpy(), state, atol=1e-6)
+    buffer = session.buffer((3, 6))
+    assert session.run_on_device({"x": x.numpy(), "h": h.numpy()}, into={"h_next": buffer}) == []  # written in place, not returned
+    np.testing.assert_allclose(buffer.numpy(), session(x.numpy(), h.numpy())[0], atol=1e-6)
 
 
 def test_a_graph_with_external_weights_is_saved_as_one_data_file_beside_it(tmp_path):

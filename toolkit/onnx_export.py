@@ -210,7 +210,10 @@ def quantize_dynamic(src: Path, dst: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process is for static quantization
     try:
-        ort_quantize_dynamic(str(cleaned), str(dst), weight_type=QuantType.QInt8, reduce_range=True)
+        # ONNX's shape inference cannot type the outputs of ONNX Runtime's contrib ops (GroupQueryAttention):
+        # a MatMul fed by one is then taken as float
+        ort_quantize_dynamic(str(cleaned), str(dst), weight_type=QuantType.QInt8, reduce_range=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
         cleaned.unlink(missing_ok=True)
