@@ -276,6 +276,25 @@ def test_reference_solutions_pass_in_the_sandbox_and_pass_at_k(trained):
     assert pass_at_k(10, 3, 1) == pytest.approx(0.3) and pass_at_k(5, 1, 2) == pytest.approx(0.4)
 
 
+def test_fit_keeps_the_best_epoch_current_and_a_checkpoint_restores_it_old_ones_too():
+    from dataclasses import asdict
+
+    import torch
+
+    from applied_aitk.train import fit
+    from applied_aitk.usecases.codegen.trainer import _fit_state
+
+    scores, seen = iter([3.0, 1.0, 2.0]), []
+    result = fit(torch.nn.Linear(1, 1), lambda epoch: [0], lambda batch: 0.5, lambda: {"val_loss": next(scores)}, epochs=3,
+                 on_epoch=lambda done, early: seen.append((done.best_epoch, done.best, early.bad_epochs)))
+    assert seen == [(1, 3.0, 0), (2, 1.0, 0), (2, 1.0, 1)] and (result.best_epoch, result.best) == (2, 1.0)
+    restored, stopper = _fit_state({"result": asdict(result), "early_stopping": {"bad_epochs": 1}})
+    assert (restored.best_epoch, restored.best, stopper.best_epoch, stopper.best, stopper.bad_epochs) == (2, 1.0, 1, 1.0, 1)
+    old = {"result": {**asdict(result), "best_epoch": 0, "best": None}, "early_stopping": {"best": 1.0, "best_epoch": 1, "bad_epochs": 1}}
+    restored, stopper = _fit_state(old)  # a checkpoint written before: early stopping held the best, 0-based
+    assert (restored.best_epoch, restored.best, stopper.best_epoch, stopper.best) == (2, 1.0, 1, 1.0)
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint(trained, tmp_path):
     import os
     import time
@@ -292,7 +311,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(trained, tmp_path):
     run.kill()  # as a power cut would: the checkpoint is whole (written aside, renamed into place)
     run.wait()
     assert not out.exists()
-    steps = json.loads((tmp_path / "bundle.ckpt/state.json").read_text())["result"]["steps"]
+    state = json.loads((tmp_path / "bundle.ckpt/state.json").read_text())["result"]
+    steps, losses = state["steps"], [h["heldout_loss"] for h in state["history"]]
+    assert state["best"] == min(losses) and state["best_epoch"] == losses.index(min(losses)) + 1  # 1-based, as in FitResult
     other = train(corpus, tmp_path / "other", [*TINY[1:], "size=mini", "resume=true", f"checkpoint={tmp_path / 'bundle.ckpt'}"])
     assert other.returncode == 1 and "checkpoint was trained with size='tiny'" in other.stderr
     resumed = train(corpus, out, [*TINY[:3], "max_steps=80", *TINY[4:], "resume=true"])

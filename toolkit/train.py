@@ -85,7 +85,8 @@ class FitResult:
     """What ``fit`` did. ``history`` has one entry per epoch run: ``epoch`` (1-based), ``steps``
     (optimizer steps so far), ``seconds`` (since the start), ``loss`` (mean training loss of the
     epoch's steps) and the validation metrics. ``best_epoch`` is 1-based (the last epoch when there
-    is no validation); ``stopped`` says why training ended: epochs, patience, max_steps or max_time."""
+    is no validation) and ``best`` its monitored value, both kept up to date after every epoch (a
+    checkpoint records them); ``stopped`` says why training ended: epochs, patience, max_steps or max_time."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
@@ -152,8 +153,10 @@ def fit(
         last = result.stopped != "epochs" or epoch == epochs - 1
         if validate is None:
             result.best_epoch = epoch + 1
-        elif stopper.step(values[monitor], module, epoch) and not last:
-            result.stopped, last = "patience", True
+        else:
+            if stopper.step(values[monitor], module, epoch) and not last:
+                result.stopped, last = "patience", True
+            result.best_epoch, result.best = stopper.best_epoch + 1, stopper.best  # so far: what a checkpoint records
         if bars_enabled() or last or epoch % log_every == log_every - 1:
             log_epoch(epoch, epochs, bar=shown, **values)
         if on_epoch is not None:

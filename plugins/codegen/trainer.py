@@ -180,8 +180,7 @@ class Checkpoint:
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "tokenizer.json").write_text(tokenizer_json)
-        early = {"best": stopper.best, "best_epoch": stopper.best_epoch, "bad_epochs": stopper.bad_epochs}
-        state = {"result": asdict(result), "early_stopping": early, "config": asdict(config), "param_groups": groups}
+        state = {"result": asdict(result), "early_stopping": {"bad_epochs": stopper.bad_epochs}, "config": asdict(config), "param_groups": groups}
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         replace_dir(tmp, self.folder)
 
@@ -193,15 +192,25 @@ class Checkpoint:
         saved = self.check(config)
         _load_weights(model, load_file(self.folder / "model.safetensors", device=device))
         optimizer.load_state_dict(_unflatten_optimizer(load_file(self.folder / "optimizer.safetensors", device=device), saved["param_groups"]))
-        result = FitResult(**saved["result"])
-        stopper = EarlyStopping()
-        stopper.best, stopper.best_epoch, stopper.bad_epochs = (saved["early_stopping"][k] for k in ("best", "best_epoch", "bad_epochs"))
+        result, stopper = _fit_state(saved)
         if (self.folder / "best.safetensors").is_file():
             best = {k: v.clone() for k, v in model.state_dict().items()}
             best.update(load_file(self.folder / "best.safetensors", device=device))
             stopper.best_state = best
         logger.info(f"resuming from {self.folder} at step {result.steps}")
         return result, stopper
+
+
+def _fit_state(saved: dict[str, Any]) -> tuple[FitResult, EarlyStopping]:
+    """fit's result and early stopping as a checkpoint left them. The best epoch and value are the
+    result's (``best_epoch`` 1-based); older checkpoints kept them, 0-based, with early stopping."""
+    result = FitResult(**saved["result"])
+    early = saved["early_stopping"]
+    if "best_epoch" in early:
+        result.best, result.best_epoch = early["best"], early["best_epoch"] + 1
+    stopper = EarlyStopping()
+    stopper.best, stopper.best_epoch, stopper.bad_epochs = result.best, result.best_epoch - 1, early["bad_epochs"]
+    return result, stopper
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
