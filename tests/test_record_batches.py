@@ -3,10 +3,13 @@ read as column batches, one bad row among good ones in the same Arrow batch isol
 row, the rest scored from arrays, --resume and repeated ids as on the per-record path."""
 
 import json
+import time
 
 import numpy as np
+import pytest
 
-from applied_aitk.batch import Counter, batch_rows, read_new, run_batch, slices
+from applied_aitk.batch import Counter, batch_rows, prefetched, read_new, run_batch, slices
+from applied_aitk.errors import AitkError
 from applied_aitk.table_predictor import TablePredictor
 from applied_aitk.tables import Schema, read_batches, read_records
 
@@ -98,3 +101,31 @@ def test_resume_and_repeated_ids_on_the_batch_path(tmp_path):
     assert again[0].ids[0] == f"{path}:3" and again[1].ids[0] == f"{path}:3#2" and skipped.value == 2
     assert again[1].errors == {0: batch.errors[1], 2: batch.errors[3]}
     assert again[1].data["numbers"][:, 0].tolist() == [3, 13, 5, 6]
+
+
+def test_the_reader_thread_raises_its_errors_in_order_and_stops_with_the_consumer():
+    def failing():
+        yield 1
+        yield 2
+        raise AitkError("t.csv: cannot read (broken gzip)")
+
+    got = []
+    with pytest.raises(AitkError, match="broken gzip"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+    read = []
+
+    def endless():
+        while True:
+            read.append(len(read))
+            yield read[-1]
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    time.sleep(0.3)
+    settled = len(read)
+    time.sleep(0.3)
+    assert len(read) == settled <= 3 + 1 + 2 + 1  # read no further than the queue holds

@@ -16,6 +16,8 @@ import dataclasses
 import gc
 import glob
 import os
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -214,14 +216,40 @@ def prefetched(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     """``items`` as a thread computes them, up to ``depth`` ahead: reading the next RecordBatch
     overlaps predicting this one (Arrow's parsing and ONNX Runtime release the GIL, so on two
     cores the reader's Python work runs while the model does). The reader's errors are raised
-    here, in order."""
-    items = iter(items)
+    here, in order. The thread is a daemon that stops when the consumer does."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
     end = object()
-    with ThreadPoolExecutor(1) as reader:  # one thread: the iterator is advanced in order, never twice at once
-        pending = deque(reader.submit(next, items, end) for _ in range(depth))
-        while (item := pending.popleft().result()) is not end:
-            pending.append(reader.submit(next, items, end))
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # raised in the consumer
+            put((end, e))
+
+    threading.Thread(target=read, name="aitk-reader", daemon=True).start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
             yield item
+    finally:
+        stop.set()
 
 
 def slices(batch: RecordBatch, size: int) -> Iterator[RecordBatch]:
