@@ -140,3 +140,32 @@ def test_a_json_row_takes_numbers_and_numeric_text_and_names_a_bad_field(cell, e
         return
     numbers, texts = record_from_object(row, schema, "0").data
     assert numbers.dtype == np.float32 and numbers.tolist() == [expected, 3.0] and texts == ("7",)
+
+
+def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alone(tmp_path):
+    import codecs
+    import gzip
+
+    from applied_aitk.tables import record_from_object
+
+    schema = Schema(("a", "b"), ("t",))
+    good = [{"a": 1.5, "b": "2", "t": 7}, {"b": 3, "a": -1e-3, "t": "x", "extra": [1]}, {"a": 0.1, "b": None, "t": None}]
+    lines = [json.dumps(good[0]), json.dumps(good[1]), "", '{"a": 1, "b": 2', "[1, 2]", '{"a": 1, "t": "x"}',
+             '{"a": true, "b": 1, "t": "x"}', "\udcff", json.dumps(good[2])]
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(gzip.compress(codecs.BOM_UTF8 + "\n".join(lines).encode("utf-8", "surrogateescape")))
+    got = records(path, Schema(("a", "b"), ("t",), frozenset({""})))
+    served = [record_from_object(row, schema, "0").data for row in good[:2]]
+    assert got[:2] == [(f"{path}:{i + 1}", (numbers.tolist(), texts), None) for i, (numbers, texts) in enumerate(served)]
+    assert [(id, error) for id, _, error in got[2:7]] == [
+        (f"{path}:4", f"{path}:4: not valid JSON (unexpected end of data at character 15)"),
+        (f"{path}:5", f"{path}:5: expected a JSON object of column: value"),
+        (f"{path}:6", f"{path}:6: field 'b': missing"),
+        (f"{path}:7", f"{path}:7: field 'a': expected a number or text, got true/false"),
+        (f"{path}:8", f"{path}:8: not valid UTF-8 (byte 0 of the line)"),
+    ]
+    assert got[7][0] == f"{path}:9" and got[7][1][0][0] == np.float32(0.1) and np.isnan(got[7][1][0][1]) and got[7][1][1] == (None,)
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"x": 1}\n{"y": 2}\n')
+    assert records(other, schema) == [(str(other), None, f"{other}: missing columns 'a', 'b', 't' (columns: x)")]
+

@@ -1,5 +1,6 @@
 """Table files as Arrow batches of text cells, for ``applied_aitk.tables``: CSV (also gzipped; UTF-8
-with or without a byte-order mark, or UTF-16 with one) and Parquet.
+with or without a byte-order mark, or UTF-16 with one), JSON lines (``.jsonl``, ``.ndjson``: one
+``{column: value}`` object a line, the records `aitk serve` takes) and Parquet.
 
 CSV is read in blocks of whole lines. A first line ``sep=X`` (the hint Excel writes and reads)
 sets the delimiter to X and the header is the line after it. Otherwise the dialect is found
@@ -26,6 +27,7 @@ from applied_aitk.io import base_suffix, open_binary, text_encoding
 
 BLOCK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
+JSON_LINES = (".jsonl", ".ndjson")
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
@@ -47,7 +49,64 @@ def table_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
 
     InputError (the file as a whole cannot be read: a missing column, a header that is not
     text, a broken gzip or Parquet file) names what is wrong, without the file's name."""
-    return _parquet_batches(path, wanted) if base_suffix(path) == ".parquet" else _csv_batches(path, wanted)
+    suffix = base_suffix(path)
+    if suffix == ".parquet":
+        return _parquet_batches(path, wanted)
+    return _jsonl_batches(path, wanted) if suffix in JSON_LINES else _csv_batches(path, wanted)
+
+
+def _jsonl_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
+    """JSON lines in blocks of whole lines: each line one object whose ``wanted`` fields become
+    text cells (a JSON number as its text, null as a null cell); a line that is not UTF-8, not
+    JSON, not an object, lacks a field or holds a list, an object or true/false where a cell
+    belongs is an error for that line alone. A file whose first object has none of the wanted
+    fields is the wrong file: InputError, as for a CSV header without the columns."""
+    import orjson
+    import pyarrow as pa
+
+    checked = False
+    for start, raw_lines in _line_blocks(path):
+        cells: dict[str, list[str | None]] = {c: [] for c in wanted}
+        kept: list[int] = []
+        errors: dict[int, str] = {}
+        for number, line in enumerate(raw_lines, start):
+            reason = _line_problem(line, quotes=False)
+            if reason == "blank":
+                continue
+            try:
+                value = orjson.loads(line) if reason is None else None
+            except orjson.JSONDecodeError as e:
+                reason = f"not valid JSON ({e.msg} at character {e.pos})"
+            if reason is None and not isinstance(value, dict):
+                reason = "expected a JSON object of column: value"
+            if reason is None and not checked:
+                if not any(c in value for c in wanted):
+                    _require(list(value), wanted)
+                checked = True
+            row = _json_cells(value, wanted) if reason is None else reason
+            if isinstance(row, str):
+                errors[number] = row
+                continue
+            kept.append(number)
+            for column, cell in zip(wanted, row):
+                cells[column].append(cell)
+        yield Batch(np.array(kept, dtype=np.int64), {c: pa.array(v, pa.string()) for c, v in cells.items()}, errors)
+
+
+def _json_cells(value: dict[str, Any], wanted: list[str]) -> list[str | None] | str:
+    """The ``wanted`` cells of one JSON object as text (None for null), or why the line is bad."""
+    row: list[str | None] = []
+    for column in wanted:
+        if column not in value:
+            return f"field {column!r}: missing"
+        cell = value[column]
+        if isinstance(cell, (bool, dict, list)):
+            kind = {bool: "true/false", dict: "an object", list: "a list"}[type(cell)]
+            return f"field {column!r}: expected a number or text, got {kind}"
+        if isinstance(cell, (int, float)):
+            cell = str(int(cell)) if float(cell).is_integer() else repr(float(cell))
+        row.append(cell)
+    return row
 
 
 def _parquet_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
@@ -311,14 +370,15 @@ def _not_utf8(block: bytes) -> bool:
         return True
 
 
-def _line_problem(line: bytes) -> str | None:
-    """"blank" for an empty line, a reason for a line Arrow must not parse, else None."""
+def _line_problem(line: bytes, quotes: bool = True) -> str | None:
+    """"blank" for an empty line, a reason for a line Arrow must not parse (not UTF-8; ``quotes``:
+    an odd number of quotes), else None."""
     if not line.strip():
         return "blank"
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as e:
         return f"not valid UTF-8 (byte {e.start} of the line)"
-    if line.count(b'"') % 2:
+    if quotes and line.count(b'"') % 2:
         return "unbalanced quote (a quoted field never closes on this line)"
     return None

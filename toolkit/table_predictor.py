@@ -15,6 +15,9 @@ from applied_aitk.usecase import Predictor, Record, RecordBatch
 if TYPE_CHECKING:
     from applied_aitk.tables import Schema
 
+TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+"""The files a table use case reads (``UseCase.input_suffixes``), each also gzipped."""
+
 
 class TablePredictor(Predictor):
     """Implement ``schema()`` and ``predict_batch(data)``; everything else is done here.
@@ -32,7 +35,7 @@ class TablePredictor(Predictor):
         raise NotImplementedError
 
     def read(self, paths: Iterable[Path]) -> Iterator[Record]:
-        """One record per table row (CSV, also gzipped, or Parquet), id "PATH:LINE"; a malformed
+        """One record per table row (CSV or JSON lines, also gzipped, or Parquet), id "PATH:LINE"; a malformed
         row, a bad cell or a file without the schema's columns is an error record."""
         from applied_aitk.tables import read_records
 

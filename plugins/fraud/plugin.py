@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from applied_aitk import AitkError, Predictor, Sample, TrainResult, UseCase, hookimpl
 from applied_aitk.settings import setting
+from applied_aitk.table_predictor import TABLE_SUFFIXES
 from applied_aitk.usecase import Option
 from applied_aitk.files import atomic_path
 
@@ -65,7 +66,7 @@ class Fraud(UseCase):
     name = "fraud"
     summary = "Fraud detection on transaction tables: a calibrated, thresholded, explained score per row."
     Config = FraudConfig
-    input_suffixes = (".csv", ".parquet")
+    input_suffixes = TABLE_SUFFIXES
     model_card = """## Intended use
 
 Ranking and flagging transactions of the kind in the training table (the same columns) for review:

@@ -12,7 +12,7 @@ from applied_aitk import Graph, Predictor, Sample, TrainResult, UseCase, hookimp
 from applied_aitk.bundle import Bundle
 from applied_aitk.runtime import Runtime
 from applied_aitk.settings import setting
-from applied_aitk.table_predictor import TablePredictor
+from applied_aitk.table_predictor import TABLE_SUFFIXES, TablePredictor
 
 from aitk_wine import data
 
@@ -38,7 +38,7 @@ class Wine(UseCase):
     name = "wine"
     summary = "Tabular classification: a CSV with numeric features and a label column."
     Config = Config
-    input_suffixes = (".csv",)
+    input_suffixes = TABLE_SUFFIXES
     model_card = """## Intended use
 
 Classifying rows of a table like the training CSV (the same numeric feature columns) into the
