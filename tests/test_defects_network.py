@@ -170,3 +170,64 @@ def test_auto_picks_the_best_validation_auroc_and_the_simpler_on_a_tie():
     assert choose({"patchcore": 0.8, "segment": 0.9, "ensemble": 0.85}) == "segment"
     assert choose({"patchcore": 0.9, "segment": 0.9, "ensemble": 0.9}) == "patchcore"
     assert choose({"patchcore": None, "segment": None, "ensemble": None}) == "ensemble"
+
+
+def _plates(rng: np.random.Generator, count: int, defect: bool, side: int = 104) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Grey plates side x side px (a smooth shade and fine noise); with ``defect``, a 4 x 4 px dark
+    spot at a random place. Returns uint8 RGB images [count, side, side, 3] and the spots' corners."""
+    images, corners = [], []
+    for _ in range(count):
+        shade = np.asarray(Image.fromarray(rng.random((6, 6)).astype(np.float32), "F").resize((side, side), Image.Resampling.BICUBIC))
+        image = 110 + 40 * shade + rng.normal(0, 6, (side, side))
+        y, x = (int(v) for v in rng.integers(4, side - 8, 2))
+        if defect:
+            image[y : y + 4, x : x + 4] -= 60
+        images.append(np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, -1))
+        corners.append((y, x))
+    return np.stack(images), corners
+
+
+def test_tiling_finds_a_small_defect_that_a_whole_image_resize_loses(tmp_path):
+    """A 4 px spot on 104 px plates: PatchCore on 4 x 4 tiles of 32 px finds every spot where it is;
+    on the whole plate shrunk to 32 px it ranks them far worse. The tiled model exports to ONNX."""
+    from types import SimpleNamespace
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from applied_aitk.onnx_export import export
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecases.defects import model as M
+    from applied_aitk.usecases.defects import training as T
+    from applied_aitk.usecases.defects.tiling import Tiler
+
+    rng = np.random.default_rng(0)
+    train, _ = _plates(rng, 12, False)
+    good, _ = _plates(rng, 8, False)
+    spotted, corners = _plates(rng, 8, True)
+    test, labels = np.concatenate([good, spotted]), np.r_[np.zeros(8), np.ones(8)]
+    config = SimpleNamespace(coreset_pool=100_000, memory_size=1024, projection=0, seed=0)
+
+    def detector(tiler: Tiler, images: np.ndarray) -> torch.nn.Module:
+        features, _ = M.build_features(M.DEFAULT_BACKBONE, "auto", [1, 2], 32, log=lambda m: None)
+        with torch.no_grad():
+            bank, _ = T.build_bank(features(tiler.split(torch.from_numpy(images))), config)
+        return tiler.wrap(M.DefectModel(features, M.AnomalyHead(bank, 32, 1.0)).eval())
+
+    def shrink(images: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.Resampling.BILINEAR)) for i in images])
+
+    tiler = Tiler(32, 4)
+    assert tiler.input_size == 104 and tiler.count == 16
+    tiled, whole = detector(tiler, train), detector(Tiler(32, 1), shrink(train))
+    with torch.no_grad():
+        maps, scores = tiled(torch.from_numpy(test))
+        _, whole_scores = whole(torch.from_numpy(shrink(test)))
+    assert maps.shape == (16, 104, 104)
+    assert roc_auc_score(labels, scores.numpy()) > 0.95 and roc_auc_score(labels, whole_scores.numpy()) < 0.8
+    for k, (y, x) in enumerate(corners):  # the stitched map peaks on the spot
+        peak = np.unravel_index(int(maps[8 + k].argmax()), (104, 104))
+        assert abs(peak[0] - y - 1.5) <= 6 and abs(peak[1] - x - 1.5) <= 6
+    export(tiled, (torch.from_numpy(test[:2]),), tmp_path / "tiled.onnx", ["image"], ["anomaly_map", "score"], atol=1e-3)
+    onnx_maps, onnx_scores = Runtime(device="cpu").session(tmp_path / "tiled.onnx")(test[:5])
+    np.testing.assert_allclose(onnx_scores, scores[:5].numpy(), rtol=1e-4, atol=1e-3)

@@ -22,6 +22,7 @@ from applied_aitk.console import get_logger
 from applied_aitk.usecases.defects import model as M
 from applied_aitk.usecases.defects import training as T
 from applied_aitk.usecases.defects.network import DefectNet
+from applied_aitk.usecases.defects.tiling import Tiler
 
 logger = get_logger(__name__)
 
@@ -98,20 +99,21 @@ def image_scores(model: Ensemble, images: np.ndarray, batch_size: int) -> dict[s
 
 
 def combine(net: DefectNet, train_images: np.ndarray, train_good: np.ndarray, val_images: np.ndarray, val_defective: np.ndarray,
-            config: Any) -> tuple[Ensemble, dict[str, Any]]:
-    """The ensemble of the trained ``net`` and PatchCore on the good training images, standardised
-    on the good validation images, and the validation AUROC of each method (``selection`` for the
-    manifest). Raises nothing: without validation defects the AUROCs are None."""
+            config: Any, tiler: Tiler) -> tuple[Ensemble, dict[str, Any]]:
+    """The ensemble of the trained ``net`` and PatchCore on the good training images (their tiles),
+    standardised on the good validation images, and the validation AUROC of each method
+    (``selection`` for the manifest; None without validation defects). Images are uint8 at the
+    tiler's input size."""
     from sklearn.metrics import roc_auc_score
 
-    patchcore = patchcore_beside(net, train_images[train_good], config)
+    patchcore = patchcore_beside(net, tiler.split(torch.from_numpy(train_images[train_good])).numpy(), config)
     model = Ensemble(net, patchcore, torch.tensor([[0.0, 1.0], [0.0, 1.0]])).eval()
-    found = image_scores(model, val_images, config.batch_size)
+    found = image_scores(tiler.wrap(model), val_images, config.batch_size)
     good = ~val_defective
     for k, name in enumerate(("segment", "patchcore")):
         values = found[name][good]
         model.scales[k] = torch.tensor([float(values.mean()), max(float(values.std()), 1e-6)])
-    found["ensemble"] = image_scores(model, val_images, config.batch_size)["ensemble"]
+    found["ensemble"] = image_scores(tiler.wrap(model), val_images, config.batch_size)["ensemble"]
     both = val_defective.any() and good.any()
     auroc = {name: float(roc_auc_score(val_defective, found[name])) if both else None for name in METHODS}
     logger.info("validation AUROC: " + ", ".join(f"{n} {v:.3f}" for n, v in auroc.items() if v is not None))
@@ -124,13 +126,16 @@ def choose(auroc: dict[str, float | None]) -> str:
     return max(known, key=lambda m: (auroc[m], -METHODS.index(m))) if known else "ensemble"
 
 
-def with_type_head(patchcore: M.DefectModel, images: np.ndarray, types: np.ndarray, classes: int, config: Any) -> M.DefectModel:
+def with_type_head(patchcore: M.DefectModel, images: np.ndarray, types: np.ndarray, classes: int, config: Any, tiler: Tiler) -> M.DefectModel:
     """PatchCore (when ``method=auto`` chose it) given a defect-type head trained on the typed
-    training defects (``images`` uint8 [N, S, S, 3], ``types`` their indices), as ``method=patchcore`` has."""
+    training defects (``images`` uint8 at the tiler's input size, ``types`` their indices), as
+    ``method=patchcore`` has; with tiles, on each image's highest-scoring tile."""
     old = patchcore.head
     head = M.AnomalyHead(old.bank, old.image_size, config.sigma, classes=classes, channels=old.bank.shape[1])
     with torch.no_grad():
-        features = torch.cat([patchcore.features(torch.from_numpy(images[i : i + config.batch_size])) for i in range(0, len(images), config.batch_size)])
-        pooled = head.pooled(features, head.patch_scores(features))
+        tiles = tiler.split(torch.from_numpy(images))
+        features = torch.cat([patchcore.features(tiles[i : i + config.batch_size]) for i in range(0, len(tiles), config.batch_size)])
+        scores = head.patch_scores(features)
+        pooled = tiler.best(head.pooled(features, scores), scores.flatten(1).amax(1))
     head.classifier.fit(pooled, torch.from_numpy(types).long(), config.classifier_epochs, config.seed)
     return M.DefectModel(patchcore.features, head).eval()

@@ -25,6 +25,7 @@ from applied_aitk.usecases.defects import model as M
 from applied_aitk.usecases.defects import training as T
 from applied_aitk.usecases.defects.network import DefectNet, Encoder, Heads, freeze_early_stages, losses
 from applied_aitk.usecases.defects.synthetic import synthesize
+from applied_aitk.usecases.defects.tiling import Tiler
 
 logger = get_logger(__name__)
 
@@ -109,8 +110,9 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     if not train_items or not val_items:
         raise AitkError(f"{data}: {len(items)} training images are too few to hold out validation groups (val_fraction={config.val_fraction})")
     size = config.image_size
-    train_set = load_arrays(train_items, types, size, config.max_image_pixels)
-    val_set = load_arrays(val_items, types, size, config.max_image_pixels)
+    tiler = Tiler(size, config.tiles if segment else 1)  # the network sees tiles of size; images are read at input_size
+    train_set = load_arrays(train_items, types, tiler.input_size, config.max_image_pixels)
+    val_set = load_arrays(val_items, types, tiler.input_size, config.max_image_pixels)
     real_defects = bool(val_set.defective.any())
     if segment and not real_defects:
         val_set = synthetic_validation(val_set, config.seed)
@@ -122,22 +124,24 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     stages, channels = (config.feature_stages, info["channels"]) if segment else (config.feature_stages[-1:], info["channels"][-1:])
     net = DefectNet(backbone, stages, channels, info["mean"], info["std"], size, classes, segment)  # types-only: the deepest stage alone
     freeze_early_stages(backbone, info["stage_modules"], config.frozen_stages)
-    history = optimise(net, train_set, val_set, config, segment)
+    history = optimise(net, tiler, train_set, val_set, config, segment)
     metrics: dict[str, Any] = {"train_images": len(train_items), "validation_images": len(val_items), "epochs": len(history)}
     model, method = net, "segment" if segment else "types"
     if segment and config.method in ("ensemble", "auto"):
-        model, metrics["selection"] = E.combine(net, train_set.images, ~train_set.defective, val_set.images, val_set.defective, config)
+        model, metrics["selection"] = E.combine(net, train_set.images, ~train_set.defective, val_set.images, val_set.defective, config, tiler)
         method = "ensemble" if config.method == "ensemble" else E.choose(metrics["selection"]["validation_auroc"])
         metrics["selection"].update(method=method, validation="real defects" if real_defects else "synthetic defects on the good validation images")
         logger.info(f"method={config.method}: {method}")
         model = {"segment": net, "ensemble": model, "patchcore": model.patchcore}[method]
         if method == "patchcore" and classes:
             typed = train_set.types >= 0
-            model = E.with_type_head(model, train_set.images[typed], train_set.types[typed], classes, config)
+            model = E.with_type_head(model, train_set.images[typed], train_set.types[typed], classes, config, tiler)
+    model = tiler.wrap(model)
 
     outputs = run(model, val_set.images, config.batch_size)
-    assets: dict[str, Any] = {"preprocessing": T.preprocessing(size, info), "backbone": info, "method": method,
-                              "defect_types": types if classes else [], "frozen_stages": config.frozen_stages, "network_stages": list(stages)}
+    assets: dict[str, Any] = {"preprocessing": T.preprocessing(tiler.input_size, info), "backbone": info, "method": method,
+                              "defect_types": types if classes else [], "frozen_stages": config.frozen_stages, "network_stages": list(stages),
+                              "tiles": {"tiles": tiler.tiles, "tile_size": size, "stride": tiler.stride}}
     if segment:
         threshold, how = T.calibrate(outputs[1], val_set.defective, config.percentile)
         metrics.update(T.validation_metrics(outputs[1], val_set.defective, threshold))
@@ -149,7 +153,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
         metrics["validation_type_accuracy"] = float(np.mean(outputs[-1][typed].argmax(1) == val_set.types[typed])) if typed.any() else None
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     result = TrainResult(graphs=[], weights=model.state_dict(), assets=assets, metrics=metrics, history=history)
-    if method == "patchcore":
+    if method == "patchcore" and tiler.count == 1:
         def check(variant: str, path: Path, fp32: Path) -> dict[str, Any]:
             return int8_check(fp32, path, val_set, config, result) if variant == "int8" else {}
 
@@ -159,9 +163,10 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     return result
 
 
-def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, segment: bool) -> list[dict[str, Any]]:
-    """``applied_aitk.train.fit`` over the training images; the best epoch by validation AUROC (types-only:
-    accuracy) is kept. Returns the history."""
+def optimise(net: DefectNet, tiler: Tiler, train_set: Arrays, val_set: Arrays, config: Any, segment: bool) -> list[dict[str, Any]]:
+    """``applied_aitk.train.fit`` over the training images (tile by tile: each tile's map against
+    its part of the mask, each image's score, the maximum over its tiles, against its label); the
+    best epoch by validation AUROC (types-only: accuracy) is kept. Returns the history."""
     from sklearn.metrics import roc_auc_score
 
     heads = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
@@ -177,8 +182,9 @@ def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, se
 
     def step(rows: np.ndarray) -> float:
         batch = with_synthetic(train_set, rows, config.synthetic_fraction if segment else 0.0, rng)
-        out = net.heads(torch.from_numpy(np.ascontiguousarray(batch.images)))
-        found = losses(out, torch.from_numpy(np.ascontiguousarray(batch.masks)), torch.from_numpy(batch.has_mask),
+        out = tiler.per_image(net.heads(tiler.split(torch.from_numpy(np.ascontiguousarray(batch.images)))))
+        masks = tiler.split(torch.from_numpy(np.ascontiguousarray(batch.masks)))
+        found = losses(out, masks, torch.from_numpy(batch.has_mask).repeat_interleave(tiler.count),
                        torch.from_numpy(batch.defective), torch.from_numpy(batch.types))
         loss = sum(found.values())
         optimizer.zero_grad()
@@ -187,7 +193,7 @@ def optimise(net: DefectNet, train_set: Arrays, val_set: Arrays, config: Any, se
         return float(loss.detach())
 
     def validate() -> dict[str, float]:
-        outputs = run(net, val_set.images, config.batch_size)
+        outputs = run(tiler.wrap(net), val_set.images, config.batch_size)
         if not segment:
             return {"val_accuracy": float(np.mean(outputs[0].argmax(1) == val_set.types))}
         both = val_set.defective.any() and not val_set.defective.all()

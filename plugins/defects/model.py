@@ -290,6 +290,10 @@ class DefectModel(nn.Module):
     def forward(self, images: torch.Tensor):
         return self.head(self.features(images))
 
+    def outputs(self, features: list[torch.Tensor]):
+        """The head on ``[patch features]``: the interface a DefectNet has (for tiling and export)."""
+        return self.head(features[0])
+
 
 def coreset(features: torch.Tensor, size: int, projection: int, seed: int) -> torch.Tensor:
     """Indices of ``size`` rows chosen by greedy k-center on a random projection (PatchCore).

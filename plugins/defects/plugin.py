@@ -39,6 +39,7 @@ class DefectsConfig:
     learning_rate: float = setting(1e-3, "segment: AdamW learning rate of the heads; the fine-tuned backbone stages learn at a tenth of it.", gt=0)
     weight_decay: float = setting(1e-4, "segment: AdamW weight decay.", ge=0)
     synthetic_fraction: float = setting(0.5, "segment: share of good training images that get a synthetic defect (DRAEM noise blobs, CutPaste, scratches) each time they are drawn.", ge=0, le=1)
+    tiles: int = setting(1, "segment, ensemble, auto: cut each image into tiles x tiles overlapping tiles of image_size pixels (read at image_size + (tiles - 1) * 3/4 image_size), maps stitched, score the maximum over tiles: small defects on large images.", ge=1, le=8)
     seed: int = setting(0, "Seed of the split, the coreset and the head.")
 
     deprecated_names: ClassVar[dict[str, str]] = {"layers": "feature_stages"}

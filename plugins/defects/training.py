@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from applied_aitk import Graph, TrainResult
+from applied_aitk import AitkError, Graph, TrainResult
 from applied_aitk.console import get_logger, progress
 from applied_aitk.runtime import Runtime
 from applied_aitk.train import seed_everything
@@ -30,6 +30,9 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     PatchCore: ``ensemble``; the best of the three on validation: ``auto``; and any training set
     without good images: the type classifier alone)."""
     items = D.load_items(data, "train")
+    if config.method == "patchcore" and config.tiles > 1:
+        raise AitkError(f"tiles={config.tiles} needs method=segment, ensemble or auto (method=patchcore runs on whole images; "
+                        f"method=ensemble tiles PatchCore too)")
     if config.method != "patchcore" or not any(i.good for i in items):
         from applied_aitk.usecases.defects import finetune
 
