@@ -82,8 +82,32 @@ def test_dates_in_slots_become_iso_dates_where_they_name_one_day():
              "last monday": "2025-12-29", "on friday": "2026-01-02", "friday": "2026-01-02", "last friday": "2025-12-26",
              "this monday": "2025-12-29", "14/03/2024": "2024-03-14", "03/14/24": "2024-03-14", "12th of March": "2026-03-12",
              "December 28": "2025-12-28", "March 5, 2024": "2024-03-05", "5 jan": "2026-01-05",
-             "05/06/2024": None, "30 feb": None, "this week": None, "2024-13-01": None}
+             "05/06/2024": None, "30 feb": None, "this week": None, "2024-13-01": None,
+             "14-03-2024": "2024-03-14", "2024/03/14": "2024-03-14", "the 12th of March": "2026-03-12", "on the 3rd of sept.": "2025-09-03",
+             "March the 5th": "2026-03-05", "05.05.24": "2024-05-05",  # the same day either way round
+             "juneteenth 5": None, "marching 3": None, "5 mayday": None, "14-03/2024": None}  # a month is a whole word
     assert {text: iso_date(text, today) for text in cases} == cases
+
+
+def test_an_ambiguous_date_is_asked_again_never_guessed_and_month_names_are_whole_words():
+    from applied_aitk.usecases.chatbot.data import normalise_domain
+    from applied_aitk.usecases.chatbot.dialogue import Conversation, Policy, Understanding, extract
+
+    domain = normalise_domain({"intents": {"book": {"responses": ["Booked for {date}"], "required_slots": ["date"]}, "out_of_scope": {}}})
+    assert extract("it was juneteenth 5 or so", domain["slots"]) == {}
+    for message, written in (("paid on the 12th of March", "on the 12th of March"), ("it left on 14-03-2024.", "14-03-2024"),
+                             ("2024/03/14 please", "2024/03/14")):
+        assert extract(message, domain["slots"]) == {"date": written}
+    conversation = Conversation(Policy(domain, ["book", "out_of_scope"], threshold=0.5, margin=0.1, faq_threshold=0.8))
+    book = Understanding(np.array([0.9, 0.1]))
+    first = conversation.respond("book it for 05/06/2024", book)
+    assert first["action"] == "ask_slot" and "slots" not in first
+    assert first["reply"].startswith("Is 05/06/2024 5 June 2024 or 6 May 2024? Please write the month as a word.")
+    unclear = conversation.respond("05/06/2024", book)
+    assert unclear["action"] == "ask_slot" and unclear["reply"].startswith("Is 05/06/2024 5 June 2024 or 6 May 2024?")
+    done = conversation.respond("5 June 2024", book)
+    assert done["action"] == "respond" and done["slots"] == {"date": "2024-06-05"} and done["reply"] == "Booked for 2024-06-05"
+    assert conversation.respond("book it for 14-03-2024", book)["slots"] == {"date": "2024-03-14"}
 
 
 def test_slots_given_up_front_are_not_asked_for(bot, tmp_path):

@@ -1,10 +1,22 @@
-"""Dates as customers write them ("yesterday", "last monday", "12th of March", "03/14/2024") turned
-into ISO dates (YYYY-MM-DD), relative to the day the message is read.
+"""Dates as customers write them ("yesterday", "last monday", "the 12th of March", "03/14/2024",
+"14-03-2024", "2024/03/14") turned into ISO dates (YYYY-MM-DD), relative to the day the message is read.
 
-Only what is unambiguous is converted: 05/06/2024 could be May or June, so it stays as written
-(as does "this week"); 14/03/2024 and 03/14/2024 can only be 14 March. A day and month without a
-year is the nearest such date (within six months either way): "December 28" read on 2 January is
-the past December."""
+Only what names one day for certain is converted, never a guess:
+
+- Month names are whole words: "March", "mar", "mar.", "sept" (not "marching", "juneteenth").
+- All-number dates take ``/``, ``-`` or ``.`` between the parts. Four digits first is year, month,
+  day (2024/03/14). Otherwise the year is last and the order of day and month is read from the
+  numbers: 14/03/2024 and 03/14/2024 can only be 14 March; 05/06/2024 could be 5 June (day first,
+  as in most of the world) or 6 May (month first, as in the US), so it is ambiguous
+  (``ambiguous_readings`` gives both) and not converted: the bot asks which one is meant rather
+  than pick one. 05/05/2024 is the same day either way.
+- A day and month without a year is the nearest such date (within six months either way):
+  "December 28" read on 2 January is the past December.
+- "this week" and the like name no single day and stay as written.
+
+python-dateutil's parser was tried and not used: it completes what is missing from today's date
+and picks an order for ambiguous dates (its fuzzy mode reads "juneteenth 5" as the 5th of the
+current month), which is the wrong value this module must never give."""
 
 from __future__ import annotations
 
@@ -12,25 +24,36 @@ import datetime as dt
 import re
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+MONTH_NAMES = {
+    **{name: i + 1 for i, name in enumerate(MONTHS)},
+    **{name: i + 1 for i, name in enumerate(("january", "february", "march", "april", "may", "june", "july", "august",
+                                             "september", "october", "november", "december"))},
+    "sept": 9,
+}
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
+MONTH_PATTERN = "|".join(sorted(MONTH_NAMES, key=len, reverse=True))
+"""A month name as a whole word (longest first, so "march" is not read as "mar" + "ch"), for regexes."""
+_MONTH = rf"({MONTH_PATTERN})\.?"
 _ORDINAL = r"(?:st|nd|rd|th)?"
+_THE = r"(?:(?:on\s+)?the\s+)?"
 _FORMS = (
-    ("ymd", re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")),
-    ("numeric", re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{2,4})")),
-    ("day_month", re.compile(rf"(\d{{1,2}}){_ORDINAL}\s+(?:of\s+)?{_MONTH}(?:,?\s+(\d{{4}}))?")),
-    ("month_day", re.compile(rf"{_MONTH}\s+(\d{{1,2}}){_ORDINAL}(?:,?\s+(\d{{4}}))?")),
+    ("ymd", re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})")),
+    ("numeric", re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})")),
+    ("day_month", re.compile(rf"{_THE}(\d{{1,2}}){_ORDINAL}\s+(?:of\s+)?{_MONTH}(?:,?\s+(\d{{4}}))?")),
+    ("month_day", re.compile(rf"{_MONTH}\s+(?:the\s+)?(\d{{1,2}}){_ORDINAL}(?:,?\s+(\d{{4}}))?")),
     ("weekday", re.compile(rf"(?:(last|this|on)\s+)?({'|'.join(DAYS)})")),
 )
 _RELATIVE = {"today": 0, "yesterday": -1, "tomorrow": 1}
 
 
 def iso_date(text: str, today: dt.date) -> str | None:
-    """``text`` (a date slot's value as written) as an ISO date, or None when it names no single day.
+    """``text`` (a date slot's value as written) as an ISO date, or None when it names no single
+    day for certain (no date, an impossible one such as 30 February, or an ambiguous one: see the
+    module's docstring).
 
     "last monday" is the latest Monday before today (a week ago when read on a Monday); a weekday
     alone or "on monday" is the latest such day, today included; "this monday", the one of this week."""
-    text = text.strip().lower()
+    text = " ".join(text.strip().lower().split())
     if text in _RELATIVE:
         return (today + dt.timedelta(days=_RELATIVE[text])).isoformat()
     for form, pattern in _FORMS:
@@ -41,6 +64,18 @@ def iso_date(text: str, today: dt.date) -> str | None:
     return None
 
 
+def ambiguous_readings(text: str) -> tuple[dt.date, dt.date] | None:
+    """(day first, month first) for an all-number date both ways valid and different ("05/06/2024":
+    5 June, 6 May); None for any other text."""
+    match = _FORMS[1][1].fullmatch(text.strip())
+    if not match:
+        return None
+    first, _, second, year = match.groups()
+    year_number = int(year) + (2000 if len(year) == 2 else 0)
+    day_first, month_first = _date(year_number, int(second), int(first)), _date(year_number, int(first), int(second))
+    return (day_first, month_first) if day_first and month_first and day_first != month_first else None
+
+
 def _date(year: int, month: int, day: int) -> dt.date | None:
     try:
         return dt.date(year, month, day)
@@ -49,25 +84,24 @@ def _date(year: int, month: int, day: int) -> dt.date | None:
 
 
 def _ymd(groups: tuple, today: dt.date) -> dt.date | None:
-    return _date(int(groups[0]), int(groups[1]), int(groups[2]))
+    return _date(int(groups[0]), int(groups[2]), int(groups[3]))
 
 
 def _numeric(groups: tuple, today: dt.date) -> dt.date | None:
-    first, second, year = (int(g) for g in groups)
-    year += 2000 if year < 100 else 0
-    if first > 12 >= second:
-        return _date(year, second, first)  # day first
-    if second > 12 >= first or first == second:
-        return _date(year, first, second)  # month first (or either)
-    return None  # 05/06: May or June
+    first, second, year = int(groups[0]), int(groups[2]), groups[3]
+    year_number = int(year) + (2000 if len(year) == 2 else 0)
+    day_first, month_first = _date(year_number, second, first), _date(year_number, first, second)
+    if day_first and month_first and day_first != month_first:
+        return None  # 05/06: 5 June or 6 May
+    return day_first or month_first
 
 
 def _day_month(groups: tuple, today: dt.date) -> dt.date | None:
-    return _nearest(int(groups[0]), MONTHS.index(groups[1]) + 1, groups[2], today)
+    return _nearest(int(groups[0]), MONTH_NAMES[groups[1]], groups[2], today)
 
 
 def _month_day(groups: tuple, today: dt.date) -> dt.date | None:
-    return _nearest(int(groups[1]), MONTHS.index(groups[0]) + 1, groups[2], today)
+    return _nearest(int(groups[1]), MONTH_NAMES[groups[0]], groups[2], today)
 
 
 def _nearest(day: int, month: int, year: str | None, today: dt.date) -> dt.date | None:

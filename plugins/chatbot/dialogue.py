@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from applied_aitk.usecases.chatbot.dates import iso_date
+from applied_aitk.usecases.chatbot.dates import MONTH_PATTERN, ambiguous_readings, iso_date
 
 FAQ_PREFIX = "faq:"
 
@@ -23,14 +23,14 @@ _NUMBER = r"\d+(?:[.,]\d+)*"
 _SCALE = r"(?:\s?(?:k|m|mn|bn|thousand|million|billion)(?![A-Za-z]))?"  # $1.5k, 2 million
 _MONEY = _NUMBER + _SCALE
 _CURRENCY_WORDS = r"usd|eur|gbp|chf|jpy|cad|aud|dollars?|euros?|pounds?|bucks|quid"
-_MONTHS = r"jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
+_MONTHS = MONTH_PATTERN
 _DAYS = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 PATTERNS = {
     "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
     "date": re.compile(
-        rf"\b\d{{4}}-\d{{1,2}}-\d{{1,2}}\b|\b\d{{1,2}}[/.]\d{{1,2}}[/.]\d{{2,4}}\b"
-        rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\b(?:,?\s+\d{{4}})?"
-        rf"|\b(?:{_MONTHS})\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?"
+        rf"\b\d{{4}}(?P<ymd>[-/.])\d{{1,2}}(?P=ymd)\d{{1,2}}\b|\b\d{{1,2}}(?P<dmy>[-/.])\d{{1,2}}(?P=dmy)(?:\d{{4}}|\d{{2}})\b"
+        rf"|\b(?:(?:on\s+)?the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:{_MONTHS})\b\.?(?:,?\s+\d{{4}})?"
+        rf"|\b(?:{_MONTHS})\b\.?\s+(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}})?"
         rf"|\b(?:today|yesterday|tomorrow)\b|\b(?:last|this|on)\s+(?:{_DAYS}|week)\b|\b(?:{_DAYS})\b",
         re.IGNORECASE,
     ),
@@ -175,6 +175,7 @@ class Conversation:
         self.pending: str | None = None  # intent waiting for slots
         self.slots: dict[str, str] = {}
         self.slot_text: dict[str, str] = {}  # slots whose value was normalised (a date), as written
+        self.unclear: dict[str, str] = {}  # date slots given as an ambiguous date (05/06/2024), as written: asked again
         self.clarifying: tuple[str, str] | None = None
         self._probs: np.ndarray | None = None
 
@@ -260,11 +261,25 @@ class Conversation:
         """(the slot values in ``message`` (see ``extract``) with dates as ISO dates, relative to
         today; the text as written of each value so normalised)."""
         values, written = extract(message, self.domain["slots"], expected), {}
-        for name, text in values.items():
-            day = iso_date(text, dt.date.today()) if self.domain["slots"][name]["type"] == "date" else None
+        self.unclear = {}
+        for name, text in list(values.items()):
+            if self.domain["slots"][name]["type"] != "date":
+                continue
+            day = iso_date(text, dt.date.today())
             if day is not None:
                 values[name], written[name] = day, text
+            elif ambiguous_readings(text):  # never filled with a guess: the bot asks which day
+                self.unclear[name] = values.pop(name)
         return values, written
+
+    def _slot_question(self, slot: str) -> str:
+        """The slot's prompt; for a date given ambiguously, first which of its two days was meant."""
+        prompt = self.domain["slots"][slot]["prompt"]
+        readings = ambiguous_readings(self.unclear.get(slot, ""))
+        if readings is None:
+            return prompt
+        first, second = (f"{d.day} {d:%B %Y}" for d in readings)
+        return f"Is {self.unclear[slot]} {first} or {second}? Please write the month as a word. {prompt}"
 
     def _missing(self) -> list[str]:
         return [s for s in self.domain["intents"][self.pending]["required_slots"] if s not in self.slots]
@@ -280,7 +295,7 @@ class Conversation:
             row["slot_text"] = dict(self.slot_text)
         missing = self._missing()
         if missing:
-            return self._reply(row, "ask_slot", self.domain["slots"][missing[0]]["prompt"], slot=missing[0])
+            return self._reply(row, "ask_slot", self._slot_question(missing[0]), slot=missing[0])
         reply = self._response(intent, {**self.slots, "intent": intent})
         self.pending, self.slots, self.slot_text = None, {}, {}
         return self._reply(row, "respond", reply)
@@ -298,6 +313,8 @@ class Conversation:
             return self._handoff(row, "fallbacks")
         if again:
             slot = self._missing()[0]
+            if slot in self.unclear:
+                return self._reply(row, "ask_slot", self._slot_question(slot), slot=slot)
             return self._reply(row, "ask_slot", "Sorry, I still need this: " + self.domain["slots"][slot]["prompt"], slot=slot)
         return self._reply(row, "fallback", self.domain["fallback"])
 
