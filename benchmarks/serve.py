@@ -10,7 +10,8 @@ thread holding the clients' keep-alive connections, so that the clients, which s
 with the server, cost it little. Each level runs --seconds; --soak N then sends N more from 64
 clients, in rounds of --seconds, the server's memory (RSS) read after each round (its p50 is the
 rounds' median p50, its p99 the worst round's). The in-process
-rows predict --requests records, or what --seconds allows. The server's CPU time per request is
+rows predict --requests records, or what --seconds allows. "uvicorn alone" answers the same
+requests with a fixed answer on the same stack: what HTTP costs before any JSON, batching or model. The server's CPU time per request is
 shown beside the in-process predictor's per record (a fairer measure than requests/s on cores other
 jobs share). The in-process batched rate is measured again at the end, to show how much the
 machine's load moved during the run."""
@@ -29,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 from common import PYTHON, markdown_table, trained_usecase
 
 
@@ -68,10 +70,12 @@ def bench(name: str, work: Path, levels: list[int], max_records: int, seconds: f
     batched = f"in-process, batches of {usecase.batch_size}"
     rows = [[name, "in-process, 1 record per call", *_in_process(predictor, records, 1, max_records, seconds), ""],
             [name, batched, *_in_process(predictor, records, usecase.batch_size, max_records, seconds), ""]]
-    server, url = _start(bundle.path, max_wait_ms)
+    server, url = _start([PYTHON, "-c", "from applied_aitk.cli import main; main()", "serve", str(bundle.path), "--device", "cpu",
+                          "--max-wait-ms", max_wait_ms], "/readyz")
     curve = []
     try:
         before = _rss_mb(server.pid)
+        answer = httpx.post(url + f"/v1/{name}/predict", json={"records": records[:1]}).content
         for clients in levels:
             rows.append([name, f"`aitk serve`, {clients} clients", *_level(server.pid, url + f"/v1/{name}/predict", bodies, clients, seconds), f"{before:.0f} -> {_rss_mb(server.pid):.0f}"])
         if soak:
@@ -87,6 +91,7 @@ def bench(name: str, work: Path, levels: list[int], max_records: int, seconds: f
     finally:
         server.terminate()
         server.wait(30)
+    rows.append([name, f"uvicorn alone, a fixed answer, {max(levels)} clients", *_http_floor(bodies, answer, max(levels), seconds), ""])
     rows.append([name, f"{batched}, again", *_in_process(predictor, records, usecase.batch_size, max_records, seconds), ""])
     return rows, ", ".join(f"{n:,}: {mb:.0f}" for n, mb in curve)
 
@@ -145,22 +150,46 @@ def _in_process(predictor, records: list[dict], batch: int, max_records: int, ma
     return [done, f"{done / seconds:,.0f}", _ms(latencies, 50), _ms(latencies, 99), f"{1000 * cpu / max(done, 1):.2f}", errors]
 
 
-def _start(bundle: Path, max_wait_ms: str):
-    import httpx
+FIXED_ANSWER = """
+import sys, uvicorn
+answer = sys.argv[2].encode()
+async def app(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+uvicorn.run(app, port=int(sys.argv[1]), log_level="warning", access_log=False, lifespan="off")
+"""
 
-    port = _free_port()
-    server = subprocess.Popen([PYTHON, "-c", "from applied_aitk.cli import main; main()", "serve", str(bundle), "--port", str(port),
-                               "--device", "cpu", "--max-wait-ms", max_wait_ms], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def _http_floor(bodies: Path, answer: bytes, clients: int, seconds: float) -> list:
+    """The same requests answered by uvicorn alone, on the same stack (uvloop, httptools), with a
+    fixed answer the size of the model's: what HTTP costs before any JSON, batching or model."""
+    server, url = _start([PYTHON, "-c", FIXED_ANSWER, "PORT", answer.decode()], "/")
+    try:
+        return _level(server.pid, url + "/", bodies, clients, seconds)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _start(command: list[str], probe: str):
+    """A server started as ``command`` (its "--port PORT", or a "PORT" argument, on a free port),
+    once ``probe`` answers."""
+    port = str(_free_port())
+    command = [port if part == "PORT" else part for part in command] + ([] if "PORT" in command else ["--port", port])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(url + probe, timeout=1).status_code == 200:
                 return server, url
         except httpx.TransportError:
             time.sleep(0.2)
     server.kill()
-    raise SystemExit("the server did not become ready")
+    raise SystemExit(f"the server did not become ready: {' '.join(command[:4])}")
 
 
 def _ms(latencies: list[float], percentile: int) -> str:
