@@ -93,7 +93,13 @@ def bench(name: str, work: Path, levels: list[int], max_records: int, seconds: f
         server.wait(30)
     rows.append([name, f"uvicorn alone, a fixed answer, {max(levels)} clients", *_http_floor(bodies, answer, max(levels), seconds), ""])
     rows.append([name, f"{batched}, again", *_in_process(predictor, records, usecase.batch_size, max_records, seconds), ""])
-    return rows, ", ".join(f"{n:,}: {mb:.0f}" for n, mb in curve)
+    return rows, ", ".join(f"{n:,}: {mb:.0f}" for n, mb in _points(curve))
+
+
+def _points(curve: list[tuple[int, float]], most: int = 12) -> list[tuple[int, float]]:
+    """About ``most`` evenly spaced points of the curve, its first and last included."""
+    step = max(1, -(-(len(curve) - 1) // (most - 1)))
+    return curve[:-1:step] + curve[-1:]
 
 
 def _level(pid: int, url: str, bodies: Path, clients: int, seconds: float) -> list:
