@@ -142,7 +142,11 @@ class Predictor:
 
     ``predict`` returns one JSON-able row per input; a row may carry an ``error`` key for an input
     the model cannot take. If ``predict`` raises, the batch runner retries record by record to
-    isolate the bad one. ``provider`` is the execution provider the ONNX session really got."""
+    isolate the bad one. ``provider`` is the execution provider the ONNX session really got.
+
+    Optionally, the batch path (``read_batches`` and ``predict_batch``): records read and predicted
+    as columns, with no Python object per record; table rows take it through
+    ``applied_aitk.table_predictor.TablePredictor``, other inputs (images, text) stay record by record."""
 
     provider: str = "CPUExecutionProvider"
     threaded_decode: bool = True
