@@ -28,6 +28,7 @@ def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
     for args, expected in ((["serve", str(tmp_path), "--engine", "ray", "--replicas", "0"], "'--replicas': expected an integer of at least 1, got 0"),
                            (["serve", str(tmp_path), "--port", "70000"], "'--port': expected an integer of at most 65535, got 70000"),
                            (["serve", str(tmp_path), "--max-wait-ms", "-1"], "'--max-wait-ms': expected a number of at least 0, got -1"),
+                           (["wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--threads", "100000"], "'--threads': expected an integer of at most 1024, got 100000"),
                            (["wine", "predict", str(tmp_path), "x.csv", "--out", "p.jsonl", "--batch-size", "0"], "'--batch-size': expected an integer of at least 1, got 0")):
         out_of_range = run_aitk(*args, plugins="wine")  # a number out of an option's range: the toolkit's words, not pydantic's
         assert out_of_range.returncode == 2 and out_of_range.stderr.strip() == f"error: Invalid value for {expected}"

@@ -33,10 +33,11 @@ QuantizeName = Literal["int8", "fp16", "int4", "none"]
 
 Device = Annotated[DeviceName, typer.Option(
     "--device", help="Where models run: auto (CUDA when it really starts, else the CPU), cpu, or cuda (exit 4 when CUDA cannot be used).")]
+MAX_THREADS = 1024  # beyond any machine's cores; ONNX Runtime would start them all (100000: a hang; past 2**31: a TypeError)
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, metavar="N", help="CPU threads for ONNX Runtime (default: all cores).")]
+    "--threads", min=1, max=MAX_THREADS, metavar="N", help="CPU threads for ONNX Runtime (default: all cores).")]
 ThreadsTrain = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, metavar="N", help="CPU threads for torch and ONNX Runtime (default: all cores).")]
+    "--threads", min=1, max=MAX_THREADS, metavar="N", help="CPU threads for torch and ONNX Runtime (default: all cores).")]
 QuantizeTrain = Annotated[Optional[QuantizeName], typer.Option(
     "--quantize", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU), fp16 (for CUDA) or int4 (weight-only, where the use case allows it).")]
 QuantizeRun = Annotated[Optional[QuantizeName], typer.Option(
