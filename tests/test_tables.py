@@ -169,3 +169,17 @@ def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alon
     other.write_text('{"x": 1}\n{"y": 2}\n')
     assert records(other, schema) == [(str(other), None, f"{other}: missing columns 'a', 'b', 't' (columns: x)")]
 
+
+
+def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
+    from applied_aitk.errors import InputError
+    from applied_aitk.table_files import read_frame
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"x": 1.5, "label": "a", "code": "007"}\n\n{"label": "b", "x": 2, "code": null, "note": [1]}\n')
+    frame = read_frame(path)
+    assert frame["x"].tolist() == [1.5, 2.0] and frame["label"].tolist() == ["a", "b"]
+    assert read_frame(path, text_cells=True).to_dict("list") == {"x": ["1.5", "2"], "label": ["a", "b"], "code": ["007", ""], "note": ["", "[1]"]}
+    path.write_text('{"x": 1}\n[1]\n')
+    with pytest.raises(InputError, match=re.escape(f"{path}: line 2: expected a JSON object of column: value")):
+        read_frame(path)

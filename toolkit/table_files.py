@@ -27,7 +27,6 @@ from applied_aitk.io import base_suffix, open_binary, text_encoding
 
 BLOCK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
-JSON_LINES = (".jsonl", ".ndjson")
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
@@ -52,61 +51,9 @@ def table_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     suffix = base_suffix(path)
     if suffix == ".parquet":
         return _parquet_batches(path, wanted)
-    return _jsonl_batches(path, wanted) if suffix in JSON_LINES else _csv_batches(path, wanted)
+    from applied_aitk.table_json import JSON_LINES, json_batches
 
-
-def _jsonl_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
-    """JSON lines in blocks of whole lines: each line one object whose ``wanted`` fields become
-    text cells (a JSON number as its text, null as a null cell); a line that is not UTF-8, not
-    JSON, not an object, lacks a field or holds a list, an object or true/false where a cell
-    belongs is an error for that line alone. A file whose first object has none of the wanted
-    fields is the wrong file: InputError, as for a CSV header without the columns."""
-    import orjson
-    import pyarrow as pa
-
-    checked = False
-    for start, raw_lines in _line_blocks(path):
-        cells: dict[str, list[str | None]] = {c: [] for c in wanted}
-        kept: list[int] = []
-        errors: dict[int, str] = {}
-        for number, line in enumerate(raw_lines, start):
-            reason = _line_problem(line, quotes=False)
-            if reason == "blank":
-                continue
-            try:
-                value = orjson.loads(line) if reason is None else None
-            except orjson.JSONDecodeError as e:
-                reason = f"not valid JSON ({e.msg} at character {e.pos})"
-            if reason is None and not isinstance(value, dict):
-                reason = "expected a JSON object of column: value"
-            if reason is None and not checked:
-                if not any(c in value for c in wanted):
-                    _require(list(value), wanted)
-                checked = True
-            row = _json_cells(value, wanted) if reason is None else reason
-            if isinstance(row, str):
-                errors[number] = row
-                continue
-            kept.append(number)
-            for column, cell in zip(wanted, row):
-                cells[column].append(cell)
-        yield Batch(np.array(kept, dtype=np.int64), {c: pa.array(v, pa.string()) for c, v in cells.items()}, errors)
-
-
-def _json_cells(value: dict[str, Any], wanted: list[str]) -> list[str | None] | str:
-    """The ``wanted`` cells of one JSON object as text (None for null), or why the line is bad."""
-    row: list[str | None] = []
-    for column in wanted:
-        if column not in value:
-            return f"field {column!r}: missing"
-        cell = value[column]
-        if isinstance(cell, (bool, dict, list)):
-            kind = {bool: "true/false", dict: "an object", list: "a list"}[type(cell)]
-            return f"field {column!r}: expected a number or text, got {kind}"
-        if isinstance(cell, (int, float)):
-            cell = str(int(cell)) if float(cell).is_integer() else repr(float(cell))
-        row.append(cell)
-    return row
+    return json_batches(path, wanted) if suffix in JSON_LINES else _csv_batches(path, wanted)
 
 
 def _parquet_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
@@ -181,22 +128,27 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     on, in the dialect found as for batches: the delimiter that splits the first lines into the
     same number of fields (most fields wins), and the decimal mark. ``text_cells``: every cell
     as text (numbers written ``1,5`` turned into ``1.5``). A first line ``sep=X`` sets the
-    delimiter. InputError names the file and what is wrong."""
+    delimiter. JSON lines (an object a line) are read as the CSV whose columns are their keys.
+    InputError names the file and what is wrong."""
     import io
 
     import pandas as pd
 
     from applied_aitk.io import name_of, open_text
+    from applied_aitk.table_json import JSON_LINES, json_lines_as_csv
 
     try:
-        with open_text(path) as f:
-            text = f.read()
-        hinted = excel_separator(text[:64].split("\n", 1)[0])
-        skip = int(hinted is not None)
-        sample = text[: 1 << 16].splitlines()[skip:200]
-        lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
-        delimiter = hinted or _most_fields(lines)
-        decimal = _decimal(lines[1:], delimiter)
+        if base_suffix(path) in JSON_LINES:
+            text, skip, delimiter, decimal = json_lines_as_csv(path), 0, ",", "."
+        else:
+            with open_text(path) as f:
+                text = f.read()
+            hinted = excel_separator(text[:64].split("\n", 1)[0])
+            skip = int(hinted is not None)
+            sample = text[: 1 << 16].splitlines()[skip:200]
+            lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
+            delimiter = hinted or _most_fields(lines)
+            decimal = _decimal(lines[1:], delimiter)
         if not text_cells:
             return pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=skip)
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=skip)

@@ -21,7 +21,7 @@ from applied_aitk.table_files import read_frame
 
 logger = get_logger(__name__)
 
-SUFFIXES = (".csv", ".parquet")
+SUFFIXES = (".csv", ".jsonl", ".parquet")
 LABEL_DEFAULTS = ("Class", "label")
 TIME_DEFAULTS = ("Time", "time", "timestamp")
 MISSING = frozenset({"", "na", "nan", "null", "none", "n/a"})
@@ -39,26 +39,26 @@ def names(value: Any) -> list[str]:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The whole table (to train or evaluate on) as raw values: CSV cells as text (also .csv.gz;
+    """The whole table (to train or evaluate on) as raw values: CSV and JSON lines cells as text (also .csv.gz;
     comma, semicolon with decimal commas or tab: ``applied_aitk.table_files.read_frame``), Parquet
     cells as stored. A folder: every table in it, one after the other."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and has_suffix(p, SUFFIXES))
         if not files:
-            raise AitkError(f"{path}: no .csv or .parquet files in this folder (also .gz)")
+            raise AitkError(f"{path}: no .csv, .jsonl or .parquet files in this folder (also .gz)")
         return pd.concat([read_table(f) for f in files], ignore_index=True)
     if not path.is_file():
         raise AitkError(f"{path}: no such file")
     suffix = base_suffix(path)
     try:
-        if suffix == ".csv":
+        if suffix in (".csv", ".jsonl"):
             return read_frame(path, text_cells=True)
         if suffix == ".parquet":
             return pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise AitkError(f"{path}: cannot read the table ({str(e).strip()})") from None
-    raise AitkError(f"{path}: expected a .csv or .parquet file")
+    raise AitkError(f"{path}: expected a .csv, .jsonl or .parquet file")
 
 
 def cells(column: Any) -> np.ndarray:
