@@ -8,7 +8,7 @@ from test_batch import csv_with_bad_rows
 
 def test_ray_engine_writes_the_local_engines_rows_error_rows_and_resume_included(wine, tmp_path):
     """A third-party plugin under Ray: bad rows, an empty file, a header-only file and a table without
-    the model's columns give the local engine's error rows; --resume after two rows writes the rest."""
+    the model's columns give the local engine's error rows and warnings; --resume after two rows writes the rest."""
     csv_with_bad_rows(wine, tmp_path / "bad_rows.csv")
     header = (wine["data"] / "predict.csv").read_text().splitlines()[0]
     (tmp_path / "zero_bytes.csv").write_text("")
@@ -24,6 +24,8 @@ def test_ray_engine_writes_the_local_engines_rows_error_rows_and_resume_included
     assert (local.returncode, ray.returncode) == (3, 3), ray.stderr
     assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
     assert "Traceback" not in ray.stderr and "ERROR" not in ray.stderr
+    for name, warning in (("zero_bytes.csv", "no rows"), ("header_only.csv", "no rows"), ("no_columns.csv", "missing column")):
+        assert f"warning: {tmp_path / name}: {warning}" in local.stderr and f"warning: {tmp_path / name}: {warning}" in ray.stderr
     errors = [json.loads(line).get("error") for line in lines]
     assert sum(e is not None for e in errors) == 3 and any(e and e.startswith(f"{inputs[3]}: missing column") for e in errors)
 

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from applied_aitk.batch import Counter, Journal, Layout, predict_records, skip_done, write_batches
+from applied_aitk.console import get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.extras import DISTRIBUTION
 from applied_aitk.runtime import Runtime
 from applied_aitk.usecase import Record
+
+logger = get_logger(__name__)
 
 
 def run_batch_ray(
@@ -104,8 +107,12 @@ def _read_file(settings: tuple, path: str) -> list:
 def _renames(files, settings: tuple) -> tuple[dict[str, dict[int, str]], set[str]]:
     """Per file, ``{position: new id}`` for its records whose id repeats one before it in the run
     (files in input order), numbered by the local engine's own ``skip_done``; and every record's id."""
-    listed = [(row["path"], row["id"]) for row in files.flat_map(
-        lambda item: [{"path": item["path"], "id": r.id} for r in _read_file(settings, item["path"])]).iter_rows()]
+    listed = []
+    for row in files.flat_map(lambda item: _listed(settings, item["path"])).iter_rows():
+        if row["warning"]:  # Ray's workers do not log to the driver: their warnings come back as rows
+            logger.warning(row["warning"])
+        else:
+            listed.append((row["path"], row["id"]))
     renames: dict[str, dict[int, str]] = {}
     positions: dict[str, int] = {}
     ids: set[str] = set()
@@ -114,6 +121,21 @@ def _renames(files, settings: tuple) -> tuple[dict[str, dict[int, str]], set[str
         if record.id != given:
             renames.setdefault(path, {})[position] = record.id
     return renames, ids
+
+
+def _listed(settings: tuple, path: str) -> list[dict[str, str]]:
+    """The ids of one file's records, then the warnings reading it logged (an empty file, a file
+    that cannot be read), as the local engine shows them."""
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    aitk_logger = logging.getLogger("aitk")
+    aitk_logger.addHandler(handler)
+    try:
+        ids = [{"path": path, "id": r.id, "warning": ""} for r in _read_file(settings, path)]
+    finally:
+        aitk_logger.removeHandler(handler)
+    return ids + [{"path": path, "id": "", "warning": warning} for warning in warnings]
 
 
 def _renamed(records: list, renames: dict[int, str]) -> list:
