@@ -183,3 +183,14 @@ def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
     path.write_text('{"x": 1}\n[1]\n')
     with pytest.raises(InputError, match=re.escape(f"{path}: line 2: expected a JSON object of column: value")):
         read_frame(path)
+
+
+def test_json_lines_on_stdin_are_told_from_csv_by_their_first_line(monkeypatch):
+    import io
+    from pathlib import Path
+
+    schema = Schema(("a",))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"a": 1}\n{"b": 2}\n')))
+    assert records(Path("-"), schema) == [("stdin:1", ([1.0], ()), None), ("stdin:2", None, "stdin:2: field 'a': missing")]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\n1\n")))
+    assert records(Path("-"), schema) == [("stdin:2", ([1.0], ()), None)]

@@ -80,12 +80,18 @@ def _require(header: list[str], wanted: list[str]) -> None:
 
 
 def _csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
-    """The CSV in blocks of whole lines: each line checked (UTF-8, balanced quotes), parsed by Arrow."""
+    """The CSV in blocks of whole lines: each line checked (UTF-8, balanced quotes), parsed by Arrow.
+    A first line that opens a JSON object: JSON lines (stdin has no name to tell)."""
     blocks = _line_blocks(path)
     header_block = next(blocks, None)
     if header_block is None:
         return
     first, header_lines = header_block
+    if header_lines[0].lstrip(b"\xef\xbb\xbf \t").startswith(b"{"):  # JSON lines, e.g. on stdin
+        from applied_aitk.table_json import json_blocks
+
+        yield from json_blocks(_chain([header_block], blocks), wanted)
+        return
     hinted = excel_separator(header_lines[0])
     if hinted is not None:
         first, header_lines = first + 1, header_lines[1:]

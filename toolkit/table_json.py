@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,12 @@ JSON_LINES = (".jsonl", ".ndjson")
 
 
 def json_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
-    """Batches of the ``wanted`` fields as text cells (a JSON number as its text, null as a null
+    """``json_blocks`` of a JSON lines file."""
+    return json_blocks(_line_blocks(path), wanted)
+
+
+def json_blocks(blocks: Iterable[tuple[int, list[bytes]]], wanted: list[str]) -> Iterator[Batch]:
+    """Blocks of lines ``(first line's number, lines)`` as batches of the ``wanted`` fields as text cells (a JSON number as its text, null as a null
     cell); a line that is not UTF-8, not JSON, not an object, lacks a field or holds a list, an
     object or true/false where a cell belongs is an error for that line alone. A file whose first
     object has none of the wanted fields is the wrong file: InputError, as for a CSV header
@@ -32,7 +37,7 @@ def json_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     import pyarrow as pa
 
     checked = False
-    for start, raw_lines in _line_blocks(path):
+    for start, raw_lines in blocks:
         cells: dict[str, list[str | None]] = {c: [] for c in wanted}
         kept: list[int] = []
         errors: dict[int, str] = {}
