@@ -266,7 +266,7 @@ def print_segment(runs: dict[str, dict], held_out: str, speeds: dict[str, float]
     for name, run in runs.items():
         validation = run["bundle"].metrics["selection"]["validation_auroc"]
         for method, m in run["methods"].items():
-            pick = " (auto's pick)" if method == E.choose(validation) else ""
+            pick = " (auto's pick)" if method == E.choose(validation, synthetic="synthetic" in run["bundle"].metrics["selection"]["validation"]) else ""
             unseen = " (unseen)" if "without" in name else ""
             print(f"| {name} | {method}{pick} | {validation[method]:.3f} | {m['image_auroc']:.3f} | {m['held_out_auroc']:.3f}{unseen} | {m['held_out_recall']:.2f} |")
     base = speeds["torch eager fp32"]

@@ -170,6 +170,8 @@ def test_auto_picks_the_best_validation_auroc_and_the_simpler_on_a_tie():
     assert choose({"patchcore": 0.8, "segment": 0.9, "ensemble": 0.85}) == "segment"
     assert choose({"patchcore": 0.9, "segment": 0.9, "ensemble": 0.9}) == "patchcore"
     assert choose({"patchcore": None, "segment": None, "ensemble": None}) == "ensemble"
+    # validated on synthetic defects only, the network alone (trained on them) is not a candidate
+    assert choose({"patchcore": 0.8, "segment": 0.97, "ensemble": 0.9}, synthetic=True) == "ensemble"
 
 
 def _plates(rng: np.random.Generator, count: int, defect: bool, side: int = 104) -> tuple[np.ndarray, list[tuple[int, int]]]:
