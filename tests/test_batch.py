@@ -240,6 +240,20 @@ def test_training_tables_read_gzip_and_utf16_like_plain_ones(wine, tmp_path):
         assert (labels, features) == (plain[1], plain[2])
 
 
+
+def test_training_table_errors_name_the_editor_line(tmp_path):
+    from aitk_wine.data import read_table
+
+    from applied_aitk import AitkError
+
+    path = tmp_path / "t.csv"  # line 1 the hint, 2 the header, 3-4 a quoted field, 5 blank, 6 the bad cell
+    for cell, problem in (("x", "expected a number, got 'x'"), ("", "missing value"), ("1e39", "1e+39 is not a finite float32")):
+        path.write_text(f'sep=,\na,b,label\n2,1,"two\nlines"\n\n{cell},1,q\n')
+        with pytest.raises(AitkError) as raised:
+            read_table(path, "label")
+        assert str(raised.value) == f"{path}:6: column 'a': {problem}"
+
+
 def test_parquet_keeps_nested_values_as_list_and_struct_columns_csv_as_json(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

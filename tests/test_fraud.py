@@ -280,3 +280,21 @@ def test_settings_are_typed_and_checked_before_any_data_is_read():
         Fraud().config_from({"target_precision": 1.5})
     with pytest.raises(AitkError, match=r"^setting model='gbm': expected one of mlp, ft_transformer, autoencoder$"):
         Fraud().config_from({"model": "gbm"})
+
+
+def test_training_folder_errors_name_the_file_and_line(tmp_path):
+    from applied_aitk import AitkError
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecases.fraud.plugin import Fraud
+
+    frame = transactions(400, 4).astype(str)
+    (tmp_path / "folder").mkdir()
+    frame.iloc[:200].to_csv(tmp_path / "folder" / "a.csv", index=False)
+    frame.loc[204, "amount"] = "twelve"  # the 5th data row of b.csv: line 6, as an editor shows it
+    frame.loc[210, "Class"] = "maybe"
+    frame.iloc[200:].to_csv(tmp_path / "folder" / "b.csv", index=False)
+    fraud = Fraud()
+    with pytest.raises(AitkError, match=f"^{tmp_path / 'folder' / 'b.csv'}:6: column 'amount': expected a number, got 'twelve'"):
+        fraud.train(tmp_path / "folder", tmp_path / "b", fraud.config_from({}), Runtime(device="cpu"))
+    with pytest.raises(AitkError, match=f"^{tmp_path / 'folder' / 'b.csv'}:12: label column 'Class': expected 0 or 1, got 'maybe'"):
+        fraud.train(tmp_path / "folder", tmp_path / "b", fraud.config_from({"categorical": "amount"}), Runtime(device="cpu"))

@@ -170,7 +170,6 @@ def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alon
     assert records(other, schema) == [(str(other), None, f"{other}: missing columns 'a', 'b', 't' (columns: x)")]
 
 
-
 def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
     from applied_aitk.errors import InputError
     from applied_aitk.table_files import read_frame
@@ -179,6 +178,7 @@ def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
     path.write_text('{"x": 1.5, "label": "a", "code": "007"}\n\n{"label": "b", "x": 2, "code": null, "note": [1]}\n')
     frame = read_frame(path)
     assert frame["x"].tolist() == [1.5, 2.0] and frame["label"].tolist() == ["a", "b"]
+    assert list(frame.index) == [1, 3]  # the line of each object, as messages name it
     assert read_frame(path, text_cells=True).to_dict("list") == {"x": ["1.5", "2"], "label": ["a", "b"], "code": ["007", ""], "note": ["", "[1]"]}
     path.write_text('{"x": 1}\n[1]\n')
     with pytest.raises(InputError, match=re.escape(f"{path}: line 2: expected a JSON object of column: value")):
@@ -194,3 +194,15 @@ def test_json_lines_on_stdin_are_told_from_csv_by_their_first_line(monkeypatch):
     assert records(Path("-"), schema) == [("stdin:1", ([1.0], ()), None), ("stdin:2", None, "stdin:2: field 'a': missing")]
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a\n1\n")))
     assert records(Path("-"), schema) == [("stdin:2", ([1.0], ()), None)]
+
+
+def test_read_frame_rows_know_their_editor_line(tmp_path):
+    from applied_aitk.table_files import read_frame, where
+
+    path = tmp_path / "t.csv"
+    path.write_text('sep=,\nx,note\n1,"two\nlines"\n\n2,b\n  \n3,"c\n\nd"\n4,e\n')
+    frame = read_frame(path, text_cells=True)
+    assert frame["x"].tolist() == ["1", "2", "3", "4"] and list(frame.index) == [3, 6, 8, 11]
+    assert where(frame, 3, path) == f"{path}:11"
+    path.write_text("x;y\n1,5;2\n\n3;4\n")
+    assert list(read_frame(path).index) == [2, 4]

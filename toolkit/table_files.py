@@ -29,6 +29,7 @@ BLOCK_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
+BLANK_LINE = re.compile(r"^[ \t\r\f\v]*$", re.MULTILINE)
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
 
 
@@ -135,7 +136,9 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     same number of fields (most fields wins), and the decimal mark. ``text_cells``: every cell
     as text (numbers written ``1,5`` turned into ``1.5``). A first line ``sep=X`` sets the
     delimiter. JSON lines (an object a line) are read as the CSV whose columns are their keys.
-    InputError names the file and what is wrong."""
+    The index holds each row's line number as an editor shows it (the header is line 1, or 2
+    after ``sep=X``; blank lines and the lines inside quoted fields counted), for messages made
+    with ``where``. InputError names the file and what is wrong."""
     import io
 
     import pandas as pd
@@ -144,8 +147,9 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     from applied_aitk.table_json import JSON_LINES, json_lines_as_csv
 
     try:
+        numbers = None
         if base_suffix(path) in JSON_LINES:
-            text, skip, delimiter, decimal = json_lines_as_csv(path), 0, ",", "."
+            (text, numbers), skip, delimiter, decimal = json_lines_as_csv(path), 0, ",", "."
         else:
             with open_text(path) as f:
                 text = f.read()
@@ -155,14 +159,56 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
             lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
             delimiter = hinted or _most_fields(lines)
             decimal = _decimal(lines[1:], delimiter)
-        if not text_cells:
-            return pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=skip)
-        frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=skip)
+        if text_cells:
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=skip)
+        else:
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=skip)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise InputError(f"{name_of(path)}: cannot read the table ({str(e).strip()})") from None
-    if decimal == ",":
+    if numbers is None or len(numbers) != len(frame):
+        numbers = _record_lines(text, skip, delimiter, len(frame))
+    frame.index = pd.Index(numbers, name="line")
+    if decimal == "," and text_cells:
         frame = frame.apply(lambda column: column.str.replace(r"^([-+]?\d+),(\d+(?:[eE][-+]?\d+)?)$", r"\1.\2", regex=True))
     return frame
+
+
+def where(frame: Any, row: int, path: Path | str) -> str:
+    """``PATH:LINE`` of the row at position ``row`` of a frame (or column) from ``read_frame`` (``path``: the
+    file it was read from), or of a concatenation of such frames keyed by their paths
+    (``pd.concat(frames, keys=paths)``), as batch error rows name a line."""
+    from applied_aitk.io import name_of
+
+    key = frame.index[row]
+    if isinstance(key, tuple):
+        path, key = key
+    return f"{name_of(path)}:{key}"
+
+
+def _record_lines(text: str, skip: int, delimiter: str, rows: int) -> np.ndarray:
+    """The line number (from 1) on which each of the ``rows`` data records of a CSV text
+    starts, past ``skip`` hint lines and the header, as pandas reads it (blank lines skipped)."""
+    import io
+
+    total = text.count("\n") + (not text.endswith("\n"))
+    blank, line, at = [], 1, 0
+    for found in BLANK_LINE.finditer(text):
+        line += text.count("\n", at, found.start())
+        at = found.start()
+        blank.append(line)
+    numbers = np.setdiff1d(np.arange(1, total + 1), blank)[skip + 1:]
+    if len(numbers) == rows:
+        return numbers
+    starts, end = [], 0  # a quoted field spans lines: let the csv module find where records start
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    for record in reader:
+        if record and not (len(record) == 1 and not record[0].strip()):
+            starts.append(end + 1)
+        end = reader.line_num
+    starts = starts[skip + 1:]
+    if len(starts) == rows:
+        return np.array(starts, dtype=np.int64)
+    return np.arange(skip + 2, skip + 2 + rows)
 
 
 def _most_fields(lines: list[bytes]) -> str:

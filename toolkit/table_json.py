@@ -79,13 +79,14 @@ def _cells(value: dict[str, Any], wanted: list[str]) -> list[str | None] | str:
     return row
 
 
-def json_lines_as_csv(path: Path) -> str:
-    """The objects of a JSON lines file as CSV text: a column per key (in order of first
-    appearance), cells as ``cell_text``, empty where a key is absent. InputError names the line
-    that is not UTF-8, not JSON or not an object."""
+def json_lines_as_csv(path: Path) -> tuple[str, list[int]]:
+    """The objects of a JSON lines file as CSV text (a column per key in order of first
+    appearance, cells as ``cell_text``, empty where a key is absent) and the line number of each
+    object. InputError names the line that is not UTF-8, not JSON or not an object."""
     import orjson
 
     values: list[dict[str, Any]] = []
+    numbers: list[int] = []
     columns: dict[str, None] = {}
     for line in read_lines(path):
         if line.error is not None:
@@ -97,12 +98,13 @@ def json_lines_as_csv(path: Path) -> str:
         if not isinstance(value, dict):
             raise InputError(f"{name_of(path)}: line {line.number}: expected a JSON object of column: value")
         values.append(value)
+        numbers.append(line.number)
         columns.update(dict.fromkeys(value))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([cell_text(value.get(column)) for column in columns] for value in values)
-    return out.getvalue()
+    return out.getvalue(), numbers
 
 
 def cell_text(cell: Any) -> str | None:

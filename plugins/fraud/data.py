@@ -17,7 +17,7 @@ import pandas as pd
 from applied_aitk.console import get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.io import base_suffix, has_suffix
-from applied_aitk.table_files import read_frame
+from applied_aitk.table_files import read_frame, where
 
 logger = get_logger(__name__)
 
@@ -41,13 +41,15 @@ def names(value: Any) -> list[str]:
 def read_table(path: Path) -> pd.DataFrame:
     """The whole table (to train or evaluate on) as raw values: CSV and JSON lines cells as text (also .csv.gz;
     comma, semicolon with decimal commas or tab: ``applied_aitk.table_files.read_frame``), Parquet
-    cells as stored. A folder: every table in it, one after the other."""
+    cells as stored. A folder: every table in it, one after the other. The index says where each
+    row came from: its line (the row number from 1 in Parquet), keyed by the file in a folder,
+    for messages made with ``table_files.where``."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and has_suffix(p, SUFFIXES))
         if not files:
             raise AitkError(f"{path}: no .csv, .jsonl or .parquet files in this folder (also .gz)")
-        return pd.concat([read_table(f) for f in files], ignore_index=True)
+        return pd.concat([read_table(f) for f in files], keys=[str(f) for f in files])
     if not path.is_file():
         raise AitkError(f"{path}: no such file")
     suffix = base_suffix(path)
@@ -55,7 +57,9 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".jsonl"):
             return read_frame(path, text_cells=True)
         if suffix == ".parquet":
-            return pd.read_parquet(path)
+            frame = pd.read_parquet(path)
+            frame.index = pd.Index(np.arange(1, len(frame) + 1), name="line")
+            return frame
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise AitkError(f"{path}: cannot read the table ({str(e).strip()})") from None
     raise AitkError(f"{path}: expected a .csv, .jsonl or .parquet file")
@@ -182,9 +186,9 @@ def _detect(column: pd.Series, name: str, source: Path) -> str | None:
     if not bad.any():
         return "numeric"
     if bad.sum() <= 0.01 * filled.sum():
-        row = int(np.flatnonzero(bad)[0]) + 1
+        row = int(np.flatnonzero(bad)[0])
         raise AitkError(
-            f"{source}: row {row}: column {name!r}: expected a number, got {cells(column)[row - 1]!r} "
+            f"{where(column, row, source)}: column {name!r}: expected a number, got {cells(column)[row]!r} "
             f"(declare it with --set categorical={name} if it is a category)"
         )
     n_unique = column[filled].nunique()
@@ -202,8 +206,8 @@ def labels(frame: pd.DataFrame, column: str, source: Path) -> np.ndarray:
     y = text.map(mapping).to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(y) & ~missing_mask(raw)
     if bad.any():
-        row = int(np.flatnonzero(bad)[0]) + 1
-        raise AitkError(f"{source}: row {row}: label column {column!r}: expected 0 or 1, got {cells(raw)[row - 1]!r}")
+        row = int(np.flatnonzero(bad)[0])
+        raise AitkError(f"{where(raw, row, source)}: label column {column!r}: expected 0 or 1, got {cells(raw)[row]!r}")
     return y
 
 
@@ -214,8 +218,8 @@ def time_order(frame: pd.DataFrame, column: str, source: Path) -> np.ndarray:
         stamps = pd.to_datetime(frame[column], errors="coerce", utc=True)
         bad = stamps.isna().to_numpy() & ~missing_mask(frame[column])
         if bad.any():
-            row = int(np.flatnonzero(bad)[0]) + 1
-            raise AitkError(f"{source}: row {row}: time column {column!r}: expected a number or a date-time, got {cells(frame[column])[row - 1]!r}")
+            row = int(np.flatnonzero(bad)[0])
+            raise AitkError(f"{where(frame, row, source)}: time column {column!r}: expected a number or a date-time, got {cells(frame[column])[row]!r}")
         values = stamps.astype("int64").to_numpy().astype(np.float64)
         values[stamps.isna().to_numpy()] = np.nan
     return np.argsort(np.nan_to_num(values, nan=-np.inf), kind="stable")
@@ -314,7 +318,7 @@ class Preprocessing:
         numeric, categorical, bad, reasons = self.encode(frame)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise AitkError(f"{source}: row {row + 1}: {reasons[row]}")
+            raise AitkError(f"{where(frame, row, source)}: {reasons[row]}")
         return numeric, categorical
 
     def baseline(self) -> tuple[np.ndarray, np.ndarray]:
@@ -329,8 +333,8 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], source: Path) -> None
     for name in columns:
         _, bad = parse_numeric(frame[name])
         if bad.any():
-            row = int(np.flatnonzero(bad)[0]) + 1
-            raise AitkError(f"{source}: row {row}: column {name!r}: expected a number, got {cells(frame[name])[row - 1]!r}")
+            row = int(np.flatnonzero(bad)[0])
+            raise AitkError(f"{where(frame, row, source)}: column {name!r}: expected a number, got {cells(frame[name])[row]!r}")
 
 
 def _robust_scale(values: np.ndarray) -> float:

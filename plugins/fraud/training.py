@@ -33,7 +33,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     if y is not None and np.isnan(y).any():
         keep = ~np.isnan(y)
         logger.info(f"{int((~keep).sum())} rows without a label left out")
-        frame, y = frame[keep].reset_index(drop=True), y[keep]
+        frame, y = frame[keep], y[keep]  # the index keeps each row's file and line for messages
     if supervised and not 0 < np.sum(y) < len(y):
         raise AitkError(f"{data}: label column {columns.label!r} needs both fraud (1) and legitimate (0) rows")
     train_rows, val_rows = split(frame, y, columns.time, config, data)

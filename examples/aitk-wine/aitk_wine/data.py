@@ -12,12 +12,13 @@ def read_table(path: Path, label: str):
     .csv.gz; UTF-8, or UTF-16 with a byte-order mark; comma, semicolon with decimal commas, tab:
     ``applied_aitk.table_files.read_frame``).
 
-    AitkError names the file and what is wrong: no rows, no label column, a column that is not
-    numeric, missing or non-finite values."""
+    AitkError names the file and what is wrong: no rows, no label column; a feature cell that
+    is not a number, missing, or too large for float32 as ``PATH:LINE`` (the line as an editor
+    shows it)."""
     import numpy as np
     import pandas as pd
 
-    from applied_aitk.table_files import read_frame
+    from applied_aitk.table_files import read_frame, where
 
     frame = read_frame(path)
     if frame.empty:
@@ -27,13 +28,16 @@ def read_table(path: Path, label: str):
     features = [c for c in frame.columns if c != label]
     for column in features:
         if not pd.api.types.is_numeric_dtype(frame[column]):
-            raise AitkError(f"{path}: column {column!r} is not numeric")
-    if frame[features].isna().any().any():
-        raise AitkError(f"{path}: missing values in {', '.join(frame[features].columns[frame[features].isna().any()])}")
+            row = int(np.argmax(pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()))
+            raise AitkError(f"{where(frame, row, path)}: column {column!r}: expected a number, got {frame[column].iloc[row]!r}")
+    for column in features:
+        if frame[column].isna().any():
+            raise AitkError(f"{where(frame, int(np.argmax(frame[column].isna())), path)}: column {column!r}: missing value")
     x = frame[features].to_numpy(np.float64)
-    if not np.isfinite(x.astype(np.float32)).all():
-        row, col = map(int, np.argwhere(~np.isfinite(x.astype(np.float32)))[0])
-        raise AitkError(f"{path}: row {row + 1}: column {features[col]!r}: {x[row, col]!r} is not a finite float32")
+    too_big = ~(np.abs(x) <= np.finfo(np.float32).max)
+    if too_big.any():
+        row, col = map(int, np.argwhere(too_big)[0])
+        raise AitkError(f"{where(frame, row, path)}: column {features[col]!r}: {float(x[row, col])!r} is not a finite float32")
     return x.astype(np.float32), frame[label].astype(str).tolist(), features
 
 
