@@ -194,3 +194,4 @@ def test_the_cli_serves_and_takes_the_api_key_from_the_environment(wine, rows):
         assert without_ids(answer.json()["rows"]) == without_ids(rows["batch"][:2])
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+        assert f"serving /v1/wine/predict ({wine['bundle']}) on {url}" in process.stderr.read()  # the URL, not the folder alone

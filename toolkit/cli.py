@@ -170,7 +170,8 @@ def serve(
     if replicas is not None or address is not None:
         raise typer.BadParameter("--replicas and --address go with --engine ray", param_hint="'--engine'")
     server = build_app(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size)
-    logger.info(f"serving {', '.join(bundles)} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
+    served = ", ".join(f"/v1/{name}/predict ({model.bundle.path})" for name, model in server.state.models.items())
+    logger.info(f"serving {served} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
     run(server, host, port, limits, access_log)
 
 
