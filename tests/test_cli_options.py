@@ -1,6 +1,7 @@
 """The command-line surface users rely on: one-line usage errors, logging options anywhere, log lines
 that never break a bar, Examples in every help, `--out -`, `--force`, settings files, record counts."""
 
+import gzip
 import json
 import logging
 import os
@@ -171,6 +172,8 @@ def test_records_are_counted_before_predicting_for_the_bar_total(tmp_path):
     (tmp_path / "lines.jsonl").write_text('{"x": 1}\n{"x": 2}\n')
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
     assert count_records([tmp_path / "rows.csv", tmp_path / "lines.jsonl", tmp_path / "image.png"]) == 3 + 2 + 1
+    (tmp_path / "rows.csv.gz").write_bytes(gzip.compress((tmp_path / "rows.csv").read_bytes()))
+    assert count_records([tmp_path / "rows.csv.gz"]) == 3  # the rows, not the compressed bytes' newlines, nor 1 file
     assert count_records([Path("-")]) is None
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from applied_aitk.errors import InputError
+from applied_aitk.io import base_suffix, open_binary
+
 TEXT_SUFFIXES = (".jsonl", ".ndjson", ".txt")
 TABLE_SUFFIXES = (".csv", ".tsv")
 
 
 def count_records(paths: list[Path]) -> int | None:
     """About how many records ``paths`` hold, cheaply, for a progress bar's total: a line per record
-    in JSONL and text files, a row per record in CSV (less the header) and Parquet (from its
+    in JSONL and text files, a row per record in CSV (less the header; these also gzipped) and Parquet (from its
     metadata), one record per other file (an image). None when stdin is among them."""
     total = 0
     for path in paths:
-        suffix = path.suffix.lower()
+        suffix = base_suffix(path)
         if str(path) == "-":
             return None
         if suffix in TEXT_SUFFIXES or suffix in TABLE_SUFFIXES:
@@ -30,13 +33,13 @@ def count_records(paths: list[Path]) -> int | None:
 
 
 def _count_lines(path: Path, chunk: int = 1 << 20) -> int:
-    """Lines in a text file, a last line without a newline included; 0 if it cannot be read
-    (reading it later reports why)."""
+    """Lines in a text file (also gzipped), a last line without a newline included; 0 if it cannot
+    be read (reading it later reports why)."""
     lines, last = 0, b"\n"
     try:
-        with open(path, "rb") as f:
+        with open_binary(path) as f:
             while block := f.read(chunk):
                 lines, last = lines + block.count(b"\n"), block[-1:]
-    except OSError:
+    except (OSError, EOFError, InputError):
         return 0
     return lines + (last != b"\n")
