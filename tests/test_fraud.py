@@ -119,6 +119,17 @@ def test_onnx_matches_torch(work):
     assert bundle.graph()["parity"]["max_abs_diff"]["score"] <= 1e-3
 
 
+def test_the_card_shows_the_pos_weight_training_chose(work):
+    manifest = json.loads((work["bundle"] / "manifest.json").read_text())
+    frame = pd.read_csv(work["train"])  # sorted by Time: validation is the latest val_fraction of rows
+    n_train = len(frame) - max(1, round(len(frame) * manifest["config"]["val_fraction"]))
+    frauds = frame["Class"].iloc[:n_train].sum()
+    assert manifest["config"]["pos_weight"] == 0 and manifest["resolved"]["pos_weight"] == pytest.approx((n_train - frauds) / frauds)
+    shown = f"{json.dumps(manifest['resolved']['pos_weight'])} (set: 0.0)"
+    assert f"| pos_weight | {shown} |" in (work["bundle"] / "README.md").read_text()
+    assert shown in aitk("bundle", "info", work["bundle"]).stdout
+
+
 def test_predict_scores_flags_and_explains(work):
     test = pd.read_csv(work["test"]).head(200)
     test.insert(0, "txn_id", [f"t{i}" for i in range(len(test))])

@@ -53,7 +53,8 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     if y_val is not None and not 0 < y_val.sum() < len(y_val):
         y_val = None  # an autoencoder's validation rows without both classes: no labels to stop or calibrate on
     if supervised:
-        history = fit_classifier(net, tensors, y, train_rows, val_rows, config, device)
+        pos_weight = positive_weight(config, y, train_rows)
+        history = fit_classifier(net, tensors, y, train_rows, val_rows, pos_weight, config, device)
     else:
         normal = train_rows if y is None else train_rows[y[train_rows] == 0]
         history = fit_autoencoder(net, tensors, normal, val_rows, y_val, config, device)
@@ -61,6 +62,8 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     operating = operating_point(model, raw_scores(net, tensors, val_rows), y_val, config)
     result = train_result(config, model, prep, tensors, val_rows, operating)
     result.history = history
+    if supervised and not config.pos_weight:
+        result.resolved = {"pos_weight": pos_weight}  # the weight the data gave: on the card and in `aitk bundle info`
     return result
 
 
@@ -124,10 +127,16 @@ def raw_scores(net, tensors, rows: np.ndarray, chunk: int = 65536) -> np.ndarray
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, config: Any, device: str) -> list[dict[str, float]]:
-    """Trains ``net`` with early stopping on validation PR-AUC; returns the per-epoch history."""
+def positive_weight(config: Any, y: np.ndarray, train_rows: np.ndarray) -> float:
+    """The loss weight of a fraud row: ``pos_weight`` when set, else legitimate / fraud training rows."""
     positives = float(y[train_rows].sum())
-    pos_weight = config.pos_weight or (len(train_rows) - positives) / max(positives, 1.0)
+    return float(config.pos_weight or (len(train_rows) - positives) / max(positives, 1.0))
+
+
+def fit_classifier(net, tensors, y: np.ndarray, train_rows: np.ndarray, val_rows: np.ndarray, pos_weight: float, config: Any,
+                   device: str) -> list[dict[str, float]]:
+    """Trains ``net`` with early stopping on validation PR-AUC, a fraud row weighing ``pos_weight``
+    in the loss; returns the per-epoch history."""
     labels = torch.from_numpy(y.astype(np.float32))
 
     def loss(index: torch.Tensor) -> torch.Tensor:
