@@ -206,3 +206,16 @@ def test_read_frame_rows_know_their_editor_line(tmp_path):
     assert where(frame, 3, path) == f"{path}:11"
     path.write_text("x;y\n1,5;2\n\n3;4\n")
     assert list(read_frame(path).index) == [2, 4]
+
+
+def test_a_parquet_file_that_is_broken_or_has_a_column_of_lists_is_one_error_record(tmp_path):
+    from applied_aitk.counting import count_records
+
+    pq.write_table(pa.table({"x": pa.array(["1.5", "2", "1.5"]).dictionary_encode(), "y": [[1.0], [2.0], [3.0]]}), tmp_path / "t.parquet")
+    assert records(tmp_path / "t.parquet", Schema(("x",)))[:2] == [(f"{tmp_path / 't.parquet'}:1", ([1.5], ()), None), (f"{tmp_path / 't.parquet'}:2", ([2.0], ()), None)]
+    listed = tmp_path / "t.parquet"
+    assert records(listed, Schema(("x", "y"))) == [(str(listed), None, f"{listed}: column 'y': a list<element: double> column, expected numbers or text")]
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    assert count_records([tmp_path / "broken.parquet"]) == 0
+    [(id, data, error)] = records(tmp_path / "broken.parquet", Schema(("x",)))
+    assert id == str(tmp_path / "broken.parquet") and error.startswith(f"{id}: cannot read the table (")

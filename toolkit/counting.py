@@ -26,7 +26,10 @@ def count_records(paths: list[Path]) -> int | None:
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(path).metadata.num_rows
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except (OSError, ValueError):  # not a Parquet file (ArrowInvalid): reading it says so, as an error row
+                pass
         else:
             total += 1
     return total

@@ -58,18 +58,31 @@ def table_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
 
 
 def _parquet_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.ParquetFile(path)
         _require(table.schema_arrow.names, wanted)
+        for column in wanted:
+            kind = table.schema_arrow.field(column).type
+            if not _cell_type(kind.value_type if pa.types.is_dictionary(kind) else kind):
+                raise InputError(f"column {column!r}: a {kind} column, expected numbers or text")
         start = 1
         for batch in table.iter_batches(batch_size=65536, columns=wanted):
             lines = np.arange(start, start + batch.num_rows)
             start += batch.num_rows
             yield Batch(lines, {c: batch.column(c) for c in batch.schema.names}, {})
-    except OSError as e:
+    except (OSError, pa.ArrowException) as e:  # not a Parquet file, a broken one
         raise InputError(f"cannot read the table ({e})") from None
+
+
+def _cell_type(kind: Any) -> bool:
+    """Whether a Parquet column of this Arrow type holds numbers or text (a list, a struct, a date: no)."""
+    import pyarrow as pa
+
+    return any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_decimal,
+                                       pa.types.is_string, pa.types.is_large_string, pa.types.is_null))
 
 
 def _require(header: list[str], wanted: list[str]) -> None:

@@ -201,6 +201,8 @@ def _number_column(cells: Any, column: str, missing: frozenset[str], decimal: st
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_dictionary(cells.type):  # a Parquet column written from a pandas category
+        cells = cells.dictionary_decode()
     if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
         texts = cells if decimal == "." else pc.replace_substring(cells, decimal, ".")
         try:
