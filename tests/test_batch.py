@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -306,3 +307,33 @@ def test_resume_over_other_inputs_keeps_only_the_rows_of_records_given_now(wine,
     assert "4 row(s) in" in resumed.stderr and "left out" in resumed.stderr
     frame = pd.read_json(out, lines=True) if suffix == ".jsonl" else pd.read_parquet(out)
     assert frame["id"].tolist() == [f"{wine['data'] / 'predict.csv'}:{n}" for n in range(2, len(lines) + 1)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the read on stdin through /proc (Linux)")
+def test_ctrl_c_while_predict_waits_on_stdin_ends_with_one_line(wine, tmp_path):
+    command = [*AITK, "wine", "predict", str(wine["bundle"]), "-", "--out", str(tmp_path / "out.jsonl")]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "AITK_LOAD_PLUGINS": "wine"})
+    try:
+        deadline = time.monotonic() + 60
+        while not _reads_stdin(process.pid) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)  # stdin still open: no end of input races the interrupt
+        err = process.stderr.read()
+    finally:
+        process.kill()
+        process.stdin.close()
+    assert (process.returncode, err.strip()) == (130, "interrupted")  # not "Fatal Python error ... lock for <stdin>"
+    assert list(tmp_path.iterdir()) == []
+
+
+def _reads_stdin(pid: int) -> bool:
+    """A thread of ``pid`` waits in read(2) on descriptor 0."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "syscall").read_text().startswith("0 0x0 "):
+                return True
+        except OSError:
+            continue
+    return False

@@ -382,6 +382,8 @@ def main() -> None:
             raise
         hint = install_hint(e) if isinstance(e, ModuleNotFoundError) else None
         _fail(f"error: {hint}" if hint else f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+    if code == 130:  # typer turns Ctrl-C inside a command into this exit code, silently
+        _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -8,6 +8,7 @@ error, not the end of the file."""
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import io
 import sys
@@ -47,13 +48,30 @@ def base_suffix(path: Path | str) -> str:
 def open_binary(path: Path | str) -> BinaryIO:
     """The bytes of ``path`` (``-``: stdin), decompressed when they are gzip; InputError if unreadable."""
     try:
-        raw = sys.stdin.buffer if str(path) == "-" else open(path, "rb")
+        raw = _stdin() if str(path) == "-" else open(path, "rb")
     except OSError as e:
         raise InputError(f"{name_of(path)}: cannot open ({e.strerror})") from None
     stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     if stream.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     return stream
+
+
+def _stdin() -> BinaryIO:
+    """stdin's bytes through a reader of our own on its descriptor (the same one for every call):
+    a read blocked in a reader thread (``batch.prefetched``) then holds no lock of ``sys.stdin``,
+    which the interpreter takes at exit; waiting on ``sys.stdin.buffer`` a Ctrl-C ended in
+    "Fatal Python error: could not acquire lock for <stdin>". ``sys.stdin.buffer`` when stdin
+    has no descriptor (replaced in-process)."""
+    try:
+        return _descriptor_reader(sys.stdin.fileno())
+    except (AttributeError, OSError, ValueError):
+        return sys.stdin.buffer
+
+
+@functools.cache
+def _descriptor_reader(fd: int) -> BinaryIO:
+    return io.BufferedReader(io.FileIO(fd, "rb", closefd=False))
 
 
 def text_encoding(stream: BinaryIO) -> tuple[str, int]:
