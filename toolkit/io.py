@@ -64,9 +64,12 @@ def _stdin() -> BinaryIO:
     "Fatal Python error: could not acquire lock for <stdin>". ``sys.stdin.buffer`` when stdin
     has no descriptor (replaced in-process)."""
     try:
-        return _descriptor_reader(sys.stdin.fileno())
+        fd = sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):
         return sys.stdin.buffer
+    if _descriptor_reader(fd).closed:  # a reader that read it to the end closed it
+        _descriptor_reader.cache_clear()
+    return _descriptor_reader(fd)
 
 
 @functools.cache
