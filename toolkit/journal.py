@@ -1,12 +1,15 @@
 """The journal of a batch run: rows as JSON lines in ``OUT.partial.jsonl`` as each batch finishes
-(``--resume`` keeps them), then OUT written from it through a temp file and a rename; or, for
-OUT ``-``, each batch's rows on stdout. A use case's ``layout`` applies as OUT is written."""
+(``--resume`` keeps them; written through a buffer of BUFFER_BYTES, flushed at least every
+FLUSH_SECONDS and when the run ends or stops), then OUT written from it through a temp file and a
+rename; or, for OUT ``-``, each batch's rows on stdout at once. A use case's ``layout`` applies as
+OUT is written."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from applied_aitk.errors import AitkError
 from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
 
 logger = get_logger(__name__)
+BUFFER_BYTES = 1 << 20
+FLUSH_SECONDS = 1.0
 Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]
 """A record's row -> the rows written for it (an error row is passed through as it is)."""
 
@@ -37,12 +42,15 @@ class StdoutJournal:
         A row holding NaN or an infinity anywhere is written as an error row naming the field:
         nothing non-finite reaches an output."""
         data, rows = json_lines(rows)
-        bad = sum(1 for row in rows if row.get("error") is not None) if b'"error":' in data else 0
-        data = self.written(data, rows)
-        self.file.write(data.decode("utf-8") if self.file is sys.stdout else data)  # stdout takes text, the journal bytes
-        self.file.flush()
+        bad = len(rows) - [row.get("error") for row in rows].count(None)
+        self.send(self.written(data, rows))
         self.failed += bad
         return bad
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` and flush it: a reader of stdout gets each batch as it is done."""
+        self.file.write(data.decode("utf-8") if self.file is sys.stdout else data)  # stdout takes text, the journal bytes
+        self.file.flush()
 
     def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
         """What goes to the file for ``rows`` (their JSON lines ``text``): on stdout, laid out."""
@@ -75,7 +83,8 @@ class Journal(StdoutJournal):
             self._keep_complete_lines()
         else:
             self.path.write_text("")
-        self.file = open(self.path, "ab")
+        self.file = open(self.path, "ab", buffering=BUFFER_BYTES)
+        self.flush_at = time.monotonic() + FLUSH_SECONDS
 
     def _keep_complete_lines(self) -> None:
         """Drop a last line cut short by a kill; remember the ids already done."""
@@ -90,6 +99,14 @@ class Journal(StdoutJournal):
                 if row.get("error") is not None:
                     self.error_ids.add(row["id"])
         self.failed = len(self.error_ids)
+
+    def send(self, data: bytes) -> None:
+        """Append ``data`` to the journal, flushed when FLUSH_SECONDS have passed since the last
+        flush (a flush per batch of a fast model costs more than predicting it)."""
+        self.file.write(data)
+        if time.monotonic() >= self.flush_at:
+            self.file.flush()
+            self.flush_at = time.monotonic() + FLUSH_SECONDS
 
     def written(self, text: bytes, rows: list[dict[str, Any]]) -> bytes:
         """One row per record in the journal, for --resume: the layout applies when OUT is written."""
