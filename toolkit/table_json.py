@@ -17,18 +17,19 @@ import numpy as np
 
 from applied_aitk.errors import InputError
 from applied_aitk.io import name_of, read_lines
-from applied_aitk.table_files import Batch, _line_blocks, _line_problem, _require
+from applied_aitk.table_csv import Lines, line_blocks, line_problem
+from applied_aitk.table_files import Batch, _require
 
 JSON_LINES = (".jsonl", ".ndjson")
 
 
 def json_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     """``json_blocks`` of a JSON lines file."""
-    return json_blocks(_line_blocks(path), wanted)
+    return json_blocks(line_blocks(path), wanted)
 
 
-def json_blocks(blocks: Iterable[tuple[int, list[bytes]]], wanted: list[str]) -> Iterator[Batch]:
-    """Blocks of lines ``(first line's number, lines)`` as batches of the ``wanted`` fields as text cells (a JSON number as its text, null as a null
+def json_blocks(blocks: Iterable[Lines], wanted: list[str]) -> Iterator[Batch]:
+    """Blocks of lines as batches of the ``wanted`` fields as text cells (a JSON number as its text, null as a null
     cell); a line that is not UTF-8, not JSON, not an object, lacks a field or holds a list, an
     object or true/false where a cell belongs is an error for that line alone. A file whose first
     object has none of the wanted fields is the wrong file: InputError, as for a CSV header
@@ -37,12 +38,12 @@ def json_blocks(blocks: Iterable[tuple[int, list[bytes]]], wanted: list[str]) ->
     import pyarrow as pa
 
     checked = False
-    for start, raw_lines in blocks:
+    for block in blocks:
         cells: dict[str, list[str | None]] = {c: [] for c in wanted}
         kept: list[int] = []
         errors: dict[int, str] = {}
-        for number, line in enumerate(raw_lines, start):
-            reason = _line_problem(line, quotes=False)
+        for number, line in enumerate(block.split(), block.first):
+            reason = line_problem(line, quotes=False)
             if reason == "blank":
                 continue
             try:
