@@ -355,3 +355,41 @@ def test_fine_tuning_names_its_phases_in_the_log_and_the_history(bot, tmp_path):
 
     with open(tmp_path / "tuned" / "history.csv", newline="") as f:
         assert [row["phase"] for row in csv.DictReader(f)] == ["probe", "probe", "fine-tuning"]
+
+
+def test_serve_with_two_workers_shares_conversations_and_metrics_and_drains(bot, wine, tmp_path):
+    """`aitk serve --workers 2`: rows as batch predict, a conversation whose messages any worker
+    may answer, the API key, metrics added up over the workers, SIGTERM: exit 0, temp folder gone."""
+    import csv
+    import signal
+
+    import httpx
+    from serve_client import batch_rows, server, without_ids
+
+    lines = (wine["data"] / "predict.csv").read_text().splitlines()[:6]
+    (tmp_path / "wine.csv").write_text("\n".join(lines) + "\n")
+    records, wine_batch = list(csv.DictReader(open(tmp_path / "wine.csv"))), batch_rows("wine", wine["bundle"], [tmp_path / "wine.csv"], tmp_path / "wine.jsonl")
+    texts = ["I want my money back for a purchase", "it was 19.99 EUR", "yesterday", "I need a human", "hello?"]
+    _, (batch,) = predict(bot, tmp_path, [{"conversation": texts}])
+    (tmp_path / "tmp").mkdir()
+    env = {**ENV, "AITK_LOAD_PLUGINS": "wine,chatbot", "AITK_API_KEY": "k", "TMPDIR": str(tmp_path / "tmp")}
+    with server(str(wine["bundle"]), str(bot["bundle"]), "--workers", "2", env=env) as (process, url):
+        started = 0
+        while started < 2:  # both workers up: the requests below may go to either
+            line = process.stderr.readline()
+            assert line, "the server ended"
+            started += "Application startup complete" in line
+        key = {"X-API-Key": "k"}
+        assert httpx.post(url + "/v1/wine/predict", json={"records": records[:1]}).status_code == 401
+        served = [httpx.post(url + "/v1/wine/predict", json={"records": [r]}, headers=key).json()["rows"][0] for r in records]
+        assert without_ids(served) == without_ids(wine_batch)
+        conversation = url + f"/v1/chatbot/conversations/{httpx.post(url + '/v1/chatbot/conversations', headers=key).json()['id']}"
+        turns = [httpx.post(conversation + "/messages", json={"text": text}, headers=key).json() for text in texts]  # a connection each
+        assert [{k: v for k, v in t.items() if k not in ("conversation", "turn", "handed_off")} for t in turns] == batch["turns"]
+        assert [t["turn"] for t in turns] == [1, 2, 3, 4, 5] and turns[-1]["handed_off"]
+        metrics = httpx.get(url + "/metrics", headers=key).text
+        assert f'aitk_requests_total{{code="200",endpoint="predict",model="wine"}} {len(records)}.0' in metrics
+        assert 'aitk_requests_total{code="200",endpoint="messages",model="chatbot"} 5.0' in metrics
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    assert not list((tmp_path / "tmp").glob("aitk-serve-*"))

@@ -195,3 +195,44 @@ def test_the_cli_serves_and_takes_the_api_key_from_the_environment(wine, rows):
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert f"serving /v1/wine/predict ({wine['bundle']}) on {url}" in process.stderr.read()  # the URL, not the folder alone
+
+
+COUNT_TURNS = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from applied_aitk.serve.sessions import SessionStore
+    store = SessionStore(Path(sys.argv[1]), "bot", "conversation", 60, 10)
+    for _ in range(200):
+        store.change(sys.argv[2], lambda state: ({"turn": state["turn"] + 1}, None))
+""")
+
+
+def test_sessions_are_shared_by_processes_expire_and_are_capped(tmp_path):
+    """The session store as two worker processes hold it (one SQLite file): a change made by one
+    is seen by the other, none is lost when both change a session at once, idle sessions expire
+    (404), and at most ``limit`` are open (503 with Retry-After)."""
+    from applied_aitk.serve.http import HTTPError
+    from applied_aitk.serve.sessions import SessionStore
+
+    path = tmp_path / "sessions.db"
+    one = SessionStore(path, "bot", "conversation", 60, 10)
+    key = one.open({"turn": 0})
+    other = subprocess.Popen([sys.executable, "-c", COUNT_TURNS, str(path), key])
+    for _ in range(200):
+        one.change(key, lambda state: ({"turn": state["turn"] + 1}, None))
+    assert other.wait(60) == 0
+    assert one.read(key) == {"turn": 400}
+
+    idle = SessionStore(path, "idle", "conversation", 0.3, 2)
+    first, second = idle.open({}), idle.open({})
+    with pytest.raises(HTTPError) as full:
+        idle.open({})
+    assert full.value.status == 503 and full.value.headers["Retry-After"]
+    idle.end(second)
+    idle.open({})
+    time.sleep(0.4)
+    with pytest.raises(HTTPError) as gone:
+        idle.touch(first)
+    assert gone.value.status == 404 and "expired after 0.3 s idle" in gone.value.message and gone.value.field == "conversation"
+    idle.open({}), idle.open({})  # the idle ones were dropped: room for two again
+    assert one.read(key) == {"turn": 400}  # another model's sessions are its own

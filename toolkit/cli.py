@@ -137,7 +137,7 @@ def demo(
 
 @app.command(cls=Command, epilog=examples(
     "aitk serve fraud-bundle", "aitk serve bot=chatbot-bundle fraud=fraud-bundle --host 0.0.0.0 --port 8080 --api-key KEY",
-    "aitk serve fraud-bundle --engine ray --replicas 2"))
+    "aitk serve fraud-bundle --workers 2", "aitk serve fraud-bundle --engine ray --replicas 2"))
 def serve(
     bundles: Annotated[list[str], typer.Argument(metavar="BUNDLE...", help="Bundle directories to serve, each BUNDLE or NAME=BUNDLE (NAME: its use case's).", show_default=False)],
     host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
@@ -151,6 +151,7 @@ def serve(
     timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
     session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Server processes on the one port, each loading the bundles and batching its own requests (about one per core; see the README).")] = 1,
     engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local (uvicorn in this process), or ray: Ray Serve replicas (needs applied-aitk[ray]).")] = "local",
     replicas: Annotated[Optional[int], typer.Option("--replicas", min=1, metavar="N", help="--engine ray: copies of the app (default: one per GPU, else 1).")] = None,
     address: Annotated[Optional[str], typer.Option("--address", metavar="ADDRESS", help="--engine ray: a running Ray cluster (default: start one here).")] = None,
@@ -159,20 +160,19 @@ def serve(
     quantize: QuantizeRun = None,
 ) -> None:
     """Serve bundles over HTTP: POST /v1/NAME/predict with dynamic batching, the use cases' own endpoints, /docs, /metrics."""
-    from applied_aitk.serve import Limits, build_app, run
+    from applied_aitk.serve import Limits, serve_here
 
     limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_records=max_records, max_queue=max_queue,
                     timeout_s=timeout, max_wait_ms=max_wait_ms, session_ttl_s=session_ttl)
     if engine == "ray":
         from applied_aitk.serve.on_ray import serve_on_ray
 
+        if workers > 1:
+            raise typer.BadParameter("--workers is for the local engine; on Ray, --replicas", param_hint="'--workers'")
         return serve_on_ray(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size, host, port, replicas, address)
     if replicas is not None or address is not None:
         raise typer.BadParameter("--replicas and --address go with --engine ray", param_hint="'--engine'")
-    server = build_app(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size)
-    served = ", ".join(f"/v1/{name}/predict ({model.bundle.path})" for name, model in server.state.models.items())
-    logger.info(f"serving {served} on http://{host}:{port} (docs: /docs){'; API key required' if api_key else ''}")
-    run(server, host, port, limits, access_log)
+    serve_here(bundles, make_runtime(device, threads, quantize), limits, api_key, batch_size, host, port, workers, access_log)
 
 
 @bundle_app.command("info", cls=Command, epilog=examples("aitk bundle info bundle", "aitk bundle info bundle --card", "aitk bundle info bundle --json"))

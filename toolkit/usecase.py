@@ -224,8 +224,9 @@ class UseCase:
     """True when `train DATA` is a spec the use case parses and checks itself (globs, comma-separated
     lists, names); otherwise the CLI requires DATA to be an existing path."""
     serve_state: ClassVar[bool] = False
-    """True when ``serve_routes`` keeps state in the server between requests (conversations): one
-    process must answer all of them, so `aitk serve --engine ray` serves such a model on one replica only."""
+    """True when ``serve_routes`` keeps state in the server between requests (conversations), in
+    ``model.sessions`` (shared by the processes of `aitk serve --workers N`); `aitk serve --engine
+    ray` serves such a model on one replica only, since replicas may run on other machines."""
 
     def sample(self, out: Path) -> Sample:
         raise NotImplementedError

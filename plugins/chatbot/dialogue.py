@@ -179,6 +179,22 @@ class Conversation:
         self.clarifying: tuple[str, str] | None = None
         self._probs: np.ndarray | None = None
 
+    STATE = ("turn", "fallbacks", "handed_off", "pending", "slots", "slot_text", "unclear", "clarifying")
+
+    def state(self) -> dict[str, Any]:
+        """Where the conversation stands, as JSON values (what a server stores between turns)."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    @classmethod
+    def restore(cls, policy: Policy, state: dict[str, Any]) -> Conversation:
+        """The conversation ``state()`` described."""
+        conversation = cls(policy)
+        for name in cls.STATE:
+            setattr(conversation, name, state[name])
+        if conversation.clarifying is not None:
+            conversation.clarifying = tuple(conversation.clarifying)
+        return conversation
+
     def respond(self, message: str | None, understanding: Understanding | None) -> dict[str, Any]:
         """``message`` None means it could not be read (invalid UTF-8); ``understanding`` None means
         the message was empty or unreadable and never reached the model."""

@@ -62,7 +62,7 @@ class Chatbot(UseCase):
     summary = "Customer-care chatbot: intents, FAQ answers, slot filling and hand-off to a person."
     Config = ChatbotConfig
     input_suffixes = (".jsonl",)
-    serve_state = True  # conversations live in the server process
+    serve_state = True  # conversations live on the server (its session store)
     model_card = """## Intended use
 
 A customer-care assistant for the domain it was trained on: recognising the domain's intents in

@@ -7,18 +7,15 @@
     GET    /chat[?model=NAME]                        a chat page (plain HTML and JavaScript) on this API
 
 Each conversation is the plugin's own dialogue manager (``Conversation``), so slots, a pending
-clarification and a hand-off carry across turns exactly as in `aitk chatbot chat`. Messages of
-different conversations that arrive together are understood in one model call; the messages
-of one conversation are answered in order. A conversation idle for ``--session-ttl`` seconds
-is dropped (404 afterwards)."""
+clarification and a hand-off carry across turns exactly as in `aitk chatbot chat`. Its state lives
+in the server's session store (toolkit/serve/sessions.py: shared by the worker processes of
+``--workers N``, so any of them can answer the next message). Messages of different
+conversations that arrive together are understood in one model call; two messages of one
+conversation sent at once are applied one after the other, each turn seeing the previous one's
+state. A conversation idle for ``--session-ttl`` seconds is dropped (404 afterwards)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,81 +35,39 @@ class Message(BaseModel):
     text: str = Field(..., max_length=MAX_MESSAGE_CHARS, description="What the customer wrote.")
 
 
-@dataclass
-class Session:
-    conversation: Conversation
-    used: float  # time.monotonic() of its last message
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class Conversations:
-    """The open conversations of one model, at most ``limit``, each dropped after ``ttl`` seconds
-    without a message. Kept in the order of their last message, so that expiring the idle ones
-    looks at those alone (the oldest first), not at every conversation on every request."""
-
-    def __init__(self, policy: Any, ttl: float, limit: int = MAX_CONVERSATIONS):
-        self.policy, self.ttl, self.limit = policy, ttl, limit
-        self.sessions: OrderedDict[str, Session] = OrderedDict()
-
-    def open(self) -> str:
-        self.expire()
-        if len(self.sessions) >= self.limit:
-            raise HTTPError(503, f"{len(self.sessions)} conversations open; retry later", None, {"Retry-After": "60"})
-        key = uuid.uuid4().hex
-        self.sessions[key] = Session(Conversation(self.policy), time.monotonic())
-        return key
-
-    def get(self, key: str) -> Session:
-        self.expire()
-        session = self.sessions.get(key)
-        if session is None:
-            raise HTTPError(404, f"conversation {key!r}: no such conversation (ended, or expired after {self.ttl:g} s idle)", "conversation")
-        session.used = time.monotonic()
-        self.sessions.move_to_end(key)
-        return session
-
-    def end(self, key: str) -> None:
-        self.get(key)
-        del self.sessions[key]
-
-    def expire(self) -> None:
-        """Drop the conversations idle for ``ttl`` seconds; one still answering a message stays."""
-        cutoff = time.monotonic() - self.ttl
-        while self.sessions:
-            key, session = next(iter(self.sessions.items()))
-            if session.used >= cutoff or session.lock.locked():
-                return
-            del self.sessions[key]
-
-
 def add_routes(app: FastAPI, model: Any) -> None:
     nlu = model.predictor.nlu
     understand = model.new_batcher("understand", nlu.understand)
-    conversations = Conversations(nlu.policy, model.limits.session_ttl_s)
+    conversations = model.sessions("conversation", MAX_CONVERSATIONS)
     name, base = model.name, f"/v1/{model.name}/conversations"
 
     @app.post(base, tags=[name], status_code=201)
     async def open_conversation() -> dict[str, Any]:
         """Start a conversation; send its messages to ``{id}/messages``."""
-        return {"id": conversations.open(), "model": name, "expires_after_s": conversations.ttl}
+        return {"id": conversations.open(Conversation(nlu.policy).state()), "model": name, "expires_after_s": conversations.ttl}
 
     @app.post(base + "/{conversation}/messages", tags=[name])
     async def send_message(conversation: str, message: Message) -> dict[str, Any]:
         """The bot's turn: reply, action (respond, ask_slot, clarify, faq, fallback, handoff...),
         intent, confidence, slots, and what it is asking for."""
-        session = conversations.get(conversation)
-        async with session.lock:
-            (understood,) = await guarded(model.metrics, model.limits, name, "messages", understand.call([message.text]))
-            turn = session.conversation.respond(message.text, understood)
-        model.metrics.rows(name, [turn])
-        return {"conversation": conversation, "turn": session.conversation.turn, **turn, "handed_off": session.conversation.handed_off}
+        conversations.touch(conversation)  # 404 now if it is gone; in use while the message is understood
+        (understood,) = await guarded(model.metrics, model.limits, name, "messages", understand.call([message.text]))
+
+        def respond(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+            dialogue = Conversation.restore(nlu.policy, state)
+            turn = dialogue.respond(message.text, understood)
+            return dialogue.state(), {"conversation": conversation, "turn": dialogue.turn, **turn, "handed_off": dialogue.handed_off}
+
+        answer = conversations.change(conversation, respond)
+        model.metrics.rows(name, [answer])
+        return answer
 
     @app.get(base + "/{conversation}", tags=[name])
     async def conversation_state(conversation: str) -> dict[str, Any]:
         """Where the conversation stands: turns so far, the intent waiting for slots, slots, hand-off."""
-        state = conversations.get(conversation).conversation
-        return {"conversation": conversation, "turns": state.turn, "pending": state.pending, "slots": state.slots, "slot_text": state.slot_text,
-                "clarifying": list(state.clarifying) if state.clarifying else None, "handed_off": state.handed_off}
+        state = conversations.read(conversation)
+        return {"conversation": conversation, "turns": state["turn"], "pending": state["pending"], "slots": state["slots"],
+                "slot_text": state["slot_text"], "clarifying": state["clarifying"], "handed_off": state["handed_off"]}
 
     @app.delete(base + "/{conversation}", tags=[name], status_code=204)
     async def end_conversation(conversation: str) -> Response:

@@ -6,16 +6,18 @@ endpoints through ``UseCase.serve_routes``. See toolkit/serve/app.py for the end
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from applied_aitk.serve.limits import Limits
 
-__all__ = ["Limits", "build_app", "run"]
+__all__ = ["Limits", "build_app", "run", "serve_here"]
 
 
 def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_key: str | None = None,
-              batch_size: int | None = None, usecases: dict | None = None):
-    """The ASGI app serving the bundles ``specs`` (``BUNDLE`` or ``NAME=BUNDLE``); models load now."""
+              batch_size: int | None = None, usecases: dict | None = None, state_dir: Path | None = None):
+    """The ASGI app serving the bundles ``specs`` (``BUNDLE`` or ``NAME=BUNDLE``); models load now.
+    ``state_dir``: the folder worker processes share (their sessions), None for one process."""
     from applied_aitk.plugins import get_usecases
     from applied_aitk.serve.app import create_app
     from applied_aitk.serve.metrics import Metrics
@@ -25,13 +27,36 @@ def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_
     metrics = Metrics()
     # ORT's idle threads sleep rather than spin: the event loop shares the cores with them
     runtime = dataclasses.replace(runtime, spinning=False)
-    models = load_models(specs, usecases if usecases is not None else get_usecases(), runtime, limits, metrics, batch_size)
+    models = load_models(specs, usecases if usecases is not None else get_usecases(), runtime, limits, metrics, batch_size, state_dir)
     return create_app(models, limits, metrics, api_key)
 
 
-def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False) -> None:
+def serve_here(specs: list[str], runtime: Any, limits: Limits, api_key: str | None, batch_size: int | None,
+               host: str, port: int, workers: int = 1, access_log: bool = False) -> None:
+    """`aitk serve` on this machine: the bundles ``specs`` on ``host:port`` until SIGTERM or SIGINT,
+    from one process, or from ``workers`` processes (toolkit/serve/workers.py)."""
+    if workers > 1:
+        from applied_aitk.serve.workers import serve_workers
+
+        return serve_workers(specs, runtime, limits, api_key, batch_size, host, port, workers, access_log)
+    app = build_app(specs, runtime, limits, api_key, batch_size)
+    announce([(name, model.bundle.path) for name, model in app.state.models.items()], host, port, api_key)
+    run(app, host, port, limits, access_log)
+
+
+def announce(models: list[tuple[str, Any]], host: str, port: int, api_key: str | None, workers: int = 1) -> None:
+    """The log line saying what is served where: ``models`` as (name, bundle path)."""
+    from applied_aitk.console import get_logger
+
+    served = ", ".join(f"/v1/{name}/predict ({path})" for name, path in models)
+    processes = f", from {workers} worker processes" if workers > 1 else ""
+    get_logger(__name__).info(f"serving {served} on http://{host}:{port} (docs: /docs){processes}{'; API key required' if api_key else ''}")
+
+
+def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False, workers: int = 1) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; then stop accepting, let requests in flight finish
-    (up to the request timeout), and return."""
+    (up to the request timeout), and return. With ``workers`` > 1, ``app`` is the import string of
+    an app factory, called in each of uvicorn's worker processes (toolkit/serve/workers.py)."""
     import signal
 
     import uvicorn
@@ -43,6 +68,6 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning" if console.quiet else "info",
-                    timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1))
+                    timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1), workers=workers, factory=workers > 1)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -73,6 +73,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
             state["ready"] = False
             for batcher in batchers:
                 await batcher.stop()
+            metrics.close()
 
     app = ServeApp(title="aitk serve", version=__version__, lifespan=lifespan,
                   description="Online inference for aitk bundles through ONNX Runtime, with dynamic batching.")
@@ -98,8 +99,6 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
     @app.get("/metrics", tags=["probes"])
     async def prometheus() -> Response:
         """Prometheus text: requests, latency, batch sizes, records, error rows, queued records, by model."""
-        for model in models.values():
-            metrics.queued.labels(model.name).set(sum(b.held for b in model.batchers))
         return Response(metrics.text(), media_type=metrics.content_type)
 
     @app.get("/v1/models", tags=["models"])

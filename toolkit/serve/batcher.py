@@ -50,15 +50,15 @@ class Batcher(Generic[T, R]):
     """``await submit(items)`` returns ``run(batch)``'s results for those items, in order.
 
     ``run`` takes a list of items and returns one result per item; it runs in a worker thread.
-    ``on_batch(size)`` is called with the size of every batch run."""
+    ``on_batch(size)`` is called with the size of every batch run, ``on_held()`` whenever ``held`` changes."""
 
     def __init__(self, name: str, run: Callable[[list[T]], list[R]], max_batch: int, max_wait: float, max_queue: int,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, on_held: Callable[[], None] | None = None):
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError("max_batch and max_queue must be at least 1, max_wait at least 0")
         self.name, self.run = name, run
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
-        self.on_batch = on_batch
+        self.on_batch, self.on_held = on_batch, on_held or (lambda: None)
         self.held = 0  # items accepted and not yet answered: the bound of the queue
         self.arriving = 0  # requests accepted whose items are not queued yet (still decoding)
         self._items: deque[tuple[T, _Pending, int]] = deque()
@@ -95,10 +95,12 @@ class Batcher(Generic[T, R]):
         ticket = Ticket()
         self.held += count
         self.arriving += 1
+        self.on_held()
         try:
             yield ticket
         finally:
             self.held -= count
+            self.on_held()
             self._arrived(ticket)
 
     async def submit(self, ticket: Ticket, items: list[T]) -> list[R]:

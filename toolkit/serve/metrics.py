@@ -1,9 +1,19 @@
 """Prometheus metrics of one server, in its own registry (``GET /metrics``): requests, latency,
-batch sizes, records and error rows, queue depth, all labelled by model."""
+batch sizes, records and error rows, queue depth, all labelled by model.
+
+With ``--workers N`` the worker processes write their values to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus_client's multiprocess mode, chosen when the variable is set as the process starts),
+and whichever worker answers ``GET /metrics`` adds up every worker's: counts and histograms of
+all of them (those of a worker that died included), queued records of the live ones."""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import multiprocess
+
+SHARED_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -22,7 +32,9 @@ class Metrics:
         self.records = Counter("aitk_records", "Records predicted", ["model"], registry=r)
         self.errors = Counter("aitk_record_errors", "Records answered with an error row", ["model"], registry=r)
         self._children: dict[tuple, object] = {}
-        self.queued = Gauge("aitk_queued_records", "Records a model holds (queued, decoding or running)", ["model"], registry=r)
+        self.queued = Gauge("aitk_queued_records", "Records a model holds (queued, decoding or running)", ["model"], registry=r,
+                            multiprocess_mode="livesum")
+        self.shared = os.environ.get(SHARED_DIR)
 
     def request(self, model: str, endpoint: str, code: int, seconds: float) -> None:
         """Count one request answered with status ``code`` after ``seconds``."""
@@ -38,6 +50,9 @@ class Metrics:
         if bad:
             self._child(self.errors, model).inc(bad)
 
+    def held(self, model: str, records: int) -> None:
+        self._child(self.queued, model).set(records)
+
     def _child(self, metric, *labels: str):
         """``metric.labels(*labels)``, looked up once (labels() validates and locks on every call)."""
         key = (metric, labels)
@@ -47,4 +62,14 @@ class Metrics:
         return child
 
     def text(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text of this process, or of every worker process in multiprocess mode."""
+        if not self.shared:
+            return generate_latest(self.registry)
+        everyone = CollectorRegistry()
+        multiprocess.MultiProcessCollector(everyone, self.shared)
+        return generate_latest(everyone)
+
+    def close(self) -> None:
+        """This process ends: in multiprocess mode its queued records stop counting."""
+        if self.shared:
+            multiprocess.mark_process_dead(os.getpid(), self.shared)

@@ -14,6 +14,7 @@ from applied_aitk.runtime import Runtime
 from applied_aitk.serve.batcher import Batcher
 from applied_aitk.serve.limits import Limits
 from applied_aitk.serve.metrics import Metrics
+from applied_aitk.serve.sessions import SessionStore
 from applied_aitk.usecase import Predictor, Record, UseCase
 
 
@@ -23,7 +24,9 @@ class ServedModel:
 
     ``batcher`` runs ``(record, decoded)`` pairs through the predictor in dynamic batches and
     returns exactly the rows batch `predict` writes, error rows included. Use cases that add
-    their own endpoints make their own batchers with ``new_batcher``."""
+    their own endpoints make their own batchers with ``new_batcher``, and keep state between
+    requests in ``sessions``. ``state_dir``: the folder the server's worker processes share
+    (``--workers N``), None for a server of one process."""
 
     name: str
     usecase: UseCase
@@ -32,6 +35,7 @@ class ServedModel:
     limits: Limits
     metrics: Metrics
     batch_size: int
+    state_dir: Path | None = None
     batchers: list[Batcher] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -40,9 +44,19 @@ class ServedModel:
     def new_batcher(self, purpose: str, run, max_batch: int | None = None) -> Batcher:
         """A batcher for this model's ``run(items) -> results``, started and stopped with the server."""
         batcher = Batcher(f"{self.name}-{purpose}", run, max_batch or self.batch_size, self.limits.max_wait_ms / 1000,
-                          self.limits.max_queue, on_batch=lambda size: self.metrics.batch(self.name, size))
+                          self.limits.max_queue, on_batch=lambda size: self.metrics.batch(self.name, size), on_held=self._held)
         self.batchers.append(batcher)
+        self._held()  # the model's queued records show (as 0) before its first request
         return batcher
+
+    def _held(self) -> None:
+        self.metrics.held(self.name, sum(b.held for b in self.batchers))
+
+    def sessions(self, kind: str, limit: int) -> SessionStore:
+        """A store of this model's server-side sessions (``kind``: what one is, e.g. conversation),
+        expiring after ``--session-ttl``, shared by the worker processes; at most ``limit`` open."""
+        path = None if self.state_dir is None else self.state_dir / "sessions.db"
+        return SessionStore(path, self.name, kind, self.limits.session_ttl_s, limit)
 
     def decode(self, records: list[Record]) -> list[tuple[Any, str | None]]:
         """Each record decoded as batch `predict` decodes it: ``(input, None)`` or ``(None, error)``."""
@@ -68,12 +82,12 @@ class ServedModel:
 
 
 def load_models(specs: list[str], usecases: dict[str, UseCase], runtime: Runtime, limits: Limits, metrics: Metrics,
-                batch_size: int | None = None) -> dict[str, ServedModel]:
+                batch_size: int | None = None, state_dir: Path | None = None) -> dict[str, ServedModel]:
     """Load each ``BUNDLE`` or ``NAME=BUNDLE``; the name defaults to the bundle's use case."""
     models: dict[str, ServedModel] = {}
     for name, usecase, bundle in resolve_specs(specs, usecases):
         predictor = usecase.load(bundle, runtime)
-        models[name] = ServedModel(name, usecase, bundle, predictor, limits, metrics, batch_size or usecase.batch_size)
+        models[name] = ServedModel(name, usecase, bundle, predictor, limits, metrics, batch_size or usecase.batch_size, state_dir)
     return models
 
 
