@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 
-def trained_usecase(name: str, work: Path):
-    """(usecase, bundle, sample) for an installed use case, trained on its own sample data."""
+def trained_usecase(name: str, work: Path, variants: list[str] | tuple[str, ...] = ()):
+    """(usecase, bundle, sample) for an installed use case, trained on its own sample data (with
+    the model ``variants``, e.g. int8, beside fp32)."""
     from applied_aitk.bundle import load_bundle
     from applied_aitk.package import train_bundle
     from applied_aitk.plugins import get_usecases
@@ -19,7 +20,7 @@ def trained_usecase(name: str, work: Path):
 
     usecase = get_usecases()[name]
     sample = usecase.sample(work / "sample")
-    bundle = train_bundle(usecase, sample.train, work / "bundle", usecase.config_from(sample.settings), Runtime(device="cpu"))
+    bundle = train_bundle(usecase, sample.train, work / "bundle", usecase.config_from(sample.settings), Runtime(device="cpu"), variants)
     return usecase, load_bundle(bundle.path, usecase=name), sample
 
 
