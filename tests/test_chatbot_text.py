@@ -75,33 +75,29 @@ def test_dialogue_clarifies_when_two_intents_are_close():
 
 def test_conversations_on_the_server_expire_when_idle_and_are_capped(monkeypatch):
     """The server's conversations are bounded: each is dropped after ttl seconds without a
-    message (a message keeps it alive), never while it answers one, and past the cap opening one
+    message (a message keeps it alive from the moment it arrives), and past the cap opening one
     is a 503, so memory stays flat however many conversations clients open and abandon."""
-    import asyncio
-    import types
-
+    from applied_aitk.serve import sessions
     from applied_aitk.serve.http import HTTPError
-    from applied_aitk.usecases.chatbot import serve
 
     now = [1000.0]
-    monkeypatch.setattr(serve.time, "monotonic", lambda: now[0])
-    store = serve.Conversations(types.SimpleNamespace(domain={}), ttl=10, limit=3)
-    a, b, c = store.open(), store.open(), store.open()
+    monkeypatch.setattr(sessions.time, "monotonic", lambda: now[0])
+    store = sessions.SessionStore(None, "chatbot", "conversation", ttl=10, limit=3)
+    a, b, _ = (store.open({"turn": 0}) for _ in range(3))
     with pytest.raises(HTTPError) as full:
-        store.open()
+        store.open({"turn": 0})
     assert full.value.status == 503 and full.value.headers["Retry-After"]
     now[0] += 6
-    store.get(a)  # a message: a's idle time starts again
-    asyncio.run(store.sessions[c].lock.acquire())  # c is answering a message (sent before a)
+    store.touch(a)  # a message arrives: a's idle time starts again, and it stays while the message is answered
     now[0] += 6
-    store.expire()
-    assert list(store.sessions) == [c, a]  # b idle 12 s: dropped; c idle too, but busy
     with pytest.raises(HTTPError) as gone:
-        store.get(b)
+        store.touch(b)
     assert gone.value.status == 404 and "expired after 10 s idle" in gone.value.message
-    store.sessions[c].lock.release()
-    now[0] += 11
-    assert store.open() and len(store.sessions) == 1  # a and c expired, room again
+    assert store.change(a, lambda state: ({"turn": state["turn"] + 1}, "answered")) == "answered"
+    store.open({"turn": 0}), store.open({"turn": 0})  # b and the third idle 12 s: dropped, room for two
+    with pytest.raises(HTTPError):
+        store.open({"turn": 0})
+    assert store.read(a) == {"turn": 1}
 
 
 def test_yaml_intents_named_yes_no_on_off_stay_text(tmp_path):

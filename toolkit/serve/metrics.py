@@ -9,6 +9,7 @@ all of them (those of a worker that died included), queued records of the live o
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess
@@ -65,6 +66,7 @@ class Metrics:
         """The Prometheus text of this process, or of every worker process in multiprocess mode."""
         if not self.shared:
             return generate_latest(self.registry)
+        _forget_killed(self.shared)
         everyone = CollectorRegistry()
         multiprocess.MultiProcessCollector(everyone, self.shared)
         return generate_latest(everyone)
@@ -73,3 +75,16 @@ class Metrics:
         """This process ends: in multiprocess mode its queued records stop counting."""
         if self.shared:
             multiprocess.mark_process_dead(os.getpid(), self.shared)
+
+
+def _forget_killed(folder: str) -> None:
+    """The queued records of a worker that ended without ``close`` (killed; uvicorn starts another)
+    stop counting."""
+    for file in Path(folder).glob("gauge_live*_*.db"):
+        pid = int(file.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # alive, someone else's
+            pass
