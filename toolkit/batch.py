@@ -165,22 +165,25 @@ class UniqueIds:
     A list of ids is checked with set operations; one by one only when it repeats an id."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, int] = {}
+        self.seen: set[str] = set()
+        self.copies: dict[str, int] = {}  # copies of the ids seen more than once
         self.warned = False
 
     def __call__(self, ids: list[str]) -> list[str]:
         """``ids`` with each id seen before (in this list or an earlier one) renamed."""
-        fresh = dict.fromkeys(ids, 1)
-        if len(fresh) == len(ids) and self.seen.keys().isdisjoint(fresh):
-            self.seen.update(fresh)
+        fresh = set(ids)
+        if len(fresh) == len(ids) and self.seen.isdisjoint(fresh):
+            self.seen |= fresh
             return ids
         unique, repeated = [], None
         for id in ids:
-            copies = self.seen[id] = self.seen.get(id, 0) + 1
-            if copies > 1:
+            if id in self.seen:
                 repeated = repeated or id
+                copies = self.copies[id] = self.copies.get(id, 1) + 1
                 id = f"{id}#{copies}"
-                self.seen[id] = self.seen.get(id, 0) + 1
+                if id in self.seen:
+                    self.copies[id] = self.copies.get(id, 1) + 1
+            self.seen.add(id)
             unique.append(id)
         if repeated is not None and not self.warned:
             logger.warning(f"record id {repeated!r} appears more than once; later ones get #2, #3, ...")

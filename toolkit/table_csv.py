@@ -264,6 +264,8 @@ def _arrow_csv(block: bytes, header: list[str], wanted: list[str], delimiter: st
 
 
 def _not_utf8(block: bytes) -> bool:
+    if block.isascii():  # no copy, unlike decoding
+        return False
     try:
         block.decode("utf-8")
         return False

@@ -89,7 +89,7 @@ def _record_batch(name: str, batch: Batch, schema: Schema) -> RecordBatch:
         texts[:, j] = _text_cells(batch.columns[column])
     lines = batch.lines.tolist()
     if not batch.errors and not bad_cells:
-        return RecordBatch(list(map(f"{name}:".__add__, map(str, lines))), table_data(numbers, texts))
+        return RecordBatch([f"{name}:{line}" for line in lines], table_data(numbers, texts))
     reasons = {**batch.errors, **{lines[i]: reason for i, reason in bad_cells.items()}}
     good = np.ones(len(lines), dtype=bool)
     good[list(bad_cells)] = False
