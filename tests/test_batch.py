@@ -150,7 +150,7 @@ def test_evaluate_over_zero_rows_is_an_error_and_metrics_json_has_no_nan(wine, t
     result = run_aitk("wine", "evaluate", str(wine["bundle"]), str(tmp_path / "header.csv"), plugins="wine")
     assert result.returncode == 1 and result.stderr.strip() == f"error: {tmp_path / 'header.csv'}: no rows"
 
-    from applied_aitk.cli import print_metrics
+    from applied_aitk.display import print_metrics
 
     print_metrics({"roc_auc": float("nan"), "per_class": {"a": float("inf"), "b": 0.5}}, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"roc_auc": None, "per_class": {"a": None, "b": 0.5}}

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from applied_aitk.cli import read_settings
+from applied_aitk.settings_file import read_settings
 from applied_aitk.errors import AitkError
 from applied_aitk.settings import build_settings, setting, settings_table
 

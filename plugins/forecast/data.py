@@ -1,4 +1,4 @@
-"""Series from tables: long and wide layouts, column roles, validation of timestamps and values.
+"""Series from tables: each series validated (timestamps, values) and put on its regular time grid; the column roles they are read by: schema.py.
 
 A table (read by ``table.read_table``) becomes a list of ``Series``: each one sorted, on a regular time grid, with its targets,
 past-only covariates and known-future covariates (which may run past the last target value:
@@ -16,31 +16,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from applied_aitk.usecases.forecast.table import input_files, read_table
-from applied_aitk.usecases.forecast.time_features import infer_freq, normal_freq, time_grid
-from applied_aitk import AitkError, InputError
+from applied_aitk.usecases.forecast.table import read_table
+from applied_aitk.usecases.forecast.schema import Schema, check_columns, listing
+from applied_aitk.usecases.forecast.time_features import infer_freq, time_grid
+from applied_aitk import InputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-ID_NAMES = ("series", "series_id", "unique_id", "id", "item_id")
-TIME_NAMES = ("timestamp", "date", "ds", "time", "datetime", "day", "week", "month", "period")
-TARGET_NAMES = ("target", "y", "value")
-
-
-def names(value: Any) -> list[str]:
-    """A setting that lists columns: ``"a,b"`` or a list from a config file."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
-
 
 class SeriesError(InputError):
     """What is wrong with one series: ``problem``, at file line ``line`` (None until known: then
@@ -66,27 +53,6 @@ def location(path: Path | str | None, line: int | None) -> str:
 
 
 @dataclass
-class Schema:
-    """How to read a table; resolved at training time and stored in the bundle."""
-
-    format: str  # "long" or "wide"
-    id: str | None  # one column, or several comma-separated (a composite key such as "store,item")
-    time: str | None
-    targets: list[str]
-    past: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)
-    freq: str | None = None  # a pandas alias; None: integer steps (wide tables)
-    fill_gaps: bool = False
-    delimiter: str = ""  # CSV delimiter; empty: found from each file
-    decimal: str = ""  # CSV decimal mark; empty: found from each file
-
-    @property
-    def keys(self) -> list[str]:
-        """The columns that identify a series (none: one series per file)."""
-        return names(self.id)
-
-
-@dataclass
 class Series:
     id: str
     times: Any  # DatetimeIndex, or int64 steps; covers the targets and the future rows
@@ -98,71 +64,6 @@ class Series:
     @property
     def n(self) -> int:
         return len(self.y)
-
-
-def resolve_schema(frame: pd.DataFrame, config: Any, path: Path) -> Schema:
-    """Column roles from the training settings, finding unnamed ones by their usual names."""
-    columns = [str(c) for c in frame.columns]
-    fmt = config.format
-    if fmt not in ("auto", "long", "wide"):
-        raise AitkError(f"setting format={fmt!r}: expected auto, long or wide")
-    time = _column(columns, config.time_column, TIME_NAMES, "time_column", path)
-    if fmt == "auto":
-        fmt = "long" if time else "wide" if _looks_wide(frame) else None
-        if fmt is None:
-            raise AitkError(
-                f"{path}: no time column (looked for {', '.join(TIME_NAMES)}) and not a wide table "
-                f"(ids, then numbers); set time_column=NAME (columns: {_listing(columns)})"
-            )
-    freq = None
-    if config.freq:
-        try:
-            freq = normal_freq(config.freq)
-        except ValueError:
-            raise AitkError(f"setting freq={config.freq!r}: not a pandas frequency (e.g. h, D, W, MS, QS)") from None
-    dialect = {"fill_gaps": config.fill_gaps, "delimiter": config.delimiter, "decimal": config.decimal}
-    if fmt == "wide":
-        keys = names(config.id_column) or columns[:1]
-        for key in keys:
-            if key not in columns:
-                raise AitkError(f"{path}: unknown column {key!r} (columns: {_listing(columns)})")
-        return Schema("wide", ",".join(keys), None, ["value"], freq=freq, **dialect)
-    if time is None:
-        raise AitkError(f"{path}: no time column (looked for {', '.join(TIME_NAMES)}); set time_column=NAME (columns: {_listing(columns)})")
-    keys = [_column(columns, key, ID_NAMES, "id_column", path) for key in names(config.id_column)]
-    keys = keys or [k for k in [_column(columns, "", ID_NAMES, "id_column", path)] if k]
-    past, known = names(config.past_covariates), names(config.known_covariates)
-    taken = {time, *keys, *past, *known}
-    targets = names(config.target)
-    if targets == ["*"]:
-        targets = [c for c in columns if c not in taken and pd.api.types.is_numeric_dtype(frame[c])]
-    elif not targets:
-        found = next((c for c in columns if c.lower() in TARGET_NAMES and c not in taken), None)
-        numeric = [c for c in columns if c not in taken and pd.api.types.is_numeric_dtype(frame[c])]
-        if found:
-            targets = [found]
-        elif len(numeric) == 1:
-            targets = numeric
-        else:
-            raise AitkError(
-                f"{path}: which column to forecast? set target=NAME (or several: target=A,B; every numeric column: target=*); "
-                f"numeric columns: {_listing(numeric)}"
-            )
-    for column in [*targets, *past, *known]:
-        if column not in columns:
-            raise AitkError(f"{path}: unknown column {column!r} (columns: {_listing(columns)})")
-    if not targets:
-        raise AitkError(f"{path}: no numeric column left to forecast (columns: {_listing(columns)})")
-    return Schema("long", ",".join(keys) or None, time, targets, past, known, freq, **dialect)
-
-
-def check_columns(frame: pd.DataFrame, schema: Schema, path: Path) -> None:
-    """A table read for evaluate or predict must have every column the model was trained with."""
-    columns = [str(c) for c in frame.columns]
-    needed = schema.keys if schema.format == "wide" else [schema.time, *schema.keys, *schema.targets, *schema.past, *schema.known]
-    missing = [c for c in needed if c not in columns]
-    if missing:
-        raise InputError(f"{path}: no column {missing[0]!r}, which the model was trained with (columns: {_listing(columns)})")
 
 
 def split_series(frame: pd.DataFrame, schema: Schema, path: Path) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -240,7 +141,7 @@ def _prepare_long(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None
     y = frame[schema.targets].to_numpy(np.float64)
     has = np.flatnonzero(~np.isnan(y).all(axis=1))
     if not len(has):
-        raise SeriesError(sid, f"no values in {_listing(schema.targets)}")
+        raise SeriesError(sid, f"no values in {listing(schema.targets)}")
     end = has[-1] + 1  # rows after the last target value are future rows, kept for known covariates
     keep_end = len(frame) if schema.known else end
     frame = frame.iloc[has[0] : keep_end]
@@ -375,26 +276,6 @@ def _fmt_time(t: Any) -> str:
     if isinstance(t, pd.Timestamp):
         return t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
     return str(t)
-
-
-def _column(columns: list[str], given: str, usual: tuple[str, ...], setting: str, path: Path) -> str | None:
-    if given:
-        if given not in columns:
-            raise AitkError(f"{path}: unknown column {given!r} for {setting} (columns: {_listing(columns)})")
-        return given
-    lower = {c.lower(): c for c in columns}
-    return next((lower[name] for name in usual if name in lower), None)
-
-
-def _looks_wide(frame: pd.DataFrame) -> bool:
-    return frame.shape[1] >= 3 and not pd.api.types.is_numeric_dtype(frame.iloc[:, 0]) and all(
-        pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns[1:]
-    )
-
-
-def _listing(columns: list[str], limit: int = 12) -> str:
-    shown = ", ".join(columns[:limit])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "") if columns else "none"
 
 
 def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[list[Series], dict[str, str], str | None]:

@@ -13,6 +13,7 @@ import torch
 
 from applied_aitk.usecases.forecast import data, table, time_features
 from applied_aitk.usecases.forecast.data import Series
+from applied_aitk.usecases.forecast.schema import Schema, resolve_schema
 from applied_aitk.usecases.forecast.time_features import Spec
 from applied_aitk.usecases.forecast.model import Forecaster, pinball_loss
 from applied_aitk.usecases.forecast.plugin import MAX_EPOCH_BATCHES
@@ -92,7 +93,7 @@ def train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
 def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
     seed_everything(config.seed)
     paths = table.input_files(data_path)
-    schema = data.resolve_schema(table.read_table(paths[0], config.delimiter, config.decimal), config, paths[0])
+    schema = resolve_schema(table.read_table(paths[0], config.delimiter, config.decimal), config, paths[0])
     series, bad, freq = data.load_series(paths, schema, config.fill_gaps)
     schema.freq = freq
     season, horizon, context = time_features.defaults_for(freq)
@@ -114,7 +115,7 @@ def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
     return result
 
 
-def resolved_settings(config: Any, schema: data.Schema, spec: Spec) -> dict[str, Any]:
+def resolved_settings(config: Any, schema: Schema, spec: Spec) -> dict[str, Any]:
     """The value used for each setting left to training (0, empty or "auto": from the data)."""
     used = {"format": schema.format, "time_column": schema.time, "id_column": schema.id, "target": ",".join(schema.targets),
             "freq": schema.freq, "horizon": spec.horizon, "context_length": spec.context_length, "season": spec.season}
@@ -251,7 +252,7 @@ def example_inputs(windows: Windows, picks: np.ndarray) -> tuple[tuple[torch.Ten
     return tuple(torch.from_numpy(np.ascontiguousarray(f)) for f in feeds), actual
 
 
-def train_result(schema: data.Schema, spec: Spec, series: list[Series], trained: Trained) -> TrainResult:
+def train_result(schema: Schema, spec: Spec, series: list[Series], trained: Trained) -> TrainResult:
     model, windows, examples = trained.model, trained.windows, trained.examples
     picks = examples[np.linspace(0, len(examples) - 1, min(len(examples), 64)).round().astype(int)]
     names = input_names(model)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.usecases.forecast import data, time_features
-from applied_aitk.usecases.forecast.data import Schema, Series, SeriesError
+from applied_aitk.usecases.forecast.data import Series, SeriesError
+from applied_aitk.usecases.forecast.schema import Schema, check_columns
 from applied_aitk.usecases.forecast.time_features import Spec
 from applied_aitk import AitkError, InputError, Predictor, Record
 from applied_aitk.bundle import Bundle
@@ -122,7 +123,7 @@ class ForecastPredictor(Predictor):
             raise InputError('field rows: expected a list of objects, one per time step, like {"rows": [{"date": "2024-01-01", "sales": 12}]}')
         name = Path(str(value.get("id", id)))
         frame = pd.DataFrame(rows)  # messages name a row by its place in rows: rows[K]
-        data.check_columns(frame, self.schema, name)
+        check_columns(frame, self.schema, name)
         parts = list(data.split_series(frame, self.schema, name))
         if len(parts) != 1:
             raise InputError(f"field rows: {len(parts)} series; send one series per record")

@@ -16,7 +16,8 @@ from pandas.tseries.frequencies import to_offset
 from applied_aitk import AitkError, InputError
 
 if TYPE_CHECKING:
-    from applied_aitk.usecases.forecast.data import Schema, Series
+    from applied_aitk.usecases.forecast.data import Series
+    from applied_aitk.usecases.forecast.schema import Schema
 
 
 def infer_freq(all_times: list[Any]) -> str | None:
