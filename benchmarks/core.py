@@ -34,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         usecase, bundle, sample = trained_usecase(args.usecase, work)
-        predictor = usecase.load(bundle, Runtime(device="cpu"))
+        predictor = usecase.load(bundle, Runtime(device="cpu").sleeping())  # as `aitk predict` runs it, for both paths
         files = replicate_inputs(usecase, predictor, sample, work / "inputs", args.records)
         paths = {"batch": predictor, "record": by_record(predictor)} if reads_batches(predictor) else {"record": predictor}
         peers = {name: in_memory_peer(p, files, args.batch_size) for name, p in paths.items()}

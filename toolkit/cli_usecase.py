@@ -120,7 +120,7 @@ def usecase_group(usecase: UseCase) -> typer.Typer:
             runtime.provider()  # --device cuda without CUDA fails here, before a cluster starts
             summary = run_batch_ray(name, bundle, runtime, options, paths, out, batch_size, resume, address, actors, usecase.layout(**options))
         else:
-            predictor = usecase.load(loaded, runtime, **options)
+            predictor = usecase.load(loaded, runtime.sleeping(), **options)
             summary = run_batch(predictor, paths, out, batch_size=batch_size, resume=resume, total=predictor.count(paths),
                                 layout=usecase.layout(**options))
         if as_json:
