@@ -43,30 +43,56 @@ def predict(bot, tmp_path: Path, lines: list, *extra: str) -> tuple[subprocess.C
     return result, [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def test_right_intent_for_unseen_paraphrases(bot, tmp_path):
-    cases = {
-        "my card still hasn't come in the post": "card_arrival",
-        "I think I left my card on the bus and someone may have it": "lost_or_stolen_card",
-        "how can I set a different PIN number": "change_pin",
-        "please shut down my account for good": "terminate_account",
-        "the shop took the money two times": "transaction_charged_twice",
-        "good morning to you": "greeting",
-    }
-    result, rows = predict(bot, tmp_path, [{"text": text} for text in cases])
+PARAPHRASES = {
+    "my card still hasn't come in the post": "card_arrival",
+    "I think I left my card on the bus and someone may have it": "lost_or_stolen_card",
+    "how can I set a different PIN number": "change_pin",
+    "please shut down my account for good": "terminate_account",
+    "the shop took the money two times": "transaction_charged_twice",
+    "good morning to you": "greeting",
+}
+# What each behaviour test below sends; one `chatbot predict` run answers them all (a run per test cost a start-up each).
+LINES = {
+    "paraphrases": [{"text": text} for text in PARAPHRASES],
+    "faq": [{"text": "what is the youngest age to get an account with you?"}],
+    "slots": [{"conversation": ["I want my money back for a purchase", "it was 19.99 EUR", "yesterday"]}],
+    "up_front": [{"text": "please cancel my transfer, reference AB123456"}],
+    "handoff": [
+        {"text": "can I talk to a real person please"},
+        {"conversation": ["blorp", "zzzz qqq", "fnord"]},
+        {"text": "This is absolutely ridiculous, the worst service ever, I'm furious"},
+        {"conversation": ["I need a human", "hello?"]},
+    ],
+    "fallback": [{"text": "qwzx plorf vvvvv"}, {"text": "what's a good recipe for pancakes"}],
+}
+
+
+@pytest.fixture(scope="module")
+def answered(bot, tmp_path_factory) -> dict[str, list[dict]]:
+    """The rows `chatbot predict` writes for LINES, by the name of the test's lines; the run exits 0."""
+    lines = [line for group in LINES.values() for line in group]
+    result, rows = predict(bot, tmp_path_factory.mktemp("answered"), lines)
     assert result.returncode == 0, result.stderr
-    assert [row["intent"] for row in rows] == list(cases.values())
+    answered, start = {}, 0
+    for name, group in LINES.items():
+        answered[name], start = rows[start:start + len(group)], start + len(group)
+    return answered
+
+
+def test_right_intent_for_unseen_paraphrases(answered):
+    rows = answered["paraphrases"]
+    assert [row["intent"] for row in rows] == list(PARAPHRASES.values())
     assert all(row["action"] in ("respond", "ask_slot") for row in rows)
 
 
-def test_faq_answered_from_a_paraphrase(bot, tmp_path):
-    _, rows = predict(bot, tmp_path, [{"text": "what is the youngest age to get an account with you?"}])
+def test_faq_answered_from_a_paraphrase(answered):
+    rows = answered["faq"]
     assert rows[0]["action"] == "faq" and rows[0]["faq"] == "age_limit"
     assert "18" in rows[0]["reply"]
 
 
-def test_asks_for_missing_slots_then_fills_the_response(bot, tmp_path):
-    _, rows = predict(bot, tmp_path, [{"conversation": ["I want my money back for a purchase", "it was 19.99 EUR", "yesterday"]}])
-    turns = rows[0]["turns"]
+def test_asks_for_missing_slots_then_fills_the_response(answered):
+    turns = answered["slots"][0]["turns"]
     assert [t["action"] for t in turns] == ["ask_slot", "ask_slot", "respond"]
     assert [t.get("asking_for") for t in turns[:2]] == ["amount", "date"]
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()  # (a run across midnight could fail)
@@ -74,18 +100,13 @@ def test_asks_for_missing_slots_then_fills_the_response(bot, tmp_path):
     assert "19.99 EUR" in turns[2]["reply"] and yesterday in turns[2]["reply"]
 
 
-def test_slots_given_up_front_are_not_asked_for(bot, tmp_path):
-    _, rows = predict(bot, tmp_path, [{"text": "please cancel my transfer, reference AB123456"}])
+def test_slots_given_up_front_are_not_asked_for(answered):
+    rows = answered["up_front"]
     assert rows[0]["action"] == "respond" and "AB123456" in rows[0]["reply"]
 
 
-def test_hands_off_on_request_after_fallbacks_and_on_anger(bot, tmp_path):
-    _, rows = predict(bot, tmp_path, [
-        {"text": "can I talk to a real person please"},
-        {"conversation": ["blorp", "zzzz qqq", "fnord"]},
-        {"text": "This is absolutely ridiculous, the worst service ever, I'm furious"},
-        {"conversation": ["I need a human", "hello?"]},
-    ])
+def test_hands_off_on_request_after_fallbacks_and_on_anger(answered):
+    rows = answered["handoff"]
     assert rows[0]["action"] == "handoff" and rows[0]["handoff_reason"] == "request"
     assert [t["action"] for t in rows[1]["turns"]] == ["fallback", "fallback", "handoff"]
     assert rows[1]["turns"][2]["handoff_reason"] == "fallbacks" and rows[1]["handed_off"]
@@ -93,8 +114,8 @@ def test_hands_off_on_request_after_fallbacks_and_on_anger(bot, tmp_path):
     assert [t["action"] for t in rows[3]["turns"]] == ["handoff", "handed_off"]
 
 
-def test_falls_back_on_nonsense_and_refuses_out_of_scope(bot, tmp_path):
-    _, rows = predict(bot, tmp_path, [{"text": "qwzx plorf vvvvv"}, {"text": "what's a good recipe for pancakes"}])
+def test_falls_back_on_nonsense_and_refuses_out_of_scope(answered):
+    rows = answered["fallback"]
     assert rows[0]["action"] == "fallback"
     assert rows[1]["action"] in ("out_of_scope", "fallback")
 

@@ -250,7 +250,7 @@ def test_wide_table_as_m4_ships_it(tmp_path):
             for i, m in enumerate(lengths)]
     pd.DataFrame(rows, columns=[f"V{i + 1}" for i in range(max(lengths) + 1)]).to_csv(tmp_path / "wide.csv", index=False)
     trained = run_aitk("forecast", "train", str(tmp_path / "wide.csv"), "--out", str(tmp_path / "b"), "--horizon", "6",
-                       "--set", "context_length=24", *TINY, "--threads", "1", plugins="forecast")
+                       "--set", "context_length=24", *TINY, "--set", "epochs=3", "--threads", "1", plugins="forecast")  # layout only: few epochs
     assert trained.returncode == 0, trained.stderr
     out = tmp_path / "p.csv"
     assert run_aitk("forecast", "predict", str(tmp_path / "b"), str(tmp_path / "wide.csv"), "--out", str(out), plugins="forecast").returncode == 0
