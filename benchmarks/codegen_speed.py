@@ -7,9 +7,11 @@ same weights converted to GGUF Q8_0 and Q4_0 with llama.cpp's own ``convert_hf_t
 
 Each engine runs in its own process (its peak RSS is that process's), greedy, the same random prompts
 (``--prompt-tokens``) and ``--new-tokens`` new tokens at batch 1 and 8; tokens/s counts new tokens over
-the whole call (prompt pass included), median of ``--rounds`` after a short warm-up. The bound a token
-cannot beat: bytes of weights read per decoding step / memory bandwidth (a numpy copy, measured in the
-same run), times the batch.
+the whole call (prompt pass included), median of ``--rounds`` after a short warm-up. Beside it, as
+llama-bench reports them: the prompt pass (prompt tokens/s of a call for one new token) and decoding
+(the new tokens after the first over the whole call's time less that call's). Engines are in
+codegen_speed_engines.py. The bound a token cannot beat: bytes of weights read per decoding step /
+memory bandwidth (a numpy copy, measured in the same run), times the batch.
 
     .venv/bin/python benchmarks/codegen_speed.py [--out DIR] [--threads 2] [--rounds 1]
 
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+import codegen_speed_engines as engines
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -75,7 +79,7 @@ def main() -> None:
             print(f"{label}: skipped ({artefact} was not made)", flush=True)
             continue
         results[label] = measure(label, out, args)
-        results[label]["weight_bytes"] = weight_bytes(kind, out / artefact, ENGINES[label][2])
+        results[label]["weight_bytes"] = engines.weight_bytes(kind, out / artefact, ENGINES[label][2])
     bandwidth = max(bandwidth, memory_bandwidth(args.threads))  # the bound takes the best the machine showed
     print("\n" + table(results, bandwidth, args) + "\n")
     print(f"bound: {args.threads} threads' memory bandwidth (best numpy copy, before and after: {bandwidth / 1e9:.1f} GB/s) x batch / weights read per step")
@@ -206,7 +210,8 @@ def measure(label: str, out: Path, args) -> dict:
     _, _, stdout = run_child(command)
     result = json.loads(stdout.strip().splitlines()[-1])
     rss = result["peak_rss"]
-    rates = ", ".join(f"batch {b}: {r['new_tokens'] / r['seconds']:.1f} tokens/s" for b, r in result["batches"].items())
+    rates = ", ".join(f"batch {b}: {_rate(result, b):.1f} tokens/s (prompt pass {_prompt_rate(result, b):.0f}, decoding {_decode_rate(result, b):.1f})"
+                      for b in result["batches"])
     print(f"{label}: {rates}; peak RSS {rss / 2**30:.2f} GiB", flush=True)
     return result
 
@@ -215,141 +220,21 @@ def run_engine(args) -> None:
     """One engine in this process: greedy generation at each batch size; prints a JSON line."""
     kind, artefact, variant = ENGINES[args.engine]
     prompts = json.loads(args.prompts.read_text())
-    generate = {"hf": hf_engine, "ort": ort_engine, "llama": llama_engine}[kind](args.out / artefact, variant, args.threads)
+    make = {"hf": engines.hf_engine, "ort": engines.ort_engine, "llama": engines.llama_engine}[kind]
+    generate = make(args.out / artefact, variant, args.threads, QWEN_CODER_05B["eos_token_id"])
     batches = {}
     for size in batch_sizes(args):
         batch = prompts[:size]
         generate([p[:8] for p in batch], 2)  # warm-up: loads and first-call costs, not a timed prompt pass
-        times, tokens = [], None
+        times, prompt_times, tokens = [], [], None
         for _ in range(args.rounds):
+            prompt_times.append(_timed(generate, batch, 1))  # the prompt pass (and the first token's choice) alone
             started = time.perf_counter()
             tokens = generate(batch, args.new_tokens)
             times.append(time.perf_counter() - started)
-        batches[size] = {"seconds": statistics.median(times), "new_tokens": sum(map(len, tokens)), "tokens": tokens}
-    print(json.dumps({"batches": batches, "peak_rss": peak_rss()}))
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes (VmHWM: the high-water mark of its own memory map,
-    unlike ru_maxrss, which a child also takes over from the parent it was forked from)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def hf_engine(path: Path, variant, threads: int):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from applied_aitk.usecases.codegen.model import hf_greedy
-
-    torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    eos = QWEN_CODER_05B["eos_token_id"]
-
-    def generate(prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-        ids = np.array(prompts, np.int64)
-        return [_until(row.tolist(), eos) for row in hf_greedy(model, ids, np.ones_like(ids), new_tokens, eos, [eos])]
-
-    return generate
-
-
-def ort_engine(path: Path, variant, threads: int):
-    from applied_aitk.bundle import load_bundle
-    from applied_aitk.runtime import Runtime
-
-    from applied_aitk.usecases.codegen.generate import Sampling
-    from applied_aitk.usecases.codegen.plugin import Codegen
-
-    generator = Codegen().generator(load_bundle(path, usecase="codegen"), Runtime(device="cpu", threads=threads, variant=variant))
-
-    def generate(prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-        return [c.tokens for c in generator.generate(prompts, Sampling(max_new_tokens=new_tokens), seeds=[0] * len(prompts))]
-
-    return generate
-
-
-def llama_engine(path: Path, variant, threads: int):
-    """Greedy batched decoding through llama.cpp's C API (llama-cpp-python's bindings): every sequence's
-    prompt in one decode call, then one call per step for all sequences."""
-    import llama_cpp as L
-
-    quiet = L.llama_log_callback(_quiet)
-    L.llama_log_set(quiet, None)  # llama.cpp logs every tensor it loads
-    L.llama_backend_init()
-    model = L.llama_model_load_from_file(str(path).encode(), L.llama_model_default_params())
-    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-    params = L.llama_context_default_params()
-    params.n_seq_max, params.n_ctx, params.n_batch, params.n_ubatch = 8, 8 * 512, 512, 512
-    params.n_threads = params.n_threads_batch = threads
-    ctx = L.llama_init_from_model(model, params)
-    batch = L.llama_batch_init(512, 0, 8)
-    eos = QWEN_CODER_05B["eos_token_id"]
-
-    def decode(entries: list[tuple[int, int, int, bool]]) -> None:  # (token, position, sequence, wants logits)
-        batch.n_tokens = len(entries)
-        for i, (token, pos, seq, logits) in enumerate(entries):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, logits
-            batch.seq_id[i][0] = seq
-        if L.llama_decode(ctx, batch) != 0:
-            raise RuntimeError("llama_decode failed")
-
-    def argmax(i: int) -> int:
-        return int(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).argmax())
-
-    def generate(prompts: list[list[int]], new_tokens: int, _keep=quiet) -> list[list[int]]:
-        L.llama_memory_clear(L.llama_get_memory(ctx), True)
-        chosen = []
-        for s, prompt in enumerate(prompts):
-            decode([(t, p, s, p == len(prompt) - 1) for p, t in enumerate(prompt)])
-            chosen.append(argmax(-1))
-        out = [[c] for c in chosen]
-        for step in range(new_tokens - 1):
-            decode([(row[-1], len(prompts[s]) + step, s, True) for s, row in enumerate(out)])
-            for s, row in enumerate(out):
-                row.append(argmax(s))
-        return [_until(row, eos) for row in out]
-
-    return generate
-
-
-def _quiet(level: int, text: bytes, user_data) -> None:
-    pass
-
-
-def _until(tokens: list[int], eos: int) -> list[int]:
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
-
-
-def weight_bytes(kind: str, path: Path, variant) -> int:
-    """Bytes of weights one decoding step reads: all but an embedding table used only for lookups."""
-    if kind == "hf":
-        with open(path / "model.safetensors", "rb") as f:  # the header: 8 bytes of length, then JSON with each tensor's offsets
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        return sum(t["data_offsets"][1] - t["data_offsets"][0] for name, t in header.items() if name != "__metadata__")
-    if kind == "llama":
-        from gguf import GGUFReader
-
-        tensors = {t.name: int(t.n_bytes) for t in GGUFReader(str(path)).tensors}
-        return sum(n for name, n in tensors.items() if name != "token_embd.weight" or "output.weight" not in tensors)
-    import onnx
-
-    from applied_aitk.bundle import load_bundle
-
-    model = onnx.load(str(load_bundle(path, usecase="codegen").model_file(variant)), load_external_data=False)
-    consumers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, set()).add(node.op_type)
-
-    def size(tensor) -> int:
-        external = {e.key: e.value for e in tensor.external_data}
-        return int(external["length"]) if "length" in external else len(tensor.raw_data) or onnx.numpy_helper.to_array(tensor).nbytes
-
-    return sum(size(t) for t in model.graph.initializer if consumers.get(t.name, {"Gather"}) != {"Gather"})
+        batches[size] = {"seconds": statistics.median(times), "prompt_seconds": statistics.median(prompt_times),
+                         "prompt_tokens": sum(map(len, batch)), "new_tokens": sum(map(len, tokens)), "tokens": tokens}
+    print(json.dumps({"batches": batches, "peak_rss": engines.peak_rss()}))
 
 
 def table(results: dict, bandwidth: float, args) -> str:
@@ -357,21 +242,35 @@ def table(results: dict, bandwidth: float, args) -> str:
 
     sizes = batch_sizes(args)
     hf = results.get(HF_LABEL)
-    header = ["engine", *(f"batch {b} tokens/s" for b in sizes), *(f"vs HF b{b}" for b in sizes),
-              "weights read per step", *(f"bound b{b}" for b in sizes), "peak RSS", "greedy tokens = HF"]
+    header = ["engine", *(f"batch {b} tokens/s" for b in sizes), *(f"vs HF b{b}" for b in sizes), *(f"prompt pass b{b}" for b in sizes),
+              *(f"decoding b{b}" for b in sizes), "weights read per step", *(f"bound b{b}" for b in sizes), "peak RSS", "greedy tokens = HF"]
     rows = []
     for label, r in results.items():
-        rate = {b: r["batches"][str(b)]["new_tokens"] / r["batches"][str(b)]["seconds"] for b in sizes}
-        ratio = [f"{rate[b] / _rate(hf, b):.2f}x" if hf else "" for b in sizes]
+        ratio = [f"{_rate(r, b) / _rate(hf, b):.2f}x" if hf else "" for b in sizes]
         bound = [f"{b * bandwidth / r['weight_bytes']:.1f}" for b in sizes]
-        rows.append([label, *(f"{rate[b]:.1f}" for b in sizes), *ratio, f"{r['weight_bytes'] / 1e6:.0f} MB", *bound,
+        rows.append([label, *(f"{_rate(r, b):.1f}" for b in sizes), *ratio, *(f"{_prompt_rate(r, b):.0f}" for b in sizes),
+                     *(f"{_decode_rate(r, b):.1f}" for b in sizes), f"{r['weight_bytes'] / 1e6:.0f} MB", *bound,
                      f"{r['peak_rss'] / 2**30:.2f} GiB", agreement(r, hf, sizes) if hf and label != HF_LABEL else ""])
     return markdown_table(header, rows)
 
 
-def _rate(result: dict, size: int) -> float:
+def _rate(result: dict, size) -> float:
+    """New tokens per second over the whole call (prompt pass included): what the issue's goals compare."""
     entry = result["batches"][str(size)]
     return entry["new_tokens"] / entry["seconds"]
+
+
+def _prompt_rate(result: dict, size) -> float:
+    """Prompt tokens per second of the prompt pass (llama-bench's pp): a call for one new token."""
+    entry = result["batches"][str(size)]
+    return entry["prompt_tokens"] / entry["prompt_seconds"]
+
+
+def _decode_rate(result: dict, size) -> float:
+    """New tokens per second after the prompt pass (llama-bench's tg): the whole call less a one-token call,
+    over the tokens after each row's first."""
+    entry = result["batches"][str(size)]
+    return (entry["new_tokens"] - int(size)) / max(entry["seconds"] - entry["prompt_seconds"], 1e-9)
 
 
 def agreement(result: dict, hf: dict, sizes: list[int]) -> str:
@@ -390,6 +289,9 @@ def goals(results: dict) -> None:
     int4, q4 = rate("ORT int4 (MatMulNBits)", 1), rate("llama.cpp Q4_0", 1)
     if int4 and q4:
         print(f"goal ORT int4 >= llama.cpp Q4_0 at batch 1: {int4:.1f} vs {q4:.1f} tokens/s -> {'met' if int4 >= q4 else 'NOT met'}")
+        ours, theirs = results["ORT int4 (MatMulNBits)"], results["llama.cpp Q4_0"]
+        print(f"  of which prompt pass {_prompt_rate(ours, 1):.0f} vs {_prompt_rate(theirs, 1):.0f} tokens/s, "
+              f"decoding {_decode_rate(ours, 1):.1f} vs {_decode_rate(theirs, 1):.1f} tokens/s")
     for size in (1, 8):
         hf = rate(HF_LABEL, size)
         for label in ("ORT fp32", "ORT int8 (dynamic)", "ORT int4 (MatMulNBits)"):
