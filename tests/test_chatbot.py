@@ -395,11 +395,8 @@ def test_serve_with_two_workers_shares_conversations_and_metrics_and_drains(bot,
     (tmp_path / "tmp").mkdir()
     env = {**ENV, "AITK_LOAD_PLUGINS": "wine,chatbot", "AITK_API_KEY": "k", "TMPDIR": str(tmp_path / "tmp")}
     with server(str(wine["bundle"]), str(bot["bundle"]), "--workers", "2", env=env) as (process, url):
-        started = 0
-        while started < 2:  # both workers up: the requests below may go to either
-            line = process.stderr.readline()
-            assert line, "the server ended"
-            started += "Application startup complete" in line
+        (folder,) = (tmp_path / "tmp").glob("aitk-serve-*")
+        assert len(list((folder / "ready").iterdir())) == 2  # /readyz said ready: both workers serve, either may answer
         key = {"X-API-Key": "k"}
         assert httpx.post(url + "/v1/wine/predict", json={"records": records[:1]}).status_code == 401
         served = [httpx.post(url + "/v1/wine/predict", json={"records": [r]}, headers=key).json()["rows"][0] for r in records]

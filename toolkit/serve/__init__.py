@@ -15,9 +15,10 @@ __all__ = ["Limits", "build_app", "run", "serve_here"]
 
 
 def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_key: str | None = None,
-              batch_size: int | None = None, usecases: dict | None = None, state_dir: Path | None = None):
+              batch_size: int | None = None, usecases: dict | None = None, state_dir: Path | None = None, peers: Any = None):
     """The ASGI app serving the bundles ``specs`` (``BUNDLE`` or ``NAME=BUNDLE``); models load now.
-    ``state_dir``: the folder worker processes share (their sessions), None for one process."""
+    ``state_dir``: the folder worker processes share (their sessions), ``peers`` the processes
+    (toolkit/serve/workers.py); None for a server of one process."""
     from applied_aitk.plugins import get_usecases
     from applied_aitk.serve.app import create_app
     from applied_aitk.serve.metrics import Metrics
@@ -28,7 +29,7 @@ def build_app(specs: list[str], runtime: Any, limits: Limits | None = None, api_
     # ORT's idle threads sleep rather than spin: the event loop shares the cores with them
     runtime = dataclasses.replace(runtime, spinning=False)
     models = load_models(specs, usecases if usecases is not None else get_usecases(), runtime, limits, metrics, batch_size, state_dir)
-    return create_app(models, limits, metrics, api_key)
+    return create_app(models, limits, metrics, api_key, peers)
 
 
 def serve_here(specs: list[str], runtime: Any, limits: Limits, api_key: str | None, batch_size: int | None,

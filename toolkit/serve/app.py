@@ -58,7 +58,9 @@ class ServeApp(FastAPI):
         await self.predict_path.answer(served, scope, receive, send)
 
 
-def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics, api_key: str | None = None) -> FastAPI:
+def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics, api_key: str | None = None, peers: Any = None) -> FastAPI:
+    """``peers``: the other worker processes of the server (``workers.Peers``: ``up()``, ``down()``,
+    ``ready()``), None for a server of one process."""
     state = {"ready": False}
 
     @asynccontextmanager
@@ -67,10 +69,14 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
         for batcher in batchers:
             batcher.start()
         state["ready"] = True
+        if peers is not None:
+            peers.up()
         try:
             yield
         finally:
             state["ready"] = False
+            if peers is not None:
+                peers.down()
             for batcher in batchers:
                 await batcher.stop()
             metrics.close()
@@ -92,8 +98,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
 
     @app.get("/readyz", tags=["probes"])
     async def readyz() -> JSONResponse:
-        """Ready for traffic: every model loaded and its batcher running (503 otherwise)."""
-        ready = state["ready"] and all(b.running for m in models.values() for b in m.batchers)
+        """Ready for traffic: every model loaded and its batcher running, in every worker process (503 otherwise)."""
+        ready = state["ready"] and all(b.running for m in models.values() for b in m.batchers) and (peers is None or peers.ready())
         return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["probes"])

@@ -80,11 +80,9 @@ class Metrics:
 def _forget_killed(folder: str) -> None:
     """The queued records of a worker that ended without ``close`` (killed; uvicorn starts another)
     stop counting."""
+    from applied_aitk.serve.workers import process_alive
+
     for file in Path(folder).glob("gauge_live*_*.db"):
         pid = int(file.stem.rsplit("_", 1)[1])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             multiprocess.mark_process_dead(pid, folder)
-        except PermissionError:  # alive, someone else's
-            pass

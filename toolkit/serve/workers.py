@@ -9,6 +9,8 @@ server and removed when it stops:
     settings.json   what to serve (bundles, runtime, limits, API key), readable by this user only
     metrics/        PROMETHEUS_MULTIPROC_DIR: every worker's metrics, added up by ``GET /metrics``
     sessions.db     server-side sessions (chatbot conversations), SQLite in WAL mode
+    ready/PID       one file per worker serving: ``GET /readyz`` is 200 once all N are (clients
+                    that connect earlier would keep their connections to the first workers up)
     failed          the one line of a worker that could not start, for the supervisor to report"""
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def serve_workers(specs: list[str], runtime: Runtime, limits: Limits, api_key: s
     with tempfile.TemporaryDirectory(prefix="aitk-serve-") as name:  # mode 0700
         folder = Path(name)
         (folder / "metrics").mkdir()
-        settings = {"specs": specs, "runtime": dataclasses.asdict(runtime), "limits": dataclasses.asdict(limits),
+        (folder / "ready").mkdir()
+        settings = {"workers": workers, "specs": specs, "runtime": dataclasses.asdict(runtime), "limits": dataclasses.asdict(limits),
                     "api_key": api_key, "batch_size": batch_size, "quiet": console.quiet}
         descriptor = os.open(folder / "settings.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as f:
@@ -82,9 +85,38 @@ def worker_app() -> Any:
     console.setup(silent=settings["quiet"])
     try:
         return build_app(settings["specs"], Runtime(**settings["runtime"]), Limits(**settings["limits"]), settings["api_key"],
-                         settings["batch_size"], state_dir=folder)
+                         settings["batch_size"], state_dir=folder, peers=Peers(folder / "ready", settings["workers"]))
     except Exception as e:  # one line, as the CLI reports errors, not a traceback per worker
         reason = str(e) if isinstance(e, AitkError) else f"{type(e).__name__}: {e}"
         console.get_logger(__name__).error(reason)
         (folder / "failed").write_text(reason + "\n")
         sys.exit(STARTUP_FAILURE)
+
+
+class Peers:
+    """The worker processes serving, as files ``folder/PID`` (a file of a killed worker, whose
+    process is gone, does not count)."""
+
+    def __init__(self, folder: Path, workers: int):
+        self.folder, self.workers, self.mark = folder, workers, folder / str(os.getpid())
+
+    def up(self) -> None:
+        self.mark.touch()
+
+    def down(self) -> None:
+        self.mark.unlink(missing_ok=True)
+
+    def ready(self) -> bool:
+        """All ``workers`` processes serve."""
+        return sum(1 for file in self.folder.iterdir() if process_alive(int(file.name))) >= self.workers
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        pass
+    return True
