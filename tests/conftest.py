@@ -54,6 +54,43 @@ def wine(tmp_path_factory) -> dict[str, Path]:
     return {"data": root / "data", "bundle": root / "bundle"}
 
 
+# The codegen plugin's quick settings: a tiny model that still lowers its held-out loss in 60 steps.
+CODEGEN_TINY = ["size=tiny", "vocab_size=512", "context_length=64", "max_steps=60", "batch_size=16", "learning_rate=3e-3", "warmup_steps=10",
+                "eval_steps=20", "eval_tokens=2048", "save_steps=30", "fim_rate=0.5"]
+
+
+def codegen(*args, stdin: str | bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``aitk codegen ARGS`` in a subprocess (run_aitk)."""
+    return run_aitk("codegen", *map(str, args), plugins="codegen", stdin=stdin, env=env)
+
+
+def codegen_train(data, out, settings: list[str]) -> subprocess.CompletedProcess:
+    """``aitk codegen train DATA --out OUT --set S...``, on one thread: on a shared 2-core machine a
+    second torch thread spin-waits for a busy core."""
+    return codegen("train", data, "--out", out, "--threads", "1", *[a for s in settings for a in ("--set", s)])
+
+
+@pytest.fixture(scope="session")
+def codegen_trained(tmp_path_factory) -> dict[str, Path]:
+    """The codegen sample data and a tiny bundle trained on it (CODEGEN_TINY), for every codegen test file."""
+    root = tmp_path_factory.mktemp("codegen")
+    assert codegen("sample", root / "data").returncode == 0
+    result = codegen_train(f"{root}/data/corpus/**/*.py", root / "bundle", CODEGEN_TINY)  # a glob: DATA is a spec, not just a path
+    assert result.returncode == 0, result.stderr
+    return {"root": root, "data": root / "data", "bundle": root / "bundle"}
+
+
+@pytest.fixture(scope="session")
+def codegen_loaded(codegen_trained):
+    """The trained codegen bundle loaded, and its generator on ONNX Runtime (CPU)."""
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.usecases.codegen.plugin import Codegen
+
+    bundle = load_bundle(codegen_trained["bundle"], usecase="codegen")
+    return bundle, Codegen().generator(bundle, Runtime(device="cpu"))
+
+
 def assert_report(folder: Path, *plots: str) -> None:
     """``evaluate --report`` wrote ``plots`` and an index.html with every PNG of the folder inline."""
     import re

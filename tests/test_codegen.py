@@ -1,6 +1,7 @@
 """The codegen use case as a user relies on it: training lowers held-out loss, ORT greedy decoding
 equals HF generate(), stop sequences stop, bad prompts become error rows, reference solutions pass
-in the sandbox, evaluate refuses to run code unisolated (attacks on the sandbox: test_sandbox.py)."""
+in the sandbox, evaluate refuses to run code unisolated (attacks on the sandbox: test_sandbox.py; serving
+and the Ray engine: test_codegen_serve.py)."""
 
 import json
 import math
@@ -10,39 +11,19 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_report, run_aitk
-
-TINY = ["size=tiny", "vocab_size=512", "context_length=64", "max_steps=60", "batch_size=16", "learning_rate=3e-3", "warmup_steps=10",
-        "eval_steps=20", "eval_tokens=2048", "save_steps=30", "fim_rate=0.5"]
-
-
-def codegen(*args, stdin=None, env=None):
-    return run_aitk("codegen", *map(str, args), plugins="codegen", stdin=stdin, env=env)
+from conftest import CODEGEN_TINY as TINY
+from conftest import REPO, assert_report, codegen
+from conftest import codegen_train as train
 
 
-def train(data, out, settings):
-    # One thread: on a shared 2-core machine a second torch thread spin-waits for a busy core.
-    return codegen("train", data, "--out", out, "--threads", "1", *[a for s in settings for a in ("--set", s)])
+@pytest.fixture
+def trained(codegen_trained):
+    return codegen_trained
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("codegen")
-    assert codegen("sample", root / "data").returncode == 0
-    result = train(f"{root}/data/corpus/**/*.py", root / "bundle", TINY)  # a glob: DATA is a spec, not just a path
-    assert result.returncode == 0, result.stderr
-    return {"root": root, "data": root / "data", "bundle": root / "bundle"}
-
-
-@pytest.fixture(scope="module")
-def loaded(trained):
-    from applied_aitk.bundle import load_bundle
-    from applied_aitk.runtime import Runtime
-
-    from applied_aitk.usecases.codegen.plugin import Codegen
-
-    bundle = load_bundle(trained["bundle"], usecase="codegen")
-    return bundle, Codegen().generator(bundle, Runtime(device="cpu"))
+@pytest.fixture
+def loaded(codegen_loaded):
+    return codegen_loaded
 
 
 def test_a_few_training_steps_lower_the_held_out_loss(trained):
@@ -324,54 +305,6 @@ def test_the_plugin_imports_no_heavy_library():
     assert result.stdout.strip() == "[]", result.stderr
 
 
-def test_serve_returns_the_rows_batch_predict_writes(trained, tmp_path):
-    from serve_client import batch_rows, client, served_rows, slim_served_rows, without_ids
-
-    records = [{"prompt": "def add(a, b):"}, {"prompt": "import os\n"}, {"prompt": ""}, {"task_id": "t1", "prompt": "class A:"}]
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    batch = batch_rows("codegen", trained["bundle"], [tmp_path / "in.jsonl"], tmp_path / "out.jsonl")
-    with client(trained["bundle"]) as c:
-        served = served_rows(c, "codegen", records)
-    assert len(served) == 4 and served[3]["id"] == "t1"
-    assert without_ids(served)[:2] + without_ids(served)[3:] == without_ids(batch)[:2] + without_ids(batch)[3:]
-    assert "field prompt" in served[2]["error"]
-    assert slim_served_rows("codegen", trained["bundle"], records) == served
-
-
-def test_openai_client_completes_through_serve_plain_and_streaming(trained, loaded):
-    """The official openai client against `aitk serve`: greedy text equals the in-process
-    generator's, the stream adds up to the plain text, a seed makes sampling repeatable, and
-    a bad field is a 422 naming it."""
-    import openai
-
-    from applied_aitk.usecases.codegen.fim import Infill
-    from applied_aitk.usecases.codegen.generate import Sampling
-    from serve_client import server
-
-    _, generator = loaded
-    prompt = "def add(a, b):"
-    want = generator.complete([prompt], Sampling(max_new_tokens=12, temperature=0))[0]
-    with server(str(trained["bundle"])) as (_, url):
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
-        plain = client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0)
-        chunks = list(client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0, stream=True))
-        sampled = [client.completions.create(model="codegen", prompt=prompt, max_tokens=12, temperature=0.9, top_p=0.9, seed=7).choices[0].text
-                   for _ in range(2)]
-        two = client.completions.create(model="codegen", prompt=[prompt, "import os\n"], max_tokens=6, temperature=0, stop=["\n\n"])
-        infill = client.completions.create(model="codegen", prompt=prompt, suffix="\n    return c\n", max_tokens=12, temperature=0)
-        with pytest.raises(openai.UnprocessableEntityError) as bad:
-            client.completions.create(model="codegen", prompt=prompt, max_tokens=100000)
-    assert plain.choices[0].text == want.text and plain.object == "text_completion"
-    assert plain.usage.completion_tokens == len(want.tokens) and plain.usage.prompt_tokens == want.prompt_tokens
-    assert plain.choices[0].finish_reason == {"eos": "stop", "stop": "stop", "length": "length"}[want.finish_reason]
-    assert len(chunks) > 2 and "".join(c.choices[0].text for c in chunks) == want.text
-    assert chunks[-1].choices[0].finish_reason == plain.choices[0].finish_reason
-    assert sampled[0] == sampled[1]
-    assert [c.index for c in two.choices] == [0, 1] and all("\n\n" not in c.text for c in two.choices)
-    assert bad.value.response.json()["field"] == "max_tokens" and "max_tokens" in bad.value.message
-    assert infill.choices[0].text == generator.complete([Infill(prompt, "\n    return c\n")], Sampling(max_new_tokens=12))[0].text
-
-
 def test_old_setting_names_still_work_with_a_warning():
     from applied_aitk.usecases.codegen.plugin import Codegen
 
@@ -383,20 +316,3 @@ def test_a_trained_bundle_exports_to_a_hugging_face_folder(trained, tmp_path):
     from test_codegen_import import exported_logits_match
 
     exported_logits_match(trained["bundle"], tmp_path / "hf")
-
-
-def test_ray_engine_numbers_repeated_ids_as_the_local_engine_resume_included(trained, tmp_path):
-    """User-given ids repeated within and across files: the Ray engine writes x, y, x#2, x#3 as the
-    local engine does, and --resume after x and y writes the rest."""
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "x", "prompt": "def add(a, b):"}, {"id": "y", "prompt": "import os\n"}, {"id": "x", "prompt": "class A:"}]))
-    (tmp_path / "b.jsonl").write_text(json.dumps({"id": "x", "prompt": "for i in"}) + "\n")
-    inputs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    local = codegen("predict", trained["bundle"], *inputs, "--out", tmp_path / "local.jsonl", "--max-new-tokens", "4")
-    lines = (tmp_path / "local.jsonl").read_text().splitlines()
-    (tmp_path / "ray.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    ray = codegen("predict", trained["bundle"], *inputs, "--out", tmp_path / "ray.jsonl", "--max-new-tokens", "4", "--engine", "ray", "--resume")
-    assert local.returncode == ray.returncode == 0, ray.stderr
-    assert [json.loads(line)["id"] for line in lines] == ["x", "y", "x#2", "x#3"]
-    assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
-    assert "record id 'x' appears more than once" in ray.stderr
