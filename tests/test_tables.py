@@ -170,6 +170,25 @@ def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alon
     assert records(other, schema) == [(str(other), None, f"{other}: missing columns 'a', 'b', 't' (columns: x)")]
 
 
+def test_a_block_read_at_once_gives_what_the_same_lines_give_one_by_one(tmp_path):
+    """Blocks of plain rows are parsed in one call (CSV: Arrow; JSON lines: orjson, numbers kept as
+    float64): the rows must decode as they do when a bad line sends the block down the line-by-line path."""
+    schema = Schema(("a", "b"), ("t",), frozenset({""}))
+    rows = [{"a": 1.5, "b": 2, "t": 5411}, {"a": -0.0, "b": 2**53 + 1, "t": 2**53 + 1}, {"a": 1e-3, "b": None, "t": "x"}]
+    plain, with_bad = tmp_path / "plain.jsonl", tmp_path / "bad.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with_bad.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"a": true, "b": 1, "t": "y"}\n')
+    at_once, by_line = records(plain, schema), records(with_bad, schema)
+    assert repr([r[1:] for r in at_once]) == repr([r[1:] for r in by_line[:3]]) and by_line[3][2].endswith("got true/false")
+    assert at_once[0][1] == ([1.5, 2.0], ("5411",)) and at_once[1][1][1] == ("9007199254740993",)
+    csv = tmp_path / "t.csv"  # a line of white space is blank on either path; a bare carriage return splits no row
+    csv.write_bytes(b"a,b,t\n1,2,x\n  \n3,4,y\n5,6,z\r7,8,w\n9,10,v\n")
+    got = records(csv, schema)
+    assert [r[0].rsplit(":", 1)[1] for r in got] == ["2", "4", "5", "6"]
+    assert got[2][2].endswith(":5: a carriage return inside the line (expected one record a line)")
+    assert got[3][1] == ([9.0, 10.0], ("v",))
+
+
 def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
     from applied_aitk.errors import InputError
     from applied_aitk.table_files import read_frame
