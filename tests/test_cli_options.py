@@ -5,6 +5,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_out_dash_writes_json_lines_to_stdout(wine, tmp_path):
 
 def test_train_refuses_to_replace_a_bundle_without_force(wine, tmp_path):
     train = ["wine", "train", str(wine["data"] / "train.csv"), "--set", "epochs=5"]
-    assert run_aitk(*train, "--out", str(tmp_path / "b"), plugins="wine").returncode == 0
+    shutil.copytree(wine["bundle"], tmp_path / "b")  # a bundle `train` wrote
     manifest = (tmp_path / "b/manifest.json").read_text()
     again = run_aitk(*train, "--out", str(tmp_path / "b"), "--set", "seed=1", plugins="wine")
     assert again.returncode == 1 and again.stderr.strip() == f"error: --out {tmp_path / 'b'}: a bundle is already there; --force replaces a bundle"
