@@ -32,7 +32,7 @@ import numpy as np
 from applied_aitk.console import bar, get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.io import has_suffix
-from applied_aitk.journal import Journal, Layout, StdoutJournal
+from applied_aitk.journal import Journal, JournalWriter, Layout, StdoutJournal
 from applied_aitk.usecase import Predictor, Record, RecordBatch
 
 logger = get_logger(__name__)
@@ -305,31 +305,36 @@ def _predict_batch_isolating(predictor: Predictor, data: dict[str, Any], count: 
 
 def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
                   total: int | None = None, inputs: set[str] | None = None) -> dict[str, Any]:
-    """Journal each batch of rows as it comes, then write the output; returns the run's summary.
+    """Journal each batch of rows as it comes (in a thread: ``JournalWriter``), then write the output;
+    returns the run's summary.
     ``total`` (records to predict, when known) gives the progress bar its length and ETA; ``inputs``,
     the ids of every record read, lets a resumed run leave out rows of records no longer given."""
     started = time.perf_counter()
-    ok = failed = 0
+    records = 0
+    writer = JournalWriter(journal)
     with bar("predict", total, "rec") as shown:
         try:
             for rows in batches:
-                bad = journal.write(rows)
-                ok, failed = ok + len(rows) - bad, failed + bad
+                writer.write(rows)
+                records += len(rows)
                 shown.update(len(rows))
+            failed = writer.finish()
         except BaseException:
+            writer.drain()
             journal.abandon()
             raise
     seconds = time.perf_counter() - started
     failed_in_output = journal.close(inputs)
+    ok = records - failed
     return {
         "output": str(journal.out),
-        "records": ok + failed,
+        "records": records,
         "ok": ok,
         "failed": failed,
         "resumed": resumed.value,
         "failed_in_output": failed_in_output,
         "seconds": round(seconds, 3),
-        "records_per_s": round((ok + failed) / seconds, 1) if seconds > 0 else None,
+        "records_per_s": round(records / seconds, 1) if seconds > 0 else None,
         "provider": provider,
     }
 

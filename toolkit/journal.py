@@ -1,14 +1,16 @@
 """The journal of a batch run: rows as JSON lines in ``OUT.partial.jsonl`` as each batch finishes
-(``--resume`` keeps them; written through a buffer of BUFFER_BYTES, flushed at least every
-FLUSH_SECONDS and when the run ends or stops), then OUT written from it through a temp file and a
-rename; or, for OUT ``-``, each batch's rows on stdout at once. A use case's ``layout`` applies as
-OUT is written."""
+(``--resume`` keeps them; written by a thread of its own, ``JournalWriter``, through a buffer of
+BUFFER_BYTES, flushed at least every FLUSH_SECONDS and when the run ends or stops), then OUT
+written from it through a temp file and a rename; or, for OUT ``-``, each batch's rows on stdout
+at once. A use case's ``layout`` applies as OUT is written."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
@@ -31,6 +33,7 @@ class StdoutJournal:
     """``--out -``: each batch's rows as JSON lines on stdout as soon as it is done (no resume)."""
 
     out = "-"
+    group = 1  # rows handed to the writing thread at a time (``JournalWriter``): each batch as it is done
 
     def __init__(self, layout: Layout | None = None) -> None:
         self.ids: set[str] = set()
@@ -69,6 +72,8 @@ class StdoutJournal:
 
 class Journal(StdoutJournal):
     """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
+
+    group = 512
 
     def __init__(self, out: Path, resume: bool, layout: Layout | None = None):
         out = Path(out)
@@ -154,3 +159,60 @@ def laid_out(rows: Iterable[dict[str, Any]], layout: Layout) -> Iterator[dict[st
             yield row
         else:
             yield from layout(row)
+
+
+class JournalWriter:
+    """Writes a journal's batches of rows in a thread of its own, in order: encoding rows as JSON
+    lines and writing them overlaps predicting the next batch (ONNX Runtime and Arrow release the
+    GIL), and on a loaded machine the writing has a thread's share of the cores. Batches go to the
+    thread ``journal.group`` rows at a time, at most ``depth`` groups ahead. An error of the thread
+    is raised by the next ``write`` or by ``finish``."""
+
+    def __init__(self, journal: StdoutJournal, depth: int = 4) -> None:
+        self.journal = journal
+        self.group = journal.group
+        self.pending: list[list[dict[str, Any]]] = []
+        self.pending_rows = 0
+        self.failed = 0
+        self.error: BaseException | None = None
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.thread = threading.Thread(target=self._run, name="aitk-writer", daemon=True)
+        self.thread.start()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.pending.append(rows)
+        self.pending_rows += len(rows)
+        if self.pending_rows >= self.group:
+            self._send()
+
+    def finish(self) -> int:
+        """Write what is left and wait for the thread; returns the error rows written."""
+        self._send()
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.failed
+
+    def drain(self) -> None:
+        """The run stops: write the rows already predicted (for --resume), raising nothing."""
+        try:
+            self.finish()
+        except BaseException:
+            pass
+
+    def _send(self) -> None:
+        if self.pending:
+            self.queue.put(self.pending)
+            self.pending, self.pending_rows = [], 0
+
+    def _run(self) -> None:
+        while (batches := self.queue.get()) is not None:
+            for rows in batches:
+                if self.error is None:
+                    try:
+                        self.failed += self.journal.write(rows)
+                    except BaseException as e:  # raised in the caller
+                        self.error = e
