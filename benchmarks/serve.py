@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("fraud", "chatbot"), help="one use case")
     parser.add_argument("--max-wait-ms", default="2", help="the server's --max-wait-ms")
     parser.add_argument("--soak", type=int, default=0, metavar="N", help="then N more requests from 64 clients (memory over a long run)")
-    parser.add_argument("--workers", default="", help="worker process counts to add at the most clients, comma-separated (e.g. 2)")
+    parser.add_argument("--workers", default="2", help="worker process counts to add at the most clients, comma-separated (\"\": none)")
     parser.add_argument("--quantize", choices=("int8",), help="run the bundles' int8 variant (trained with it)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
