@@ -91,6 +91,21 @@ def codegen_loaded(codegen_trained):
     return bundle, Codegen().generator(bundle, Runtime(device="cpu"))
 
 
+# The chatbot tests' environment: one OpenMP thread, and the Hugging Face hub never asked.
+CHATBOT_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="session")
+def chatbot_trained(tmp_path_factory) -> dict[str, Path]:
+    """The chatbot's sample domain, and a bundle trained on it with the demo's quick settings (frozen MiniLM + head)."""
+    root = tmp_path_factory.mktemp("chatbot")
+    assert run_aitk("chatbot", "sample", str(root / "data"), env=CHATBOT_ENV, plugins="chatbot").returncode == 0
+    trained = run_aitk("chatbot", "train", str(root / "data/domain.yaml"), "--out", str(root / "bundle"), "--set", "freeze_encoder=true",
+                       "--set", "epochs=60", "--set", "max_length=48", "--device", "cpu", env=CHATBOT_ENV, plugins="chatbot")
+    assert trained.returncode == 0, trained.stderr
+    return {"data": root / "data", "bundle": root / "bundle", "root": root}
+
+
 def assert_report(folder: Path, *plots: str) -> None:
     """``evaluate --report`` wrote ``plots`` and an index.html with every PNG of the folder inline."""
     import re
