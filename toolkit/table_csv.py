@@ -145,36 +145,13 @@ def _utf8_chunks(stream: Any, encoding: str) -> Iterator[bytes]:
 def _parse_block(lines: Lines, header: list[str], wanted: list[str], delimiter: str, decimal: str) -> Batch:
     """Parse a block with Arrow in one call when it is plain: no quote, valid UTF-8, no carriage
     return but in line ends, and one row (or one invalid row) per line, so that rows and lines
-    correspond; otherwise ``_checked_block``. A row with the wrong number of fields is an error
-    for its line, a line of only white space is blank."""
-    import pyarrow as pa
-
+    correspond; otherwise ``_checked_block``."""
     block = lines.data
     if b'"' in block or _not_utf8(block) or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n") + block.endswith(b"\r")):
         return _checked_block(lines, header, wanted, delimiter, decimal)
-    invalid: list[tuple[int, str | None]] = []
-
-    def on_invalid(row) -> str:
-        blank = not row.text.strip(WHITESPACE)
-        invalid.append((row.number, None if blank else f"expected {row.expected_columns} fields, got {row.actual_columns}"))
-        return "skip"
-
-    try:
-        table = _arrow_csv(block, header, wanted, delimiter, on_invalid)
-    except pa.ArrowInvalid:  # something Arrow will not parse in this block
-        return _checked_block(lines, header, wanted, delimiter, decimal)
-    if table.num_rows + len(invalid) != lines.count:  # Arrow skipped empty lines: rows are not lines
-        return _checked_block(lines, header, wanted, delimiter, decimal)
     numbers = np.arange(lines.first, lines.first + lines.count)
-    errors: dict[int, str] = {}
-    if invalid:
-        skipped = np.zeros(len(numbers), dtype=bool)
-        for row_number, reason in invalid:
-            skipped[row_number - 1] = True
-            if reason is not None:
-                errors[int(numbers[row_number - 1])] = reason
-        numbers = numbers[~skipped]
-    return Batch(numbers, {c: table.column(c).combine_chunks() for c in wanted}, errors, decimal)
+    batch = _arrow_rows(block, numbers, header, wanted, delimiter, decimal, {})
+    return _checked_block(lines, header, wanted, delimiter, decimal) if batch is None else batch
 
 
 def _checked_block(lines: Lines, header: list[str], wanted: list[str], delimiter: str, decimal: str) -> Batch:
@@ -196,23 +173,37 @@ def _checked_block(lines: Lines, header: list[str], wanted: list[str], delimiter
     numbers = np.array(kept_numbers, dtype=np.int64)
     if not kept:
         return Batch(numbers, {c: pa.array([], pa.string()) for c in wanted}, errors, decimal)
-    invalid: list[tuple[int, str]] = []
+    batch = _arrow_rows(b"\n".join(kept), numbers, header, wanted, delimiter, decimal, errors)
+    return _parse_lines(numbers, kept, header, wanted, delimiter, errors, decimal) if batch is None else batch
+
+
+def _arrow_rows(block: bytes, numbers: np.ndarray, header: list[str], wanted: list[str], delimiter: str, decimal: str,
+                errors: dict[int, str]) -> Batch | None:
+    """The lines of ``block`` (line numbers ``numbers``) parsed by Arrow in one call: a row with the
+    wrong number of fields is an error for its line (added to ``errors``), a line of only white
+    space is blank. None when Arrow refuses the block or its rows are not its lines (it skips
+    empty lines and splits a line at a carriage return)."""
+    import pyarrow as pa
+
+    invalid: list[tuple[int, str | None]] = []
 
     def on_invalid(row) -> str:
-        invalid.append((row.number, f"expected {row.expected_columns} fields, got {row.actual_columns}"))
+        blank = not row.text.strip(WHITESPACE)
+        invalid.append((row.number, None if blank else f"expected {row.expected_columns} fields, got {row.actual_columns}"))
         return "skip"
 
     try:
-        table = _arrow_csv(b"\n".join(kept), header, wanted, delimiter, on_invalid)
+        table = _arrow_csv(block, header, wanted, delimiter, on_invalid)
     except pa.ArrowInvalid:
-        table = None
-    if table is None or table.num_rows + len(invalid) != len(kept):  # refused, or a line Arrow reads as two
-        return _parse_lines(numbers, kept, header, wanted, delimiter, errors, decimal)
+        return None
+    if table.num_rows + len(invalid) != len(numbers):
+        return None
     if invalid:
         skipped = np.zeros(len(numbers), dtype=bool)
         for row_number, reason in invalid:
             skipped[row_number - 1] = True
-            errors[int(numbers[row_number - 1])] = reason
+            if reason is not None:
+                errors[int(numbers[row_number - 1])] = reason
         numbers = numbers[~skipped]
     return Batch(numbers, {c: table.column(c).combine_chunks() for c in wanted}, errors, decimal)
 
