@@ -30,6 +30,16 @@ def test_rows_decode_a_batch_at_a_time_and_bad_cells_fail_alone(tmp_path):
     assert strict[1] == (f"{path}:4", None, f"{path}:4: field 'y': 'NA' is not a finite number")
 
 
+def test_only_ascii_number_syntax_and_long_values_are_shortened_in_messages(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text(f"x\n١٢\n１３\n1_000\n1{'0' * 400}\n{'7' * 100_000}\n-1e400\n 2 \n", encoding="utf-8")
+    got = [error or data[0] for _, data, error in records(path, Schema(("x",)))]
+    assert got[:3] == [f"{path}:{n}: field 'x': {v!r} is not a number" for n, v in ((2, "١٢"), (3, "１３"), (4, "1_000"))]
+    assert got[3] == f"{path}:5: field 'x': 10000000000000000000… (401 characters) does not fit a float32 (largest 3.4e38)"
+    assert got[4] == f"{path}:6: field 'x': 77777777777777777777… (100000 characters) does not fit a float32 (largest 3.4e38)"
+    assert got[5:] == [f"{path}:7: field 'x': -1e400 does not fit a float32 (largest 3.4e38)", [2.0]]
+
+
 def test_parquet_rows_and_nulls(tmp_path):
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"x": [1.0, None, float("inf")], "code": [5411.0, None, 7.5]}), path)
@@ -92,10 +102,12 @@ def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):
 
 
 def test_spreadsheet_dialects_semicolon_with_decimal_commas_and_tab(tmp_path):
-    (tmp_path / "eu.csv").write_bytes("x;kind;y\n1,5;a;-2,5e-1\n3;b,c;4,0\n5;d;1.234,5\n".encode())
+    (tmp_path / "eu.csv").write_bytes("x;kind;y\n1,5;a;-2,5e-1\n3;b,c;4,0\n5;d;1.234,5\n1.335;e;1\n".encode())
     got = records(tmp_path / "eu.csv", Schema(("x", "y"), ("kind",)))
     assert [g[1] for g in got[:2]] == [([1.5, -0.25], ("a",)), ([3.0, 4.0], ("b,c",))]
-    assert got[2][2].endswith("eu.csv:4: field 'y': '1.234,5' is not a number")  # a thousands mark is refused, not misread
+    thousands = "has a '.' in a file with decimal commas (a thousands mark?)"  # refused, never misread
+    assert got[2][2].endswith(f"eu.csv:4: field 'y': '1.234,5' {thousands}")
+    assert got[3][2].endswith(f"eu.csv:5: field 'x': '1.335' {thousands}")
     (tmp_path / "t.tsv").write_bytes(b"y\tx\n2.5\t1\n")
     assert records(tmp_path / "t.tsv", Schema(("x", "y")))[0][1] == ([1.0, 2.5], ())
     (tmp_path / "utf16.csv").write_bytes("x,y\n1,2\n".encode("utf-16-le"))  # no byte-order mark
@@ -126,7 +138,7 @@ def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
 @pytest.mark.parametrize("cell, expected", [
     (1.5, 1.5), (2, 2.0), ("1.5", 1.5), (None, "field 'a': missing, expected a number"),
     (True, "field 'a': expected a number, got true/false"), (1e39, "field 'a': 1e+39 does not fit a float32 (largest 3.4e38)"),
-    (10**400, f"field 'a': {10**400} does not fit a float32 (largest 3.4e38)"), ("lots", "field 'a': 'lots' is not a number"),
+    (10**400, "field 'a': 10000000000000000000… (401 characters) does not fit a float32 (largest 3.4e38)"), ("lots", "field 'a': 'lots' is not a number"),
 ])
 def test_a_json_row_takes_numbers_and_numeric_text_and_names_a_bad_field(cell, expected):
     from applied_aitk.errors import InputError

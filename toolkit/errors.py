@@ -19,3 +19,15 @@ class DeviceError(AitkError):
 
 class ParityError(AitkError):
     """The ONNX export does not reproduce the torch model."""
+
+
+def shown(value: object, quote: bool = True) -> str:
+    """``value`` as an error message echoes it: text as its ``repr`` when ``quote``, anything else
+    (a number) as ``repr``; over 24 characters, the first 20, ``…`` and the length, so that a
+    100,000-digit cell gives a short line."""
+    text = value if isinstance(value, str) else repr(value)
+    quote = quote and isinstance(value, str)
+    if len(text) > 24:
+        cut = text[:20] + "…"
+        return f"{cut!r} ({len(text)} characters)" if quote else f"{cut} ({len(text)} characters)"
+    return repr(text) if quote else text

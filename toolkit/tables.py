@@ -13,6 +13,7 @@ differ) and LINE the line in the file (the header is line 1); for Parquet, ``PAT
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.console import get_logger
-from applied_aitk.errors import InputError
+from applied_aitk.errors import InputError, shown
 from applied_aitk.io import name_of
 from applied_aitk.table_files import Batch, table_batches
 from applied_aitk.usecase import Record, RecordBatch
@@ -30,6 +31,9 @@ logger = get_logger(__name__)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MISSING = frozenset({"", "na", "nan", "null", "none", "n/a"})
+NUMBER = re.compile(r"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)\s*", re.ASCII | re.IGNORECASE)
+"""The number syntax a cell may use: ASCII digits, sign, '.', exponent, inf/nan words (not
+``1_000`` or non-ASCII digits, which Python's float() would take)."""
 
 
 @dataclass(frozen=True)
@@ -213,19 +217,29 @@ def _number_column(cells: Any, column: str, missing: frozenset[str], decimal: st
         values = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         fine = np.abs(values) <= FLOAT32_MAX
+    reasons = {}
+    if decimal == ",":  # a '.' is a thousands mark to the file's author: never read as a decimal point
+        dotted = pc.match_substring(cells, ".").to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(dotted).tolist():
+            reasons[i] = f"field {column!r}: {shown(cells[i].as_py())} has a '.' in a file with decimal commas (a thousands mark?)"
+        fine &= ~dotted
     if fine.all():
         return values.astype(np.float32), {}
-    reasons = {}
     for i in np.flatnonzero(~fine).tolist():
+        if i in reasons:
+            continue
         reason = _bad_cell(cells[i].as_py(), values[i], missing)
         if reason is not None:
             reasons[i] = f"field {column!r}: {reason}"
     return np.where(fine, values, np.nan).astype(np.float32), reasons
 
 
-def _to_float(text: str | None) -> float:
+def _to_float(cell: str | float | None) -> float:
+    """A cell's number: NaN when it is not ASCII number syntax (``NUMBER``), inf for an integer beyond float64."""
+    if isinstance(cell, str):
+        return float(cell) if NUMBER.fullmatch(cell) else float("nan")
     try:
-        return float(text)
+        return float(cell)
     except (TypeError, ValueError):
         return float("nan")
     except OverflowError:  # an integer beyond float64
@@ -237,12 +251,12 @@ def _bad_cell(raw: Any, value: float, missing: frozenset[str]) -> str | None:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in MISSING):
         if missing and (raw is None or raw.strip().lower() in missing):
             return None
-        return "missing, expected a number" if raw is None or not raw.strip() else f"{raw!r} is not a finite number"
+        return "missing, expected a number" if raw is None or not raw.strip() else f"{shown(raw)} is not a finite number"
     if isinstance(raw, str) and np.isnan(value) and "nan" not in raw.lower():
-        return f"{raw!r} is not a number"
-    if np.isfinite(value) or isinstance(raw, int):
-        return f"{raw} does not fit a float32 (largest 3.4e38)"
-    return f"{raw!r} is not a finite number"
+        return f"{shown(raw)} is not a number"
+    if np.isfinite(value) or isinstance(raw, int) or (isinstance(raw, str) and "inf" not in raw.lower()):
+        return f"{shown(raw, quote=False)} does not fit a float32 (largest 3.4e38)"
+    return f"{shown(raw)} is not a finite number"
 
 
 def _text_cells(cells: Any) -> list[str | None]:
