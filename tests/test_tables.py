@@ -88,6 +88,16 @@ def test_crlf_lines_blank_lines_and_quoted_text(tmp_path):
     ]
 
 
+def test_blank_lines_before_the_header_are_skipped_and_an_all_blank_file_is_empty(tmp_path, caplog):
+    (tmp_path / "b.csv").write_bytes(b"\n \t\r\nx,y\n1,2\n")
+    (tmp_path / "h.csv").write_bytes(b"sep=;\n\n\nx;y\n1;2\n")
+    for name, line in (("b.csv", 4), ("h.csv", 5)):
+        assert records(tmp_path / name, Schema(("x", "y"))) == [(f"{tmp_path / name}:{line}", ([1.0, 2.0], ()), None)]
+    (tmp_path / "blank.csv").write_bytes(b"\n  \n\r\n")
+    assert records(tmp_path / "blank.csv", Schema(("x", "y"))) == []
+    assert "blank.csv: no rows, nothing to predict" in caplog.text
+
+
 def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):
     from applied_aitk.batch import Counter, skip_done
     from applied_aitk.usecase import Record

@@ -53,8 +53,8 @@ def csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     """The CSV in blocks of whole lines, parsed by Arrow. A first line that opens a JSON object:
     JSON lines (stdin has no name to tell)."""
     blocks = line_blocks(path)
-    block = next(blocks, None)
-    if block is None:
+    block = _past_blank(next(blocks, None), blocks)
+    if block is None:  # no lines, or only blank ones: an empty file
         return
     if block.head().lstrip(b"\xef\xbb\xbf \t").startswith(b"{"):  # JSON lines, e.g. on stdin
         from applied_aitk.table_json import json_blocks
@@ -63,7 +63,9 @@ def csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
         return
     hinted = excel_separator(block.head())
     if hinted is not None:
-        block = block.rest() or next(blocks, Lines(block.first + 1, 1, b""))
+        block = _past_blank(block.rest() or next(blocks, None), blocks)
+        if block is None:
+            return
     first_lines = block.data.split(b"\n", 201)
     delimiter, header = _header(first_lines[0], wanted, hinted, block.first)
     _require(header, wanted)
@@ -71,6 +73,16 @@ def csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     rest = block.rest()
     for lines in _chain([rest] if rest is not None else [], blocks):
         yield _parse_block(lines, header, wanted, delimiter, decimal)
+
+
+def _past_blank(block: Lines | None, blocks: Iterator[Lines]) -> Lines | None:
+    """``block`` from its first line that is not blank (a byte-order mark and white space only),
+    taking the next blocks as needed; None when no such line is left."""
+    while block is not None:
+        if block.head().removeprefix(b"\xef\xbb\xbf").strip(WHITESPACE.encode()):
+            return block
+        block = block.rest() or next(blocks, None)
+    return None
 
 
 def _header(line: bytes, wanted: list[str], delimiter: str | None = None, number: int = 1) -> tuple[str, list[str]]:
