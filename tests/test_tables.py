@@ -209,6 +209,10 @@ def test_a_block_read_at_once_gives_what_the_same_lines_give_one_by_one(tmp_path
     assert [r[0].rsplit(":", 1)[1] for r in got] == ["2", "4", "5", "6"]
     assert got[2][2].endswith(":5: a carriage return inside the line (expected one record a line)")
     assert got[3][1] == ([9.0, 10.0], ("v",))
+    csv.write_bytes(b'a,b,t\n1,1.0\r2.0,x\n3,4,"q"\n5,6\r,z\n')  # a carriage return in a field, quoted block or not
+    got = records(csv, schema)
+    assert [r[2] and r[2].split(": ", 1)[1] for r in got] == ["a carriage return inside the line (expected one record a line)", None,
+                                                          "a carriage return inside the line (expected one record a line)"]
 
 
 def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):

@@ -22,6 +22,7 @@ from applied_aitk.io import open_binary, text_encoding
 from applied_aitk.table_files import DELIMITERS, Batch, _decimal, _require, excel_separator
 
 BLOCK_BYTES = 1 << 20
+CR_INSIDE = "a carriage return inside the line (expected one record a line)"
 WHITESPACE = " \t\n\r\x0b\x0c"  # what ``bytes.strip()`` removes: a line of only these is blank
 
 
@@ -237,8 +238,10 @@ def _parse_lines(numbers: np.ndarray, lines: list[bytes], header: list[str], wan
             table = _arrow_csv(line, header, wanted, delimiter, on_invalid)
         except pa.ArrowInvalid as e:
             invalid.append(str(e).splitlines()[0])
-        if not invalid and table.num_rows != 1:
-            invalid.append("a carriage return inside the line (expected one record a line)")
+        if (invalid or table.num_rows != 1) and b"\r" in line.rstrip(b"\r"):  # Arrow ended a row at it
+            invalid.insert(0, CR_INSIDE)
+        elif not invalid and table.num_rows != 1:
+            invalid.append(CR_INSIDE)
         if invalid:
             errors[number] = invalid[0]
         else:
