@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,13 @@ def rows(wine, tmp_path_factory) -> dict:
     bad[0] = "lots"
     (root / "in.csv").write_text("\n".join([*lines, ",".join(bad)]) + "\n")
     records = list(csv.DictReader(open(root / "in.csv", newline="")))
-    return {"records": records, "batch": batch_rows("wine", wine["bundle"], [root / "in.csv"], root / "out.jsonl")}
+    first = {k: float(v) for k, v in records[0].items()}
+    column = next(iter(first))
+    bad = [[1, 2], {k: v for k, v in first.items() if k != column}, {**first, column: True}, {**first, column: [1, 2]},
+           {**first, column: {"v": 1}}, {**first, column: 1e39}, {**first, column: None}, {**first, column: "lots"}]
+    (root / "bad.jsonl").write_text("\n".join(json.dumps(r) for r in [first, *bad]) + "\n")
+    batch = batch_rows("wine", wine["bundle"], [root / "in.csv", root / "bad.jsonl"], root / "out.jsonl")
+    return {"records": records, "batch": batch[:len(records)], "bad": bad, "bad_batch": batch[len(records) + 1:]}
 
 
 def test_predict_returns_the_rows_batch_predict_writes(wine, rows):
@@ -40,6 +47,15 @@ def test_predict_returns_the_rows_batch_predict_writes(wine, rows):
     assert [row["id"] for row in served] == [str(i) for i in range(len(served))]
     assert without_ids(one) == without_ids(rows["batch"][:1])
     assert slim_served_rows("wine", wine["bundle"], rows["records"]) == served
+
+
+def test_bad_records_get_the_error_rows_batch_predict_writes_for_them(wine, rows):
+    """Not an object, a field missing, true/false, a list, an object, too large, null, text: each
+    record's error row as batch `predict` writes it for the same JSON line."""
+    with client(wine["bundle"]) as c:
+        served = served_rows(c, "wine", rows["bad"])
+    assert without_ids(served) == without_ids(rows["bad_batch"])
+    assert all(row["error"] for row in served) and len(served) == 8
 
 
 def test_models_probes_and_docs(wine):

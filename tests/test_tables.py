@@ -147,7 +147,7 @@ def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
 
 @pytest.mark.parametrize("cell, expected", [
     (1.5, 1.5), (2, 2.0), ("1.5", 1.5), (None, "field 'a': missing, expected a number"),
-    (True, "field 'a': expected a number, got true/false"), (1e39, "field 'a': 1e+39 does not fit a float32 (largest 3.4e38)"),
+    (True, "field 'a': expected a number or text, got true/false"), (-1e39, " does not fit a float32 (largest 3.4e38)"),
     (10**400, "field 'a': 10000000000000000000… (401 characters) does not fit a float32 (largest 3.4e38)"), ("lots", "field 'a': 'lots' is not a number"),
 ])
 def test_a_json_row_takes_numbers_and_numeric_text_and_names_a_bad_field(cell, expected):
@@ -162,6 +162,32 @@ def test_a_json_row_takes_numbers_and_numeric_text_and_names_a_bad_field(cell, e
         return
     numbers, texts = record_from_object(row, schema, "0").data
     assert numbers.dtype == np.float32 and numbers.tolist() == [expected, 3.0] and texts == ("7",)
+
+
+BAD_RECORDS = [[1, 2], "row", None, {"b": 3, "t": "x"}, {"a": 1, "b": 2}, {"a": True, "b": 2, "t": "x"}, {"a": [1, 2], "b": 2, "t": "x"},
+               {"a": {"v": 1}, "b": 2, "t": "x"}, {"a": 1, "b": 2, "t": False}, {"a": 1e39, "b": 2, "t": "x"},
+               {"a": "lots", "b": 2, "t": "x"}, {"a": None, "b": "", "t": "x"}, {"a": "inf", "b": 2, "t": "x"}, {"a": 1, "b": 2, "t": [1]},
+               {"a": True, "t": [1]}, {"a": "1", "b": 1e39, "t": "x"}]
+
+
+def test_a_bad_json_record_gets_the_error_batch_predict_writes_for_that_json_line(tmp_path):
+    """`aitk serve` and batch `predict` check a JSON record with the same functions: same error
+    text for every bad record (the line's number aside), so the two cannot drift."""
+    from applied_aitk.errors import InputError
+    from applied_aitk.tables import record_from_object
+
+    schema = Schema(("a", "b"), ("t",))
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [{"a": 1, "b": 2, "t": "x"}, *BAD_RECORDS]) + "\n")
+    batch = [error.split(": ", 1)[1] for _, _, error in records(path, schema)[1:]]
+    served = []
+    for record in BAD_RECORDS:
+        with pytest.raises(InputError) as e:
+            record_from_object(record, schema, "0")
+        served.append(str(e.value))
+    assert served == batch
+    assert batch[:6] == ["expected a JSON object of column: value"] * 3 + ["field 'a': missing", "field 't': missing",
+                                                                            "field 'a': expected a number or text, got true/false"]
 
 
 def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alone(tmp_path):

@@ -128,31 +128,31 @@ def stacked(inputs: list[tuple[np.ndarray, tuple]], schema: Schema) -> dict[str,
 
 
 def record_from_object(value: Any, schema: Schema, id: str) -> Record:
-    """The record of one table row sent as a JSON object ``{column: value}`` (`aitk serve`), decoded
-    as a row of a file is: numbers as JSON numbers or text, the same bad cells refused, text cells
-    as ``_text_cells`` reads them. InputError names the field that is missing or wrong."""
+    """The record of one table row sent as a JSON object ``{column: value}`` (`aitk serve`), checked
+    and decoded by the functions that read a line of a JSON lines file in batch `predict`
+    (``table_json``), so that a bad record gets the error text batch `predict` writes for that
+    line. InputError names the field that is missing or wrong."""
     if not isinstance(value, dict):
-        raise InputError("expected a JSON object of column: value, like a table row")
-    for column in (*schema.numbers, *schema.texts):
-        if column not in value:
-            raise InputError(f"field {column!r}: missing; the model needs {', '.join(map(repr, (*schema.numbers, *schema.texts)))}")
-    numbers = _plain_numbers([value[column] for column in schema.numbers])
-    if numbers is None:
-        numbers = _checked_numbers(value, schema)
-    texts = []
-    for column in schema.texts:
-        cell = value[column]
-        if isinstance(cell, (bool, dict, list)):
-            raise InputError(f"field {column!r}: expected text, got {json_type(cell)}")
-        if isinstance(cell, (int, float)):
-            cell = None if cell != cell else str(int(cell)) if float(cell).is_integer() else repr(float(cell))
-        texts.append(cell or None)
-    return Record(id, (numbers, tuple(texts)))
+        raise InputError(NOT_AN_OBJECT)
+    numbers = _plain_numbers(value, schema.numbers)
+    texts = _plain_texts(value, schema.texts)
+    if numbers is None or texts is None:  # something to say, or text to parse: as batch `predict` does
+        return Record(id, _checked(value, schema))
+    return Record(id, (numbers, texts))
 
 
-def _plain_numbers(cells: list[Any]) -> np.ndarray | None:
-    """float32 [len(cells)] when every cell is a JSON number that fits a float32 (one numpy call:
-    the common case of a request); None otherwise, for ``_checked_numbers`` to say what is wrong."""
+NOT_AN_OBJECT = "expected a JSON object of column: value"
+"""The error of a JSON record that is not an object, as batch `predict` words it for a JSON line."""
+_ABSENT = object()
+
+
+def _plain_numbers(value: dict[str, Any], columns: tuple[str, ...]) -> np.ndarray | None:
+    """float32 [len(columns)] when every cell is a JSON number that fits a float32 (one numpy call:
+    the common case of a request); None otherwise (missing, text, null, too large: ``_checked``)."""
+    try:
+        cells = [value[column] for column in columns]
+    except KeyError:
+        return None
     if not set(map(type, cells)) <= {int, float}:  # bool, None, text: checked cell by cell
         return None
     try:
@@ -164,24 +164,37 @@ def _plain_numbers(cells: list[Any]) -> np.ndarray | None:
     return numbers.astype(np.float32)
 
 
-def _checked_numbers(value: dict[str, Any], schema: Schema) -> np.ndarray:
-    numbers = np.empty(len(schema.numbers), dtype=np.float32)
-    for j, column in enumerate(schema.numbers):
-        cell = value[column]
-        if isinstance(cell, bool) or not isinstance(cell, (int, float, str, type(None))):
-            raise InputError(f"field {column!r}: expected a number, got {json_type(cell)}")
-        number = float("nan") if cell is None else _to_float(cell)
-        if not abs(number) <= FLOAT32_MAX:
-            reason = _bad_cell(cell, number, schema.missing)
-            if reason is not None:
-                raise InputError(f"field {column!r}: {reason}")
-            number = float("nan")
-        numbers[j] = number
-    return numbers
+def _plain_texts(value: dict[str, Any], columns: tuple[str, ...]) -> tuple[str | None, ...] | None:
+    """The text cells as batch `predict` reads them (None where empty); None if one is missing or
+    not a number, text or null (``_checked`` says why)."""
+    from applied_aitk.table_json import cell_text
+
+    texts = []
+    for column in columns:
+        cell = value.get(column, _ABSENT)
+        if cell is _ABSENT or isinstance(cell, (bool, dict, list)):
+            return None
+        texts.append(cell_text(cell) or None)
+    return tuple(texts)
 
 
-def json_type(value: Any) -> str:
-    return {bool: "true/false", dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+def _checked(value: dict[str, Any], schema: Schema) -> tuple[np.ndarray, tuple[str | None, ...]]:
+    """A record's data through batch `predict`'s path for a JSON line: its cells as text (``_cells``
+    names a missing field or one that is true/false, a list or an object), then decoded as a block
+    of rows is. InputError with the first problem."""
+    import pyarrow as pa
+
+    from applied_aitk.table_json import _cells
+
+    wanted = [*dict.fromkeys([*schema.numbers, *schema.texts])]
+    cells = _cells(value, wanted)
+    if isinstance(cells, str):
+        raise InputError(cells)
+    columns = {column: pa.array([cell], pa.string()) for column, cell in zip(wanted, cells)}
+    numbers, bad = decode_numbers(columns, schema)
+    if bad:
+        raise InputError(bad[0])
+    return numbers[0], tuple(_text_cells(columns[column])[0] for column in schema.texts)
 
 
 def decode_numbers(columns: dict[str, Any], schema: Schema, decimal: str = ".") -> tuple[np.ndarray, dict[int, str]]:
