@@ -190,6 +190,17 @@ def test_a_bad_json_record_gets_the_error_batch_predict_writes_for_that_json_lin
                                                                             "field 'a': expected a number or text, got true/false"]
 
 
+def test_json_lines_quote_a_number_beyond_float32_as_written_on_either_path(tmp_path):
+    fit = "does not fit a float32 (largest 3.4e38)"
+    lines = ['{"x": 1e+39}', '{"x": 1' + "0" * 50 + "}", '{"x": -2.5E300}', '{"x": 1e400}', '{"x": 1' + "0" * 400 + "}"]
+    expected = [f"1e+39 {fit}", f"10000000000000000000… (51 characters) {fit}", f"-2.5E300 {fit}", f"1e400 {fit}",
+                f"10000000000000000000… (401 characters) {fit}"]
+    for i, line in enumerate(lines):  # alone (a block parsed at once) and after a good line
+        for name, text in ((f"a{i}.jsonl", line), (f"b{i}.jsonl", '{"x": 2}\n' + line)):
+            (tmp_path / name).write_text(text + "\n")
+            assert records(tmp_path / name, Schema(("x",)))[-1][2].endswith(f": field 'x': {expected[i]}")
+
+
 def test_json_lines_are_table_rows_as_serve_takes_them_and_a_bad_line_fails_alone(tmp_path):
     import codecs
     import gzip

@@ -20,7 +20,7 @@ from applied_aitk.errors import InputError
 from applied_aitk.io import name_of, read_lines
 from applied_aitk.table_csv import Lines, line_blocks, line_problem
 from applied_aitk.table_files import Batch, _require
-from applied_aitk.tables import FLOAT32_MAX
+from applied_aitk.tables import FLOAT32_MAX, float_text
 
 JSON_LINES = (".jsonl", ".ndjson")
 
@@ -81,8 +81,10 @@ def _at_once(block: Lines, wanted: list[str], checked: bool) -> Batch | None:
         if kinds <= _TEXT:
             columns[column] = pa.array(cells, pa.string())
         elif kinds <= _CELLS:
-            columns[column] = (_number_column(cells, int in kinds) if kinds <= _NUMBER else None) or \
-                pa.array(list(map(cell_text, cells)), pa.string())
+            numbers = _number_column(cells, int in kinds) if kinds <= _NUMBER else None
+            if numbers is None and _beyond_float32(cells):  # orjson made it a float: the line path quotes it as written
+                return None
+            columns[column] = numbers or pa.array(list(map(cell_text, cells)), pa.string())
         else:
             return None
     return Batch(np.arange(block.first, block.first + block.count), columns, {})
@@ -123,8 +125,12 @@ def _by_line(block: Lines, wanted: list[str], checked: bool) -> tuple[Batch, boo
             continue
         try:
             value = orjson.loads(line) if reason is None else None
+            if isinstance(value, dict) and _beyond_float32([value.get(c) for c in wanted]):
+                value = _as_written(line) or value
         except orjson.JSONDecodeError as e:
-            reason = f"not valid JSON ({e.msg} at character {e.pos})"
+            value = _as_written(line)
+            if value is None:
+                reason = f"not valid JSON ({e.msg} at character {e.pos})"
         if reason is None and not isinstance(value, dict):
             reason = "expected a JSON object of column: value"
         if reason is None and not checked:
@@ -138,6 +144,30 @@ def _by_line(block: Lines, wanted: list[str], checked: bool) -> tuple[Batch, boo
         for column, cell in zip(wanted, row):
             cells[column].append(cell)
     return Batch(np.array(kept, dtype=np.int64), {c: pa.array(v, pa.string()) for c, v in cells.items()}, errors), checked
+
+
+def _beyond_float32(cells: list[Any]) -> bool:
+    """Whether a number among ``cells`` is beyond float32's range (orjson reads an integer
+    beyond 64 bits as a float, and fails on one beyond float64)."""
+    return any(type(c) in (int, float) and not abs(c) <= FLOAT32_MAX for c in cells)
+
+
+def _as_written(line: bytes) -> Any:
+    """The JSON of ``line`` with integers exact and a float beyond float32's range kept as its
+    text as written, for messages to quote it; None when it is not JSON."""
+    import json
+
+    def number(text: str) -> float | str:
+        return float(text) if abs(float(text)) <= FLOAT32_MAX else text
+
+    try:
+        return json.loads(line, parse_float=number, parse_constant=_no_constant)
+    except ValueError:
+        return None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _cells(value: dict[str, Any], wanted: list[str]) -> list[str | None] | str:
@@ -184,13 +214,13 @@ def json_lines_as_csv(path: Path) -> tuple[str, list[int]]:
 
 def cell_text(cell: Any) -> str | None:
     """A JSON value as a table cell's text: a number as a CSV holds it (``2.0`` -> ``2``), null as
-    None, text as it is, true/false, a list or an object as its JSON text."""
+    None, text as it is (``float_text``), true/false, a list or an object as its JSON text."""
     if cell is None or isinstance(cell, str):
         return cell
     if isinstance(cell, int) and not isinstance(cell, bool):
         return str(cell)
     if isinstance(cell, float):
-        return str(int(cell)) if cell.is_integer() else repr(cell)
+        return float_text(cell)
     import orjson
 
     return orjson.dumps(cell).decode()

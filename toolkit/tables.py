@@ -272,12 +272,18 @@ def _bad_cell(raw: Any, value: float, missing: frozenset[str]) -> str | None:
     return f"{shown(raw)} is not a finite number"
 
 
+def float_text(value: float) -> str:
+    """A float as a cell's text: a whole number below 2**53 as its digits (5411.0 -> "5411"), any
+    other as Python's repr (1e+39, not the 40 digits of its binary value)."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2.0**53 else repr(value)
+
+
 def _text_cells(cells: Any) -> list[str | None]:
     """Cells as text, None where empty or null (Parquet numbers as their text: 5411.0 -> "5411")."""
     import pyarrow as pa
 
     if pa.types.is_floating(cells.type):
-        return [None if v is None or v != v else (str(int(v)) if v.is_integer() else repr(v)) for v in cells.to_pylist()]
+        return [None if v is None or v != v else float_text(v) for v in cells.to_pylist()]
     if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
         cells = cells.cast(pa.string())
     return [v if v else None for v in cells.to_pylist()]
