@@ -175,6 +175,7 @@ def optimise(net: DefectNet, tiler: Tiler, train_set: Arrays, val_set: Arrays, c
                                    {"params": tuned, "lr": config.learning_rate * BACKBONE_LR_SCALE}], weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    schedule = Schedule(optimizer, config.epochs * -(-len(train_set.images) // config.batch_size), config.max_time)
 
     def batches(epoch: int):
         order = torch.randperm(len(train_set.images), generator=generator).numpy()
@@ -189,7 +190,7 @@ def optimise(net: DefectNet, tiler: Tiler, train_set: Arrays, val_set: Arrays, c
         loss = sum(found.values())
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        schedule.step()
         return float(loss.detach())
 
     def validate() -> dict[str, float]:
@@ -204,6 +205,36 @@ def optimise(net: DefectNet, tiler: Tiler, train_set: Arrays, val_set: Arrays, c
     logger.info(f"trained {found.steps} steps in {found.seconds:.0f} s; best epoch {found.best_epoch} ({found.stopped})")
     net.eval()
     return found.history
+
+
+class Schedule:
+    """Warm-up then cosine decay of every parameter group's learning rate (Loshchilov & Hutter,
+    "SGDR", ICLR 2017), over ``total_steps`` or, when ``max_time`` (s) is set and comes first, over
+    the time budget: the rate reaches zero where training ends either way, so a run cut by
+    ``max_time`` still ends annealed. Warm-up: the first ``WARMUP`` of the run, linear from zero."""
+
+    WARMUP = 0.05
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, max_time: float = 0.0):
+        self.optimizer, self.total, self.max_time = optimizer, max(1, total_steps), max_time
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.steps, self.started = 0, time.perf_counter()
+
+    def progress(self) -> float:
+        """The share of the run done, 0..1: steps, or the time budget when it is the nearer end."""
+        done = self.steps / self.total
+        if self.max_time:
+            done = max(done, (time.perf_counter() - self.started) / self.max_time)
+        return min(1.0, done)
+
+    def step(self) -> None:
+        """Set the rates for this step, then step the optimizer."""
+        done = self.progress()
+        factor = min(1.0, (done + 1 / self.total) / self.WARMUP) * 0.5 * (1 + np.cos(np.pi * done))
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * factor
+        self.optimizer.step()
+        self.steps += 1
 
 
 def calibration_images(train_images: np.ndarray) -> np.ndarray:

@@ -12,6 +12,10 @@ Two published recipes and the sample data's own marks:
   Localization", CVPR 2021): a rectangle of the image itself pasted elsewhere, and the thin "scar"
   variant.
 - scratches, spots and cracks as ``aitk defects sample`` draws them.
+- marks of the surface itself rather than foreign matter, as pressed and machined parts show them
+  (the magnetic-tile set's blowholes, fray, uneven areas and broken edges): a noise blob darkened
+  or lightened by a factor (``shade``: small and strong, or large and faint, with a soft edge) and
+  a chip broken out of the image's edge, dark like the background behind it (``chip``).
 
 Every function takes and returns uint8 images [S, S, 3] and boolean masks [S, S]."""
 
@@ -22,8 +26,8 @@ from PIL import Image
 
 VISIBLE = 8
 """A drawn mark's soft edge joins its mask where it moves a pixel by more than this many levels."""
-KINDS = ("noise", "noise", "cutpaste", "scar", "scratch", "spot", "crack")
-"""Drawn uniformly: DRAEM's noise blobs twice as often as each other kind."""
+KINDS = ("noise", "noise", "cutpaste", "scar", "scratch", "spot", "crack", "shade", "shade", "chip")
+"""Drawn uniformly: DRAEM's noise blobs and the shaded blobs twice as often as each other kind."""
 
 
 def synthesize(image: np.ndarray, foreign: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,10 @@ def synthesize(image: np.ndarray, foreign: np.ndarray, rng: np.random.Generator)
         kind = KINDS[rng.integers(len(KINDS))]
         if kind == "noise":
             out, mask = noise_blobs(image, foreign, rng)
+        elif kind == "shade":
+            out, mask = shade(image, rng)
+        elif kind == "chip":
+            out, mask = chip(image, rng)
         elif kind in ("cutpaste", "scar"):
             out, mask = cut_paste(image, rng, scar=kind == "scar")
         else:
@@ -45,9 +53,9 @@ def synthesize(image: np.ndarray, foreign: np.ndarray, rng: np.random.Generator)
     return out, mask
 
 
-def value_noise(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth random noise [size, size] in about [0, 1]: a random grid of 2..32 cells a side upsampled bicubically."""
-    cells = int(2 ** rng.integers(1, 6))
+def value_noise(size: int, rng: np.random.Generator, octaves: int = 5) -> np.ndarray:
+    """Smooth random noise [size, size] in about [0, 1]: a random grid of 2..2**octaves cells a side upsampled bicubically."""
+    cells = int(2 ** rng.integers(1, octaves + 1))
     grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
     return np.asarray(Image.fromarray(grid, "F").resize((size, size), Image.Resampling.BICUBIC))
 
@@ -88,4 +96,37 @@ def cut_paste(image: np.ndarray, rng: np.random.Generator, scar: bool = False) -
     out[y1 : y1 + h, x1 : x1 + w] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
     mask = np.zeros((size, size), bool)
     mask[y1 : y1 + h, x1 : x1 + w] = np.any(out[y1 : y1 + h, x1 : x1 + w] != image[y1 : y1 + h, x1 : x1 + w], axis=-1)
+    return out, mask
+
+
+def shade(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A noise blob whose pixels are scaled by a factor: small (0.1-3% of the image) and strong
+    (x0.3-0.75, a pit or a stain), or large (10-40%) and faint (x0.7-0.9 or x1.1-1.3, an uneven
+    area). The edge is soft; the mask is where a pixel moved by more than ``VISIBLE`` levels (may be empty)."""
+    from scipy import ndimage
+
+    size = image.shape[0]
+    noise = value_noise(size, rng, octaves=3)  # a few blobs, not a speckle
+    small = rng.random() < 0.5
+    share = rng.uniform(0.001, 0.03) if small else rng.uniform(0.1, 0.4)
+    region = noise > np.quantile(noise, 1 - share)
+    factor = rng.uniform(0.3, 0.75) if small else (rng.uniform(0.7, 0.9) if rng.random() < 0.6 else rng.uniform(1.1, 1.3))
+    alpha = ndimage.gaussian_filter(region.astype(np.float32), size / 128 * rng.uniform(0.5, 2.0))[..., None]
+    out = np.clip(np.rint(image * (1 - alpha + alpha * factor)), 0, 255).astype(np.uint8)
+    return out, np.abs(out.astype(np.int16) - image).max(-1) > VISIBLE
+
+
+def chip(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A piece broken out of one edge: an ellipse centred on the border (3-25% of the side across,
+    its outline roughened by noise) filled with a dark background (levels 0-50)."""
+    size = image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    a, b = size * rng.uniform(0.03, 0.25), size * rng.uniform(0.02, 0.12)
+    along = rng.uniform(0, size)
+    edge = int(rng.integers(4))
+    dy, dx = [(yy, xx - along), (size - 1 - yy, xx - along), (xx, yy - along), (size - 1 - xx, yy - along)][edge]
+    rough = (value_noise(size, rng) - 0.5) * 0.6
+    mask = (dx / a) ** 2 + (dy / b) ** 2 < 1 + rough
+    out = image.copy()
+    out[mask] = np.clip(rng.uniform(0, 50) + rng.normal(0, 4, (int(mask.sum()), 1)), 0, 255).astype(np.uint8)
     return out, mask
