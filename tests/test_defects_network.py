@@ -174,6 +174,23 @@ def test_auto_picks_the_best_validation_auroc_and_the_simpler_on_a_tie():
     assert choose({"patchcore": 0.8, "segment": 0.97, "ensemble": 0.9}, synthetic=True) == "ensemble"
 
 
+def test_learning_rate_warms_up_and_anneals_to_zero_by_the_end_of_the_run_or_of_max_time():
+    import torch
+
+    from applied_aitk.usecases.defects.finetune import Schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = Schedule(optimizer, total_steps=100)
+    rates = []
+    for _ in range(100):
+        schedule.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] < 0.03 and max(rates) == pytest.approx(0.1, rel=0.05) and rates[-1] < 0.001
+    timed = Schedule(optimizer, total_steps=10**6, max_time=1e-9)  # the time budget is the nearer end: already spent
+    timed.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def _plates(rng: np.random.Generator, count: int, defect: bool, side: int = 104) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Grey plates side x side px (a smooth shade and fine noise); with ``defect``, a 4 x 4 px dark
     spot at a random place. Returns uint8 RGB images [count, side, side, 3] and the spots' corners."""

@@ -26,6 +26,8 @@ from applied_aitk.usecases.defects.tiling import Tiler
 
 logger = get_logger(__name__)
 
+WEIGHTS = (0.25, 0.5, 0.75)
+"""The network's shares of the ensemble's sum that validation with real defects chooses among."""
 METHODS = ("patchcore", "segment", "ensemble")
 """``method=auto`` picks one of these by validation AUROC; on a tie, the earlier (the simpler)."""
 
@@ -37,7 +39,8 @@ class Ensemble(nn.Module):
     The map is ``(network logit map - a) / b + (PatchCore distance map - c) / d`` (the network's
     3x3-averaged logits upsampled; PatchCore's smoothed nearest-neighbour distances), where a, b and
     c, d are the mean and standard deviation of each one's image score on the good validation
-    images (``scales`` [2, 2]); the score is the map's maximum. Unitless: about 0 on a typical good
+    images (``scales`` [2, 2]; b and d divided by twice each one's share, ``combine``); the score
+    is the map's maximum. Unitless: about 0 on a typical good
     image, a few units per standard deviation above."""
 
     def __init__(self, net: DefectNet, patchcore: M.DefectModel, scales: torch.Tensor):
@@ -99,25 +102,39 @@ def image_scores(model: Ensemble, images: np.ndarray, batch_size: int) -> dict[s
 
 
 def combine(net: DefectNet, train_images: np.ndarray, train_good: np.ndarray, val_images: np.ndarray, val_defective: np.ndarray,
-            config: Any, tiler: Tiler) -> tuple[Ensemble, dict[str, Any]]:
+            config: Any, tiler: Tiler, weigh: bool = False) -> tuple[Ensemble, dict[str, Any]]:
     """The ensemble of the trained ``net`` and PatchCore on the good training images (their tiles),
     standardised on the good validation images, and the validation AUROC of each method
     (``selection`` for the manifest; None without validation defects). Images are uint8 at the
-    tiler's input size."""
+    tiler's input size.
+
+    ``weigh`` (validation holds real defects): the network's share of the sum is chosen among
+    ``WEIGHTS`` by validation AUROC (equal shares on a tie), folded into the scales, so that a
+    network much stronger or weaker than PatchCore on these defects is not diluted by the other."""
     from sklearn.metrics import roc_auc_score
 
     patchcore = patchcore_beside(net, tiler.split(torch.from_numpy(train_images[train_good])).numpy(), config)
     model = Ensemble(net, patchcore, torch.tensor([[0.0, 1.0], [0.0, 1.0]])).eval()
     found = image_scores(tiler.wrap(model), val_images, config.batch_size)
     good = ~val_defective
+    both = bool(val_defective.any() and good.any())
+    spread = []
     for k, name in enumerate(("segment", "patchcore")):
         values = found[name][good]
-        model.scales[k] = torch.tensor([float(values.mean()), max(float(values.std()), 1e-6)])
-    found["ensemble"] = image_scores(tiler.wrap(model), val_images, config.batch_size)["ensemble"]
-    both = val_defective.any() and good.any()
+        spread.append(max(float(values.std()), 1e-6))
+        model.scales[k] = torch.tensor([float(values.mean()), spread[k]])
+    tried = {}
+    for weight in WEIGHTS if weigh and both else (0.5,):
+        model.scales[:, 1] = torch.tensor([spread[0] / (2 * weight), spread[1] / (2 * (1 - weight))])
+        scores = image_scores(tiler.wrap(model), val_images, config.batch_size)["ensemble"]
+        tried[weight] = (float(roc_auc_score(val_defective, scores)) if both else 0.0, -abs(weight - 0.5), scores)
+    weight = max(tried, key=lambda w: tried[w][:2])
+    model.scales[:, 1] = torch.tensor([spread[0] / (2 * weight), spread[1] / (2 * (1 - weight))])
+    found["ensemble"] = tried[weight][2]
     auroc = {name: float(roc_auc_score(val_defective, found[name])) if both else None for name in METHODS}
-    logger.info("validation AUROC: " + ", ".join(f"{n} {v:.3f}" for n, v in auroc.items() if v is not None))
-    return model, {"validation_auroc": auroc, "validation_good_images": int(good.sum()), "validation_defect_images": int(val_defective.sum())}
+    logger.info("validation AUROC: " + ", ".join(f"{n} {v:.3f}" for n, v in auroc.items() if v is not None) + f"; network weight {weight}")
+    return model, {"validation_auroc": auroc, "validation_good_images": int(good.sum()), "validation_defect_images": int(val_defective.sum()),
+                   "network_weight": weight, "weight_validation_auroc": {str(w): round(v[0], 4) for w, v in tried.items()} if len(tried) > 1 else None}
 
 
 def choose(auroc: dict[str, float | None], synthetic: bool = False) -> str:

@@ -128,7 +128,7 @@ def train(data: Path, config: Any, runtime: Runtime) -> TrainResult:
     metrics: dict[str, Any] = {"train_images": len(train_items), "validation_images": len(val_items), "epochs": len(history)}
     model, method = net, "segment" if segment else "types"
     if segment and config.method in ("ensemble", "auto"):
-        model, metrics["selection"] = E.combine(net, train_set.images, ~train_set.defective, val_set.images, val_set.defective, config, tiler)
+        model, metrics["selection"] = E.combine(net, train_set.images, ~train_set.defective, val_set.images, val_set.defective, config, tiler, weigh=real_defects)
         method = "ensemble" if config.method == "ensemble" else E.choose(metrics["selection"]["validation_auroc"], synthetic=not real_defects)
         metrics["selection"].update(method=method, validation="real defects" if real_defects else "synthetic defects on the good validation images")
         logger.info(f"method={config.method}: {method}")
