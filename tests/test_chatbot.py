@@ -277,7 +277,7 @@ def test_bom_surrogates_and_bad_bytes_in_messages_are_handled(bot, tmp_path):
     assert result.returncode == 3
     assert rows[0]["intent"] == "greeting" and rows[3]["intent"] == "greeting"
     assert rows[1]["error"].endswith("in.jsonl:2: field text: not valid Unicode (lone surrogate at character 3)")
-    assert rows[2]["error"].endswith("in.jsonl: line 3: not valid UTF-8 at byte 68")
+    assert rows[2]["error"].endswith("in.jsonl:3: not valid UTF-8 (byte 13 of the line)")
 
 
 def test_fine_tuning_names_its_phases_in_the_log_and_the_history(bot, tmp_path):

@@ -160,7 +160,7 @@ def test_a_line_that_cannot_be_a_row_is_its_own_error_row_and_the_other_series_a
     name = tmp_path / "bad.csv"
     assert result.returncode == 3 and [sid for sid, row in rows.items() if not row.get("error")] == ["a", "c", "d"]
     assert rows[f"{name}:301"]["error"] == f"{name}:301: expected 3 fields, got 4"
-    assert rows[f"{name}:302"]["error"].startswith(f"{name}:302: not valid UTF-8 at byte ")
+    assert rows[f"{name}:302"]["error"].startswith(f"{name}:302: not valid UTF-8 (byte ")
     assert rows[f"{name}:303"]["error"] == f"{name}:303: unbalanced quote (a quoted field never closes on this line)"
     assert rows["b"]["error"].startswith(f"{name}:300: series b: 3 missing timestamp(s), the first 2023-03-01 (after this line)")
 

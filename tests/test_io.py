@@ -31,7 +31,7 @@ def test_an_undecodable_line_is_one_error_naming_the_byte_and_the_rest_is_read(t
     path.write_bytes(b'{"a": 1}\n{"b": "\xff"}\n{"c": 3}\n')
     lines = list(read_lines(path))
     assert [line.text for line in lines] == ['{"a": 1}', None, '{"c": 3}']
-    assert lines[1].error == "line 2: not valid UTF-8 at byte 16"
+    assert lines[1].message("in.jsonl") == "in.jsonl:2: not valid UTF-8 (byte 7 of the line)"  # as the table readers word it
     with pytest.raises(InputError, match=r"in.jsonl: not valid UTF-8 at byte 16$"):
         open_text(path).read()
 

@@ -87,6 +87,9 @@ def text_encoding(stream: BinaryIO) -> tuple[str, int]:
     return "utf-8", 0
 
 
+NUL = b"\x00"
+
+
 @dataclass
 class Line:
     """One line of a text input: ``number`` counts from 1; ``text`` is None when ``error`` says why."""
@@ -95,11 +98,16 @@ class Line:
     text: str | None
     error: str | None = None
 
+    def message(self, name: str) -> str:
+        """The line's error as every reader of lines words it: ``FILE:LINE: reason``."""
+        return f"{name}:{self.number}: {self.error}"
+
 
 def read_lines(path: Path | str) -> Iterator[Line]:
     """The non-blank lines of a text file (newline stripped), decoded one by one.
 
-    A line that is not valid text is a Line with ``error`` ("line N: not valid UTF-8 at byte B")
+    A line that is not valid text is a Line with ``error`` ("not valid UTF-8 (byte B of the line)",
+    worded for a message by ``Line.message``: the words of the table readers)
     and the lines after it are still read. An unreadable file raises InputError."""
     with open_binary(path) as stream:
         try:
@@ -134,10 +142,9 @@ def _decode_line(raw: bytes, number: int, offset: int) -> Line:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return Line(number, None, f"line {number}: not valid UTF-8 at byte {offset + e.start}")
+        return Line(number, None, f"not valid UTF-8 (byte {e.start} of the line)")
     if "\x00" in text:
-        at = offset + raw.index(b"\x00")
-        return Line(number, None, f"line {number}: NUL byte at byte {at} (UTF-16 needs a byte-order mark)")
+        return Line(number, None, f"NUL byte (byte {raw.index(NUL)} of the line; UTF-16 needs a byte-order mark)")
     return Line(number, text.rstrip("\r\n"))
 
 
@@ -149,7 +156,7 @@ def _utf16_lines(stream: BinaryIO, encoding: str, offset: int) -> Iterator[Line]
         try:
             pending += decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as e:
-            yield Line(number + 1, None, f"line {number + 1}: not valid {encoding.upper()} at byte {offset + len(pending.encode(encoding)) + e.start}")
+            yield Line(number + 1, None, f"not valid {encoding.upper()} at byte {offset + len(pending.encode(encoding)) + e.start}")
             return
         *complete, pending = pending.split("\n")
         for text in complete:

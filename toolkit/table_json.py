@@ -195,7 +195,7 @@ def json_lines_as_csv(path: Path) -> tuple[str, list[int]]:
     columns: dict[str, None] = {}
     for line in read_lines(path):
         if line.error is not None:
-            raise InputError(f"{name_of(path)}: {line.error}")
+            raise InputError(line.message(name_of(path)))
         try:
             value = orjson.loads(line.text)
         except orjson.JSONDecodeError as e:

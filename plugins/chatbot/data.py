@@ -336,7 +336,7 @@ def read_records(paths: Iterable[Path]) -> Iterator[Record]:
         try:
             for line in read_lines(path):
                 rid = f"{where}:{line.number}"
-                yield Record(id=rid, error=f"{where}: {line.error}") if line.error else _record(rid, line.text)
+                yield Record(id=rid, error=line.message(where)) if line.error else _record(rid, line.text)
         except InputError as e:
             yield Record(id=where, error=str(e) if str(e).startswith(where) else f"{where}: {e}")
 

@@ -186,7 +186,7 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
     for line in read_lines(path):
         where = f"{name}:{line.number}"
         if line.error:
-            yield Record(id=where, error=f"{name}: {line.error}")
+            yield Record(id=where, error=line.message(name))
             continue
         try:
             obj = json.loads(line.text)
@@ -259,7 +259,7 @@ def read_problems(path: Path, tasks: str | None = None) -> list[Problem]:
     for line in read_lines(path):
         where = f"{path}:{line.number}"
         if line.error:
-            raise AitkError(f"{path}: {line.error}")
+            raise AitkError(line.message(str(path)))
         try:
             obj = json.loads(line.text)
         except json.JSONDecodeError as e:

@@ -103,13 +103,13 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str, l
     if not lines:
         return "", {}, delimiter or ",", []
     if lines[0].error is not None:
-        raise InputError(f"{path}: {lines[0].error}")
+        raise InputError(lines[0].message(str(path)))
     sep = delimiter or sniff_delimiter("\n".join(line.text for line in lines[:50] if line.text is not None) + "\n")
     width = len(next(csv.reader([lines[0].text], delimiter=sep)))
     kept, bad, numbers = [lines[0].text], {}, []
     for line in lines[1:]:
         if line.error is not None:
-            bad[line.number] = line.error.split(": ", 1)[1]
+            bad[line.number] = line.error
         elif line.text.count('"') % 2:
             bad[line.number] = "unbalanced quote (a quoted field never closes on this line)"
         elif line.text.count(sep) + 1 != width and (fields := len(next(csv.reader([line.text], delimiter=sep)))) != width:
