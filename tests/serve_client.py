@@ -58,7 +58,7 @@ def slim_served_rows(model: str, bundle: Path, records: list[Any]) -> list[dict[
 
 
 def served_rows(test_client, model: str, records: list[Any]) -> list[dict[str, Any]]:
-    response = test_client.post(f"/v1/{model}/predict", json={"records": records})
+    response = test_client.post(f"/v1/{model}/predict", content=json.dumps({"records": records}), headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
     return response.json()["rows"]
 

@@ -4,6 +4,7 @@ across --workers."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
     from serve_client import client, served_rows, slim_served_rows, without_ids
 
     lines = [{"text": "my card still hasn't come"}, {"conversation": ["I want my money back", "it was 19.99 EUR", "yesterday"]},
-             {"text": ""}, {"txt": "no text field"}, {"text": "I want to talk to a human"}]
+             {"text": ""}, {"txt": "no text field"}, {"text": "I want to talk to a human"}, {"text": "\ud800"}]
     _, batch = predict(bot, tmp_path, lines)
     with client(bot["bundle"]) as c:
         served = served_rows(c, "chatbot", lines)
@@ -50,6 +51,11 @@ def test_serve_conversations_carry_slots_and_hand_off_like_batch_conversations(b
             assert turns[-1]["handed_off"] == row["handed_off"] and [t["turn"] for t in turns] == [1, 2, 3][:len(turns)]
         assert turns[-1]["action"] == "handed_off" and c.get(url).json()["handed_off"]
         assert c.post(url + "/messages", json={"txt": "hi"}).json()["field"] == "text"
+        # as POST /v1/chatbot/predict and batch predict: a body that is not JSON, a lone surrogate
+        broken = c.post(url + "/messages", content=b"not json", headers={"content-type": "application/json"})
+        assert broken.status_code == 400 and broken.json() == {"error": "body: not valid JSON (Expecting value at character 0)", "field": "body"}
+        lone = c.post(url + "/messages", content=json.dumps({"text": "\ud800"}), headers={"content-type": "application/json"})
+        assert lone.status_code == 422 and lone.json() == {"error": "text: not valid Unicode (lone surrogate at character 0)", "field": "text"}
         time.sleep(2)
         expired = c.post(url + "/messages", json={"text": "hello"})
         assert expired.status_code == 404 and "expired" in expired.json()["error"]

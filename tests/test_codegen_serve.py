@@ -3,6 +3,7 @@ answers the official openai client; the Ray engine numbers repeated ids as the l
 
 import json
 
+import httpx
 import pytest
 
 from conftest import codegen
@@ -55,6 +56,8 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
         infill = client.completions.create(model="codegen", prompt=prompt, suffix="\n    return c\n", max_tokens=12, temperature=0)
         with pytest.raises(openai.UnprocessableEntityError) as bad:
             client.completions.create(model="codegen", prompt=prompt, max_tokens=100000)
+        broken = httpx.post(url + "/v1/completions", content=b"not json", headers={"content-type": "application/json"})
+        lone = httpx.post(url + "/v1/completions", content=b'{"prompt": "x\\ud800"}', headers={"content-type": "application/json"})
     assert plain.choices[0].text == want.text and plain.object == "text_completion"
     assert plain.usage.completion_tokens == len(want.tokens) and plain.usage.prompt_tokens == want.prompt_tokens
     assert plain.choices[0].finish_reason == {"eos": "stop", "stop": "stop", "length": "length"}[want.finish_reason]
@@ -63,6 +66,8 @@ def test_openai_client_completes_through_serve_plain_and_streaming(trained, load
     assert sampled[0] == sampled[1]
     assert [c.index for c in two.choices] == [0, 1] and all("\n\n" not in c.text for c in two.choices)
     assert bad.value.response.json()["field"] == "max_tokens" and "max_tokens" in bad.value.message
+    assert broken.status_code == 400 and broken.json()["field"] == "body"  # as every endpoint answers a body that is not JSON
+    assert lone.status_code == 422 and lone.json()["error"]["message"] == "prompt: not valid Unicode (lone surrogate at character 1)"
     assert infill.choices[0].text == generator.complete([Infill(prompt, "\n    return c\n")], Sampling(max_new_tokens=12))[0].text
 
 

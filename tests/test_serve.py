@@ -70,7 +70,10 @@ def test_models_probes_and_docs(wine):
 
 @pytest.mark.parametrize("body, status, field", [
     (b"{not json", 400, "body"),
+    (b"not json", 400, "body"),
     (b'{"rows": []}', 422, "records"),
+    (b"{}", 422, "records"),
+    (b"[1, 2]", 422, "body"),
     (b'{"records": {"alcohol": 1}}', 422, "records"),
     (b'{"records": []}', 422, "records"),
     (b'{"records": [' + b",".join([b"{}"] * 5) + b"]}", 413, "records"),
@@ -80,7 +83,7 @@ def test_bad_requests_get_4xx_json_naming_the_field(wine, body, status, field):
     with client(wine["bundle"], max_records=4, max_body_bytes=4096) as c:
         response = c.post("/v1/wine/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
-    assert response.json()["field"] == field and response.json()["error"]
+    assert response.json()["field"] == field and response.json()["error"].startswith(f"{field}: ")
 
 
 def test_unknown_model_and_uploads_to_a_json_model(wine):

@@ -31,3 +31,21 @@ def shown(value: object, quote: bool = True) -> str:
         cut = text[:20] + "…"
         return f"{cut!r} ({len(text)} characters)" if quote else f"{cut} ({len(text)} characters)"
     return repr(text) if quote else text
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (it holds a lone surrogate: JSON ``"\\ud800"``, or bytes that
+    were not UTF-8 kept as surrogates), None if it is; the same words in batch `predict` and `aitk serve`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"not valid Unicode (lone surrogate at character {e.start})"
+    return None
+
+
+def check_unicode(text: str, where: str) -> str:
+    """``text`` itself; InputError ``WHERE: not valid Unicode (...)`` if it holds a lone surrogate."""
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise InputError(f"{where}: {problem}")
+    return text

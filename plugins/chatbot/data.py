@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from applied_aitk import AitkError, InputError, Record
+from applied_aitk.errors import check_unicode
 from applied_aitk.io import name_of, open_text, read_lines
 
 FAQ_PREFIX = "faq:"
@@ -362,12 +363,3 @@ def decode_record(record: Record) -> tuple[str, Any]:
             turns.append(check_unicode(text, f"{record.id}: field conversation[{i}]"))
         return "conversation", turns
     raise InputError(f"{record.id}: expected {{\"text\": string}} or {{\"conversation\": [strings]}}")
-
-
-def check_unicode(text: str, where: str) -> str:
-    """``text`` itself; InputError if it holds a lone surrogate (JSON "\\ud800", or bytes that were not UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InputError(f"{where}: not valid Unicode (lone surrogate at character {e.start})") from None
-    return text

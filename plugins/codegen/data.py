@@ -16,6 +16,7 @@ from typing import Any
 
 from applied_aitk import AitkError, InputError, Record
 from applied_aitk.console import get_logger
+from applied_aitk.errors import check_unicode
 from applied_aitk.io import has_suffix, name_of, open_text, read_lines
 
 from applied_aitk.usecases.codegen.fim import TRAINED_STYLE, Infill
@@ -227,13 +228,6 @@ def prompt_of(data: dict[str, Any]) -> str | Infill:
         raise InputError(f"{where}: field {key}: expected a non-empty string")
     check_unicode(prompt, f"{where}: field {key}")
     return prompt
-
-
-def check_unicode(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InputError(f"{where}: not valid Unicode (lone surrogate at character {e.start})") from None
 
 
 # ---- problems with tests (evaluate) ----

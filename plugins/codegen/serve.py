@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from applied_aitk.usecases.codegen.fim import Infill
 from applied_aitk.usecases.codegen.generate import Completion, Sampling
-from applied_aitk.errors import AitkError
-from applied_aitk.serve.http import HTTPError, field_name, guarded
+from applied_aitk.errors import AitkError, unicode_problem
+from applied_aitk.serve.http import HTTPError, guarded, invalid, json_body
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "error": "error"}
 
@@ -91,12 +91,18 @@ def _add_route(app: FastAPI, served: dict[str, tuple]) -> None:
 
 
 async def _parse(request: Request) -> CompletionRequest:
+    """The request, parsed as FastAPI parses every other endpoint's body (the standard library's
+    JSON, then the model): the same 400 for a body that is not JSON, the same 422s."""
     try:
-        return CompletionRequest.model_validate_json(await request.body())
+        parsed = CompletionRequest.model_validate(json_body(await request.body()))
     except ValidationError as e:
-        first = e.errors()[0]
-        field = field_name(first.get("loc", ())) if first.get("type") != "json_invalid" else "body"
-        raise HTTPError(422, f"{field}: {first.get('msg', 'invalid')}", field) from None
+        raise invalid(e.errors()) from None
+    prompts = [parsed.prompt] if isinstance(parsed.prompt, str) else parsed.prompt
+    for field, text in [*(("prompt", p) for p in prompts), ("suffix", parsed.suffix or "")]:
+        problem = unicode_problem(text)
+        if problem:
+            raise HTTPError(422, f"{field}: {problem}", field)
+    return parsed
 
 
 async def _complete(request: CompletionRequest, served: dict[str, tuple]):

@@ -4,9 +4,10 @@ Retry-After when a model's queue is full, 504 after the request timeout, and nev
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from applied_aitk.console import get_logger
+from applied_aitk.errors import unicode_problem
 from applied_aitk.serve.batcher import QueueFull
 from applied_aitk.serve.limits import Limits
 from applied_aitk.serve.metrics import Metrics
@@ -47,6 +49,44 @@ def field_name(location: tuple | list) -> str:
     return name or "body"
 
 
+def json_body(body: bytes) -> Any:
+    """A request body's JSON value, by orjson, or by the standard library for what orjson refuses
+    and it takes (NaN, Infinity, a lone surrogate in a text); HTTPError 400 naming ``body`` if it is
+    not JSON (or not UTF-8)."""
+    import orjson
+
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as e:
+        raise not_json(e.msg, e.pos) from None
+    except ValueError as e:  # not UTF-8
+        raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
+
+
+def not_json(message: str, position: int) -> HTTPError:
+    """The 400 of a body that is not JSON, worded as batch `predict` words a line that is not."""
+    return HTTPError(400, f"body: not valid JSON ({message} at character {position})", "body")
+
+
+def invalid(errors: list[dict[str, Any]]) -> HTTPError:
+    """The error of a request pydantic refused (its first problem), the same for every endpoint:
+    a body that is not JSON is 400 naming ``body`` (as ``POST /v1/{model}/predict`` answers it), a
+    text with a lone surrogate 422 in batch `predict`'s words, anything else 422 naming the field."""
+    first = errors[0] if errors else {}
+    location = first.get("loc", ())
+    if first.get("type") == "json_invalid":
+        position = location[-1] if location and isinstance(location[-1], int) else 0
+        return not_json(str(first.get("ctx", {}).get("error", "JSON decode error")), position)
+    field = field_name(location)
+    given = first.get("input")
+    problem = unicode_problem(given) if first.get("type") == "string_unicode" and isinstance(given, str) else None
+    return HTTPError(422, f"{field}: {problem or first.get('msg', 'invalid')}", field)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPError)
     async def on_http_error(request: Request, error: HTTPError) -> JSONResponse:
@@ -54,9 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0]
-        field = field_name(first.get("loc", ()))
-        return HTTPError(422, f"{field}: {first.get('msg', 'invalid')}", field).response()
+        return invalid(list(error.errors())).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def on_starlette(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -59,7 +59,7 @@ async def limited_body(scope, receive, send, limit: int) -> bytes | None:
 
 
 async def _too_large(send, limit: int) -> None:
-    await send_json(send, 413, error_body(f"request body larger than {limit} bytes (--max-body-bytes)", "body"))
+    await send_json(send, 413, error_body(f"body: larger than {limit} bytes (--max-body-bytes)", "body"))
 
 
 class BodyLimit:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from applied_aitk.errors import AitkError
 from applied_aitk.serve.batcher import run_in_thread
-from applied_aitk.serve.http import HTTPError, crash_content, guarded
+from applied_aitk.serve.http import HTTPError, crash_content, guarded, json_body
 from applied_aitk.serve.limits import Limits, key_checked, limited_body, send_json
 from applied_aitk.serve.metrics import Metrics
 from applied_aitk.serve.models import ServedModel
@@ -38,15 +38,11 @@ async def predict_rows(served: ServedModel, records: list[Record]) -> list[dict[
 def json_records(predictor: Predictor, body: bytes, limits: Limits) -> list[Record]:
     """The records of a JSON body ``{"records": [...]}``; a value that cannot be a record is an
     error record. HTTPError (4xx naming the field) for a body of another shape."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses and the standard library takes (NaN, Infinity): as before, not a 400
-            parsed = json.loads(body)
-        except ValueError as e:
-            raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
-    if not isinstance(parsed, dict) or "records" not in parsed:
-        raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "records")
+    parsed = json_body(body)
+    if not isinstance(parsed, dict):
+        raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "body")
+    if "records" not in parsed:
+        raise HTTPError(422, 'records: missing; send {"records": [...]}', "records")
     values = parsed["records"]
     if not isinstance(values, list):
         raise HTTPError(422, "records: expected a list", "records")
