@@ -314,3 +314,12 @@ def test_training_folder_errors_name_the_file_and_line(tmp_path):
         fraud.train(tmp_path / "folder", tmp_path / "b", fraud.config_from({}), Runtime(device="cpu"))
     with pytest.raises(AitkError, match=f"^{tmp_path / 'folder' / 'b.csv'}:12: label column 'Class': expected 0 or 1, got 'maybe'"):
         fraud.train(tmp_path / "folder", tmp_path / "b", fraud.config_from({"categorical": "amount"}), Runtime(device="cpu"))
+
+
+def test_only_ascii_number_text_is_a_number_in_training_and_evaluation_tables():
+    """float()'s syntax (numpy's astype) would read 1_000, ١٢ and １３ as numbers: they are bad cells."""
+    from applied_aitk.usecases.fraud.data import parse_numeric
+
+    values, bad = parse_numeric(np.array(["١٢", "１３", "1_000", "4", " 2.5e1 ", "NA", "inf"], dtype=object))
+    assert bad.tolist() == [True, True, True, False, False, False, True]
+    assert values[3:5].tolist() == [4.0, 25.0]

@@ -137,12 +137,17 @@ def test_excels_sep_hint_line_sets_the_delimiter_and_is_not_the_header(tmp_path)
 
 
 def test_read_frame_finds_the_dialect_for_training_tables(tmp_path):
+    from applied_aitk.errors import InputError
     from applied_aitk.table_files import read_frame
 
     (tmp_path / "eu.csv").write_bytes("x;code;label\n1,5;007;a\n-2,5e1;010;b\n".encode("utf-8-sig"))
     frame = read_frame(tmp_path / "eu.csv")
     assert frame["x"].tolist() == [1.5, -25.0] and frame["label"].tolist() == ["a", "b"]
     assert read_frame(tmp_path / "eu.csv", text_cells=True).to_dict("list") == {"x": ["1.5", "-2.5e1"], "code": ["007", "010"], "label": ["a", "b"]}
+    (tmp_path / "dot.csv").write_bytes("x;y\n1,5;2,5\n1.335;3,1\n2;4,5\n".encode())  # a thousands mark, never read as 1.335
+    for text_cells in (False, True):
+        with pytest.raises(InputError, match=r"dot.csv:3: column 'x': '1.335' has a '.' in a file with decimal commas"):
+            read_frame(tmp_path / "dot.csv", text_cells=text_cells)
 
 
 @pytest.mark.parametrize("cell, expected", [

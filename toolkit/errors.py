@@ -23,9 +23,9 @@ class ParityError(AitkError):
 
 def shown(value: object, quote: bool = True) -> str:
     """``value`` as an error message echoes it: text as its ``repr`` when ``quote``, anything else
-    (a number) as ``repr``; over 24 characters, the first 20, ``…`` and the length, so that a
+    (a number) as ``str``; over 24 characters, the first 20, ``…`` and the length, so that a
     100,000-digit cell gives a short line."""
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else str(value)
     quote = quote and isinstance(value, str)
     if len(text) > 24:
         cut = text[:20] + "…"

@@ -30,6 +30,7 @@ DELIMITERS = (",", ";", "\t", "|")
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
 BLANK_LINE = re.compile(r"^[ \t\r\f\v]*$", re.MULTILINE)
+DOTTED = r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
 
 
@@ -139,9 +140,26 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     if numbers is None or len(numbers) != len(frame):
         numbers = _record_lines(text, skip, delimiter, len(frame))
     frame.index = pd.Index(numbers, name="line")
+    if decimal == ",":
+        _refuse_dotted(frame, path)
     if decimal == "," and text_cells:
         frame = frame.apply(lambda column: column.str.replace(r"^([-+]?\d+),(\d+(?:[eE][-+]?\d+)?)$", r"\1.\2", regex=True))
     return frame
+
+
+def _refuse_dotted(frame: Any, path: Path) -> None:
+    """InputError at the first text cell of a decimal-comma table written as a number with a '.'
+    (``1.335``: a thousands mark to its author), which would be read as 1.335."""
+    from applied_aitk.errors import shown
+
+    for column in frame.columns:
+        if frame[column].dtype.kind in "biufc":
+            continue
+        dotted = frame[column].astype(str).str.strip().str.fullmatch(DOTTED)
+        if dotted.any():
+            row = int(dotted.to_numpy().argmax())
+            value = frame[column].iloc[row]
+            raise InputError(f"{where(frame, row, path)}: column {column!r}: {shown(value)} has a '.' in a file with decimal commas (a thousands mark?)")
 
 
 def where(frame: Any, row: int, path: Path | str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from applied_aitk.console import get_logger
-from applied_aitk.errors import AitkError
+from applied_aitk.errors import AitkError, shown
 from applied_aitk.io import base_suffix, has_suffix
 from applied_aitk.table_files import read_frame, where
 
@@ -91,9 +91,9 @@ def parse_numeric(column: Any) -> tuple[np.ndarray, np.ndarray]:
     """(float32 values with NaN for missing, mask of cells that are neither a finite number nor missing)."""
     values = cells(column)
     if values.dtype != np.float64:
-        try:
-            values = values.astype(np.float64)  # the fast path: every cell is a number or "nan"
-        except (TypeError, ValueError):
+        if values.dtype.kind in "biuf":  # numbers already (float()'s text syntax would take 1_000 and ١٢)
+            values = values.astype(np.float64)
+        else:  # text: ASCII number syntax only (pandas' parser)
             parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             bad = np.isnan(parsed) & ~missing_mask(values)
             return _float32(parsed), bad | _too_big(parsed)
@@ -188,7 +188,7 @@ def _detect(column: pd.Series, name: str, source: Path) -> str | None:
     if bad.sum() <= 0.01 * filled.sum():
         row = int(np.flatnonzero(bad)[0])
         raise AitkError(
-            f"{where(column, row, source)}: column {name!r}: expected a number, got {cells(column)[row]!r} "
+            f"{where(column, row, source)}: column {name!r}: expected a number, got {shown(cells(column)[row])} "
             f"(declare it with --set categorical={name} if it is a category)"
         )
     n_unique = column[filled].nunique()
@@ -304,7 +304,7 @@ class Preprocessing:
             numeric[:, j], bad = parse_numeric(frame[spec["name"]])
             for i in np.flatnonzero(bad):
                 if reasons[i] is None:
-                    reasons[i] = f"column {spec['name']!r}: expected a number, got {cells(frame[spec['name']])[i]!r}"
+                    reasons[i] = f"column {spec['name']!r}: expected a number, got {shown(cells(frame[spec['name']])[i])}"
         categorical = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for j, (spec, index) in enumerate(zip(self.categorical, self.index)):
             categorical[:, j] = [index.get(t, OOV) for t in category_text(frame[spec["name"]])]
@@ -334,7 +334,7 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], source: Path) -> None
         _, bad = parse_numeric(frame[name])
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise AitkError(f"{where(frame, row, source)}: column {name!r}: expected a number, got {cells(frame[name])[row]!r}")
+            raise AitkError(f"{where(frame, row, source)}: column {name!r}: expected a number, got {shown(cells(frame[name])[row])}")
 
 
 def _robust_scale(values: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from applied_aitk import AitkError
+from applied_aitk import AitkError, shown
 
 
 def read_table(path: Path, label: str):
@@ -29,7 +29,7 @@ def read_table(path: Path, label: str):
     for column in features:
         if not pd.api.types.is_numeric_dtype(frame[column]):
             row = int(np.argmax(pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()))
-            raise AitkError(f"{where(frame, row, path)}: column {column!r}: expected a number, got {frame[column].iloc[row]!r}")
+            raise AitkError(f"{where(frame, row, path)}: column {column!r}: expected a number, got {shown(frame[column].iloc[row])}")
     for column in features:
         if frame[column].isna().any():
             raise AitkError(f"{where(frame, int(np.argmax(frame[column].isna())), path)}: column {column!r}: missing value")
