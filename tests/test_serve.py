@@ -103,6 +103,11 @@ def test_api_key_is_required_when_set(wine):
         assert c.post("/v1/wine/predict", json=record, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/v1/wine/predict", json=record, headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/healthz").status_code == 200
+        assert c.post("/v1/churn/predict", json=record, headers={"X-API-Key": "s3cret"}).status_code == 404
+        metrics = c.get("/metrics", headers={"X-API-Key": "s3cret"}).text
+    for count in ['code="401",endpoint="predict",model="wine"} 2.0', 'code="200",endpoint="predict",model="wine"} 2.0',
+                  'code="401",endpoint="metrics",model=""} 1.0', 'code="404",endpoint="predict",model=""} 1.0']:
+        assert "aitk_requests_total{" + count in metrics  # every answer counted, refusals included
 
 
 async def _concurrently(app, requests: list[dict], delay: float) -> list[httpx.Response]:

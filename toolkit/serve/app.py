@@ -47,15 +47,32 @@ PREDICT_BODY = {
 
 class ServeApp(FastAPI):
     """The FastAPI app, with ``POST /v1/{model}/predict`` (JSON) answered by ``predict_path`` before
-    FastAPI's middleware and routing, which cost a one-record request more than its model does."""
+    FastAPI's middleware and routing, which cost a one-record request more than its model does.
+    Every HTTP request is counted in the metrics here, whatever answers it."""
 
     predict_path: PredictPath | None = None
+    _endpoints: frozenset[str] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        served = self.predict_path.target(scope) if self.predict_path is not None else None
-        if served is None:
+        if scope["type"] != "http" or self.predict_path is None:
             return await super().__call__(scope, receive, send)
-        await self.predict_path.answer(served, scope, receive, send)
+        served = self.predict_path.target(scope)
+        if served is None:
+            answer = lambda sending: FastAPI.__call__(self, scope, receive, sending)  # noqa: E731
+        else:
+            answer = lambda sending: self.predict_path.answer(served, scope, receive, sending)  # noqa: E731
+        await self.state.metrics.counted(self.names(scope["path"]), answer, send)
+
+    def names(self, path: str) -> list[str]:
+        """[model, endpoint] of a request by its path: the served model after ``/v1/`` (else ""),
+        and its last part that a route names (``/v1/chatbot/conversations/ID/messages``: messages;
+        else "other"), so that unknown paths add no series."""
+        if self._endpoints is None:
+            parts = {part for route in self.routes for part in getattr(route, "path", "").split("/") if part and "{" not in part}
+            self._endpoints = frozenset(parts - {"v1", *self.state.models})
+        parts = path.split("/")
+        model = parts[2] if len(parts) > 3 and parts[1] == "v1" and parts[2] in self.state.models else ""
+        return [model, next((part for part in reversed(parts) if part in self._endpoints), "other")]
 
 
 def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics, api_key: str | None = None, peers: Any = None) -> FastAPI:

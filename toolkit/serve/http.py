@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -116,24 +115,16 @@ def crash_content(method: str, path: str, error: Exception) -> dict[str, str]:
 
 
 async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, work: Awaitable[T]) -> T:
-    """Await ``work`` within the request timeout, counted in the metrics; a full queue is a 503
-    with Retry-After, a timeout a 504, any HTTPError keeps its status."""
-    started, code = time.perf_counter(), 500
+    """Await ``work`` within the request timeout, the request counted in the metrics under ``model``
+    and ``endpoint`` (with the status it is answered with: ``Metrics.counted``); a full queue is a
+    503 with Retry-After, a timeout a 504, any HTTPError keeps its status."""
+    metrics.name(model, endpoint)
     try:
-        result = await _within(work, limits.timeout_s)
-        code = 200
-        return result
+        return await _within(work, limits.timeout_s)
     except QueueFull as e:
-        code = 503
         raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
     except asyncio.TimeoutError:
-        code = 504
         raise HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
-    except HTTPError as e:
-        code = e.status
-        raise
-    finally:
-        metrics.request(model, endpoint, code, time.perf_counter() - started)
 
 
 async def _within(work: Awaitable[T], seconds: float) -> T:

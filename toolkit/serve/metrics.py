@@ -9,12 +9,17 @@ all of them (those of a worker that died included), queued records of the live o
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import multiprocess
 
 SHARED_DIR = "PROMETHEUS_MULTIPROC_DIR"
+_NAMES: ContextVar[list[str] | None] = ContextVar("aitk_request_names", default=None)
+"""The (model, endpoint) labels of the request being answered (``Metrics.counted``)."""
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -41,6 +46,34 @@ class Metrics:
         """Count one request answered with status ``code`` after ``seconds``."""
         self._child(self.latency, model, endpoint).observe(seconds)
         self._child(self.requests, model, endpoint, str(code)).inc()
+
+    async def counted(self, names: list[str], answer: Callable[[Callable], Awaitable[None]], send) -> None:
+        """``await answer(send)`` (an ASGI app answering one HTTP request), counted whatever its
+        status (401 of the API key, 404, 413, 422, 503 included) by ``names``: [model, endpoint],
+        which the handler may rename while it runs (``name``); not counted if nothing was answered."""
+        started, status = time.perf_counter(), None
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = _NAMES.set(names)
+        try:
+            await answer(sending)
+        finally:
+            _NAMES.reset(token)
+            if status is not None:
+                self.request(names[0], names[1], status, time.perf_counter() - started)
+
+    @staticmethod
+    def name(model: str, endpoint: str) -> None:
+        """Count the request being answered under ``model`` and ``endpoint`` (a handler that knows
+        them better than the path does: a model named in the body)."""
+        names = _NAMES.get()
+        if names is not None:
+            names[:] = [model, endpoint]
 
     def batch(self, model: str, size: int) -> None:
         self._child(self.batches, model).observe(size)
