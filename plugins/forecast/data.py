@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from applied_aitk.errors import shown
 from applied_aitk.usecases.forecast.table import read_table
 from applied_aitk.usecases.forecast.schema import Schema, check_columns, listing
 from applied_aitk.usecases.forecast.time_features import infer_freq, time_grid
@@ -106,7 +107,7 @@ def _prepare_wide(sid: str, part: pd.DataFrame, schema: Schema, fill_gaps: bool)
     text = row.to_numpy()
     bad = np.flatnonzero(np.isnan(values) & pd.notna(text))
     if len(bad):
-        raise SeriesError(sid, f"column {row.index[bad[0]]}: {text[bad[0]]!r} is not a number", line)
+        raise SeriesError(sid, f"column {row.index[bad[0]]}: {shown(text[bad[0]])} is not a number", line)
     huge = np.flatnonzero(~(np.abs(values) <= FLOAT32_MAX) & ~np.isnan(values))
     if len(huge):
         raise SeriesError(sid, f"column {row.index[huge[0]]}: {_number_problem(text[huge[0]])}", line)
@@ -126,7 +127,7 @@ def _prepare_long(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None
     if len(unparsed):
         row = part.index[unparsed[0]]
         value = raw.iloc[unparsed[0]]
-        what = "empty timestamp" if pd.isna(value) else f"unparseable timestamp {value!r}"
+        what = "empty timestamp" if pd.isna(value) else f"unparseable timestamp {shown(value)}"
         raise SeriesError(sid, f"{what} in column {schema.time!r}", row)
     order = np.argsort(np.asarray(times), kind="stable")
     part, times = part.iloc[order], times[order]
@@ -183,7 +184,7 @@ def _one_zone(column: pd.Series, sid: str) -> pd.DatetimeIndex:
         first, other = seen[0], odd[0]
         raise SeriesError(
             sid, f"column {column.name!r} mixes timestamps with and without a UTC offset: "
-            f"{column.iloc[first]!r} (line {column.index[first]}), {column.iloc[other]!r} (this line); "
+            f"{shown(column.iloc[first])} (line {column.index[first]}), {shown(column.iloc[other])} (this line); "
             "write every timestamp with its offset, or none", column.index[other],
         )
     if not seen or not aware[seen[0]]:
@@ -208,7 +209,7 @@ def _numeric(sid: str, part: pd.DataFrame, column: str, times: Any = None) -> np
     bad = np.flatnonzero(np.isnan(values) & part[column].notna().to_numpy())
     if len(bad):
         k = bad[0]
-        raise SeriesError(sid, f"column {column!r}: {part[column].iloc[k]!r} is not a number", part.index[k], _time_at(times, k))
+        raise SeriesError(sid, f"column {column!r}: {shown(part[column].iloc[k])} is not a number", part.index[k], _time_at(times, k))
     huge = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if len(huge):
         k = huge[0]
@@ -222,10 +223,10 @@ def _time_at(times: Any, k: int) -> Any:
 
 def _number_problem(value: Any) -> str:
     number = float(value)
-    shown = repr(value) if isinstance(value, str) else f"{number:g}"
+    text = shown(value) if isinstance(value, str) else f"{number:g}"
     if np.isinf(number):
-        return f"{shown} is not a finite number"
-    return f"{shown} is too large (the model computes in float32, at most {FLOAT32_MAX:.3g})"
+        return f"{text} is not a finite number"
+    return f"{text} is too large (the model computes in float32, at most {FLOAT32_MAX:.3g})"
 
 
 def _on_grid(sid: str, frame: pd.DataFrame, freq: str | None, fill_gaps: bool) -> pd.DataFrame:
