@@ -96,6 +96,11 @@ def test_blank_lines_before_the_header_are_skipped_and_an_all_blank_file_is_empt
     (tmp_path / "blank.csv").write_bytes(b"\n  \n\r\n")
     assert records(tmp_path / "blank.csv", Schema(("x", "y"))) == []
     assert "blank.csv: no rows, nothing to predict" in caplog.text
+    from applied_aitk.table_files import read_frame  # training and evaluation: the same lines, with the same numbers
+
+    (tmp_path / "t.csv").write_bytes(b"\n \nsep=;\n\nx;y\n1,5;2\n")
+    assert read_frame(tmp_path / "t.csv").to_dict("index") == {6: {"x": 1.5, "y": 2}}
+    assert records(tmp_path / "t.csv", Schema(("x", "y"))) == [(f"{tmp_path / 't.csv'}:6", ([1.5, 2.0], ()), None)]
 
 
 def test_duplicate_record_ids_are_made_unique_the_same_way_every_run(caplog):

@@ -29,6 +29,7 @@ from applied_aitk.io import base_suffix
 DELIMITERS = (",", ";", "\t", "|")
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
+LEADING_BLANK = re.compile(r"(?:[ \t\r\f\v]*\n)*")
 BLANK_LINE = re.compile(r"^[ \t\r\f\v]*$", re.MULTILINE)
 DOTTED = r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"
 DOT_NUMBER = re.compile(rb'^"?[-+]?\d*\.\d+(?:[eE][-+]?\d+)?"?$')
@@ -121,20 +122,22 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     try:
         numbers = None
         if base_suffix(path) in JSON_LINES:
-            (text, numbers), skip, delimiter, decimal = json_lines_as_csv(path), 0, ",", "."
+            (text, numbers), skip, rows_skipped, delimiter, decimal = json_lines_as_csv(path), 0, 0, ",", "."
         else:
             with open_text(path) as f:
                 text = f.read()
-            hinted = excel_separator(text[:64].split("\n", 1)[0])
+            lead = LEADING_BLANK.match(text).end()  # blank lines before a sep= hint or the header
+            hinted = excel_separator(text[lead : lead + 64].split("\n", 1)[0])
             skip = int(hinted is not None)
-            sample = text[: 1 << 16].splitlines()[skip:200]
+            rows_skipped = text.count("\n", 0, lead) + 1 if hinted else 0
+            sample = text[: 1 << 16].splitlines()[rows_skipped:200]
             lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
             delimiter = hinted or _most_fields(lines)
             decimal = _decimal(lines[1:], delimiter)
         if text_cells:
-            frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=skip)
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=rows_skipped)
         else:
-            frame = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=skip)
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=rows_skipped)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise InputError(f"{name_of(path)}: cannot read the table ({str(e).strip()})") from None
     if numbers is None or len(numbers) != len(frame):
