@@ -284,6 +284,24 @@ def test_serve_returns_the_rows_batch_predict_writes(work, tmp_path):
     assert numbers[0]["score"] == one_by_one[0]["score"]
 
 
+def test_a_rows_impacts_do_not_depend_on_the_rows_scored_with_it(work):
+    """ONNX Runtime's float32 results depend on a call's batch size: the impacts of a row alone
+    (a request of one) and in a batch of 50 are the same to the last bit, so rounding cannot differ."""
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.runtime import Runtime
+    from applied_aitk.tables import read_records, stacked
+    from applied_aitk.usecases.fraud.plugin import Fraud
+
+    predictor = Fraud().load(load_bundle(work["bundle"]), Runtime(device="cpu"))
+    data = stacked([r.data for r in read_records([work["test"]], predictor.schema()) if r.error is None][:50], predictor.schema())
+    numeric = predictor.ranges.clip(data["numbers"])[0]
+    categorical = predictor.scorer.prep.category_ids(data["texts"])
+    together = predictor.scorer.impacts(numeric, categorical)
+    alone = np.concatenate([predictor.scorer.impacts(numeric[k : k + 1], categorical[k : k + 1]) for k in range(len(numeric))])
+    assert together.shape == (50, numeric.shape[1] + categorical.shape[1]) and np.array_equal(alone, together)
+    assert np.array_equal(predictor.scorer.impacts(numeric[3:16], categorical[3:16]), together[3:16])
+
+
 def test_settings_are_typed_and_checked_before_any_data_is_read():
     from applied_aitk.usecases.fraud.plugin import Fraud
     from applied_aitk.errors import AitkError

@@ -17,6 +17,10 @@ from applied_aitk.table_predictor import TablePredictor
 from applied_aitk.usecases.fraud import data as fdata
 
 CHUNK = 65536
+EXPLAIN_ROWS = 8
+"""Rows whose occluded copies go through the model in one call, always this many: ONNX Runtime's
+float32 results for a row depend on how many rows the call holds (not on which), so a fixed
+count keeps a row's impacts the same in a request of one and in a batch of thousands."""
 
 
 class Scorer:
@@ -38,26 +42,36 @@ class Scorer:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
         return np.concatenate(scores), np.concatenate(logits)
 
-    def impacts(self, numeric: np.ndarray, categorical: np.ndarray, logit: np.ndarray) -> np.ndarray:
-        """[rows, features] drop in log-odds when each feature (numeric first) is set to its typical
-        value: every occluded copy of a block of rows goes through the model in one call."""
-        n_numeric, n_features = numeric.shape[1], numeric.shape[1] + categorical.shape[1]
-        block = max(1, CHUNK // max(1, n_features))
-        return np.concatenate([self._occlusions(numeric[i : i + block], categorical[i : i + block], logit[i : i + block])
-                               for i in range(0, len(numeric), block)] or [np.zeros((0, n_features), np.float32)])
+    def impacts(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """float64 [rows, features]: the drop in log-odds when each feature (numeric first) is set to
+        its typical value. The copies of EXPLAIN_ROWS rows go through the model in one call, the
+        last group padded to as many, so that a row's impacts are the same whatever rows come with it."""
+        n, n_features = len(numeric), numeric.shape[1] + categorical.shape[1]
+        if n == 0:
+            return np.zeros((0, n_features))
+        pad = -n % EXPLAIN_ROWS
+        numeric = np.concatenate([numeric, np.repeat(numeric[-1:], pad, axis=0)])
+        categorical = np.concatenate([categorical, np.repeat(categorical[-1:], pad, axis=0)])
+        block = EXPLAIN_ROWS * max(1, CHUNK // (EXPLAIN_ROWS * (n_features + 1)))  # rows whose copies are made at once
+        return np.concatenate([self._occlusions(numeric[i : i + block], categorical[i : i + block])
+                               for i in range(0, len(numeric), block)])[:n]
 
-    def _occlusions(self, numeric: np.ndarray, categorical: np.ndarray, logit: np.ndarray) -> np.ndarray:
+    def _occlusions(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        """float64 [rows, features] (rows: a multiple of EXPLAIN_ROWS): each row's log-odds minus
+        its occluded copies', all of one model call."""
         base_numeric, base_categorical = self.prep.baseline()
-        n_numeric, n_features = numeric.shape[1], numeric.shape[1] + categorical.shape[1]
-        numerics = np.repeat(numeric[None], n_features, axis=0)  # [features, rows, numeric]: copy j has feature j occluded
-        categoricals = np.repeat(categorical[None], n_features, axis=0)
-        for j in range(n_numeric):
-            numerics[j, :, j] = base_numeric[j]
-        for j in range(categorical.shape[1]):
-            categoricals[n_numeric + j, :, j] = base_categorical[j]
-        rows = n_features * len(numeric)
-        occluded = self.run(numerics.reshape(rows, n_numeric), categoricals.reshape(rows, categorical.shape[1]))[1]
-        return (logit[None, :] - occluded.reshape(n_features, len(numeric))).T.astype(np.float32)
+        n_numeric, n_categorical = numeric.shape[1], categorical.shape[1]
+        copies = n_numeric + n_categorical + 1  # copy j has feature j occluded, the last none
+        numerics = np.repeat(numeric[:, None], copies, axis=1)  # [rows, copies, numeric]
+        categoricals = np.repeat(categorical[:, None], copies, axis=1)
+        numerics[:, np.arange(n_numeric), np.arange(n_numeric)] = base_numeric
+        categoricals[:, n_numeric + np.arange(n_categorical), np.arange(n_categorical)] = base_categorical
+        rows = len(numeric) * copies
+        numerics, categoricals = numerics.reshape(rows, n_numeric), categoricals.reshape(rows, n_categorical)
+        step = EXPLAIN_ROWS * copies
+        logits = np.concatenate([self.run(numerics[i : i + step], categoricals[i : i + step])[1] for i in range(0, rows, step)])
+        logits = logits.reshape(len(numeric), copies).astype(np.float64)
+        return logits[:, -1:] - logits[:, :-1]
 
     def score_frame(self, frame: Any, source: Any) -> np.ndarray:
         """Scores of a whole labelled or unlabelled table (a bad cell is an error naming its row)."""
@@ -93,8 +107,8 @@ class FraudPredictor(TablePredictor):
         numeric, warnings = self.ranges.clip(data["numbers"])
         texts = data["texts"]
         categorical = prep.category_ids(texts)
-        score, logit = self.scorer.run(numeric, categorical)
-        explanations = self._explanations(numeric, categorical, logit, texts) if self.explain else None
+        score = self.scorer.run(numeric, categorical)[0]
+        explanations = self._explanations(numeric, categorical, texts) if self.explain else None
         flags = (score >= self.threshold).tolist()
         kept = texts[:, len(prep.categorical):].tolist()
         rows = []
@@ -109,11 +123,11 @@ class FraudPredictor(TablePredictor):
             rows.append(row)
         return rows
 
-    def _explanations(self, numeric, categorical, logit, texts) -> list[list[dict[str, Any]]]:
+    def _explanations(self, numeric, categorical, texts) -> list[list[dict[str, Any]]]:
         """Per row, up to ``explain`` features that raised its score most: name, value, impact (log-odds)."""
-        impacts = self.scorer.impacts(numeric, categorical, logit)
+        impacts = self.scorer.impacts(numeric, categorical)
         top = np.argsort(-impacts, axis=1, kind="stable")[:, : self.explain]
-        top_impacts = np.round(np.take_along_axis(impacts, top, axis=1).astype(np.float64), 4).tolist()
+        top_impacts = np.round(np.take_along_axis(impacts, top, axis=1), 4).tolist()
         features, n_numeric = self.scorer.prep.columns.features, numeric.shape[1]
         cells = texts.tolist()
 
