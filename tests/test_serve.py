@@ -221,6 +221,15 @@ def test_the_cli_serves_and_takes_the_api_key_from_the_environment(wine, rows):
         assert f"serving /v1/wine/predict ({wine['bundle']}) on {url}" in process.stderr.read()  # the URL, not the folder alone
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_stops_the_server_as_sigterm_does_with_or_without_workers(wine, workers):
+    """SIGINT to the server (one process, or the supervisor of --workers 2): drained, exit 0."""
+    with server(str(wine["bundle"]), "--workers", workers) as (process, url):
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        assert "interrupted" not in process.stderr.read()
+
+
 COUNT_TURNS = textwrap.dedent("""
     import sys
     from pathlib import Path

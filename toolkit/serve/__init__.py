@@ -64,11 +64,14 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
 
     from applied_aitk import console
 
-    # uvicorn drains on SIGTERM, then raises the signal again for the handler that was there
-    # before it: make that one a no-op, so that a drained server exits 0 rather than by the signal.
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    # uvicorn drains on SIGTERM and SIGINT (Ctrl-C), then raises the signal again for the handler
+    # that was there before it: make that one a no-op, so that a drained server exits 0 rather than
+    # by the signal (SIGINT: a KeyboardInterrupt somewhere in uvicorn's shutdown, `interrupted` and
+    # exit 130 or not depending on where it landed), as uvicorn's supervisor of --workers does.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning" if console.quiet else "info",
                     timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1), workers=workers, factory=workers > 1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
