@@ -245,7 +245,12 @@ def prefetched(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     threading.Thread(target=read, name="aitk-reader", daemon=True).start()
     try:
         while True:
-            item, error = ready.get()
+            try:
+                item, error = ready.get(timeout=0.2)
+            except queue.Empty:
+                # Ctrl-C's signal may go to a thread blocked in read(2) (stdin); Python runs the
+                # handler only here, in the main thread, so waiting must not block unboundedly
+                continue
             if error is not None:
                 raise error
             if item is end:
