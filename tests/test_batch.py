@@ -313,8 +313,9 @@ def test_resume_over_other_inputs_keeps_only_the_rows_of_records_given_now(wine,
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the read on stdin through /proc (Linux)")
 def test_ctrl_c_while_predict_waits_on_stdin_ends_with_one_line(wine, tmp_path):
     command = [*AITK, "wine", "predict", str(wine["bundle"]), "-", "--out", str(tmp_path / "out.jsonl")]
+    # SIGINT as at a terminal: a shell ignores it in the jobs it starts in the background (`make test &`)
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "AITK_LOAD_PLUGINS": "wine"})
+                               env={**os.environ, "AITK_LOAD_PLUGINS": "wine"}, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 60
         while (reader := _thread_reading_stdin(process.pid)) is None and time.monotonic() < deadline and process.poll() is None:
@@ -329,6 +330,10 @@ def test_ctrl_c_while_predict_waits_on_stdin_ends_with_one_line(wine, tmp_path):
         process.stdin.close()
     assert (process.returncode, err.strip()) == (130, "interrupted")  # not "Fatal Python error ... lock for <stdin>"
     assert list(tmp_path.iterdir()) == []
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _thread_reading_stdin(pid: int) -> int | None:
