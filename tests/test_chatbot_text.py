@@ -118,6 +118,20 @@ def test_yaml_intents_named_yes_no_on_off_stay_text(tmp_path):
         load_domain(tmp_path / "example.yaml")
 
 
+def test_yaml_examples_that_yaml_1_1_makes_numbers_or_dates_keep_their_text(tmp_path):
+    from applied_aitk.usecases.chatbot.data import load_domain
+
+    (tmp_path / "domain.yaml").write_text(
+        "intents:\n  opening_hours:\n    examples: [1:30, 0123, 1_000, 1.50, 12e3, 2024-03-14, 0x1F, 7]\n"
+        "handoff:\n  after_fallbacks: 03\n  negative_sentiment: 2.50\n"
+    )
+    domain = load_domain(tmp_path / "domain.yaml")  # YAML 1.1: 90, 83, 1000, 1.5, a date (refused), 31
+    assert domain["intents"]["opening_hours"]["examples"] == ["1:30", "0123", "1_000", "1.50", "12e3", "2024-03-14", "0x1F", "7"]
+    handoff = domain["handoff"]
+    assert (handoff["after_fallbacks"], handoff["negative_sentiment"]) == (3, 2.5)
+    assert type(handoff["after_fallbacks"]) is int and type(handoff["negative_sentiment"]) is float
+
+
 def test_amounts_are_read_whole_as_people_write_them_or_not_at_all():
     from applied_aitk.usecases.chatbot.data import normalise_domain
     from applied_aitk.usecases.chatbot.dialogue import extract

@@ -182,7 +182,11 @@ class _TextReader(io.TextIOBase):
     def __init__(self, path: Path | str):
         self._name = name_of(path)
         self._stream = open_binary(path)
-        self._encoding, self._offset = text_encoding(self._stream)
+        try:  # a corrupt or truncated gzip header fails at the first peek
+            self._encoding, self._offset = text_encoding(self._stream)
+        except (OSError, EOFError) as e:
+            self.close()
+            raise InputError(f"{self._name}: cannot read ({e})") from None
         self._decoder = codecs.getincrementaldecoder(self._encoding)()
         self._buffer = ""
 

@@ -65,10 +65,14 @@ def _toml_where(path: Path, error: Exception) -> str:
     return f"{path}:{found[1]}:{found[2]}" if found else str(path)
 
 
-def load_yaml(text: str) -> Any:
-    """YAML with 1.2 booleans: only true/false are booleans, so ``yes``, ``no``, ``on``, ``off``
-    stay text (a column named ``no``, an intent named ``yes``), where YAML 1.1 makes them
-    True/False. A true/false setting still takes them: settings parse ``yes`` as true."""
+def load_yaml(text: str, number_text: bool = False) -> Any:
+    """YAML read with YAML 1.2's core schema, where PyYAML follows YAML 1.1: only true/false are
+    booleans, so ``yes``, ``no``, ``on``, ``off`` stay text (a column named ``no``, an intent named
+    ``yes``; a true/false setting still parses ``yes`` as true); a number is decimal digits
+    (``0123`` is 123), ``0o17``, ``0x1F`` or a float, so ``1:30`` (1.1's base 60: 90), ``1_000`` and
+    ``2024-03-14`` (1.1: a date) stay text. ``number_text``: a number is a YamlInt or YamlFloat
+    that remembers its text as written (``str(value)``: ``1.50`` stays "1.50"), for places that
+    take it as text (a chatbot example); else a plain int or float."""
     import re
 
     import yaml
@@ -76,10 +80,52 @@ def load_yaml(text: str) -> Any:
     class Loader(yaml.SafeLoader):
         pass
 
-    bool_tag = "tag:yaml.org,2002:bool"
+    replaced = {BOOL_TAG, INT_TAG, FLOAT_TAG, "tag:yaml.org,2002:timestamp"}
     Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != bool_tag]
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    Loader.add_implicit_resolver(INT_TAG, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+    Loader.add_implicit_resolver(
+        FLOAT_TAG, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."),
+    )
+    Loader.add_constructor(INT_TAG, lambda loader, node: _number(loader, node, YamlInt if number_text else None))
+    Loader.add_constructor(FLOAT_TAG, lambda loader, node: _number(loader, node, YamlFloat if number_text else None))
     return yaml.load(text, Loader=Loader)
+
+
+BOOL_TAG, INT_TAG, FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+class YamlInt(int):
+    """An integer read from YAML; ``str()`` gives its text as written."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class YamlFloat(float):
+    """A float read from YAML; ``str()`` gives its text as written."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _number(loader: Any, node: Any, kind: type | None) -> int | float:
+    """A YAML 1.2 int or float scalar (``kind`` YamlInt or YamlFloat: one that keeps its text; None: plain)."""
+    text = loader.construct_scalar(node)
+    if node.tag == INT_TAG:
+        value: int | float = int(text, 0) if text.lstrip("+-")[:2] in ("0o", "0x") else int(text, 10)
+    else:
+        value = float(text.replace(".", "", 1) if text.lstrip("+-").lower() in (".inf", ".nan") else text)
+    if kind is None:
+        return value
+    kept = kind(value)
+    kept.text = text
+    return kept

@@ -67,11 +67,12 @@ def load_domain(path: Path) -> dict[str, Any]:
 
 
 def read_yaml(text: str) -> Any:
-    """YAML with 1.2 booleans (``applied_aitk.settings_file.load_yaml``): intents named yes, no, on, off
-    (and examples "yes", "no") stay text, where YAML 1.1 would turn them into True/False."""
+    """YAML 1.2 (``applied_aitk.settings_file.load_yaml``): intents named yes, no, on, off (and
+    examples "yes", "no") stay text, where YAML 1.1 would turn them into True/False; an example
+    written ``1:30``, ``0123``, ``1.50`` or ``2024-03-14`` is that text (1.1: 90, 83, 1.5, a date)."""
     from applied_aitk.settings_file import load_yaml
 
-    return load_yaml(text)
+    return load_yaml(text, number_text=True)
 
 
 def normalise_domain(raw: dict[str, Any], where: str = "domain", base: Path | None = None) -> dict[str, Any]:
