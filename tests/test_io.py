@@ -64,3 +64,13 @@ def test_folders_find_gzipped_inputs_and_name_what_they_looked_for(tmp_path):
 def test_a_file_named_twice_is_read_once(tmp_path):
     (tmp_path / "a.csv").write_text("x\n1\n")
     assert expand_inputs([str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), str(tmp_path)], (".csv",)) == [tmp_path / "a.csv"]
+
+
+@pytest.mark.parametrize("data", [b"\x1f\x8bnot really gzip\n", gzip.compress(b"def f():\n    return 1\n")[:12]])
+def test_a_corrupt_or_truncated_gzip_is_one_error_naming_the_file(tmp_path, data):
+    path = tmp_path / "prompt.py.gz"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=r"prompt.py.gz: cannot read \("):
+        open_text(path).read()
+    with pytest.raises(InputError, match=r"prompt.py.gz: cannot read \("):
+        list(read_lines(path))

@@ -116,12 +116,20 @@ def read_lines(path: Path | str) -> Iterator[Line]:
             raise InputError(f"{name_of(path)}: cannot read ({e})") from None
         lines = _utf8_lines(stream, offset) if encoding == "utf-8" else _utf16_lines(stream, encoding, offset)
         empty = True
-        for line in lines:
+        for line in _named_errors(lines, path):
             if line.error is not None or line.text.strip():
                 empty = False
                 yield line
         if empty:
             warn_once(f"{name_of(path)}: empty, no records", logger.name)  # once, though a file may be read to count it first
+
+
+def _named_errors(lines: Iterator[Line], path: Path | str) -> Iterator[Line]:
+    """``lines``, an InputError raised while reading them (a truncated gzip) naming the file."""
+    try:
+        yield from lines
+    except InputError as e:
+        raise InputError(f"{name_of(path)}: {e}") from None
 
 
 def _utf8_lines(stream: BinaryIO, offset: int) -> Iterator[Line]:
