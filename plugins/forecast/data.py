@@ -35,7 +35,7 @@ class SeriesError(InputError):
     the series' first line), and the ``timestamp`` at fault where there is one (ISO text)."""
 
     def __init__(self, sid: str, problem: str, line: Any = None, timestamp: Any = None):
-        super().__init__(f"series {sid}: {problem}")
+        super().__init__(f"series {sid}: {problem}" if sid != NO_ID else problem)
         self.sid, self.problem = sid, problem
         self.line = None if line is None or pd.isna(line) else int(line)
         self.timestamp = None if timestamp is None else _fmt_time(timestamp)
@@ -67,14 +67,25 @@ class Series:
         return len(self.y)
 
 
+NO_ID = ""
+"""The "series id" of the rows whose id cell is empty, which ``split_series`` yields last."""
+
+
 def split_series(frame: pd.DataFrame, schema: Schema, path: Path) -> Iterator[tuple[str, pd.DataFrame]]:
     """(series id, its rows) in order of first appearance; a table without an id column is one series named after the file.
 
-    A composite key's id joins its values with ``/`` (store 1, item A: ``1/A``)."""
+    A composite key's id joins its values with ``/`` (store 1, item A: ``1/A``). Rows with an empty
+    id cell come last, as one part named NO_ID, which ``prepare`` refuses by line."""
     frame = frame.copy()
     frame.columns = [str(c) for c in frame.columns]
     if not schema.keys:
         yield ("stdin" if str(path) == "-" else path.stem), frame
+        return
+    keys = frame[schema.keys]
+    empty = (keys.isna() | (keys.astype(str).apply(lambda column: column.str.strip()) == "")).any(axis=1).to_numpy()
+    if empty.any():  # rows without an id: the last part, named NO_ID (``prepare`` refuses it)
+        yield from split_series(frame[~empty], schema, path)
+        yield NO_ID, frame[empty]
         return
     ids = frame[schema.keys[0]].astype(str)
     for key in schema.keys[1:]:
@@ -91,6 +102,8 @@ def prepare(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None, fill
     """Validate one series and put it on its regular grid; SeriesError says what is wrong, and at
     which line of the file (``part``'s index): the line at fault, else the series' first line."""
     try:
+        if sid == NO_ID:
+            raise no_id(part, schema)
         if schema.format == "wide":
             return _prepare_wide(sid, part, schema, fill_gaps)
         return _prepare_long(sid, part, schema, freq, fill_gaps)
@@ -98,6 +111,13 @@ def prepare(sid: str, part: pd.DataFrame, schema: Schema, freq: str | None, fill
         if e.line is None and len(part):
             e.line = int(min(part.index))
         raise
+
+
+def no_id(part: pd.DataFrame, schema: Schema) -> SeriesError:
+    """The error of the rows (``split_series``'s NO_ID part) whose series id is empty."""
+    rows = f"{len(part)} rows, the first on this line" if len(part) > 1 else "this row"
+    columns = f"column {schema.keys[0]!r}" if len(schema.keys) == 1 else f"one of the columns {listing(schema.keys)}"
+    return SeriesError(NO_ID, f"no series id: {columns} is empty ({rows})", int(min(part.index)))
 
 
 def _prepare_wide(sid: str, part: pd.DataFrame, schema: Schema, fill_gaps: bool) -> Series:
@@ -248,7 +268,7 @@ def _on_grid(sid: str, frame: pd.DataFrame, freq: str | None, fill_gaps: bool) -
     missing = len(grid) - len(times)
     if missing and not fill_gaps:
         first = grid[~grid.isin(times)][0]
-        before = int(np.searchsorted(np.asarray(times), np.asarray(first))) - 1  # the row the gap follows
+        before = int(pd.Index(times).searchsorted(first)) - 1  # the row the gap follows
         raise SeriesError(sid, f"{missing} missing timestamp(s), the first {_fmt_time(first)} (after this line); "
                           "set fill_gaps=true to interpolate them", frame["__row"].iloc[before], first)
     return frame.reindex(grid)
@@ -275,7 +295,7 @@ def _covariates(sid: str, frame: pd.DataFrame, columns: list[str], rows: np.ndar
 
 def _fmt_time(t: Any) -> str:
     if isinstance(t, pd.Timestamp):
-        return t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
+        return t.isoformat().split("T")[0] if t == t.normalize() else t.isoformat()  # strftime's %Y: "1" for year 1
     return str(t)
 
 
@@ -285,6 +305,9 @@ def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[lis
     for path in paths:
         frame = read(path, schema)
         for sid, part in split_series(frame, schema, path):
+            if sid == NO_ID:
+                bad[f"{path}:{int(min(part.index))}"] = no_id(part, schema).located(path)
+                continue
             if sid in origin:
                 bad[sid] = f"{path}:{int(min(part.index))}: series {sid}: also in {origin[sid]}; series ids must be unique across inputs"
                 continue

@@ -106,6 +106,9 @@ class ForecastPredictor(Predictor):
             for line, reason in sorted(bad_lines.items()):
                 yield Record(id=f"{path}:{line}", error=f"{path}:{line}: {reason}")
             for sid, part in data.split_series(frame, self.schema, path):
+                if sid == data.NO_ID:
+                    yield Record(id=f"{path}:{int(min(part.index))}", data=(sid, data.no_id(part, self.schema), path))
+                    continue
                 if sid in seen:
                     problem = SeriesError(sid, f"also in {seen[sid]}; series ids must be unique across inputs", min(part.index))
                     yield Record(id=f"{path}:{sid}", data=(sid, problem, path))
