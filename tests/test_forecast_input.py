@@ -53,3 +53,21 @@ def test_a_year_typed_as_0000_is_an_error_row_naming_the_gap(bundle, tmp_path):
     assert result.returncode == 3 and "error" not in rows["b"]
     assert rows["a"]["error"] == (f"{tmp_path / 'in.csv'}:2: series a: 738521 missing timestamp(s), the first 0001-01-01 "
                                   "(after this line); set fill_gaps=true to interpolate them")
+
+
+def test_a_served_series_with_true_false_a_list_or_an_object_in_a_column_is_refused_by_field(bundle):
+    from applied_aitk.bundle import load_bundle
+    from applied_aitk.errors import InputError
+    from applied_aitk.plugins import get_usecases
+    from applied_aitk.runtime import Runtime
+
+    predictor = get_usecases()["forecast"].load(load_bundle(bundle, usecase="forecast"), Runtime(device="cpu"))
+    rows = seasonal_frame(n=20, series=("a",)).to_dict("records")
+    rows[3]["value"] = True  # pandas read it as 1.0, scored without a word
+    with pytest.raises(InputError, match=r"^rows\[3\]: field 'value': expected a number or text, got true/false$"):
+        predictor.from_json({"rows": rows}, "0")
+    rows[3]["value"], rows[0]["series"] = 1.0, ["a"]
+    with pytest.raises(InputError, match=r"^rows\[0\]: field 'series': expected a number or text, got a list$"):
+        predictor.from_json({"rows": rows}, "0")
+    rows[0]["series"], rows[0]["note"] = "a", {"any": True}  # a column the model does not read may hold anything
+    assert predictor.from_json({"rows": rows}, "0").id == "a"

@@ -71,6 +71,7 @@ def test_models_probes_and_docs(wine):
 @pytest.mark.parametrize("body, status, field", [
     (b"{not json", 400, "body"),
     (b"not json", 400, "body"),
+    (b'{"records": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "body"),  # nested deeper than JSON parsers go: was a 500 (RecursionError)
     (b'{"rows": []}', 422, "records"),
     (b"{}", 422, "records"),
     (b"[1, 2]", 422, "body"),

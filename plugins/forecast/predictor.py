@@ -125,6 +125,7 @@ class ForecastPredictor(Predictor):
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             raise InputError('field rows: expected a list of objects, one per time step, like {"rows": [{"date": "2024-01-01", "sales": 12}]}')
         name = Path(str(value.get("id", id)))
+        _check_cells(rows, self.schema)
         frame = pd.DataFrame(rows)  # messages name a row by its place in rows: rows[K]
         check_columns(frame, self.schema, name)
         parts = list(data.split_series(frame, self.schema, name))
@@ -279,3 +280,15 @@ def plot_forecast(path: Path, title: str, history: tuple[Any, np.ndarray], times
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
+
+
+def _check_cells(rows: list[dict[str, Any]], schema: Any) -> None:
+    """InputError naming ``rows[K]`` and the field where a column the series is read from holds
+    true/false, a list or an object (pandas would read true as 1.0, a list as its text)."""
+    from applied_aitk.table_json import _cells
+
+    for k, row in enumerate(rows):
+        needed = [c for c in row if schema.format == "wide" or c in {*schema.keys, schema.time, *schema.targets, *schema.past, *schema.known}]
+        problem = _cells(row, needed)
+        if isinstance(problem, str):
+            raise InputError(f"rows[{k}]: {problem}")

@@ -64,6 +64,8 @@ def json_body(body: bytes) -> Any:
         raise not_json(e.msg, e.pos) from None
     except ValueError as e:  # not UTF-8
         raise HTTPError(400, f"body: not valid JSON ({e})", "body") from None
+    except RecursionError:  # arrays or objects nested thousands deep (orjson stops at 1024 levels)
+        raise HTTPError(400, "body: not valid JSON (nested too deeply)", "body") from None
 
 
 def not_json(message: str, position: int) -> HTTPError:
