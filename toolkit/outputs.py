@@ -75,19 +75,37 @@ def _encoded(row: dict[str, Any]) -> bytes:
 
 def finite_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row``, or an error row naming its first field that holds NaN or an infinity."""
-    field = _non_finite(row)
-    if field is None:
+    found = _non_finite(row)
+    if found is None:
         return row
-    return {"id": row.get("id"), "error": f"the model gave a non-finite value ({field[1]}) for output field {field[0]!r}"}
+    keys, value = found
+    field = ".".join(str(key) for key in reversed(keys))
+    return {"id": row.get("id"), "error": f"the model gave a non-finite value ({value}) for output field {field!r}"}
 
 
-def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
-    if isinstance(value, (float, numbers.Real)) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
-        return path, float(value)
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+_FINITE = frozenset({str, int, bool, type(None)})
+"""Types that are never NaN or infinite: skipped without a closer look (a row is mostly these and floats)."""
+
+
+def _non_finite(value: Any) -> tuple[list, float] | None:
+    """(the keys to the first NaN or infinity in ``value``, innermost first; the value) or None."""
+    kind = type(value)
+    if kind is float:
+        return None if math.isfinite(value) else ([], value)
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy's floats, Decimal, ...
+        return None if math.isfinite(value) else ([], float(value))
+    else:
+        return None
     for key, item in items:
-        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if type(item) in _FINITE:
+            continue
+        found = _non_finite(item)
         if found is not None:
+            found[0].append(key)
             return found
     return None
 

@@ -147,21 +147,24 @@ _ABSENT = object()
 
 
 def _plain_numbers(value: dict[str, Any], columns: tuple[str, ...]) -> np.ndarray | None:
-    """float32 [len(columns)] when every cell is a JSON number that fits a float32 (one numpy call:
-    the common case of a request); None otherwise (missing, text, null, too large: ``_checked``)."""
+    """float32 [len(columns)] when every cell is a JSON number that fits a float32 (checked in plain
+    Python, one numpy call: the common case of a request); None otherwise (missing, text, null, too
+    large, NaN: ``_checked``)."""
     try:
         cells = [value[column] for column in columns]
     except KeyError:
         return None
-    if not set(map(type, cells)) <= {int, float}:  # bool, None, text: checked cell by cell
+    kinds = set(map(type, cells))
+    if not kinds <= {int, float}:  # bool, None, text: checked cell by cell
         return None
-    try:
-        numbers = np.array(cells, dtype=np.float64)
-    except OverflowError:  # an integer beyond float64
+    if cells and not (-FLOAT32_MAX <= min(cells) and max(cells) <= FLOAT32_MAX):  # an infinity, beyond float32
         return None
-    if not (np.abs(numbers) <= FLOAT32_MAX).all():  # NaN, an infinity, beyond float32
+    total = sum(cells)  # NaN if a cell is (min and max may miss one); no overflow, every cell fits a float32
+    if total != total:
         return None
-    return numbers.astype(np.float32)
+    if kinds == {float}:  # a float64 rounded to float32 in one step
+        return np.array(cells, dtype=np.float32)
+    return np.array(cells, dtype=np.float64).astype(np.float32)  # integers through float64, as a text cell is read
 
 
 def _plain_texts(value: dict[str, Any], columns: tuple[str, ...]) -> tuple[str | None, ...] | None:

@@ -48,7 +48,7 @@ PREDICT_BODY = {
 class ServeApp(FastAPI):
     """The FastAPI app, with ``POST /v1/{model}/predict`` (JSON) answered by ``predict_path`` before
     FastAPI's middleware and routing, which cost a one-record request more than its model does.
-    Every HTTP request is counted in the metrics here, whatever answers it."""
+    Every HTTP request is counted in the metrics, whatever answers it (that path counts its own)."""
 
     predict_path: PredictPath | None = None
     _endpoints: frozenset[str] | None = None
@@ -57,11 +57,9 @@ class ServeApp(FastAPI):
         if scope["type"] != "http" or self.predict_path is None:
             return await super().__call__(scope, receive, send)
         served = self.predict_path.target(scope)
-        if served is None:
-            answer = lambda sending: FastAPI.__call__(self, scope, receive, sending)  # noqa: E731
-        else:
-            answer = lambda sending: self.predict_path.answer(served, scope, receive, sending)  # noqa: E731
-        await self.state.metrics.counted(self.names(scope["path"]), answer, send)
+        if served is not None:  # counted by the path itself, which knows its status
+            return await self.predict_path.answer(served, scope, receive, send)
+        await self.state.metrics.counted(self.names(scope["path"]), lambda sending: FastAPI.__call__(self, scope, receive, sending), send)
 
     def names(self, path: str) -> list[str]:
         """[model, endpoint] of a request by its path: the served model after ``/v1/`` (else ""),
@@ -136,7 +134,6 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
         the request unless the use case takes it from the record), error rows included."""
         served = model_named(model)
         rows = await guarded(metrics, limits, model, "predict", _predict(served, request, limits))
-        metrics.rows(model, rows)
         return JSONResponse({"model": model, "rows": rows})  # plain values already: no jsonable_encoder pass
 
     async def _predict(served: ServedModel, request: Request, limits: Limits) -> list[dict[str, Any]]:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -25,9 +23,13 @@ class QueueFull(Exception):
     """The model already holds ``max_queue`` items; the caller should retry later (HTTP 503)."""
 
 
-@dataclass
 class Ticket:
-    arrived: bool = False
+    """Room for ``count`` items held by one request (``Batcher.reserve``) until ``release``."""
+
+    __slots__ = ("count", "arrived", "released")
+
+    def __init__(self, count: int):
+        self.count, self.arrived, self.released = count, False, False
 
 
 class _Pending:
@@ -45,12 +47,17 @@ class _Pending:
         if not self.left and not self.future.done():
             self.future.set_result(self.results)
 
+    def expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(asyncio.TimeoutError())
+
 
 class Batcher(Generic[T, R]):
     """``await submit(items)`` returns ``run(batch)``'s results for those items, in order.
 
     ``run`` takes a list of items and returns one result per item; it runs in a worker thread.
-    ``on_batch(size)`` is called with the size of every batch run, ``on_held()`` whenever ``held`` changes."""
+    ``on_batch(size)`` is called with the size of every batch run, ``on_held()`` after ``held`` changed
+    (once per turn of the event loop)."""
 
     def __init__(self, name: str, run: Callable[[list[T]], list[R]], max_batch: int, max_wait: float, max_queue: int,
                  on_batch: Callable[[int], None] | None = None, on_held: Callable[[], None] | None = None):
@@ -65,6 +72,7 @@ class Batcher(Generic[T, R]):
         self._waiter: asyncio.Future | None = None
         self._ready: Callable[[], bool] = lambda: True  # what the batching task waits for
         self._task: asyncio.Task | None = None
+        self._held_told = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aitk-model-{name}")
 
     def start(self) -> None:
@@ -84,36 +92,66 @@ class Batcher(Generic[T, R]):
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    @contextmanager
-    def reserve(self, count: int) -> Iterator[Ticket]:
-        """Hold room for ``count`` items while the block runs; QueueFull if there is none.
+    def reserve(self, count: int) -> Ticket:
+        """Hold room for ``count`` items until ``release``; QueueFull if there is none.
 
         Until the ticket's items are submitted the request counts as arriving: a batch that
         starts meanwhile waits up to ``max_wait`` for it."""
         if self.held + count > self.max_queue:
             raise QueueFull(f"{self.name}: {self.held} records queued, the limit is {self.max_queue}")
-        ticket = Ticket()
+        ticket = Ticket(count)
         self.held += count
         self.arriving += 1
-        self.on_held()
-        try:
-            yield ticket
-        finally:
-            self.held -= count
-            self.on_held()
-            self._arrived(ticket)
+        self._held_changed()
+        return ticket
 
-    async def submit(self, ticket: Ticket, items: list[T]) -> list[R]:
-        """Queue ``items`` (room held by ``ticket``) and wait for their results."""
-        pending = _Pending(asyncio.get_running_loop().create_future(), len(items))
-        self._items.extend((item, pending, i) for i, item in enumerate(items))
+    def release(self, ticket: Ticket) -> None:
+        """The request holding ``ticket`` is done with it (answered, refused or gone); once only."""
+        if ticket.released:
+            return
+        ticket.released = True
+        self.held -= ticket.count
+        self._held_changed()
         self._arrived(ticket)
-        return await pending.future
+
+    async def submit(self, ticket: Ticket, items: list[T], deadline: float | None = None) -> list[R]:
+        """Queue ``items`` (room held by ``ticket``) and wait for their results; TimeoutError at
+        the loop time ``deadline`` (a timer on the request's one future, no task or scope of its own)."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(loop.create_future(), len(items))
+        if len(items) == 1:
+            self._items.append((items[0], pending, 0))
+        else:
+            self._items.extend((item, pending, i) for i, item in enumerate(items))
+        self._arrived(ticket)
+        timer = None if deadline is None else loop.call_at(deadline, pending.expire)
+        try:
+            return await pending.future
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def call(self, items: list[T]) -> list[R]:
-        """``reserve`` and ``submit`` in one step, for items that need no decoding first."""
-        with self.reserve(len(items)) as ticket:
+        """``reserve``, ``submit`` and ``release`` in one step, for items that need no decoding first."""
+        ticket = self.reserve(len(items))
+        try:
             return await self.submit(ticket, items)
+        finally:
+            self.release(ticket)
+
+    def _held_changed(self) -> None:
+        """Tell ``on_held`` once per turn of the event loop, however many requests came and went in it."""
+        if self._held_told:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._tell_held)
+            self._held_told = True
+        except RuntimeError:  # no loop running
+            self.on_held()
+
+    def _tell_held(self) -> None:
+        self._held_told = False
+        self.on_held()
 
     def _arrived(self, ticket: Ticket) -> None:
         if not ticket.arrived:

@@ -119,14 +119,19 @@ def crash_content(method: str, path: str, error: Exception) -> dict[str, str]:
 async def guarded(metrics: Metrics, limits: Limits, model: str, endpoint: str, work: Awaitable[T]) -> T:
     """Await ``work`` within the request timeout, the request counted in the metrics under ``model``
     and ``endpoint`` (with the status it is answered with: ``Metrics.counted``); a full queue is a
-    503 with Retry-After, a timeout a 504, any HTTPError keeps its status."""
+    503 with Retry-After, a timeout a 504 (``limit_error``), any HTTPError keeps its status."""
     metrics.name(model, endpoint)
     try:
         return await _within(work, limits.timeout_s)
-    except QueueFull as e:
-        raise HTTPError(503, f"busy: {e}; retry later", None, {"Retry-After": str(limits.retry_after_s)}) from None
-    except asyncio.TimeoutError:
-        raise HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)") from None
+    except (QueueFull, asyncio.TimeoutError) as e:
+        raise limit_error(e, limits) from None
+
+
+def limit_error(error: QueueFull | asyncio.TimeoutError, limits: Limits) -> HTTPError:
+    """The answer to a request refused for a full queue (503 with Retry-After) or out of time (504)."""
+    if isinstance(error, QueueFull):
+        return HTTPError(503, f"busy: {error}; retry later", None, {"Retry-After": str(limits.retry_after_s)})
+    return HTTPError(504, f"timed out after {limits.timeout_s:g} s (--timeout)")
 
 
 async def _within(work: Awaitable[T], seconds: float) -> T:

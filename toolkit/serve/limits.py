@@ -28,6 +28,18 @@ class Limits:
     retry_after_s: int = 1
 
 
+class Refused(Exception):
+    """A request answered with ``status`` and the JSON ``body`` instead of being served (its body
+    too large, its API key missing or wrong)."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or []
+
+    async def send(self, send) -> None:
+        await send_json(send, self.status, self.body, self.headers)
+
+
 def error_body(message: str, field: str | None = None) -> bytes:
     return json.dumps({"error": message, **({"field": field} if field else {})}).encode()
 
@@ -38,12 +50,12 @@ async def send_json(send, status: int, body: bytes, headers: list[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
-async def limited_body(scope, receive, send, limit: int) -> bytes | None:
-    """The whole request body; None if the client went away, or after answering 413 for a body
-    over ``limit`` bytes (by its Content-Length at once, else as soon as it grows past it)."""
+async def read_body(scope, receive, limit: int) -> bytes | None:
+    """The whole request body; None if the client went away. Refused (413) for a body over
+    ``limit`` bytes, by its Content-Length at once, else as soon as it grows past it."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return await _too_large(send, limit)
+            raise _too_large(limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -52,14 +64,14 @@ async def limited_body(scope, receive, send, limit: int) -> bytes | None:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return await _too_large(send, limit)
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body"):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _too_large(send, limit: int) -> None:
-    await send_json(send, 413, error_body(f"body: larger than {limit} bytes (--max-body-bytes)", "body"))
+def _too_large(limit: int) -> Refused:
+    return Refused(413, error_body(f"body: larger than {limit} bytes (--max-body-bytes)", "body"))
 
 
 class BodyLimit:
@@ -71,7 +83,10 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body = await limited_body(scope, receive, send, self.limit)  # a body past the limit never reaches the app
+        try:
+            body = await read_body(scope, receive, self.limit)  # a body past the limit never reaches the app
+        except Refused as refused:
+            return await refused.send(send)
         if body is None:
             return
         delivered = False
@@ -96,13 +111,15 @@ class ApiKey:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
             return await self.app(scope, receive, send)
-        if not await key_checked(self.key, scope, send):
-            return
+        try:
+            check_key(self.key, scope)
+        except Refused as refused:
+            return await refused.send(send)
         await self.app(scope, receive, send)
 
 
-async def key_checked(key: bytes, scope, send) -> bool:
-    """True if the request carries ``key``; else answers 401 and returns False."""
+def check_key(key: bytes, scope) -> None:
+    """Refused (401) unless the request carries ``key``."""
     given = authorization = b""
     for name, value in scope["headers"]:
         if name == b"x-api-key":
@@ -112,8 +129,7 @@ async def key_checked(key: bytes, scope, send) -> bool:
     if authorization[:7].lower() == b"bearer ":
         given = authorization[7:].strip()
     if hmac.compare_digest(given, key):
-        return True
+        return
     reason = "missing API key" if not given else "wrong API key"
-    await send_json(send, 401, error_body(f"{reason}: send Authorization: Bearer KEY or X-API-Key: KEY", "authorization"),
-                    [(b"www-authenticate", b"Bearer")])
-    return False
+    raise Refused(401, error_body(f"{reason}: send Authorization: Bearer KEY or X-API-Key: KEY", "authorization"),
+                  [(b"www-authenticate", b"Bearer")])

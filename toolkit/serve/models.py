@@ -64,7 +64,9 @@ class ServedModel:
 
     def _predict_pairs(self, pairs: list[tuple[Record, tuple[Any, str | None]]]) -> list[dict[str, Any]]:
         rows = _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
-        return [finite_row(row) for row in rows]  # as the batch writer: a NaN or an infinity makes an error row
+        rows = [finite_row(row) for row in rows]  # as the batch writer: a NaN or an infinity makes an error row
+        self.metrics.rows(self.name, rows)  # once per batch, not per request
+        return rows
 
     def info(self) -> dict[str, Any]:
         manifest = self.bundle.manifest

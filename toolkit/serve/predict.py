@@ -3,36 +3,45 @@ model's rows, and the direct ASGI path that answers JSON requests.
 
 A one-record request costs the server more in framework work than in the model (fraud, py-spy
 under load: FastAPI's and our middleware, Starlette's request and response objects, the standard
-library's JSON, a future per record gathered), so ``PredictPath`` answers ``POST /v1/{model}/predict``
-with a JSON body before FastAPI's middleware and routing (``ServeApp``), with the same rows,
-errors, API key and body limit, JSON in and out through orjson; every other request (uploads,
-unknown models, the docs) goes through the FastAPI app."""
+library's JSON, a future per record gathered, a timeout scope, metrics wrapped around ``send``),
+so ``PredictPath`` answers ``POST /v1/{model}/predict`` with a JSON body before FastAPI's
+middleware and routing (``ServeApp``), with the same rows, errors, API key, body limit and
+metrics, JSON in and out through orjson, the time limit a timer on the request's future; every
+other request (uploads, unknown models, the docs) goes through the FastAPI app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
 from applied_aitk.errors import AitkError
-from applied_aitk.serve.batcher import run_in_thread
-from applied_aitk.serve.http import HTTPError, crash_content, guarded, json_body
-from applied_aitk.serve.limits import Limits, key_checked, limited_body, send_json
+from applied_aitk.serve.batcher import QueueFull, run_in_thread
+from applied_aitk.serve.http import HTTPError, crash_content, json_body, limit_error
+from applied_aitk.serve.limits import Limits, Refused, check_key, read_body, send_json
 from applied_aitk.serve.metrics import Metrics
 from applied_aitk.serve.models import ServedModel
 from applied_aitk.usecase import Predictor, Record
 
 
-async def predict_rows(served: ServedModel, records: list[Record]) -> list[dict[str, Any]]:
-    """The rows batch `predict` writes for ``records``, through the model's dynamic batcher."""
-    with served.batcher.reserve(len(records)) as ticket:
+async def predict_rows(served: ServedModel, records: list[Record], deadline: float | None = None) -> list[dict[str, Any]]:
+    """The rows batch `predict` writes for ``records``, through the model's dynamic batcher;
+    QueueFull if the model holds too many records, TimeoutError at the loop time ``deadline``."""
+    batcher = served.batcher
+    ticket = batcher.reserve(len(records))
+    try:
         if served.predictor.threaded_decode:
-            decoded = await run_in_thread(served.decode, records)
+            decoding = run_in_thread(served.decode, records)
+            decoded = await (decoding if deadline is None else asyncio.wait_for(decoding, deadline - asyncio.get_running_loop().time()))
         else:  # decoding is trivial (table rows): a thread's hand-offs would cost more than it
             decoded = served.decode(records)
-        return await served.batcher.submit(ticket, list(zip(records, decoded)))
+        return await batcher.submit(ticket, list(zip(records, decoded)), deadline)
+    finally:
+        batcher.release(ticket)
 
 
 def json_records(predictor: Predictor, body: bytes, limits: Limits) -> list[Record]:
@@ -106,25 +115,30 @@ class PredictPath:
         return served
 
     async def answer(self, served: ServedModel, scope, receive, send) -> None:
-        if self.key is not None and not await key_checked(self.key, scope, send):
-            return
-        body = await limited_body(scope, receive, send, self.limits.max_body_bytes)
-        if body is None:
-            return
-        headers: dict[str, str] = {}
+        """Answer the request, counted in the metrics with its status (nothing if the client left first)."""
+        started, limits = time.perf_counter(), self.limits
+        headers: list[tuple[bytes, bytes]] = []
         try:
-            rows = await guarded(self.metrics, self.limits, served.name, "predict", _rows(served, body, self.limits))
-            self.metrics.rows(served.name, rows)
-            status, content = 200, {"model": served.name, "rows": rows}
-        except HTTPError as e:
-            status, content, headers = e.status, e.content(), e.headers
+            if self.key is not None:
+                check_key(self.key, scope)
+            body = await read_body(scope, receive, limits.max_body_bytes)
+            if body is None:
+                return
+            deadline = asyncio.get_running_loop().time() + limits.timeout_s
+            rows = await predict_rows(served, json_records(served.predictor, body, limits), deadline)
+            status, content = 200, _dumps({"model": served.name, "rows": rows})
+        except Refused as e:
+            status, content, headers = e.status, e.body, e.headers
+        except (HTTPError, QueueFull, asyncio.TimeoutError) as e:
+            error = e if isinstance(e, HTTPError) else limit_error(e, limits)
+            status, content = error.status, _dumps(error.content())
+            headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
         except Exception as e:  # as the app's handler: one line in the log, no traceback in the answer
-            status, content = 500, crash_content(scope["method"], scope["path"], e)
-        await send_json(send, status, _dumps(content), [(k.lower().encode(), v.encode()) for k, v in headers.items()])
-
-
-async def _rows(served: ServedModel, body: bytes, limits: Limits) -> list[dict[str, Any]]:
-    return await predict_rows(served, json_records(served.predictor, body, limits))
+            status, content = 500, _dumps(crash_content(scope["method"], scope["path"], e))
+        try:
+            await send_json(send, status, content, headers)
+        finally:
+            self.metrics.request(served.name, "predict", status, time.perf_counter() - started)
 
 
 def _dumps(content: dict[str, Any]) -> bytes:
