@@ -13,8 +13,10 @@ differ) and LINE the line in the file (the header is line 1); for Parquet, ``PAT
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,7 +153,7 @@ def _plain_numbers(value: dict[str, Any], columns: tuple[str, ...]) -> np.ndarra
     Python, one numpy call: the common case of a request); None otherwise (missing, text, null, too
     large, NaN: ``_checked``)."""
     try:
-        cells = [value[column] for column in columns]
+        cells = _cells_of(columns)(value)
     except KeyError:
         return None
     kinds = set(map(type, cells))
@@ -165,6 +167,15 @@ def _plain_numbers(value: dict[str, Any], columns: tuple[str, ...]) -> np.ndarra
     if kinds == {float}:  # a float64 rounded to float32 in one step
         return np.array(cells, dtype=np.float32)
     return np.array(cells, dtype=np.float64).astype(np.float32)  # integers through float64, as a text cell is read
+
+
+@functools.lru_cache(maxsize=64)
+def _cells_of(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
+    """A function taking the cells of ``columns`` from a row as a tuple, in one C call (KeyError if one is missing)."""
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda value: (value[column],)
+    return operator.itemgetter(*columns) if columns else lambda value: ()
 
 
 def _plain_texts(value: dict[str, Any], columns: tuple[str, ...]) -> tuple[str | None, ...] | None:

@@ -63,6 +63,7 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
     import uvicorn
 
     from applied_aitk import console
+    from applied_aitk.serve.protocol import OneWriteHTTP
 
     # uvicorn drains on SIGTERM and SIGINT (Ctrl-C), then raises the signal again for the handler
     # that was there before it: make that one a no-op, so that a drained server exits 0 rather than
@@ -71,7 +72,8 @@ def run(app: Any, host: str, port: int, limits: Limits, access_log: bool = False
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning" if console.quiet else "info",
-                    timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1), workers=workers, factory=workers > 1)
+                    timeout_graceful_shutdown=max(1, int(limits.timeout_s) + 1), workers=workers, factory=workers > 1,
+                    http=OneWriteHTTP)  # a response's status line, headers and body in one write
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
