@@ -10,6 +10,7 @@ import pytest
 
 from applied_aitk.batch import Journal
 from applied_aitk.ranges import TrainingRanges, value_ranges
+from applied_aitk.table_files import table_batches
 from applied_aitk.tables import Schema, read_records
 
 
@@ -38,6 +39,20 @@ def test_only_ascii_number_syntax_and_long_values_are_shortened_in_messages(tmp_
     assert got[3] == f"{path}:5: field 'x': 10000000000000000000… (401 characters) does not fit a float32 (largest 3.4e38)"
     assert got[4] == f"{path}:6: field 'x': 77777777777777777777… (100000 characters) does not fit a float32 (largest 3.4e38)"
     assert got[5:] == [f"{path}:7: field 'x': -1e400 does not fit a float32 (largest 3.4e38)", [2.0]]
+
+
+def test_numbers_read_the_same_whether_their_block_is_parsed_as_numbers_or_as_text(tmp_path):
+    cells = [" 1.5", "2\t", "+3", "-.5e-3", "1E+05", "00012", "3.4028234e38", "5."]
+    plain, mixed = tmp_path / "plain.csv", tmp_path / "mixed.csv"
+    plain.write_text("x,k\n" + "".join(f"{c},a\n" for c in cells))  # every x a number: Arrow parses x as float64
+    mixed.write_text("x,k\n" + "".join(f"{c},a\n" for c in cells) + "nan,a\n")  # one is not: the block is read as text
+    schema = Schema(("x",), ("k",))
+    fast, slow = records(plain, schema), records(mixed, schema)
+    assert [next(table_batches(f, ["x", "k"], ["x"])).columns["x"].type for f in (plain, mixed)] == [pa.float64(), pa.string()]
+    assert [data for _, data, _ in fast] == [data for _, data, _ in slow[:-1]] == [([float(np.float32(c))], ("a",)) for c in cells]
+    assert slow[-1][2] == f"{mixed}:10: field 'x': 'nan' is not a finite number"
+    both = records(plain, Schema(("x",), ("x",)))  # a column read as a number and as text keeps its text as written
+    assert [data[1] for _, data, _ in both] == [(c,) for c in cells]
 
 
 def test_parquet_rows_and_nulls(tmp_path):

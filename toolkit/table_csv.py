@@ -19,7 +19,7 @@ import numpy as np
 
 from applied_aitk.errors import InputError
 from applied_aitk.io import open_binary, text_encoding
-from applied_aitk.table_files import DELIMITERS, Batch, _decimal, _require, excel_separator
+from applied_aitk.table_files import DELIMITERS, FLOAT32_MAX, Batch, _decimal, _require, excel_separator
 
 BLOCK_BYTES = 1 << 20
 CR_INSIDE = "a carriage return inside the line (expected one record a line)"
@@ -50,9 +50,10 @@ class Lines:
         return Lines(self.first + 1, self.count - 1, self.data[self.data.find(b"\n") + 1 :])
 
 
-def csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
+def csv_batches(path: Path, wanted: list[str], numeric: Iterable[str] = ()) -> Iterator[Batch]:
     """The CSV in blocks of whole lines, parsed by Arrow. A first line that opens a JSON object:
-    JSON lines (stdin has no name to tell)."""
+    JSON lines (stdin has no name to tell). The ``numeric`` columns of a plain block whose every
+    such cell is a number come as float64 columns (``_arrow_rows``), all others as text."""
     blocks = line_blocks(path)
     block = _past_blank(next(blocks, None), blocks)
     if block is None:  # no lines, or only blank ones: an empty file
@@ -73,7 +74,7 @@ def csv_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     decimal = _decimal(first_lines[1:201], delimiter)
     rest = block.rest()
     for lines in _chain([rest] if rest is not None else [], blocks):
-        yield _parse_block(lines, header, wanted, delimiter, decimal)
+        yield _parse_block(lines, header, wanted, delimiter, decimal, numeric)
 
 
 def _past_blank(block: Lines | None, blocks: Iterator[Lines]) -> Lines | None:
@@ -155,7 +156,8 @@ def _utf8_chunks(stream: Any, encoding: str) -> Iterator[bytes]:
             return
 
 
-def _parse_block(lines: Lines, header: list[str], wanted: list[str], delimiter: str, decimal: str) -> Batch:
+def _parse_block(lines: Lines, header: list[str], wanted: list[str], delimiter: str, decimal: str,
+                 numeric: Iterable[str] = ()) -> Batch:
     """Parse a block with Arrow in one call when it is plain: no quote, valid UTF-8, no carriage
     return but in line ends, and one row (or one invalid row) per line, so that rows and lines
     correspond; otherwise ``_checked_block``."""
@@ -163,7 +165,7 @@ def _parse_block(lines: Lines, header: list[str], wanted: list[str], delimiter: 
     if b'"' in block or _not_utf8(block) or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n") + block.endswith(b"\r")):
         return _checked_block(lines, header, wanted, delimiter, decimal)
     numbers = np.arange(lines.first, lines.first + lines.count)
-    batch = _arrow_rows(block, numbers, header, wanted, delimiter, decimal, {})
+    batch = _arrow_rows(block, numbers, header, wanted, delimiter, decimal, {}, numeric)
     return _checked_block(lines, header, wanted, delimiter, decimal) if batch is None else batch
 
 
@@ -191,11 +193,16 @@ def _checked_block(lines: Lines, header: list[str], wanted: list[str], delimiter
 
 
 def _arrow_rows(block: bytes, numbers: np.ndarray, header: list[str], wanted: list[str], delimiter: str, decimal: str,
-                errors: dict[int, str]) -> Batch | None:
+                errors: dict[int, str], numeric: Iterable[str] = ()) -> Batch | None:
     """The lines of ``block`` (line numbers ``numbers``) parsed by Arrow in one call: a row with the
     wrong number of fields is an error for its line (added to ``errors``), a line of only white
     space is blank. None when Arrow refuses the block or its rows are not its lines (it skips
-    empty lines and splits a line at a carriage return)."""
+    empty lines and splits a line at a carriage return).
+
+    The ``numeric`` columns are parsed as float64 in that call when every cell is a finite number
+    within float32's range (``decimal`` "."; the numbers the text path reads the same way: Arrow's
+    parser, spaces and tabs around them ignored); a block with a cell that is not (empty, text,
+    NaN, too large) is parsed again with every column as text, so its error can quote the cell."""
     import pyarrow as pa
 
     invalid: list[tuple[int, str | None]] = []
@@ -205,10 +212,13 @@ def _arrow_rows(block: bytes, numbers: np.ndarray, header: list[str], wanted: li
         invalid.append((row.number, None if blank else f"expected {row.expected_columns} fields, got {row.actual_columns}"))
         return "skip"
 
-    try:
-        table = _arrow_csv(block, header, wanted, delimiter, on_invalid)
-    except pa.ArrowInvalid:
-        return None
+    table = _numeric_table(block, header, wanted, delimiter, on_invalid, numeric) if decimal == "." else None
+    if table is None:
+        invalid.clear()
+        try:
+            table = _arrow_csv(block, header, wanted, delimiter, on_invalid)
+        except pa.ArrowInvalid:
+            return None
     if table.num_rows + len(invalid) != len(numbers):
         return None
     if invalid:
@@ -253,17 +263,37 @@ def _parse_lines(numbers: np.ndarray, lines: list[bytes], header: list[str], wan
     return Batch(np.array(kept, dtype=np.int64), {c: table.column(c).combine_chunks() for c in wanted}, errors, decimal)
 
 
-def _arrow_csv(block: bytes, header: list[str], wanted: list[str], delimiter: str, on_invalid) -> Any:
-    """Whole CSV lines (no header) as an Arrow table of the ``wanted`` columns, all as text."""
+def _numeric_table(block: bytes, header: list[str], wanted: list[str], delimiter: str, on_invalid, numeric: Iterable[str]) -> Any:
+    """``_arrow_csv`` with the ``numeric`` columns as float64; None when there are none or a cell of
+    one is not a finite number within float32's range."""
+    import pyarrow as pa
+
+    numeric = [c for c in numeric if c in wanted]
+    if not numeric:
+        return None
+    try:
+        table = _arrow_csv(block, header, wanted, delimiter, on_invalid, numeric)
+    except pa.ArrowInvalid:  # a cell that is not a number (or a block Arrow refuses as text too)
+        return None
+    with np.errstate(invalid="ignore"):
+        fine = all((np.abs(table.column(c).to_numpy()) <= FLOAT32_MAX).all() for c in numeric)  # NaN is not
+    return table if fine else None
+
+
+def _arrow_csv(block: bytes, header: list[str], wanted: list[str], delimiter: str, on_invalid, numeric: Iterable[str] = ()) -> Any:
+    """Whole CSV lines (no header) as an Arrow table of the ``wanted`` columns, as text but the
+    ``numeric`` ones, as float64 (ArrowInvalid when a cell of one is not a number)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
+
+    types = {c: pa.string() for c in wanted} | {c: pa.float64() for c in numeric}
 
     return pcsv.read_csv(
         pa.BufferReader(block),
         read_options=pcsv.ReadOptions(column_names=header, use_threads=False, block_size=max(len(block) + 1, 1 << 16)),
         parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
         convert_options=pcsv.ConvertOptions(
-            include_columns=wanted, column_types={c: pa.string() for c in wanted},
+            include_columns=wanted, column_types=types,
             strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[],
         ),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from applied_aitk.errors import InputError
 from applied_aitk.io import base_suffix
 
 DELIMITERS = (",", ";", "\t", "|")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 SEP_HINT = re.compile(r'^"?sep=([^"\r\n])"?\s*$', re.IGNORECASE)
 COMMA_NUMBER = re.compile(rb'^"?[-+]?\d+,\d+(?:[eE][-+]?\d+)?"?$')
 LEADING_BLANK = re.compile(r"(?:[ \t\r\f\v]*\n)*")
@@ -46,8 +47,9 @@ class Batch:
     decimal: str = "."
 
 
-def table_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
-    """Batches of the ``wanted`` columns of a CSV (``-``: stdin) or Parquet file.
+def table_batches(path: Path, wanted: list[str], numeric: Iterable[str] = ()) -> Iterator[Batch]:
+    """Batches of the ``wanted`` columns of a CSV (``-``: stdin) or Parquet file; the ``numeric``
+    ones of a CSV block where each such cell is a number come as float64 columns (others as text).
 
     InputError (the file as a whole cannot be read: a missing column, a header that is not
     text, a broken gzip or Parquet file) names what is wrong, without the file's name."""
@@ -57,7 +59,7 @@ def table_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:
     from applied_aitk.table_csv import csv_batches
     from applied_aitk.table_json import JSON_LINES, json_batches
 
-    return json_batches(path, wanted) if suffix in JSON_LINES else csv_batches(path, wanted)
+    return json_batches(path, wanted) if suffix in JSON_LINES else csv_batches(path, wanted, numeric)
 
 
 def _parquet_batches(path: Path, wanted: list[str]) -> Iterator[Batch]:

@@ -26,12 +26,11 @@ import numpy as np
 from applied_aitk.console import get_logger
 from applied_aitk.errors import InputError, shown
 from applied_aitk.io import name_of
-from applied_aitk.table_files import Batch, table_batches
+from applied_aitk.table_files import FLOAT32_MAX, Batch, table_batches
 from applied_aitk.usecase import Record, RecordBatch
 
 logger = get_logger(__name__)
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 MISSING = frozenset({"", "na", "nan", "null", "none", "n/a"})
 NUMBER = re.compile(r"\s*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)\s*", re.ASCII | re.IGNORECASE)
 """The number syntax a cell may use: ASCII digits, sign, '.', exponent, inf/nan words (not
@@ -74,7 +73,8 @@ def _file_batches(path: Path, schema: Schema) -> Iterator[RecordBatch]:
     name = name_of(path)
     count = 0
     try:
-        for batch in table_batches(path, [*dict.fromkeys([*schema.numbers, *schema.texts])]):
+        numeric = [c for c in schema.numbers if c not in schema.texts]  # a text column keeps its cells as written
+        for batch in table_batches(path, [*dict.fromkeys([*schema.numbers, *schema.texts])], numeric):
             read = _record_batch(name, batch, schema)
             count += len(read.ids)
             yield read
@@ -240,8 +240,8 @@ def _number_column(cells: Any, column: str, missing: frozenset[str], decimal: st
             values = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # some cell is not a plain number: cell by cell
             values = np.array([_to_float(v) for v in texts.to_pylist()], dtype=np.float64)
-    else:  # a typed Parquet column: nulls become NaN
-        values = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    else:  # a typed column (Parquet, or CSV numbers: ``table_csv``): nulls become NaN
+        values = (cells if pa.types.is_float64(cells.type) else cells.cast(pa.float64())).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         fine = np.abs(values) <= FLOAT32_MAX
     reasons = {}
