@@ -162,7 +162,7 @@ def skip_done(records: Iterable[Record], done: set[str], skipped: Counter, size:
 class UniqueIds:
     """Makes the record ids of a run unique, the same way in every run: an id seen before is renamed
     ``ID#N`` (the second ``ID#2``, the third ``ID#3``); one warning line names the first repeated.
-    A list of ids is checked with set operations; one by one only when it repeats an id."""
+    A list of ids is checked with two set operations (looked up, then added); one by one only when it repeats an id."""
 
     def __init__(self) -> None:
         self.seen: set[str] = set()
@@ -171,10 +171,12 @@ class UniqueIds:
 
     def __call__(self, ids: list[str]) -> list[str]:
         """``ids`` with each id seen before (in this list or an earlier one) renamed."""
-        fresh = set(ids)
-        if len(fresh) == len(ids) and self.seen.isdisjoint(fresh):
-            self.seen |= fresh
-            return ids
+        if self.seen.isdisjoint(ids):
+            size = len(self.seen)
+            self.seen.update(ids)
+            if len(self.seen) - size == len(ids):
+                return ids
+            self.seen.difference_update(ids)  # the list repeats an id: back to the ids seen before it
         unique, repeated = [], None
         for id in ids:
             if id in self.seen:
