@@ -201,7 +201,8 @@ class _TextReader(io.TextIOBase):
     def readable(self) -> bool:
         return True
 
-    def _fill(self) -> bool:
+    def _next(self) -> str | None:
+        """The text of the next block of bytes; None past the end."""
         try:
             chunk = self._stream.read(1 << 16)
         except (OSError, EOFError) as e:
@@ -215,14 +216,22 @@ class _TextReader(io.TextIOBase):
             at = self._offset - held + chunk.index(b"\x00")
             raise InputError(f"{self._name}: NUL byte at byte {at} (UTF-16 needs a byte-order mark)")
         self._offset += len(chunk)
-        self._buffer += text
-        return bool(chunk)
+        return text if chunk else None
+
+    def _fill(self) -> bool:
+        text = self._next()
+        self._buffer += text or ""
+        return text is not None
 
     def read(self, size: int | None = -1) -> str:
-        while (size is None or size < 0 or len(self._buffer) < size) and self._fill():
+        if size is None or size < 0:  # the blocks joined once: adding each to the buffer copied it each time (quadratic)
+            parts = [self._buffer]
+            while (text := self._next()) is not None:
+                parts.append(text)
+            out, self._buffer = "".join(parts), ""
+            return out
+        while len(self._buffer) < size and self._fill():
             pass
-        if size is None or size < 0:
-            size = len(self._buffer)
         out, self._buffer = self._buffer[:size], self._buffer[size:]
         return out
 

@@ -91,11 +91,22 @@ def _cell_type(kind: Any) -> bool:
 
 
 def _require(header: list[str], wanted: list[str]) -> None:
+    """InputError when a ``wanted`` column is missing from ``header`` or named twice in it."""
     missing = [c for c in wanted if c not in header]
     if missing:
         shown = ", ".join(header[:12]) + ("..." if len(header) > 12 else "")
         named = ", ".join(map(repr, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {named} (columns: {shown})")
+    _unique(header, wanted)
+
+
+def _unique(header: list[str], columns: list[str] | None = None) -> None:
+    """InputError naming the first of ``columns`` (all: None) that ``header`` names twice: which of
+    the two would be read is a guess (Arrow takes the first, pandas renames the second ``X.1``)."""
+    for column in header if columns is None else columns:
+        places = [i + 1 for i, name in enumerate(header) if name == column]
+        if len(places) > 1:
+            raise InputError(f"column {column!r} is named {len(places)} times in the header (fields {', '.join(map(str, places))}); rename all but one")
 
 
 def excel_separator(line: bytes | str) -> str | None:
@@ -142,6 +153,8 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, decimal=decimal, skiprows=rows_skipped)
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise InputError(f"{name_of(path)}: cannot read the table ({str(e).strip()})") from None
+    if numbers is None:
+        _check_fields(text, skip, delimiter, path)
     if numbers is None or len(numbers) != len(frame):
         numbers = _record_lines(text, skip, delimiter, len(frame))
     frame.index = pd.Index(numbers, name="line")
@@ -150,6 +163,33 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
     if decimal == "," and text_cells:
         frame = frame.apply(lambda column: column.str.replace(r"^([-+]?\d+),(\d+(?:[eE][-+]?\d+)?)$", r"\1.\2", regex=True))
     return frame
+
+
+def _check_fields(text: str, skip: int, delimiter: str, path: Path) -> None:
+    """InputError naming the line of the first record whose number of fields is not the header's
+    (pandas fills a short row with empty cells, and takes a first extra field on every row as
+    the index), or a column the header names twice. Blank lines and ``skip`` hint lines are passed."""
+    import io
+
+    from applied_aitk.io import name_of
+
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header, start = None, 1
+    for record in reader:
+        line, start = start, reader.line_num + 1
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if skip:
+            skip -= 1
+            continue
+        if header is None:
+            header = record
+            try:
+                _unique(header)
+            except InputError as e:
+                raise InputError(f"{name_of(path)}:{line}: {e}") from None
+        elif len(record) != len(header):
+            raise InputError(f"{name_of(path)}:{line}: expected {len(header)} fields, got {len(record)}")
 
 
 def _refuse_dotted(frame: Any, path: Path) -> None:

@@ -250,21 +250,25 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
 
     from applied_aitk.table_files import excel_separator
 
+    from applied_aitk.table_files import _check_fields, _record_lines
+
     try:
         with open_text(path) as f:
-            first = f.readline()
-            hinted = excel_separator(first)
-            frame = pd.read_csv(io.StringIO(("" if hinted else first) + f.read()), sep=hinted or ",", dtype=str, keep_default_na=False)
+            text = f.read()
+        hinted = excel_separator(text.split("\n", 1)[0])
+        _check_fields(text, int(hinted is not None), hinted or ",", path)  # a short or long row, a column named twice
+        frame = pd.read_csv(io.StringIO(text), sep=hinted or ",", dtype=str, keep_default_na=False, skiprows=int(hinted is not None))
     except InputError:
         raise
     except Exception as e:
         raise AitkError(f"{path}: cannot read the CSV ({type(e).__name__}: {e})") from None
+    lines = _record_lines(text, int(hinted is not None), hinted or ",", len(frame))  # as an editor counts them
     columns = {c.strip().lower(): c for c in frame.columns}
     label = next((columns[c] for c in ("intent", "category", "label") if c in columns), None)
     if "text" not in columns or label is None:
         raise AitkError(f"{path}: expected columns text and intent (or category/label), found {', '.join(frame.columns)}")
     rows = [(t.strip(), i.strip()) for t, i in zip(frame[columns["text"]], frame[label])]
-    empty = [n + 2 + bool(hinted) for n, (t, i) in enumerate(rows) if not t or not i]
+    empty = [line for line, (t, i) in zip(lines, rows) if not t or not i]
     if empty:
         raise AitkError(f"{path}:{empty[0]}: empty text or intent")
     return rows

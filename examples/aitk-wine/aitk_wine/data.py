@@ -12,9 +12,9 @@ def read_table(path: Path, label: str):
     .csv.gz; UTF-8, or UTF-16 with a byte-order mark; comma, semicolon with decimal commas, tab:
     ``applied_aitk.table_files.read_frame``).
 
-    AitkError names the file and what is wrong: no rows, no label column; a feature cell that
-    is not a number, missing, or too large for float32 as ``PATH:LINE`` (the line as an editor
-    shows it)."""
+    AitkError names the file and what is wrong: no rows, no label column; a missing label, or a
+    feature cell that is not a number, missing, or too large for float32 as ``PATH:LINE`` (the
+    line as an editor shows it)."""
     import numpy as np
     import pandas as pd
 
@@ -25,6 +25,9 @@ def read_table(path: Path, label: str):
         raise AitkError(f"{path}: no rows")
     if label not in frame.columns:
         raise AitkError(f"{path}: no label column {label!r} (columns: {', '.join(frame.columns)})")
+    missing = frame[label].isna().to_numpy() | (frame[label].astype(str).str.strip() == "").to_numpy()
+    if missing.any():  # as text it would be a class "nan"
+        raise AitkError(f"{where(frame, int(np.argmax(missing)), path)}: column {label!r}: missing label")
     features = [c for c in frame.columns if c != label]
     for column in features:
         if not pd.api.types.is_numeric_dtype(frame[column]):

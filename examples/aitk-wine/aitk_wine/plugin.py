@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from applied_aitk import Graph, Predictor, Sample, TrainResult, UseCase, hookimpl
+from applied_aitk import AitkError, Graph, Predictor, Sample, TrainResult, UseCase, hookimpl
 from applied_aitk.bundle import Bundle
 from applied_aitk.runtime import Runtime
 from applied_aitk.settings import setting
@@ -85,6 +85,10 @@ labels seen in training, with a probability per label. A small MLP: a baseline t
         from applied_aitk.tables import table_data
 
         x, labels, _ = data.read_table(data_path, bundle.assets["label"])  # AitkError when it has no rows
+        unknown = [label for label in labels if label not in bundle.assets["classes"]]
+        if unknown:  # it could only be counted wrong: a score of the model's vocabulary, not of the data
+            raise AitkError(f"{data_path}: label {unknown[0]!r} is not one the bundle was trained on "
+                            f"({len(unknown)} unknown in all; trained on {', '.join(bundle.assets['classes'])})")
         predictor = self.load(bundle, runtime)
         predicted = [row["label"] for row in predictor.predict_batch(table_data(x))]
         majority = max(set(labels), key=labels.count)
