@@ -96,8 +96,11 @@ def test_resume_and_repeated_ids_on_the_batch_path(tmp_path):
     assert out.read_text() == (tmp_path / "full.jsonl").read_text()
 
     (batch,) = list(read_batches([path], Ratio().schema()))
+    assert batch.unique  # one file: its PATH:LINE ids need no check
+    twice = list(read_batches([path, path], Ratio().schema()))  # the same name twice: its ids repeat, and are checked
+    assert [b.unique for b in twice] == [False, False] and twice[0].ids == batch.ids
     skipped = Counter()
-    again = list(read_new([batch, batch], {f"{path}:2", f"{path}:2#2"}, skipped))
+    again = list(read_new(twice, {f"{path}:2", f"{path}:2#2"}, skipped))
     assert again[0].ids[0] == f"{path}:3" and again[1].ids[0] == f"{path}:3#2" and skipped.value == 2
     assert again[1].errors == {0: batch.errors[1], 2: batch.errors[3]}
     assert again[1].data["numbers"][:, 0].tolist() == [3, 13, 5, 6]
@@ -129,3 +132,14 @@ def test_the_reader_thread_raises_its_errors_in_order_and_stops_with_the_consume
     settled = len(read)
     time.sleep(0.3)
     assert len(read) == settled <= 3 + 1 + 2 + 1  # read no further than the queue holds
+
+
+def test_ids_of_files_whose_names_could_collide_are_checked(tmp_path):
+    (tmp_path / "a.csv").write_bytes(ROWS)
+    (tmp_path / "a.csv:2").write_bytes(b"not,a,table\n")  # unreadable as the schema: its one error record's id is its name
+    paths = [tmp_path / "a.csv", tmp_path / "a.csv:2"]
+    batches = list(read_batches(paths, Ratio().schema()))
+    assert not any(b.unique for b in batches)  # 'a.csv:2' is also the id of a.csv's line 2
+    ids = [id for b in read_new(batches, set(), Counter()) for id in b.ids]
+    assert len(ids) == len(set(ids)) and ids[-1] == f"{tmp_path / 'a.csv:2'}#2"
+    assert all(b.unique for b in read_batches([tmp_path / "a.csv", tmp_path / "b.csv"], Ratio().schema()))

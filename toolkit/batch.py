@@ -200,11 +200,11 @@ def reads_batches(predictor: Predictor) -> bool:
 
 def read_new(batches: Iterable[RecordBatch], done: set[str], skipped: Counter,
              read_ids: set[str] | None = None) -> Iterator[RecordBatch]:
-    """``skip_done`` for RecordBatches: ids made unique, those in ``done`` left out (counted in
-    ``skipped``), every id read added to ``read_ids`` when given."""
+    """``skip_done`` for RecordBatches: ids made unique (but a ``unique`` batch's, unique as read),
+    those in ``done`` left out (counted in ``skipped``), every id read added to ``read_ids`` when given."""
     unique = UniqueIds()
     for batch in batches:
-        ids = unique(batch.ids)
+        ids = batch.ids if batch.unique else unique(batch.ids)
         if ids is not batch.ids:
             batch = dataclasses.replace(batch, ids=ids)
         if read_ids is not None:

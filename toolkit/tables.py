@@ -63,25 +63,37 @@ def read_batches(paths: Iterable[Path], schema: Schema) -> Iterator[RecordBatch]
     """The rows of each file in turn as RecordBatches, one per block Arrow parsed (``-`` is CSV on
     stdin). ``data`` holds "numbers", float32 [rows, len(schema.numbers)] (NaN only for an allowed
     missing cell), and "texts", object [rows, len(schema.texts)] (str, None where empty); a bad
-    line or cell is in ``errors``, a file that cannot be read is one batch of one error record."""
+    line or cell is in ``errors``, a file that cannot be read is one batch of one error record.
+    The batches are ``unique`` when no two paths have the same name (``_distinct``)."""
+    paths = list(paths)
+    unique = _distinct([name_of(path) for path in paths])
     for path in paths:
-        yield from _file_batches(path, schema)
+        yield from _file_batches(path, schema, unique)
 
 
-def _file_batches(path: Path, schema: Schema) -> Iterator[RecordBatch]:
-    """The rows of one file, a batch at a time; one error record if it cannot be read."""
+def _distinct(names: list[str]) -> bool:
+    """Whether the ids of files with these names (``NAME:LINE``, or ``NAME`` for a file that cannot be
+    read) are all different: no name twice, and none is another's ``NAME:DIGITS``."""
+    given = set(names)
+    return len(given) == len(names) and not any(
+        (cut := name.rpartition(":"))[0] in given and cut[2].isdigit() and cut[2].isascii() for name in names)
+
+
+def _file_batches(path: Path, schema: Schema, unique: bool = False) -> Iterator[RecordBatch]:
+    """The rows of one file, a batch at a time (``unique``: flagged so); one error record if it cannot be read."""
     name = name_of(path)
     count = 0
     try:
         numeric = [c for c in schema.numbers if c not in schema.texts]  # a text column keeps its cells as written
         for batch in table_batches(path, [*dict.fromkeys([*schema.numbers, *schema.texts])], numeric):
             read = _record_batch(name, batch, schema)
+            read.unique = unique
             count += len(read.ids)
             yield read
     except InputError as e:
         message = str(e) if str(e).startswith(name) else f"{name}: {e}"
         logger.warning(f"{message}; an error row for the file, the other inputs go on")
-        yield RecordBatch([name], table_data(np.zeros((0, len(schema.numbers)), np.float32), width=len(schema.texts)), {0: message})
+        yield RecordBatch([name], table_data(np.zeros((0, len(schema.numbers)), np.float32), width=len(schema.texts)), {0: message}, unique)
         return
     if count == 0:
         logger.warning(f"{name}: no rows, nothing to predict")

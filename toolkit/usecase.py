@@ -34,11 +34,14 @@ class RecordBatch:
     ids: message}`` for the records that could not be read; each becomes an error row. ``data``:
     the other records' inputs as named numpy arrays, each with one row (axis 0) per good record,
     in the order of ``ids``; the core slices them (``array[positions]``) and hands slices to
-    ``Predictor.predict_batch``."""
+    ``Predictor.predict_batch``. ``unique``: the reader promises that no id of this batch occurs
+    anywhere else in the stream of batches it reads (ids made of a file's path and line, say);
+    batch predict then takes them as they are instead of checking them against every id read."""
 
     ids: list[str]
     data: dict[str, Any]
     errors: dict[int, str] = field(default_factory=dict)
+    unique: bool = False
 
 
 @dataclass
