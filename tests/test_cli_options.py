@@ -36,6 +36,18 @@ def test_an_invalid_choice_is_one_line_and_exit_2(tmp_path):
         assert out_of_range.returncode == 2 and out_of_range.stderr.strip() == f"error: Invalid value for {expected}"
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["serve", "b", "--timeout", "inf"], "'--timeout': inf is not a finite number"),  # passed min=0.001
+    (["serve", "b", "--max-wait-ms", "nan"], "'--max-wait-ms': expected a number of at least 0, got nan"),
+    (["codegen", "complete", "b", "def f():", "--temperature", "nan"], "'--temperature': nan is not a finite number"),  # was: ValueError: Probabilities contain NaN
+    (["codegen", "complete", "b", "def f():", "--temperature", "inf"], "'--temperature': inf is not a finite number"),
+    (["fraud", "train", "t.csv", "--out", "b", "--cost-fn", "inf", "--cost-fp", "1"], "'--cost-fn': inf is not a finite number"),  # was: trained
+])
+def test_a_number_option_refuses_nan_and_infinity_in_one_line(args, expected):
+    result = run_aitk(*args, plugins="codegen,fraud")
+    assert result.returncode == 2 and result.stderr.strip() == f"error: Invalid value for {expected}"
+
+
 def test_a_group_alone_shows_its_help():
     result = run_aitk("wine", plugins="wine")
     assert result.returncode == 2 and result.stderr.startswith("Usage: aitk wine") and "Commands:" in result.stderr

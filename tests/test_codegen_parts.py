@@ -53,3 +53,17 @@ def test_the_kv_cache_graph_passes_the_cache_without_a_deprecation_warning():
         full = model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits[:, -1]
     assert logits.shape == (1, 64) and key.shape == (1, 2, 3, 8)
     assert torch.allclose(step, full, atol=1e-5)  # the cache really carried the first three tokens
+
+
+def test_a_prompt_id_that_is_an_object_a_list_or_true_false_is_an_error_row(tmp_path):
+    from applied_aitk.usecases.codegen.data import read_prompt_records
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a", "id": {"x": 1}}\n{"prompt": "b", "task_id": [1]}\n{"prompt": "c", "id": true}\n{"prompt": "d", "id": 7}\n')
+    records = [(r.id, r.error) for r in read_prompt_records([path])]  # was: the id "{'x': 1}", Python's text of the object
+    assert records == [
+        (f"{path}:1", f"{path}:1: field id: expected text or a number, got an object"),
+        (f"{path}:2", f"{path}:2: field id: expected text or a number, got a list"),
+        (f"{path}:3", f"{path}:3: field id: expected text or a number, got true/false"),
+        ("7", None),
+    ]

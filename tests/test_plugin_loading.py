@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import AITK, run_aitk
 
 HEAVY = ("torch", "transformers", "timm", "onnxruntime", "onnx", "sklearn", "pandas", "tokenizers")
@@ -95,3 +96,30 @@ def test_a_plugin_taking_an_existing_use_case_name_is_reported(tmp_path):
     assert rows["fraud"]["usecases"] == ["fraud"]
     assert f"warning: plugin 'impostor': {clash}" in listed.stderr
     assert "Fraud detection" in run_aitk("fraud", "--help", env=env, plugins="fraud,impostor").stdout
+
+
+@pytest.mark.parametrize("name, summary, problem", [
+    ("serve", "'a summary'", "use case 'serve': a core command of aitk; not loaded"),
+    ("two words", "'a summary'", "use case 'two words': not a command name (lower case letters, digits, - and _); not loaded"),
+    ("nosummary", None, "use case 'nosummary': its commands cannot be built (AttributeError: 'Odd' object has no attribute 'summary'); not loaded"),
+])
+def test_a_use_case_whose_commands_cannot_be_made_is_a_load_error_not_the_end_of_the_cli(tmp_path, name, summary, problem):
+    source = (  # before: every command, --version included, ended in "error: AttributeError: 'Odd' object has no attribute 'summary'"
+        "from applied_aitk import UseCase, hookimpl\n"
+        f"class Odd(UseCase):\n    name = {name!r}\n" + (f"    summary = {summary}\n" if summary else "") +
+        "@hookimpl\ndef register_usecases(register):\n    register(Odd())\n"
+    )
+    env = plugin_env(tmp_path, "odd", source)
+    version = run_aitk("--version", env=env, plugins="wine,odd")
+    assert version.returncode == 0 and version.stdout.startswith("aitk ") and f"warning: plugin 'odd': {problem}" in version.stderr
+    listed = run_aitk("plugins", "--json", env=env, plugins="wine,odd")
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert listed.returncode == 0 and rows["odd"]["error"] == problem and rows["odd"]["usecases"] == []
+    assert run_aitk("wine", "--help", env=env, plugins="wine,odd").returncode == 0
+
+
+def test_a_plugin_whose_register_commands_fails_is_reported_and_the_rest_work(tmp_path):
+    source = "import typer\nfrom applied_aitk import hookimpl\n@hookimpl\ndef register_commands(app):\n    raise SystemExit('no commands today')\n"
+    env = plugin_env(tmp_path, "nocmd", source)
+    helped = run_aitk("wine", "--help", env=env, plugins="wine,nocmd")
+    assert helped.returncode == 0 and "warning: plugin 'nocmd': register_commands failed (SystemExit: no commands today)" in helped.stderr

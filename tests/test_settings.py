@@ -99,6 +99,14 @@ def test_bounds_are_checked_for_values_and_each_list_item():
     assert error({"quantiles": [0.5, 1.0]}) == "setting quantiles=[0.5, 1.0]: expected values < 1"
 
 
+def test_nan_and_infinity_are_refused_whatever_the_bounds():
+    assert error({"learning_rate": "nan"}) == "setting learning_rate='nan': expected a finite number"
+    assert error({"learning_rate": "inf"}) == "setting learning_rate='inf': expected a finite number"  # passed gt=0
+    assert error({"target_recall": float("nan")}) == "setting target_recall=NaN: expected a finite number"  # no bounds
+    assert error({"quantiles": "0.1,inf,0.5"}) == 'setting quantiles=["0.1", "inf", "0.5"]: expected finite numbers'
+    assert error({"max_time": "1e999"}) == "setting max_time='1e999': expected a finite number"
+
+
 def test_deprecated_names_work_with_a_warning(caplog):
     config = build_settings(Config, {"lr": "0.01", "layers": [3]})
     assert config.learning_rate == 0.01 and config.feature_stages == [3]

@@ -17,7 +17,7 @@ from typer._click.exceptions import ClickException as _UsageError  # Typer vendo
 from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
 
 from applied_aitk import __version__, console
-from applied_aitk.cli_options import PLAIN_HELP, AsJson, BundleArg, Device, QuantizeRun, Threads, ThreadsTrain, Command, examples, make_runtime
+from applied_aitk.cli_options import PLAIN_HELP, AsJson, BundleArg, Device, QuantizeRun, Threads, ThreadsTrain, Command, examples, finite, make_runtime
 from applied_aitk.cli_usecase import usecase_group
 from applied_aitk.display import print_mapping, print_table
 from applied_aitk.errors import AitkError
@@ -140,12 +140,12 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="N", help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", envvar="AITK_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); default: $AITK_API_KEY, else none.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, metavar="N", help="Largest dynamic batch (default: the use case's).")] = None,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, metavar="MS", help="How long a batch waits for requests still arriving.")] = 2.0,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0, callback=finite, metavar="MS", help="How long a batch waits for requests still arriving.")] = 2.0,
     max_queue: Annotated[int, typer.Option("--max-queue", min=1, metavar="N", help="Records one model holds at once; more get 503 with Retry-After.")] = 4096,
     max_records: Annotated[int, typer.Option("--max-records", min=1, metavar="N", help="Records per request (more: 413).")] = 1024,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0, metavar="MB", help="Request body size limit in MiB (more: 413).")] = 16.0,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
-    session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0, callback=finite, metavar="MB", help="Request body size limit in MiB (more: 413).")] = 16.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, callback=finite, metavar="SECONDS", help="Seconds per request (more: 504); also the drain time on SIGTERM.")] = 30.0,
+    session_ttl: Annotated[float, typer.Option("--session-ttl", min=1, callback=finite, metavar="SECONDS", help="Seconds of inactivity after which server-side state (a conversation) is dropped.")] = 1800.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request on stderr.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Server processes on the one port, each loading the bundles and batching its own requests (about one per core; see the README).")] = 1,
     engine: Annotated[Literal["local", "ray"], typer.Option("--engine", help="local (uvicorn in this process), or ray: Ray Serve replicas (needs applied-aitk[ray]).")] = "local",
@@ -229,11 +229,9 @@ def main() -> None:
     except OSError as e:
         _fail(f"error: --log-file {flags['log_file']}: {e.strerror}", 2)
     try:
-        from applied_aitk.plugins import pm
+        from applied_aitk.plugins import add_plugin_commands
 
-        for usecase in _usecases().values():
-            add_usecase_commands(usecase)
-        pm.hook.register_commands(app=app)
+        add_plugin_commands(app, _usecases(), add_usecase_commands)
         code = app(args=argv, prog_name="aitk", standalone_mode=False)
     except _NoArgs as e:  # `aitk` or `aitk fraud` alone: the help, on stderr, exit 2
         e.show()

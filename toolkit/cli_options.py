@@ -115,13 +115,24 @@ def with_options(func, extra: list[Option]):
         if option.type is bool:  # unset (None) means the bundle's or the use case's own default
             flag = f"{flag}/--no-{flag[2:]}"
         metavar = None if option.type is bool or get_origin(option.type) is Literal else _METAVARS.get(option.type, "TEXT")
-        default = typer.Option(option.default, flag, help=option.help, metavar=metavar)
+        check = {"callback": finite} if option.type is float else {}
+        default = typer.Option(option.default, flag, help=option.help, metavar=metavar, **check)
         params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
     func.__signature__ = signature.replace(parameters=params)
     return func
 
 
 _METAVARS = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's callback: ``nan`` and ``inf``, which Click's FLOAT takes and its bounds let
+    through, are a usage error (exit 2)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def settings_help(config_class: type) -> str | None:

@@ -6,7 +6,10 @@ AITK_STRICT_PLUGINS=1 makes a load error fatal; AITK_LOAD_PLUGINS=a,b loads only
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
+from typing import Any
 
 import pluggy
 
@@ -76,6 +79,42 @@ def get_usecases() -> dict:
                 load_errors[name] = f"{type(e).__name__}: {e}"
                 logger.warning(f"plugin {name!r} failed to register: {load_errors[name]}")
     return _usecases
+
+
+COMMAND_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def add_plugin_commands(app: Any, usecases: dict, add_usecase: Callable[[Any], None]) -> None:
+    """Each use case's commands (``add_usecase``) and each plugin's own (``register_commands``) on
+    the CLI ``app``, one at a time: a use case named like a core command (``serve``) or not as a
+    command can be (``two words``), or one whose commands cannot be built (a missing ``summary``),
+    is a load error of its plugin, reported on stderr and by `aitk plugins`, and leaves ``usecases``;
+    the rest work."""
+    core = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name, usecase in list(usecases.items()):
+        problem = None
+        if name in core or not COMMAND_NAME.fullmatch(str(name)):
+            problem = f"use case {name!r}: {'a core command of aitk' if name in core else 'not a command name (lower case letters, digits, - and _)'}; not loaded"
+        else:
+            try:
+                add_usecase(usecase)
+            except Exception as e:
+                problem = f"use case {name!r}: its commands cannot be built ({type(e).__name__}: {e}); not loaded"
+        if problem is not None:
+            del usecases[name]  # not a use case of this run: `aitk plugins` and `serve` agree
+            _plugin_error(getattr(usecase, "plugin", name), problem)
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            _plugin_error(impl.plugin_name, f"register_commands failed ({type(e).__name__}: {e})")
+
+
+def _plugin_error(plugin: str, problem: str) -> None:
+    load_errors[plugin] = "; ".join(filter(None, [load_errors.get(plugin), problem]))
+    logger.warning(f"plugin {plugin!r}: {problem}")
 
 
 def plugin_info() -> list[dict]:

@@ -70,10 +70,16 @@ def _hints(config_class: type) -> dict[str, Any]:
 
 
 def _check_bounds(config: Any, given: dict[str, Any]) -> None:
+    """AitkError for a value outside its setting's bounds, or a float that is not finite (``nan``,
+    ``inf``: NaN passed every bound, inf a lower one)."""
+    import math
+
     checks = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise AitkError(f"setting {f.name}={_show(given.get(f.name, value))}: expected {'finite numbers' if items is value else 'a finite number'}")
         for key, (op, ok) in checks.items():
             bound = f.metadata.get(_KEY, {}).get(key)
             if bound is not None and any(v is not None and not ok(v, bound) for v in items):

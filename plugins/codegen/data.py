@@ -195,7 +195,19 @@ def _jsonl_records(path: Path) -> Iterator[Record]:
             yield Record(id=where, error=f"{where}: not valid JSON ({e.msg})")
             continue
         key = obj.get("id", obj.get("task_id")) if isinstance(obj, dict) else None
-        yield Record(id=where if key is None else str(key), data={"where": where, "value": obj})
+        if not id_problem(key):
+            yield Record(id=where if key is None else str(key), data={"where": where, "value": obj})
+        else:
+            yield Record(id=where, error=f"{where}: {id_problem(key)}")
+
+
+def id_problem(key: Any) -> str | None:
+    """Why a record's ``id`` (or ``task_id``) cannot name its row: true/false, a list or an object
+    (its Python text, ``{'a': 1}``, is no id a user wrote); None for text, a number or none."""
+    if isinstance(key, (bool, dict, list)):
+        kind = {bool: "true/false", dict: "an object", list: "a list"}[type(key)]
+        return f"field id: expected text or a number, got {kind}"
+    return None
 
 
 def _text_record(path: Path) -> Record:

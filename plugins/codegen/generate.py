@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from applied_aitk import AitkError, Predictor, Record
+from applied_aitk import AitkError, InputError, Predictor, Record
 from applied_aitk.console import get_logger
 from applied_aitk.text import pad_ids
 
-from applied_aitk.usecases.codegen.data import prompt_of, read_prompt_records
+from applied_aitk.usecases.codegen.data import id_problem, prompt_of, read_prompt_records
 from applied_aitk.usecases.codegen.fim import Infill, find_fim, infill_ids, no_fim_message
 
 logger = get_logger(__name__)
@@ -44,10 +44,10 @@ class Sampling:
         problems = [
             (self.max_new_tokens < 1, f"max_new_tokens {self.max_new_tokens}: expected at least 1"),
             (self.max_new_tokens >= context, f"max_new_tokens {self.max_new_tokens}: expected less than the model's context of {context} tokens"),
-            (self.temperature < 0, f"temperature {self.temperature}: expected 0 (greedy) or more"),
+            (not 0 <= self.temperature < float("inf"), f"temperature {self.temperature}: expected 0 (greedy) or a finite number above it"),
             (self.top_k < 0, f"top_k {self.top_k}: expected 0 (off) or more"),
             (not 0 < self.top_p <= 1, f"top_p {self.top_p}: expected a value in (0, 1]"),
-            (self.repetition_penalty <= 0, f"repetition_penalty {self.repetition_penalty}: expected a positive value (1 = off)"),
+            (not 0 < self.repetition_penalty < float("inf"), f"repetition_penalty {self.repetition_penalty}: expected a finite positive value (1 = off)"),
             (self.on_long not in ON_LONG, f"on_long {self.on_long!r}: expected truncate or error"),
         ]
         for failed, message in problems:
@@ -318,6 +318,8 @@ class CodegenPredictor(Predictor):
     def from_json(self, value: Any, id: str) -> Record:
         """``{"prompt": ...}`` (a JSONL line of `predict`'s input); its ``id`` or ``task_id`` names the row."""
         key = value.get("id", value.get("task_id")) if isinstance(value, dict) else None
+        if id_problem(key):
+            raise InputError(id_problem(key))
         return Record(id if key is None else str(key), data={"where": f"records[{id}]", "value": value})
 
     def decode(self, record: Record) -> tuple[str | Infill, str]:
