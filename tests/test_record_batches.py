@@ -143,3 +143,10 @@ def test_ids_of_files_whose_names_could_collide_are_checked(tmp_path):
     ids = [id for b in read_new(batches, set(), Counter()) for id in b.ids]
     assert len(ids) == len(set(ids)) and ids[-1] == f"{tmp_path / 'a.csv:2'}#2"
     assert all(b.unique for b in read_batches([tmp_path / "a.csv", tmp_path / "b.csv"], Ratio().schema()))
+
+
+def test_ids_are_path_and_line_also_for_a_name_that_is_not_valid_unicode(tmp_path):
+    odd = tmp_path / "t\udcff.csv"  # a file name with a byte that is not UTF-8, as Python gives it
+    odd.write_bytes(ROWS)
+    (batch,) = list(read_batches([odd], Ratio().schema()))
+    assert batch.ids == [f"{odd}:{line}" for line in range(2, 9)]
