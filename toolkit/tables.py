@@ -161,39 +161,63 @@ def record_from_object(value: Any, schema: Schema, id: str) -> Record:
     and decoded by the functions that read a line of a JSON lines file in batch `predict`
     (``table_json``), so that a bad record gets the error text batch `predict` writes for that
     line. InputError names the field that is missing or wrong."""
+    (record,) = records_from_objects([value], schema, [id])
+    if record.error is not None:
+        raise InputError(record.error)
+    return record
+
+
+def records_from_objects(values: list[Any], schema: Schema, ids: list[str]) -> list[Record]:
+    """``record_from_object`` of each value, a bad one an error record with its InputError's text;
+    the rows whose number cells are all JSON numbers (the common case) decoded in one numpy call
+    for all of them, the others (text to parse, something to say) as batch `predict` reads a line."""
+    take = _cells_of(schema.numbers)
+    records: list[Record | None] = [None] * len(values)
+    plain: list[tuple[int, tuple]] = []  # (position, text cells) of the rows of plain numbers
+    cells: list[tuple] = []
+    for k, value in enumerate(values):
+        texts = _plain_texts(value, schema.texts) if isinstance(value, dict) else None
+        numbers = _number_cells(value, take) if texts is not None else None
+        if numbers is None:
+            records[k] = _read_as_a_line(value, schema, ids[k])
+        else:
+            plain.append((k, texts))
+            cells.append(numbers)
+    if cells:
+        try:
+            numbers = np.array(cells, dtype=np.float64).reshape(len(cells), len(schema.numbers))
+        except OverflowError:  # an integer beyond float64: each row on its own
+            numbers = np.full((len(cells), len(schema.numbers)), np.inf)
+        fits = (np.abs(numbers) <= FLOAT32_MAX).all(axis=1)  # False for NaN, an infinity, beyond float32
+        with np.errstate(over="ignore", invalid="ignore"):  # the rows that do not fit are read again below
+            numbers = numbers.astype(np.float32)  # integers through float64, as a text cell is read
+        for j, ((k, texts), fit) in enumerate(zip(plain, fits.tolist())):
+            records[k] = Record(ids[k], (numbers[j], texts)) if fit else _read_as_a_line(values[k], schema, ids[k])
+    return records  # type: ignore[return-value]
+
+
+def _number_cells(value: dict[str, Any], take: Callable[[dict[str, Any]], tuple]) -> tuple | None:
+    """The number cells of a row if every one is a JSON number (int or float, not bool); else None."""
+    try:
+        numbers = take(value)
+    except KeyError:
+        return None
+    return numbers if set(map(type, numbers)) <= {int, float} else None
+
+
+def _read_as_a_line(value: Any, schema: Schema, id: str) -> Record:
+    """The record of a row as batch `predict` reads a JSON line (``_checked``), or its error record."""
     if not isinstance(value, dict):
-        raise InputError(NOT_AN_OBJECT)
-    numbers = _plain_numbers(value, schema.numbers)
-    texts = _plain_texts(value, schema.texts)
-    if numbers is None or texts is None:  # something to say, or text to parse: as batch `predict` does
+        return Record(id, error=NOT_AN_OBJECT)
+    try:
         return Record(id, _checked(value, schema))
-    return Record(id, (numbers, texts))
+    except InputError as e:
+        return Record(id, error=str(e))
 
 
 NOT_AN_OBJECT = "expected a JSON object of column: value"
 """The error of a JSON record that is not an object, as batch `predict` words it for a JSON line."""
 _ABSENT = object()
-
-
-def _plain_numbers(value: dict[str, Any], columns: tuple[str, ...]) -> np.ndarray | None:
-    """float32 [len(columns)] when every cell is a JSON number that fits a float32 (checked in plain
-    Python, one numpy call: the common case of a request); None otherwise (missing, text, null, too
-    large, NaN: ``_checked``)."""
-    try:
-        cells = _cells_of(columns)(value)
-    except KeyError:
-        return None
-    kinds = set(map(type, cells))
-    if not kinds <= {int, float}:  # bool, None, text: checked cell by cell
-        return None
-    if cells and not (-FLOAT32_MAX <= min(cells) and max(cells) <= FLOAT32_MAX):  # an infinity, beyond float32
-        return None
-    total = sum(cells)  # NaN if a cell is (min and max may miss one); no overflow, every cell fits a float32
-    if total != total:
-        return None
-    if kinds == {float}:  # a float64 rounded to float32 in one step
-        return np.array(cells, dtype=np.float32)
-    return np.array(cells, dtype=np.float64).astype(np.float32)  # integers through float64, as a text cell is read
 
 
 @functools.lru_cache(maxsize=64)
@@ -208,6 +232,8 @@ def _cells_of(columns: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple]:
 def _plain_texts(value: dict[str, Any], columns: tuple[str, ...]) -> tuple[str | None, ...] | None:
     """The text cells as batch `predict` reads them (None where empty); None if one is missing or
     not a number, text or null (``_checked`` says why)."""
+    if not columns:
+        return ()
     from applied_aitk.table_json import cell_text
 
     texts = []

@@ -20,7 +20,7 @@ from applied_aitk.serve.http import HTTPError, guarded, install_error_handlers
 from applied_aitk.serve.limits import ApiKey, BodyLimit, Limits
 from applied_aitk.serve.metrics import Metrics
 from applied_aitk.serve.models import ServedModel
-from applied_aitk.serve.predict import PredictPath, json_records, predict_rows, upload_records
+from applied_aitk.serve.predict import PredictPath, json_values, predict_json, predict_rows, upload_records
 
 PREDICT_ANSWER = {
     "type": "object", "required": ["model", "rows"],
@@ -138,10 +138,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits, metrics: Metrics,
 
     async def _predict(served: ServedModel, request: Request, limits: Limits) -> list[dict[str, Any]]:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            records = await upload_records(served.predictor, request, limits)
-        else:
-            records = json_records(served.predictor, await request.body(), limits)
-        return await predict_rows(served, records)
+            return await predict_rows(served, await upload_records(served.predictor, request, limits))
+        return await predict_json(served, json_values(await request.body(), limits))
 
     for model in models.values():
         model.usecase.serve_routes(app, model)

@@ -39,7 +39,11 @@ class ServedModel:
     batchers: list[Batcher] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.batcher = self.new_batcher("predict", self._predict_pairs)
+        # records that need no decoding (table rows) are made from the JSON values a batch at a time,
+        # in the model's thread; others per request, and decoded (in a thread pool where it is work)
+        predictor = self.predictor
+        self.json_batches = not predictor.threaded_decode and type(predictor).from_upload is Predictor.from_upload
+        self.batcher = self.new_batcher("predict", self._predict_json if self.json_batches else self._predict_pairs)
 
     def new_batcher(self, purpose: str, run, max_batch: int | None = None) -> Batcher:
         """A batcher for this model's ``run(items) -> results``, started and stopped with the server."""
@@ -62,6 +66,10 @@ class ServedModel:
         """Each record decoded as batch `predict` decodes it: ``(input, None)`` or ``(None, error)``."""
         return _decode_all(self.predictor, records)
 
+    def _predict_json(self, values: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+        records = json_records(self.predictor, values)
+        return self._predict_pairs(list(zip(records, self.decode(records))))
+
     def _predict_pairs(self, pairs: list[tuple[Record, tuple[Any, str | None]]]) -> list[dict[str, Any]]:
         rows = _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
         rows = [finite_row(row) for row in rows]  # as the batch writer: a NaN or an infinity makes an error row
@@ -81,6 +89,26 @@ class ServedModel:
             "provider": getattr(self.predictor, "provider", None),
             "batch_size": self.batch_size,
         }
+
+
+def json_records(predictor: Predictor, values: list[tuple[int, Any]]) -> list[Record]:
+    """The records of JSON values, each with its position in its request (the record's id), made by
+    ``from_json_batch``; one that cannot be a record is an error record naming it (``records[3]: ...``)."""
+    ids = [str(i) for i, _ in values]
+    try:
+        records = predictor.from_json_batch([value for _, value in values], ids)
+    except Exception:  # a value failed in a way of its own: one by one, so that it fails alone
+        records = [_json_record(predictor, value, id) for (_, value), id in zip(values, ids)]
+    return [record if record.error is None else Record(record.id, error=f"records[{record.id}]: {record.error}") for record in records]
+
+
+def _json_record(predictor: Predictor, value: Any, id: str) -> Record:
+    try:
+        return predictor.from_json(value, id)
+    except AitkError as e:
+        return Record(id, error=str(e))
+    except Exception as e:  # as batch `predict` words a record that fails in a library's own way
+        return Record(id, error=f"{type(e).__name__}: {e}")
 
 
 def load_models(specs: list[str], usecases: dict[str, UseCase], runtime: Runtime, limits: Limits, metrics: Metrics,

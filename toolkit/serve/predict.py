@@ -24,8 +24,23 @@ from applied_aitk.serve.batcher import QueueFull, run_in_thread
 from applied_aitk.serve.http import HTTPError, crash_content, json_body, limit_error
 from applied_aitk.serve.limits import Limits, Refused, check_key, read_body, send_json
 from applied_aitk.serve.metrics import Metrics
-from applied_aitk.serve.models import ServedModel
+from applied_aitk.serve.models import ServedModel, json_records
 from applied_aitk.usecase import Predictor, Record
+
+
+async def predict_json(served: ServedModel, values: list[Any], deadline: float | None = None) -> list[dict[str, Any]]:
+    """The rows batch `predict` writes for a request's JSON values (``json_values``): made into
+    records a batch at a time in the model's thread (``ServedModel.json_batches``: table rows), or
+    here and decoded by ``predict_rows``. QueueFull and TimeoutError as ``predict_rows``."""
+    items = list(enumerate(values))
+    if not served.json_batches:
+        return await predict_rows(served, json_records(served.predictor, items), deadline)
+    batcher = served.batcher
+    ticket = batcher.reserve(len(items))
+    try:
+        return await batcher.submit(ticket, items, deadline)
+    finally:
+        batcher.release(ticket)
 
 
 async def predict_rows(served: ServedModel, records: list[Record], deadline: float | None = None) -> list[dict[str, Any]]:
@@ -44,9 +59,9 @@ async def predict_rows(served: ServedModel, records: list[Record], deadline: flo
         batcher.release(ticket)
 
 
-def json_records(predictor: Predictor, body: bytes, limits: Limits) -> list[Record]:
-    """The records of a JSON body ``{"records": [...]}``; a value that cannot be a record is an
-    error record. HTTPError (4xx naming the field) for a body of another shape."""
+def json_values(body: bytes, limits: Limits) -> list[Any]:
+    """The record values of a JSON body ``{"records": [...]}``; HTTPError (4xx naming the field)
+    for a body of another shape."""
     parsed = json_body(body)
     if not isinstance(parsed, dict):
         raise HTTPError(422, 'body: expected a JSON object like {"records": [...]}', "body")
@@ -56,13 +71,7 @@ def json_records(predictor: Predictor, body: bytes, limits: Limits) -> list[Reco
     if not isinstance(values, list):
         raise HTTPError(422, "records: expected a list", "records")
     check_count(len(values), limits, "records")
-    records = []
-    for i, value in enumerate(values):
-        try:
-            records.append(predictor.from_json(value, str(i)))
-        except AitkError as e:
-            records.append(Record(str(i), error=f"records[{i}]: {e}"))
-    return records
+    return values
 
 
 async def upload_records(predictor: Predictor, request: Request, limits: Limits) -> list[Record]:
@@ -125,7 +134,7 @@ class PredictPath:
             if body is None:
                 return
             deadline = asyncio.get_running_loop().time() + limits.timeout_s
-            rows = await predict_rows(served, json_records(served.predictor, body, limits), deadline)
+            rows = await predict_json(served, json_values(body, limits), deadline)
             status, content = 200, _dumps({"model": served.name, "rows": rows})
         except Refused as e:
             status, content, headers = e.status, e.body, e.headers
