@@ -250,3 +250,16 @@ def test_a_truncated_training_image_fails_training_in_one_line_naming_it(trained
     result = run_aitk("defects", "train", str(data), "--out", str(tmp_path / "b"), *QUICK, plugins="defects")
     assert result.returncode == 1 and "Traceback" not in result.stderr and not (tmp_path / "b").exists()
     assert result.stderr.strip().splitlines()[-1] == f"error: {data}/train/good/zz_truncated.png: not a readable image (OSError: image file is truncated)"
+
+
+def test_a_multi_page_tiff_or_animated_gif_is_scored_from_its_first_page_with_a_warning(trained, tmp_path):
+    good, other = sorted((trained["data"] / "test" / "good").glob("*.png"))[:2]
+    first, second = Image.open(good).convert("RGB"), Image.open(other).convert("RGB")
+    first.save(tmp_path / "stack.tif", save_all=True, append_images=[second, second])  # was scored from page 1 without a word
+    first.save(tmp_path / "one.tif")
+    out = tmp_path / "p.jsonl"
+    result = run_aitk("defects", "predict", str(trained["bundle"]), str(tmp_path / "stack.tif"), str(tmp_path / "one.tif"), "--out", str(out), plugins="defects")
+    assert result.returncode == 0, result.stderr
+    rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["stack.tif"]["warnings"] == ["3 pages (frames) in the file; only the first was scored"]
+    assert rows["stack.tif"]["score"] == pytest.approx(rows["one.tif"]["score"]) and "warnings" not in rows["one.tif"]

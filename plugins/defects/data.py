@@ -48,15 +48,22 @@ def open_image(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_M
     16-bit data, float images from [0, 1]. Raises InputError naming the file for anything that
     is not a readable image, an image over ``max_pixels`` pixels or under MIN_SIDE on a side,
     and pixel values its type cannot hold (int32 outside 0..65535, float outside [0, 1])."""
+    return open_pages(source, name, max_pixels)[0]
+
+
+def open_pages(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, int]:
+    """(``open_image`` of the file: its first page, how many pages or frames it holds: a
+    multi-page TIFF, an animated GIF or WebP has more than one)."""
     name = name or str(source)
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         check_size(image.size, name, max_pixels)
         image.load()
+        pages = int(getattr(image, "n_frames", 1))
         image = ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
-    return to_rgb(image, name)
+    return to_rgb(image, name), pages
 
 
 def image_from_json(value: object) -> bytes:

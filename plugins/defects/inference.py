@@ -28,6 +28,7 @@ class Decoded:
     size: tuple[int, int]
     original: Image.Image | None
     name: str
+    pages: int = 1
 
 
 def bundle_threshold(bundle: Bundle, runtime: Runtime, override: float | None) -> float:
@@ -71,8 +72,8 @@ class DefectPredictor(Predictor):
         return Record(filename, data=data)
 
     def decode(self, record: Record) -> Decoded:
-        image = D.open_image(record.data, record.id, self.max_pixels)
-        return Decoded(D.resize(image, self.size), image.size, image if self.heatmaps else None, record.id)
+        image, pages = D.open_pages(record.data, record.id, self.max_pixels)
+        return Decoded(D.resize(image, self.size), image.size, image if self.heatmaps else None, record.id, pages)
 
     def predict(self, inputs: list[Decoded]) -> list[dict[str, Any]]:
         outputs = self.session(np.stack([x.image for x in inputs]))
@@ -89,6 +90,8 @@ class DefectPredictor(Predictor):
                 best = int(np.argmax(probs[k]))
                 row["defect_type"] = self.types[best] if defect else None
                 row["defect_type_prob"] = float(probs[k][best]) if defect else None
+            if x.pages > 1:  # scored from its first page alone: say so
+                row["warnings"] = [f"{x.pages} pages (frames) in the file; only the first was scored"]
             if self.heatmaps:
                 path = self.heatmaps / heatmap_name(x.name, self.heatmap_names)
                 row["heatmap"] = str(write_overlay(x, maps[k], float(scores[k]), self.threshold, boxes, path))
