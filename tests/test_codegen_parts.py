@@ -48,8 +48,8 @@ def test_the_kv_cache_graph_passes_the_cache_without_a_deprecation_warning():
     ids = torch.tensor([[5, 6, 7]])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("error", FutureWarning)
-        logits, key, value = KVDecoder(model)(ids, torch.ones_like(ids), torch.arange(3)[None], *[torch.zeros(1, 2, 0, 8)] * 2)
-        step = KVDecoder(model)(ids[:, -1:] + 1, torch.ones(1, 4, dtype=torch.long), torch.tensor([[3]]), key, value)[0]
+        logits, key, value = KVDecoder(model, 32)(ids, torch.ones_like(ids), torch.arange(3)[None], *[torch.zeros(1, 2, 0, 8)] * 2)
+        step = KVDecoder(model, 32)(ids[:, -1:] + 1, torch.ones(1, 4, dtype=torch.long), torch.tensor([[3]]), key, value)[0]
         full = model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits[:, -1]
     assert logits.shape == (1, 64) and key.shape == (1, 2, 3, 8)
     assert torch.allclose(step, full, atol=1e-5)  # the cache really carried the first three tokens

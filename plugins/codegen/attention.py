@@ -41,15 +41,19 @@ class Step:
     seqlens_k: torch.Tensor
     total: torch.Tensor
     bias: torch.Tensor
+    rotary: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    """position ids ``[batch, new]`` and cos, sin tables ``[positions, head_dim / 2]``, for layers that
+    apply RoPE as one op (plugins/codegen/fused.py)"""
     present: list[torch.Tensor] = field(default_factory=list)
 
     @classmethod
-    def of(cls, heads: int, kv_heads: int, attention_mask: torch.Tensor, new: int, past: list[torch.Tensor]) -> Step:
+    def of(cls, heads: int, kv_heads: int, attention_mask: torch.Tensor, new: int, past: list[torch.Tensor],
+           rotary: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> Step:
         ones = torch.ones_like(attention_mask, dtype=torch.int32)
         seqlens_k = ones.sum(1, dtype=torch.int32) - 1
         total = ones[0].sum(dtype=torch.int32)
         bias = (1.0 - attention_mask.to(torch.float32))[:, None, None, :] * MASKED
-        return cls(heads, kv_heads, list(past), seqlens_k, total, bias.expand(-1, -1, new, -1))
+        return cls(heads, kv_heads, list(past), seqlens_k, total, bias.expand(-1, -1, new, -1), rotary)
 
 
 class PassThroughCache(DynamicCache):
@@ -75,16 +79,22 @@ def group_query_attention(module, query, key, value, attention_mask, scaling=Non
         raise RuntimeError(f"attention {ATTENTION!r} runs only inside the KV-cache export wrapper")
     batch, _, new, head_dim = query.shape
     heads, kv_heads = aitk_step.heads, aitk_step.kv_heads  # plain ints: traced shapes cannot be attributes
-    i = 2 * module.layer_idx
-    past_key, past_value = aitk_step.past[i], aitk_step.past[i + 1]
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None) or 0
     softcap = kwargs.get("softcap") or 0.0
     scale = float(scaling) if scaling is not None else head_dim ** -0.5
-    output, present_key, present_value = _GroupQueryAttention.apply(
-        _flat(query), _flat(key), _flat(value), past_key, past_value, aitk_step.seqlens_k, aitk_step.total, aitk_step.bias,
-        heads, kv_heads, scale, int(window), float(softcap))
-    aitk_step.present[i:i + 2] = [present_key, present_value]
+    output = attend(aitk_step, module.layer_idx, _flat(query), _flat(key), _flat(value), scale, int(window), float(softcap))
     return output.view(batch, new, heads, head_dim), None
+
+
+def attend(step: Step, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float, window: int = 0,
+           softcap: float = 0.0) -> torch.Tensor:
+    """One layer's attention on ``[batch, new, heads * head_dim]`` queries and ``[batch, new, kv_heads * head_dim]``
+    keys and values (after RoPE); the layer's present keys and values go to ``step``. Returns ``[batch, new, heads * head_dim]``."""
+    i = 2 * layer
+    output, present_key, present_value = _GroupQueryAttention.apply(
+        query, key, value, step.past[i], step.past[i + 1], step.seqlens_k, step.total, step.bias, step.heads, step.kv_heads, scale, window, softcap)
+    step.present[i:i + 2] = [present_key, present_value]
+    return output
 
 
 def _flat(states: torch.Tensor) -> torch.Tensor:

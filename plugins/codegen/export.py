@@ -37,7 +37,7 @@ def train_result(model, tokenizer, context: int, metrics: dict[str, Any], window
         files={"tokenizer.json": tokenizer.to_str(), "model_config.json": model.config.to_dict(), "heldout.json": heldout},
         metrics={**metrics, "parameters": assets["parameters"]}, history=metrics.get("history", []),
     )
-    decoder = decoder_graph(model, shape, vocab)
+    decoder = decoder_graph(model, shape, vocab, context)
     cpu = Runtime(device="cpu", threads=threads)
     quality = windows or reference_windows(tokenizer, context)
 

@@ -91,10 +91,11 @@ class KVDecoder(torch.nn.Module):
     is neither repeated per query head nor concatenated: bound as one buffer for past and present,
     it is written in place."""
 
-    def __init__(self, model):
+    def __init__(self, model, context: int):
         import inspect
 
         from applied_aitk.usecases.codegen.attention import register
+        from applied_aitk.usecases.codegen.fused import fused_attention
 
         super().__init__()
         self.model = model
@@ -102,19 +103,28 @@ class KVDecoder(torch.nn.Module):
         self.kv_heads = cache_shape(model)["kv_heads"]  # what the model builds (a config may name heads it ignores)
         # transformers 5.x names the cache argument `cache` (`past_key_values` warns, then goes)
         self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        # Llama-style attention with RoPE inside the op (plugins/codegen/fused.py); tables for `context` positions
+        self.fused = fused_attention(model, context)
+        if self.fused:
+            self.register_buffer("rotary_cos", self.fused.cos, persistent=False)
+            self.register_buffer("rotary_sin", self.fused.sin, persistent=False)
         register()
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
+        from contextlib import nullcontext
+
         from applied_aitk.usecases.codegen.attention import ATTENTION, PassThroughCache, Step
 
-        step = Step.of(self.heads, self.kv_heads, attention_mask, input_ids.shape[1], past)
+        rotary = (position_ids, self.rotary_cos, self.rotary_sin) if self.fused else None
+        step = Step.of(self.heads, self.kv_heads, attention_mask, input_ids.shape[1], past, rotary)
         config = self.model.config
         implementation, config._attn_implementation = config._attn_implementation, ATTENTION
         try:
-            out = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
-                aitk_step=step, **{self.cache_argument: PassThroughCache()},
-            )
+            with self.fused.patched() if self.fused else nullcontext():
+                out = self.model(
+                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1,
+                    aitk_step=step, **{self.cache_argument: PassThroughCache()},
+                )
         finally:
             config._attn_implementation = implementation
         return (out.logits[:, -1].float(), *step.present)
@@ -138,10 +148,10 @@ def past_names(layers: int) -> tuple[list[str], list[str]]:
     return inputs, [n.replace("past.", "present.") for n in inputs]
 
 
-def decoder_graph(model, shape: dict[str, int], vocab_size: int) -> Graph:
-    """The KV-cache graph ("model"): parity against torch for a decoding step with a left-padded row,
-    and (``prompt_pass_parity``) for a prompt pass with an empty past."""
-    wrapper = KVDecoder(model).eval()
+def decoder_graph(model, shape: dict[str, int], vocab_size: int, context: int) -> Graph:
+    """The KV-cache graph ("model") for sequences of up to ``context`` tokens: parity against torch for a
+    decoding step with a left-padded row, and (``prompt_pass_parity``) for a prompt pass with an empty past."""
+    wrapper = KVDecoder(model, context).eval()
     past_in, past_out = past_names(shape["layers"])
     axes = {"input_ids": {0: "batch", 1: "new"}, "attention_mask": {0: "batch", 1: "total"}, "position_ids": {0: "batch", 1: "new"}, "logits": {0: "batch"}}
     axes.update({n: {0: "batch", 2: "past"} for n in past_in})
