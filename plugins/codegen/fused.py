@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from applied_aitk.usecases.codegen.attention import Step, attend
 
@@ -44,6 +43,8 @@ class Fused:
 
     modules: list[torch.nn.Module]
     mlps: list[torch.nn.Module]
+    joined: torch.nn.ModuleList
+    """the joined q/k/v and gate/up projections (``_join``), for the export wrapper to hold"""
     cos: torch.Tensor
     sin: torch.Tensor
 
@@ -75,24 +76,26 @@ def fused_attention(model, positions: int) -> Fused | None:
     half = head_dim // 2
     if cos.shape[-1] != head_dim or not (torch.equal(cos[..., :half], cos[..., half:]) and torch.equal(sin[..., :half], sin[..., half:])):
         return None  # partial rotary, or not the rotate-half layout
-    for module in modules:
-        if not hasattr(module, "qkv_proj"):
-            _join(module, "aitk_qkv", [module.q_proj, module.k_proj, module.v_proj])
+    joined = [_join(m, "aitk_qkv", [m.q_proj, m.k_proj, m.v_proj]) for m in modules if not hasattr(m, "qkv_proj")]
     mlps = [m for m in model.modules() if type(m).__name__ in FUSED_MLP]
-    for mlp in mlps:
-        _join(mlp, "aitk_gate_up", [mlp.gate_proj, mlp.up_proj])
-    return Fused(modules, mlps, cos[0, :, :half].float().contiguous(), sin[0, :, :half].float().contiguous())
+    joined += [_join(m, "aitk_gate_up", [m.gate_proj, m.up_proj]) for m in mlps]
+    return Fused(modules, mlps, torch.nn.ModuleList(joined), cos[0, :, :half].float().contiguous(), sin[0, :, :half].float().contiguous())
 
 
-def _join(module: torch.nn.Module, name: str, linears: list[torch.nn.Linear]) -> None:
-    """``linears``' weights (and biases) stacked as one matrix, ``name`` + ``_weight`` / ``_bias`` buffers
-    of ``module``: one matrix product (one MatMulNBits in int4) instead of several on the same input.
-    Not in the state dict: the bundle's weights stay transformers' own."""
-    module.register_buffer(f"{name}_weight", torch.cat([x.weight.detach() for x in linears]), persistent=False)
-    bias = None
-    if any(x.bias is not None for x in linears):
-        bias = torch.cat([x.bias.detach() if x.bias is not None else torch.zeros(x.out_features) for x in linears])
-    module.register_buffer(f"{name}_bias", bias, persistent=False)
+def _join(module: torch.nn.Module, name: str, linears: list[torch.nn.Linear]) -> torch.nn.Linear:
+    """``linears`` (on the same input) as one ``torch.nn.Linear``, their outputs side by side: one matrix
+    product (one MatMulNBits in int4) instead of several. Kept in ``module``'s ``__dict__`` as ``name``,
+    not as a submodule: the model's state dict (the bundle's weights) stays transformers' own; the
+    export wrapper holds it as a module, so its weights are initializers the quantizers see."""
+    weight = torch.cat([x.weight.detach() for x in linears])
+    joined = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=any(x.bias is not None for x in linears))
+    with torch.no_grad():
+        joined.weight.copy_(weight)
+        if joined.bias is not None:
+            joined.bias.copy_(torch.cat([x.bias.detach() if x.bias is not None else torch.zeros(x.out_features) for x in linears]))
+    joined.requires_grad_(False)
+    module.__dict__[name] = joined
+    return joined
 
 
 def _forward(self, hidden_states: torch.Tensor, *args, aitk_step: Step | None = None, **kwargs) -> tuple[torch.Tensor, None]:
@@ -100,7 +103,7 @@ def _forward(self, hidden_states: torch.Tensor, *args, aitk_step: Step | None = 
     if aitk_step is None or aitk_step.rotary is None:
         raise RuntimeError("fused attention runs only inside the KV-cache export wrapper")
     heads, kv_heads, head_dim = aitk_step.heads, aitk_step.kv_heads, int(self.head_dim)
-    joined = self.qkv_proj(hidden_states) if hasattr(self, "qkv_proj") else F.linear(hidden_states, self.aitk_qkv_weight, self.aitk_qkv_bias)
+    joined = self.qkv_proj(hidden_states) if hasattr(self, "qkv_proj") else self.aitk_qkv(hidden_states)
     query, key, value = joined.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
     positions, cos, sin = aitk_step.rotary
     query, key = _Rotary.apply(query, positions, cos, sin, heads), _Rotary.apply(key, positions, cos, sin, kv_heads)
@@ -112,7 +115,7 @@ def _forward(self, hidden_states: torch.Tensor, *args, aitk_step: Step | None = 
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     """A fused MLP: ``down_proj(act_fn(gate) * up)`` with gate and up from one matrix product."""
     width = self.down_proj.in_features
-    gate, up = F.linear(x, self.aitk_gate_up_weight, self.aitk_gate_up_bias).split([width, width], dim=-1)
+    gate, up = self.aitk_gate_up(x).split([width, width], dim=-1)
     return self.down_proj(self.act_fn(gate) * up)
 
 

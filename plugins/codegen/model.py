@@ -106,6 +106,7 @@ class KVDecoder(torch.nn.Module):
         # Llama-style attention with RoPE inside the op (plugins/codegen/fused.py); tables for `context` positions
         self.fused = fused_attention(model, context)
         if self.fused:
+            self.joined = self.fused.joined  # a submodule: its weights are the graph's initializers
             self.register_buffer("rotary_cos", self.fused.cos, persistent=False)
             self.register_buffer("rotary_sin", self.fused.sin, persistent=False)
         register()
