@@ -177,6 +177,7 @@ def _in_process(predictor, records: list[dict], batch: int, max_records: int, ma
 
 FIXED_ANSWER = """
 import os, sys, uvicorn
+from applied_aitk.serve.protocol import OneWriteHTTP  # the server's HTTP protocol: an answer in one write
 answer = os.environ["AITK_ANSWER"].encode()
 async def app(scope, receive, send):
     while (await receive()).get("more_body"):
@@ -185,12 +186,12 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]})
     await send({"type": "http.response.body", "body": answer})
 if __name__ == "__main__":
-    uvicorn.run("fixed_answer:app", port=int(sys.argv[1]), workers=int(sys.argv[2]), log_level="warning", access_log=False, lifespan="off")
+    uvicorn.run("fixed_answer:app", port=int(sys.argv[1]), workers=int(sys.argv[2]), log_level="warning", access_log=False, lifespan="off", http=OneWriteHTTP)
 """
 
 
 def _http_floor(bodies: Path, answer: bytes, clients: int, seconds: float, workers: int = 1) -> list:
-    """The same requests answered by uvicorn alone, on the same stack (uvloop, httptools), with a
+    """The same requests answered by uvicorn alone, on the same stack (uvloop, httptools, OneWriteHTTP), with a
     fixed answer the size of the model's: what HTTP costs before any JSON, batching or model."""
     script = bodies.with_name("fixed_answer.py")  # a module: uvicorn's workers import the app by name
     script.write_text(FIXED_ANSWER)
