@@ -242,3 +242,12 @@ def test_training_data_facts_name_count_and_hash_files_and_folders(tmp_path):
     (tmp_path / "t.csv").write_text("a,b\n1,2\n3,4")
     assert data_facts(tmp_path / "t.csv")["records"] == 2
     assert data_facts("stdlib:*.py") == {"name": "stdlib:*.py"}  # a use case's own spec: named only
+
+
+def test_bundle_info_json_of_a_manifest_holding_nan_is_valid_json(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["metrics"]["accuracy"] = float("nan")  # Python's json wrote such a metric as NaN, which strict JSON readers refuse
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    shown = run_aitk("bundle", "info", str(bundle_copy), "--json", plugins="wine")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout, parse_constant=lambda name: pytest.fail(f"{name} in --json"))["metrics"]["accuracy"] is None

@@ -280,6 +280,12 @@ def test_bom_surrogates_and_bad_bytes_in_messages_are_handled(bot, tmp_path):
     assert rows[2]["error"].endswith("in.jsonl:3: not valid UTF-8 (byte 13 of the line)")
 
 
+def test_a_message_of_control_or_format_characters_only_is_empty_not_classified(bot, tmp_path):
+    lines = [json.dumps({"text": t}).encode() + b"\n" for t in ("\u0000", "\u200b\ufeff", "hello there")]
+    result, rows = predict(bot, tmp_path, lines)  # was: a NUL answered as a greeting (confidence 0.54)
+    assert result.returncode == 0 and [row["action"] for row in rows[:2]] == ["empty", "empty"] and rows[2]["intent"] == "greeting"
+
+
 def test_fine_tuning_names_its_phases_in_the_log_and_the_history(bot, tmp_path):
     trained = aitk("chatbot", "train", str(bot["data"] / "domain.yaml"), "--out", str(tmp_path / "tuned"), "--set", "probe_epochs=2",
                    "--set", "max_steps=2", "--set", "max_length=24", "--device", "cpu")

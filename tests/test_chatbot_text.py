@@ -142,3 +142,10 @@ def test_amounts_are_read_whole_as_people_write_them_or_not_at_all():
         assert extract(f"it was {amount} yesterday", slots).get("amount") == amount
     assert extract("1.2m", slots, expected="amount") == {"amount": "1.2m"}  # a bare number when the bot asked for it
     assert "amount" not in extract("it was $1.5x", slots, expected="amount")  # never part of a value: ask again
+
+
+def test_blank_is_white_space_control_and_format_characters_only():
+    from applied_aitk.usecases.chatbot.data import blank
+
+    assert all(blank(t) for t in ("", " \t\n", "\x00", "\u200b", "\ufeff\u200d", "\x1b"))
+    assert not any(blank(t) for t in ("a", "\x00a", "€", "١"))

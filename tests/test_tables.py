@@ -326,3 +326,9 @@ def test_a_parquet_file_that_is_broken_or_has_a_column_of_lists_is_one_error_rec
     assert count_records([tmp_path / "broken.parquet"]) == 0
     [(id, data, error)] = records(tmp_path / "broken.parquet", Schema(("x",)))
     assert id == str(tmp_path / "broken.parquet") and error.startswith(f"{id}: cannot read the table (")
+
+
+def test_a_bundle_writes_nan_metrics_as_null_and_bundle_info_json_has_no_nan():
+    from applied_aitk.bundle import jsonable
+
+    assert jsonable({"auc": float("nan"), "m": [np.float32("inf"), 1.5], "n": np.float64(2.0)}) == {"auc": None, "m": [None, 1.5], "n": 2.0}

@@ -307,8 +307,10 @@ def _sha256(path: Path, scan: bool = False) -> tuple[str, bool]:
 
 
 def jsonable(value: Any) -> Any:
-    """Dataclasses, paths, tuples and numpy scalars as plain JSON values."""
+    """Dataclasses, paths, tuples and numpy scalars as plain JSON values; NaN and infinities as
+    None (JSON has no NaN: Python's json wrote ``NaN`` into manifest.json, which strict readers refuse)."""
     import dataclasses
+    import math
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
@@ -319,5 +321,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

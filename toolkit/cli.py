@@ -19,7 +19,7 @@ from typer._click.exceptions import NoArgsIsHelpError as _NoArgs
 from applied_aitk import __version__, console
 from applied_aitk.cli_options import PLAIN_HELP, AsJson, BundleArg, Device, QuantizeRun, Threads, ThreadsTrain, Command, examples, finite, make_runtime
 from applied_aitk.cli_usecase import usecase_group
-from applied_aitk.display import print_mapping, print_table
+from applied_aitk.display import print_mapping, print_metrics, print_table
 from applied_aitk.errors import AitkError
 from applied_aitk.extras import install_hint
 from applied_aitk.usecase import UseCase
@@ -186,8 +186,8 @@ def bundle_info(
     loaded = load_bundle(bundle)
     if card:
         print(card_text(loaded), end="")
-    elif as_json:
-        print(json.dumps(loaded.manifest, indent=2))
+    elif as_json:  # NaN (in a bundle written before manifests had none) as null
+        print_metrics(loaded.manifest, as_json=True)
     else:
         print_mapping(summary(loaded))
 

@@ -124,7 +124,7 @@ def usecase_group(usecase: UseCase) -> typer.Typer:
             summary = run_batch(predictor, paths, out, batch_size=batch_size, resume=resume, total=predictor.count(paths),
                                 layout=usecase.layout(**options))
         if as_json:
-            print(json.dumps(summary, indent=2))
+            print_metrics(summary, as_json=True)  # records_per_s of a run over nothing is no NaN
         else:
             print_summary(summary)
         if summary["failed_in_output"]:

@@ -248,9 +248,7 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
     a first line ``sep=X`` (Excel's hint) sets the delimiter."""
     import pandas as pd
 
-    from applied_aitk.table_files import excel_separator
-
-    from applied_aitk.table_files import _check_fields, _record_lines
+    from applied_aitk.table_files import _check_fields, _record_lines, excel_separator
 
     try:
         with open_text(path) as f:
@@ -352,6 +350,14 @@ def _record(where: str, line: str) -> Record:
         return Record(id=where, data=json.loads(line))
     except json.JSONDecodeError as e:
         return Record(id=where, error=f"{where}: not a JSON object ({e.msg})")
+
+
+def blank(text: str) -> bool:
+    """True for a message with nothing to read: white space, control and format characters only
+    (a NUL, a zero-width space, a stray byte-order mark), which the model would still classify."""
+    import unicodedata
+
+    return all(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in text)
 
 
 def decode_record(record: Record) -> tuple[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from applied_aitk.usecases.chatbot.data import blank
 from applied_aitk.usecases.chatbot.dates import MONTH_PATTERN, ambiguous_readings, iso_date
 
 FAQ_PREFIX = "faq:"
@@ -203,7 +204,7 @@ class Conversation:
         row: dict[str, Any] = {"message": message, "intent": None, "confidence": None}
         if message is None:
             return self._reply(row, "unreadable", self.domain["unreadable"])
-        if not message.strip() or understanding is None:
+        if blank(message) or understanding is None:
             return self._reply(row, "empty", self.domain["empty"])
         decision = self.policy.decide(understanding.probs)
         row["intent"], row["confidence"] = decision.label, round(decision.confidence, 4)

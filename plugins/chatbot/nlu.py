@@ -15,7 +15,7 @@ import numpy as np
 from applied_aitk import AitkError, Predictor, Record
 from applied_aitk.console import get_logger
 
-from applied_aitk.usecases.chatbot.data import MAX_MESSAGE_CHARS, decode_record, evaluation_rows, read_records
+from applied_aitk.usecases.chatbot.data import MAX_MESSAGE_CHARS, blank, decode_record, evaluation_rows, read_records
 from applied_aitk.usecases.chatbot.dialogue import Conversation, Policy, Understanding
 
 logger = get_logger(__name__)
@@ -92,7 +92,7 @@ class NLU:
 
     def understand(self, texts: list[str]) -> list[Understanding | None]:
         """One Understanding per text; None for empty or blank texts (they never reach the model)."""
-        real = [i for i, t in enumerate(texts) if t.strip()]
+        real = [i for i, t in enumerate(texts) if not blank(t)]
         results: list[Understanding | None] = [None] * len(texts)
         if not real:
             return results
