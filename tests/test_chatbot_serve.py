@@ -33,6 +33,16 @@ def test_serve_returns_the_rows_batch_predict_writes(bot, tmp_path):
     assert "error" in served[3]
 
 
+def test_a_message_body_nested_too_deep_is_a_400_naming_body(bot):
+    from serve_client import client
+
+    with client(bot["bundle"]) as c:  # was: 400 {"error": "There was an error parsing the body"}, no field
+        conversation = c.post("/v1/chatbot/conversations").json()["id"]
+        response = c.post(f"/v1/chatbot/conversations/{conversation}/messages", content=b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json() == {"error": "body: not valid JSON (nested too deeply)", "field": "body"}
+
+
 def test_serve_conversations_carry_slots_and_hand_off_like_batch_conversations(bot, tmp_path):
     """Server-side conversations answer turn by turn exactly as a conversation in batch predict
     does (slots asked for and filled across turns, hand-off sticking); they expire when idle."""

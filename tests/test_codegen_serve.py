@@ -86,3 +86,12 @@ def test_ray_engine_numbers_repeated_ids_as_the_local_engine_resume_included(tra
     assert [json.loads(line)["id"] for line in lines] == ["x", "y", "x#2", "x#3"]
     assert (tmp_path / "ray.jsonl").read_text() == (tmp_path / "local.jsonl").read_text()
     assert "record id 'x' appears more than once" in ray.stderr
+
+
+@pytest.mark.parametrize("field, value", [("max_tokens", True), ("max_tokens", "2"), ("temperature", True), ("seed", -1), ("stream", "yes")])
+def test_completions_refuse_true_false_or_text_as_a_number_and_a_negative_seed(trained, field, value):
+    from serve_client import client
+
+    with client(trained["bundle"]) as c:  # was: true taken as 1, "2" as 2, seed -1 a 500 (numpy's ValueError)
+        response = c.post("/v1/completions", json={"prompt": "def f():", "max_tokens": 2, field: value})
+    assert response.status_code == 422 and response.json()["field"] == field

@@ -43,3 +43,17 @@ def test_a_failure_inside_ray_is_one_line():
 
     text = "\x1b[36mray::FlatMap(<lambda>)()\x1b[39m\n  File \"x.py\", line 1\napplied_aitk.errors.InputError: a.csv: cannot read the table\n"
     assert last_line(RuntimeError(text)) == "a.csv: cannot read the table"
+
+    advice = ("TypeError: bad input\nFailed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n"
+              "To change retry attempts, backoff, or which errors are retried, configure `ray.data.DataContext.get_current()`.\n")
+    assert last_line(RuntimeError(advice)) == "TypeError: bad input"  # Ray Data's advice after the error is not the error
+
+
+def test_forecast_series_errors_travel_to_ray_tasks_whole():
+    import pickle
+
+    from applied_aitk.usecases.forecast.data import NO_ID, SeriesError
+
+    for error in (SeriesError("a", "also in b.csv", 7, "2024-01-01"), SeriesError(NO_ID, "no series id", 2)):
+        copy = pickle.loads(pickle.dumps(error))  # was: TypeError: SeriesError.__init__() missing 1 required positional argument
+        assert (copy.located("in.csv"), copy.line, copy.timestamp) == (error.located("in.csv"), error.line, error.timestamp)

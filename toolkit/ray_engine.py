@@ -142,9 +142,16 @@ def _renamed(records: list, renames: dict[int, str]) -> list:
     return [dataclasses.replace(r, id=renames[i]) if i in renames else r for i, r in enumerate(records)]
 
 
+RAY_ADVICE = re.compile(r"Failed to apply .* after \d+/\d+ attempts|To change retry attempts")
+"""Lines Ray adds after the error itself (Ray Data's retry advice)."""
+
+
 def last_line(error: Exception) -> str:
-    """The user-facing line of a Ray error: the last line of its text, colours and module path dropped."""
+    """The user-facing line of a Ray error: the last line of its text before Ray's own advice,
+    colours and module path dropped."""
     lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    while len(lines) > 1 and RAY_ADVICE.match(lines[-1]):
+        lines.pop()
     last = lines[-1] if lines else type(error).__name__
     return re.sub(rf"^{re.escape(AitkError.__module__)}\.\w+: ", "", last)
 

@@ -33,13 +33,14 @@ class CompletionRequest(BaseModel):
     model: Optional[str] = Field(None, description="A served codegen model's name (see GET /v1/models).")
     prompt: Union[str, list[str]]
     suffix: Optional[str] = Field(None, description="Fill in the middle: the text after the completion (a model with FIM tokens).")
-    max_tokens: int = Field(16, ge=1, description="Tokens to generate at most.")
-    temperature: float = Field(1.0, ge=0, le=2, description="0: greedy.")
-    top_p: float = Field(1.0, gt=0, le=1)
+    # strict numbers: JSON true is no 1, "16" no 16 (pydantic's lax mode took both)
+    max_tokens: int = Field(16, ge=1, strict=True, description="Tokens to generate at most.")
+    temperature: float = Field(1.0, ge=0, le=2, strict=True, description="0: greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, strict=True)
     stop: Optional[Union[str, list[str]]] = Field(None, description="Up to 4 sequences that end the completion (not included).")
-    seed: Optional[int] = Field(None, description="Sampling seed; the same seed and prompt give the same text.")
-    stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="Completions per prompt: only 1.")
+    seed: Optional[int] = Field(None, ge=0, strict=True, description="Sampling seed (0 or more); the same seed and prompt give the same text.")
+    stream: bool = Field(False, strict=True)
+    n: int = Field(1, ge=1, le=1, strict=True, description="Completions per prompt: only 1.")
 
 
 @dataclass

@@ -40,6 +40,9 @@ class SeriesError(InputError):
         self.line = None if line is None or pd.isna(line) else int(line)
         self.timestamp = None if timestamp is None else _fmt_time(timestamp)
 
+    def __reduce__(self) -> tuple[type, tuple]:  # pickled for Ray's tasks: rebuilt from what __init__ takes
+        return SeriesError, (self.sid, self.problem, self.line, self.timestamp)
+
     def located(self, path: Path | str | None) -> str:
         """The one-line message: ``PATH:LINE: series S: problem`` (``location``)."""
         return f"{location(path, self.line)}: {self}"

@@ -68,6 +68,12 @@ def json_body(body: bytes) -> Any:
         raise HTTPError(400, "body: not valid JSON (nested too deeply)", "body") from None
 
 
+def unparsed(cause: BaseException) -> HTTPError:
+    """The 400 of a body FastAPI failed to parse for ``cause``, worded as ``json_body`` words it."""
+    problem = "nested too deeply" if isinstance(cause, RecursionError) else f"{type(cause).__name__}: {cause}"
+    return HTTPError(400, f"body: not valid JSON ({problem})", "body")
+
+
 def not_json(message: str, position: int) -> HTTPError:
     """The 400 of a body that is not JSON, worded as batch `predict` words a line that is not."""
     return HTTPError(400, f"body: not valid JSON ({message} at character {position})", "body")
@@ -99,6 +105,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_starlette(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not parse the body ("There was an error parsing the body")
+            return unparsed(error.__cause__).response()
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
