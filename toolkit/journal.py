@@ -25,7 +25,6 @@ from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, wri
 logger = get_logger(__name__)
 BUFFER_BYTES = 1 << 20
 FLUSH_SECONDS = 1.0
-POLL_SECONDS = 0.001  # how often the writing thread looks for rows when it has none
 Layout = Callable[[dict[str, Any]], list[dict[str, Any]]]
 """A record's row -> the rows written for it (an error row is passed through as it is)."""
 
@@ -166,11 +165,8 @@ class JournalWriter:
     """Writes a journal's batches of rows in a thread of its own, in order: encoding rows as JSON
     lines and writing them overlaps predicting the next batch (ONNX Runtime and Arrow release the
     GIL), and on a loaded machine the writing has a thread's share of the cores. Batches go to the
-    thread ``journal.group`` rows at a time, at most ``depth`` groups ahead; the thread polls for
-    them every POLL_SECONDS rather than waiting to be woken (a wake-up is a system call made by the
-    predicting thread while it holds the GIL, and on a busy machine the woken thread can take that
-    thread's core: in a py-spy profile of wine at load 10, 10% of the time the GIL was held was the
-    predicting thread in that call). An error of the thread is raised by the next ``write`` or by ``finish``."""
+    thread ``journal.group`` rows at a time, at most ``depth`` groups ahead. An error of the thread
+    is raised by the next ``write`` or by ``finish``."""
 
     def __init__(self, journal: StdoutJournal, depth: int = 4) -> None:
         self.journal = journal
@@ -213,14 +209,7 @@ class JournalWriter:
             self.pending, self.pending_rows = [], 0
 
     def _run(self) -> None:
-        while True:
-            try:  # polled: a put never finds this thread waiting, so it wakes no one
-                batches = self.queue.get_nowait()
-            except queue.Empty:
-                time.sleep(POLL_SECONDS)
-                continue
-            if batches is None:
-                return
+        while (batches := self.queue.get()) is not None:
             for rows in batches:
                 if self.error is None:
                     try:
