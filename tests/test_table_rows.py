@@ -76,3 +76,14 @@ def test_the_reader_of_whole_files_joins_its_blocks_once(tmp_path):
     path.write_text(text)
     with open_text(path) as f:
         assert f.readline() == "a,b\n" and f.read(4) == "1.5," and f.read() == text[8:]
+
+
+def test_a_table_with_classic_mac_line_ends_is_refused_saying_so(tmp_path):
+    from applied_aitk.usecases.forecast.table import read_table as read_series_table
+
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"a,b,c\r1,2,x\r3,4,y\r")  # Excel for Mac's "CSV (Macintosh)"; was Python's "open the file in universal-newline mode?"
+    [record] = read_records([path], Schema(("a", "b"), ("c",)))
+    assert record.error == f"{path}: line 1: lines end in a lone carriage return (classic Mac OS line ends); save the file with \\n or \\r\\n line ends"
+    with pytest.raises(AitkError, match=r"mac.csv:1: lines end in a lone carriage return \(classic Mac OS line ends\)"):
+        read_series_table(path)

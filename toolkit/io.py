@@ -88,6 +88,8 @@ def text_encoding(stream: BinaryIO) -> tuple[str, int]:
 
 
 NUL = b"\x00"
+LONE_CR = "lines end in a lone carriage return (classic Mac OS line ends); save the file with \\n or \\r\\n line ends"
+"""Why a table whose first line holds a carriage return before its end cannot be read by line."""
 
 
 @dataclass

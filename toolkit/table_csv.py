@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.errors import InputError
-from applied_aitk.io import open_binary, text_encoding
+from applied_aitk.io import LONE_CR, open_binary, text_encoding
 from applied_aitk.table_files import DELIMITERS, FLOAT32_MAX, Batch, _decimal, _require, excel_separator
 
 BLOCK_BYTES = 1 << 20
@@ -94,6 +94,8 @@ def _header(line: bytes, wanted: list[str], delimiter: str | None = None, number
         raise InputError(f"line {number}: NUL byte at byte {nul} (UTF-16 needs a byte-order mark; expected UTF-8)")
     try:
         text = line.decode("utf-8").rstrip("\r")
+        if "\r" in text:  # one "line" of the whole file: Excel for Mac's "CSV (Macintosh)"
+            raise InputError(f"line {number}: {LONE_CR}")
         headers = {d: next(csv.reader([text], delimiter=d)) for d in ([delimiter] if delimiter else DELIMITERS)}
     except (UnicodeDecodeError, csv.Error, StopIteration) as e:
         raise InputError(f"line {number}: cannot read the header ({e})") from None

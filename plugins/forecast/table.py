@@ -94,7 +94,7 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str, l
     the line number of each row kept).
 
     Decoded line by line (gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8)."""
-    from applied_aitk.io import read_lines
+    from applied_aitk.io import LONE_CR, read_lines
     from applied_aitk.table_files import excel_separator
 
     lines = list(read_lines(path))
@@ -104,6 +104,8 @@ def _good_lines(path: Path, delimiter: str) -> tuple[str, dict[int, str], str, l
         return "", {}, delimiter or ",", []
     if lines[0].error is not None:
         raise InputError(lines[0].message(str(path)))
+    if "\r" in lines[0].text.rstrip("\r"):
+        raise InputError(f"{path}:{lines[0].number}: {LONE_CR}")
     sep = delimiter or sniff_delimiter("\n".join(line.text for line in lines[:50] if line.text is not None) + "\n")
     width = len(next(csv.reader([lines[0].text], delimiter=sep)))
     kept, bad, numbers = [lines[0].text], {}, []
