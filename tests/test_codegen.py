@@ -133,6 +133,8 @@ def test_complete_streams_the_same_text_as_predict(trained, loaded):
     assert "tokens/s" in result.stderr
     empty = codegen("complete", trained["bundle"], "")
     assert empty.returncode == 1 and empty.stderr.strip() == "error: prompt: expected a non-empty string"
+    none = codegen("complete", trained["bundle"], "def add(a, b):", "--max-new-tokens", "0")  # was: the default 128
+    assert none.returncode == 1 and none.stderr.strip() == "error: max_new_tokens 0: expected at least 1"
 
 
 def test_a_model_trained_with_fim_rate_fills_in_the_middle(trained, loaded, tmp_path):

@@ -31,5 +31,6 @@ def sampling_from(options: dict[str, Any], bundle: Bundle):
     settings = {o.name: o.default for o in SAMPLING_OPTIONS}
     settings.update({k: v for k, v in options.items() if v is not None})
     settings["stop"] = parse_stop(settings["stop"])
-    settings["max_new_tokens"] = settings["max_new_tokens"] or default_new_tokens(bundle)
+    if settings["max_new_tokens"] is None:  # 0 stays 0, refused by Sampling.check
+        settings["max_new_tokens"] = default_new_tokens(bundle)
     return Sampling(**settings)

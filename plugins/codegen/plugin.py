@@ -199,7 +199,8 @@ developers who review what it writes.
             samples = options.get("samples") or 1
             temperature = options.get("temperature")
             temperature = (0.0 if samples == 1 else 0.8) if temperature is None else temperature
-            sampling = Sampling(max_new_tokens=options.get("max_new_tokens") or default_new_tokens(bundle), temperature=temperature, top_p=options.get("top_p") or 0.95)
+            new_tokens = options.get("max_new_tokens")
+            sampling = Sampling(max_new_tokens=default_new_tokens(bundle) if new_tokens is None else new_tokens, temperature=temperature, top_p=options.get("top_p") or 0.95)
             problems = [p for f in problem_files for p in corpus.read_problems(f, options.get("tasks"))]
             if not problems:
                 raise AitkError(f"{data}: no problems{' in tasks ' + options['tasks'] if options.get('tasks') else ''}")
