@@ -1,8 +1,6 @@
 """`aitk NAME sample|train|evaluate|predict`: the commands every use case gets, built from its UseCase
 (its Config gives train's settings, its ``options`` the extra options of each command)."""
 
-from __future__ import annotations
-
 import json
 import time
 from pathlib import Path
