@@ -22,9 +22,10 @@ FORMAT_1 = REPO / "tests" / "data" / "wine-format1"  # written by aitk before fo
 
 
 class Usecase:
-    """What ``package`` needs of a use case: its name (the plugin is the test's own distribution: aitk)."""
+    """What ``package`` needs of a use case: its name, one no plugin registers (so no asset types
+    are checked); the plugin is the test's own distribution: aitk."""
 
-    name = "wine"
+    name = "toy"
     plugin = "fraud"  # an entry point of the aitk distribution
 
 
@@ -125,6 +126,46 @@ def test_a_missing_asset_and_an_object_array_are_one_clear_line(tmp_path):
     bundle = load_bundle(tmp_path / "b", verify=False)
     with pytest.raises(AitkError, match=r"bundle file table.npy is not a plain numeric .npy array"):
         bundle.read_array("table.npy")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a: a.__setitem__("classes", {"0": "cultivar_0", "1": "cultivar_1", "2": "cultivar_2"}),
+     "bundle asset classes: input should be a valid list, got an object"),
+    (lambda a: a["features"].__setitem__(3, 7), "bundle asset features[3]: input should be a valid string, got the number 7"),
+    (lambda a: a.pop("label"), "bundle has no asset 'label'"),
+    (lambda a: a.__setitem__("ranges", [[0, 1]] * 12), "bundle asset ranges: expected a [min, max] pair for each of the 13 features, got 12 entries"),
+])
+def test_a_hand_edited_asset_is_refused_once_at_load(bundle_copy, wine, tmp_path, edit, message):
+    """Wine's `classes` as an object failed every row with KeyError: 0; now one line, exit 1, no output."""
+    edit_manifest(bundle_copy, lambda m: edit(m["assets"]))
+    out = tmp_path / "p.jsonl"
+    result = run_aitk("wine", "predict", str(bundle_copy), str(wine["data"] / "predict.csv"), "--out", str(out), plugins="wine")
+    assert result.returncode == 1 and not out.exists()
+    line = result.stderr.strip()
+    assert line.startswith(f"error: {'' if 'ranges' in message else f'{bundle_copy}: '}{message}") and "\n" not in line, line
+    assert "train the bundle again" in line
+
+
+def test_every_use_case_declares_the_assets_it_reads_and_its_bundles_have_them(tmp_path):
+    """Each built-in use case, the example plugin and the template declare asset types; the types
+    accept what training writes (the example's bundle, a format-1 one) and refuse other JSON."""
+    from applied_aitk.manifest import check_assets
+    from applied_aitk.plugins import get_usecases
+
+    usecases = get_usecases()
+    for name in ("chatbot", "codegen", "defects", "forecast", "fraud", "wine"):
+        assert usecases[name].asset_types, name
+    assert "asset_types = {" in (REPO / "toolkit/templates/plugin/package/plugin.py.tmpl").read_text()
+    assert load_bundle(FORMAT_1, usecase="wine").assets["classes"] == ["cultivar_0", "cultivar_1", "cultivar_2"]
+    spec = {"context_length": 24, "horizon": 6, "quantiles": [0.1, 0.5, 0.9], "season": 12, "calendar": [], "past_features": [], "future_features": []}
+    schema = {"format": "long", "id": "series", "time": "date", "targets": ["value"]}
+    check_assets({"spec": spec, "schema": schema}, usecases["forecast"].asset_types, "b")
+    with pytest.raises(AitkError, match=r"^b: bundle asset spec.horizon: input should be a valid integer, got text '6'"):
+        check_assets({"spec": {**spec, "horizon": "6"}, "schema": schema}, usecases["forecast"].asset_types, "b")
+    with pytest.raises(AitkError, match=r"^b: bundle asset spec.extra: extra inputs are not permitted"):
+        check_assets({"spec": {**spec, "extra": 1}, "schema": schema}, usecases["forecast"].asset_types, "b")
+    with pytest.raises(AitkError, match=r"^b: bundle asset threshold: input should be a valid number, got true/false"):
+        check_assets({"preprocessing": "p.json", "threshold": True}, usecases["fraud"].asset_types, "b")
 
 
 def test_external_data_must_be_a_listed_file(tmp_path):

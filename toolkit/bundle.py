@@ -189,8 +189,9 @@ class BundleWriter:
 
 
 def load_bundle(path: Path, usecase: str | None = None, verify: bool = True) -> Bundle:
-    """The bundle at ``path``, its manifest checked against the schema (format 1 is read as format 2)
-    and every file against its checksum; AitkError with one line naming the bundle otherwise."""
+    """The bundle at ``path``, its manifest checked against the schema (format 1 is read as format 2),
+    every file against its checksum and the assets against their use case's types; AitkError with
+    one line naming the bundle otherwise."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not path.exists():
@@ -216,7 +217,18 @@ def load_bundle(path: Path, usecase: str | None = None, verify: bool = True) -> 
                 raise AitkError(f"{path}: bundle file {name} does not match its checksum (changed or corrupt)")
             if external:
                 _check_external_data(path, name, manifest["files"])
+    _check_assets(manifest, path)
     return Bundle(path, manifest, version)
+
+
+def _check_assets(manifest: dict[str, Any], path: Path) -> None:
+    """The assets against the types the bundle's use case declares (``UseCase.asset_types``), when
+    an installed plugin provides that use case."""
+    from applied_aitk.plugins import get_usecases
+
+    declared = getattr(get_usecases().get(manifest["usecase"]), "asset_types", None)
+    if declared:
+        schema.check_assets(manifest["assets"], declared, str(path))
 
 
 def _check_external_data(root: Path, name: str, files: dict[str, str]) -> None:

@@ -110,6 +110,69 @@ def _text(mapping: dict, key: str, where: str, prefix: str = "") -> str:
 _names = {dict: "an object", str: "a string", list: "a list"}
 
 
+def check_assets(assets: dict[str, Any], types: dict[str, Any], where: str) -> None:
+    """A bundle's ``assets`` against the types its use case declares (``UseCase.asset_types``):
+    AitkError with one line naming ``where`` (the bundle) and the asset when one is missing or of
+    another type (a hand-edited manifest.json), so that a command fails once, at load, and never
+    with a KeyError in every row. pydantic checks the types strictly (an integer is a number, text
+    never is); a dataclass is an object of its fields and no others; an asset whose type allows
+    None may be absent (bundles written before it existed)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    for name, kind in types.items():
+        adapter = TypeAdapter(_checkable(kind))
+        if name not in assets:
+            if _accepts_none(adapter):
+                continue
+            raise AitkError(f"{where}: bundle has no asset {name!r} (was manifest.json edited? train the bundle again)")
+        try:
+            adapter.validate_python(assets[name], strict=True)
+        except ValidationError as e:
+            first = e.errors()[0]
+            at = name + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            got = "" if first["type"] == "missing" else f", got {_json_kind(first['input'])}"
+            raise AitkError(f"{where}: bundle asset {at}: {first['msg'][0].lower()}{first['msg'][1:]}{got} "
+                            "(was manifest.json edited? train the bundle again)") from None
+
+
+def _checkable(kind: Any) -> Any:
+    """``kind``, a dataclass as a pydantic model of its fields that refuses other keys (``Cls(**asset)`` would)."""
+    import dataclasses
+    import typing
+
+    if not (dataclasses.is_dataclass(kind) and isinstance(kind, type)):
+        return kind
+    from pydantic import ConfigDict, create_model
+
+    hints = typing.get_type_hints(kind)
+    required = {f.name: f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(kind)}
+    fields: dict[str, Any] = {name: (hints[name], ... if needed else None) for name, needed in required.items()}
+    return create_model(kind.__name__, __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _accepts_none(adapter: Any) -> bool:
+    from pydantic import ValidationError
+
+    try:
+        adapter.validate_python(None, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def _json_kind(value: Any) -> str:
+    """How a message names a JSON value: ``an object``, ``a list``, ``text 'abc'``, ``the number 3``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"text {value[:40]!r}"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
 def from_format_1(manifest: dict[str, Any]) -> dict[str, Any]:
     """A format-1 manifest as format 2. Format 1 kept the main graph under ``model`` (with codegen's
     second graph under ``model.score`` and the fp16 variant under ``model.fp16``), the int8 variant

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from applied_aitk.errors import AitkError
+
 
 def value_ranges(x: np.ndarray) -> list[list[float]]:
     """[min, max] of each column of the training features ``x`` [rows, features] (NaN ignored)."""
@@ -26,7 +28,14 @@ class TrainingRanges:
         self.names = list(names)
         self.known = bool(ranges)
         if self.known:
-            self.low, self.high = np.array(ranges, dtype=np.float64).T
+            try:
+                table = np.array(ranges, dtype=np.float64)
+            except (TypeError, ValueError):  # ragged, or not numbers
+                table = np.zeros(0)
+            if table.shape != (len(self.names), 2):
+                raise AitkError(f"bundle asset ranges: expected a [min, max] pair for each of the {len(self.names)} features, "
+                                f"got {len(ranges)} entries (was manifest.json edited? train the bundle again)")
+            self.low, self.high = table.T
             span = np.maximum(self.high - self.low, 1.0)
             self.floor, self.ceiling = (self.low - span).astype(np.float32), (self.high + span).astype(np.float32)
 

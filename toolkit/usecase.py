@@ -241,6 +241,12 @@ class UseCase:
     train_data_spec: ClassVar[bool] = False
     """True when `train DATA` is a spec the use case parses and checks itself (globs, comma-separated
     lists, names); otherwise the CLI requires DATA to be an existing path."""
+    asset_types: ClassVar[dict[str, Any]] = {}
+    """The type of each asset (``TrainResult.assets``) that evaluate and predict read, as a type hint
+    (``{"classes": list[str], "threshold": float, "ranges": list[list[float]] | None}``; a dataclass
+    for an object of known fields). Loading a bundle checks them (``applied_aitk.manifest.check_assets``):
+    a hand-edited manifest.json whose ``classes`` is an object is refused once, in one line naming
+    the asset, instead of failing in every row. An asset whose type allows None may be absent."""
     serve_state: ClassVar[bool] = False
     """True when ``serve_routes`` keeps state in the server between requests (conversations), in
     ``model.sessions`` (shared by the processes of `aitk serve --workers N`); `aitk serve --engine

@@ -62,6 +62,8 @@ class Chatbot(UseCase):
     summary = "Customer-care chatbot: intents, FAQ answers, slot filling and hand-off to a person."
     Config = ChatbotConfig
     input_suffixes = (".jsonl",)
+    asset_types = {"labels": list[str], "max_len": int, "pad_id": int, "faq_owner": list[str],
+                   "threshold": float, "margin": float, "faq_threshold": float}
     serve_state = True  # conversations live on the server (its session store)
     model_card = """## Intended use
 

@@ -65,6 +65,8 @@ class Codegen(UseCase):
     summary = "Code completion: a decoder-only transformer trained on your code (or imported), KV-cache generation in ONNX Runtime."
     Config = CodegenConfig
     input_suffixes = (".jsonl",)
+    asset_types = {"context": int, "layers": int, "kv_heads": int, "head_dim": int, "eos_ids": list[int], "pad_id": int,
+                   "attention": str | None}
     model_card = """## Intended use
 
 Completing code in the style of the corpus it was trained on (or of the model imported), for

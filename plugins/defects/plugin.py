@@ -50,6 +50,8 @@ class Defects(UseCase):
     summary = "Visual defect detection: anomaly score, defect map, boxes and defect type per image."
     Config = DefectsConfig
     input_suffixes = IMAGE_SUFFIXES
+    asset_types = {"preprocessing": dict[str, Any], "method": str | None, "threshold": float | None,
+                   "threshold_int8": float | None, "defect_types": list[str] | None}
     model_card = """## Intended use
 
 Inspecting images of the product or surface it was trained on (same camera, framing and lighting):

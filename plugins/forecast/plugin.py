@@ -80,6 +80,14 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
   model extrapolates there. Level shifts and new regimes after training are not anticipated.
 - The interval's coverage is measured on the training series' validation windows, not guaranteed.
 """
+    @property
+    def asset_types(self) -> dict[str, Any]:
+        """The bundle's table schema and model spec, as their dataclasses (imported only here: pandas)."""
+        from applied_aitk.usecases.forecast.schema import Schema
+        from applied_aitk.usecases.forecast.time_features import Spec
+
+        return {"schema": Schema, "spec": Spec}
+
     options = {
         "train": [
             Option("target", str, None, "Column(s) to forecast, comma-separated (default: target, y or value)."),

@@ -67,6 +67,8 @@ class Fraud(UseCase):
     summary = "Fraud detection on transaction tables: a calibrated, thresholded, explained score per row."
     Config = FraudConfig
     input_suffixes = TABLE_SUFFIXES
+    asset_types = {"preprocessing": str, "threshold": float, "label": str | None,
+                   "negative_weight": float | None, "cost_fn": float | None, "cost_fp": float | None}
     model_card = """## Intended use
 
 Ranking and flagging transactions of the kind in the training table (the same columns) for review:

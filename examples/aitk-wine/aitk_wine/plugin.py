@@ -39,6 +39,7 @@ class Wine(UseCase):
     summary = "Tabular classification: a CSV with numeric features and a label column."
     Config = Config
     input_suffixes = TABLE_SUFFIXES
+    asset_types = {"features": list[str], "classes": list[str], "label": str, "ranges": list[list[float]] | None}
     model_card = """## Intended use
 
 Classifying rows of a table like the training CSV (the same numeric feature columns) into the
