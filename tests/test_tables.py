@@ -277,6 +277,19 @@ def test_a_block_read_at_once_gives_what_the_same_lines_give_one_by_one(tmp_path
                                                           "a carriage return inside the line (expected one record a line)"]
 
 
+def test_minus_zero_keeps_its_sign_in_json_lines_as_in_csv_and_parquet(tmp_path):
+    """JSON's -0.0 was read as 0.0 (as the text "0") where CSV and Parquet keep -0.0: the same row,
+    the same numbers and text in every format, on the block path and the line-by-line one."""
+    schema = Schema(("a", "b"), ("a",))
+    (tmp_path / "t.csv").write_text("a,b\n-0.0,1\n2,-0.0\n")
+    pq.write_table(pa.table({"a": [-0.0, 2.0], "b": [1.0, -0.0]}), tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text('{"a": -0.0, "b": 1}\n{"a": 2, "b": -0.0}\n')
+    (tmp_path / "bad.jsonl").write_text('{"a": -0.0, "b": 1}\n{"a": 2, "b": -0.0}\n[1]\n')  # line by line
+    for name in ("t.csv", "t.parquet", "t.jsonl", "bad.jsonl"):
+        got = [data for _, data, _ in records(tmp_path / name, schema)][:2]
+        assert repr(got) == repr([([-0.0, 1.0], ("-0.0",)), ([2.0, -0.0], ("2",))]), name
+
+
 def test_read_frame_reads_json_lines_as_the_csv_of_their_keys(tmp_path):
     from applied_aitk.errors import InputError
     from applied_aitk.table_files import read_frame

@@ -96,8 +96,8 @@ _CELLS = _TEXT | _NUMBER
 
 
 def _number_column(cells: list[int | float | None], ints: bool) -> Any:
-    """``cells`` as float64 when that keeps what their text would say: finite, within float32's range,
-    no -0.0 and, with integers among them, below 2**53 (exact as floats); else None (then they are text)."""
+    """``cells`` as float64 when that keeps what their text would say: finite, within float32's range
+    and, with integers among them, below 2**53 (exact as floats); else None (then they are text)."""
     import pyarrow as pa
 
     try:
@@ -105,8 +105,6 @@ def _number_column(cells: list[int | float | None], ints: bool) -> Any:
     except (pa.ArrowException, OverflowError):  # an integer beyond 64 bits
         return None
     values = column.fill_null(0.0).to_numpy()
-    if np.signbit(values[values == 0]).any():  # -0.0, whose text "0" reads as 0.0
-        return None
     return column if (np.abs(values) <= (2.0**53 if ints else FLOAT32_MAX)).all() else None
 
 

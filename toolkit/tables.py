@@ -14,6 +14,7 @@ differ) and LINE the line in the file (the header is line 1); for Parquet, ``PAT
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -341,8 +342,10 @@ def _bad_cell(raw: Any, value: float, missing: frozenset[str]) -> str | None:
 
 def float_text(value: float) -> str:
     """A float as a cell's text: a whole number below 2**53 as its digits (5411.0 -> "5411"), any
-    other as Python's repr (1e+39, not the 40 digits of its binary value)."""
-    return str(int(value)) if value.is_integer() and abs(value) < 2.0**53 else repr(value)
+    other as Python's repr (1e+39, not the 40 digits of its binary value; -0.0 keeps its sign, as a
+    CSV's ``-0.0`` does)."""
+    whole = value.is_integer() and abs(value) < 2.0**53 and not (value == 0 and math.copysign(1.0, value) < 0)
+    return str(int(value)) if whole else repr(value)
 
 
 def _text_cells(cells: Any) -> list[str | None]:
