@@ -74,3 +74,26 @@ def test_a_corrupt_or_truncated_gzip_is_one_error_naming_the_file(tmp_path, data
         open_text(path).read()
     with pytest.raises(InputError, match=r"prompt.py.gz: cannot read \("):
         list(read_lines(path))
+
+
+def test_a_file_gzipped_twice_is_named_and_said_so_everywhere_files_are_read(tmp_path, wine):
+    """It was "NUL byte ... UTF-16 needs a byte-order mark": the gzip header of the inner file read as text."""
+    import json
+
+    from conftest import run_aitk
+
+    twice = tmp_path / "twice.jsonl.gz"
+    twice.write_bytes(gzip.compress(gzip.compress(TEXT.encode())))
+    message = f"{twice}: gzip inside gzip (the file was compressed twice); decompress it once and give that file"
+    for read in (lambda: list(read_lines(twice)), lambda: open_text(twice).read()):
+        with pytest.raises(InputError) as error:
+            read()
+        assert str(error.value) == message
+    table = tmp_path / "rows.csv.gz"
+    table.write_bytes(gzip.compress(gzip.compress((wine["data"] / "predict.csv").read_bytes())))
+    out = tmp_path / "p.jsonl"
+    result = run_aitk("wine", "predict", str(wine["bundle"]), str(table), str(wine["data"] / "predict.csv"), "--out", str(out), plugins="wine")
+    assert result.returncode == 3, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0] == {"id": str(table), "error": f"{table}: gzip inside gzip (the file was compressed twice); decompress it once and give that file"}
+    assert len(rows) > 1 and all("label" in row for row in rows[1:])

@@ -52,9 +52,22 @@ def open_binary(path: Path | str) -> BinaryIO:
     except OSError as e:
         raise InputError(f"{name_of(path)}: cannot open ({e.strerror})") from None
     stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
-    if stream.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
-    return stream
+    if stream.peek(2)[:2] != GZIP_MAGIC:
+        return stream
+    inner = gzip.GzipFile(fileobj=stream, mode="rb")
+    if _gzip_head(inner) == GZIP_MAGIC:  # gzip of a .gz: its bytes read as text were "a NUL byte, UTF-16?"
+        if str(path) != "-":
+            inner.close()
+        raise InputError(f"{name_of(path)}: gzip inside gzip (the file was compressed twice); decompress it once and give that file")
+    return inner  # type: ignore[return-value]
+
+
+def _gzip_head(stream: gzip.GzipFile) -> bytes:
+    """The first two decompressed bytes; none when the gzip data is damaged (its reader says so when it reads)."""
+    try:
+        return stream.peek(2)[:2]
+    except (OSError, EOFError):
+        return b""
 
 
 def _stdin() -> BinaryIO:
