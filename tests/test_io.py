@@ -97,3 +97,27 @@ def test_a_file_gzipped_twice_is_named_and_said_so_everywhere_files_are_read(tmp
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0] == {"id": str(table), "error": f"{table}: gzip inside gzip (the file was compressed twice); decompress it once and give that file"}
     assert len(rows) > 1 and all("label" in row for row in rows[1:])
+
+
+def test_a_byte_order_mark_at_the_start_of_any_line_is_dropped(tmp_path, monkeypatch):
+    """Files joined with `cat`, each with its own mark: the second file's first record was an error
+    row ("Unexpected UTF-8 BOM") in chatbot and codegen, and its first number not a number in tables."""
+    from applied_aitk import io as aitk_io
+    from applied_aitk.tables import Schema, read_records
+
+    bom = codecs.BOM_UTF8
+    joined = tmp_path / "joined.jsonl"
+    joined.write_bytes(bom + b'{"a": 1}\n' + bom + b'{"a": 2}\r\n' + bom + b"\n" + bom + b'{"a": "x\xef\xbb\xbfy"}\n')
+    assert [(line.number, line.text) for line in read_lines(joined)] == [(1, '{"a": 1}'), (2, '{"a": 2}'), (4, '{"a": "x\ufeffy"}')]
+    monkeypatch.setattr(aitk_io._TextReader, "block_size", 5)  # marks at the edges of blocks too
+    assert open_text(joined).read() == '{"a": 1}\n{"a": 2}\r\n\n{"a": "x\ufeffy"}\n'  # a mark inside a line is text
+    utf16 = tmp_path / "joined16.jsonl"
+    utf16.write_bytes(('{"a": 1}\n\ufeff{"a": 2}\n').encode("utf-16"))
+    assert [line.text for line in read_lines(utf16)] == ['{"a": 1}', '{"a": 2}']
+    table = tmp_path / "joined.csv"
+    table.write_bytes(bom + b"x,y\n1,2\n" + bom + b"3,4\n")
+    for path in (table, joined):
+        schema = Schema(("x", "y")) if path == table else Schema(("a",))
+        got = [(r.id.rsplit(":", 1)[1], r.error or r.data[0].tolist()) for r in read_records([path], schema)]
+        assert got[:2] == ([("2", [1.0, 2.0]), ("3", [3.0, 4.0])] if path == table else [("1", [1.0]), ("2", [2.0])]), got
+

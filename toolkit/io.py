@@ -1,5 +1,6 @@
 """Opening input files the same way everywhere: ``-`` for stdin, gzip by its magic bytes, and text
-as UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark.
+as UTF-8 (with or without a byte-order mark, also at the start of any line: files joined with
+``cat``) or UTF-16 with a byte-order mark.
 
 Anything else is an error naming the byte offset where decoding failed (in the uncompressed
 data). Readers of line-based formats use ``read_lines`` so that one undecodable line is one
@@ -23,6 +24,8 @@ from applied_aitk.errors import InputError
 logger = get_logger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
+BOM = codecs.BOM_UTF8
+"""A UTF-8 byte-order mark: skipped at the start of a file and, in files joined with ``cat``, at the start of any line."""
 BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 
 
@@ -119,7 +122,8 @@ class Line:
 
 
 def read_lines(path: Path | str) -> Iterator[Line]:
-    """The non-blank lines of a text file (newline stripped), decoded one by one.
+    """The non-blank lines of a text file (newline stripped, a byte-order mark at a line's start
+    too: files joined with ``cat``), decoded one by one.
 
     A line that is not valid text is a Line with ``error`` ("not valid UTF-8 (byte B of the line)",
     worded for a message by ``Line.message``: the words of the table readers)
@@ -168,7 +172,7 @@ def _decode_line(raw: bytes, number: int, offset: int) -> Line:
         return Line(number, None, f"not valid UTF-8 (byte {e.start} of the line)")
     if "\x00" in text:
         return Line(number, None, f"NUL byte (byte {raw.index(NUL)} of the line; UTF-16 needs a byte-order mark)")
-    return Line(number, text.rstrip("\r\n"))
+    return Line(number, text.rstrip("\r\n").removeprefix("\ufeff"))
 
 
 def _utf16_lines(stream: BinaryIO, encoding: str, offset: int) -> Iterator[Line]:
@@ -184,11 +188,11 @@ def _utf16_lines(stream: BinaryIO, encoding: str, offset: int) -> Iterator[Line]
         *complete, pending = pending.split("\n")
         for text in complete:
             number += 1
-            yield Line(number, text.rstrip("\r"))
+            yield Line(number, text.rstrip("\r").removeprefix("\ufeff"))
             offset += len(text.encode(encoding, "surrogatepass")) + 2
         if not chunk:
             if pending:
-                yield Line(number + 1, pending.rstrip("\r"))
+                yield Line(number + 1, pending.rstrip("\r").removeprefix("\ufeff"))
             return
 
 
@@ -202,6 +206,9 @@ def _peek(stream: BinaryIO, size: int) -> bytes:
 class _TextReader(io.TextIOBase):
     """A read-only text stream over decoded lines; a bad line raises InputError naming file and byte."""
 
+    block_size = 1 << 16
+    """Bytes read at a time."""
+
     def __init__(self, path: Path | str):
         self._name = name_of(path)
         self._stream = open_binary(path)
@@ -212,6 +219,7 @@ class _TextReader(io.TextIOBase):
             raise InputError(f"{self._name}: cannot read ({e})") from None
         self._decoder = codecs.getincrementaldecoder(self._encoding)()
         self._buffer = ""
+        self._line_start = True
 
     def readable(self) -> bool:
         return True
@@ -219,7 +227,7 @@ class _TextReader(io.TextIOBase):
     def _next(self) -> str | None:
         """The text of the next block of bytes; None past the end."""
         try:
-            chunk = self._stream.read(1 << 16)
+            chunk = self._stream.read(self.block_size)
         except (OSError, EOFError) as e:
             raise InputError(f"{self._name}: cannot read ({e})") from None
         held = len(self._decoder.getstate()[0])  # bytes of a character the last chunk cut in two
@@ -231,7 +239,17 @@ class _TextReader(io.TextIOBase):
             at = self._offset - held + chunk.index(b"\x00")
             raise InputError(f"{self._name}: NUL byte at byte {at} (UTF-16 needs a byte-order mark)")
         self._offset += len(chunk)
-        return text if chunk else None
+        return self._without_boms(text) if chunk else None
+
+    def _without_boms(self, text: str) -> str:
+        """``text`` without a byte-order mark at the start of a line (files joined with ``cat``)."""
+        if "\ufeff" in text:
+            text = text.replace("\n\ufeff", "\n")
+            if self._line_start:
+                text = text.removeprefix("\ufeff")
+        if text:
+            self._line_start = text.endswith("\n")
+        return text
 
     def _fill(self) -> bool:
         text = self._next()
@@ -266,7 +284,8 @@ class _TextReader(io.TextIOBase):
 
 
 def open_text(path: Path | str) -> io.TextIOBase:
-    """``path`` as a text stream: gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8.
+    """``path`` as a text stream: gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8;
+    a byte-order mark at the start of a later line (files joined with ``cat``) dropped.
 
     Newlines are kept as they are (like ``newline=""``, as the csv module wants). Reading raises
     InputError naming the file and the byte offset where the text stops being valid."""

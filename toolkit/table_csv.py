@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.errors import InputError
-from applied_aitk.io import LONE_CR, open_binary, text_encoding
+from applied_aitk.io import BOM, LONE_CR, open_binary, text_encoding
 from applied_aitk.table_files import DELIMITERS, FLOAT32_MAX, Batch, _decimal, _require, excel_separator
 
 BLOCK_BYTES = 1 << 20
@@ -125,15 +125,23 @@ def line_blocks(path: Path) -> Iterator[Lines]:
                 continue
             carry = data[end + 1 :]
             count = data.count(b"\n", 0, end) + 1
-            yield Lines(number, count, data[:end])
+            yield Lines(number, count, _without_boms(data[:end]))
             number += count
         if carry:
-            yield Lines(number, 1, carry)
+            yield Lines(number, 1, _without_boms(carry))
     except (OSError, EOFError) as e:
         raise InputError(f"cannot read ({e})") from None
     finally:
         if str(path) != "-":
             stream.close()
+
+
+def _without_boms(lines: bytes) -> bytes:
+    """``lines`` (whole lines) without a UTF-8 byte-order mark at the start of a line: files joined
+    with ``cat``, each with its own mark."""
+    if BOM not in lines:
+        return lines
+    return lines.removeprefix(BOM).replace(b"\n" + BOM, b"\n")
 
 
 def _utf8_chunks(stream: Any, encoding: str) -> Iterator[bytes]:
