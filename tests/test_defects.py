@@ -16,14 +16,17 @@ QUICK = ["--set", "image_size=96", "--set", "sigma=1.5", "--set", "memory_size=2
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    """A tiny brick-texture dataset (MVTec layout, masks, 3 defect types) and an int8 bundle trained on it."""
+    """A tiny brick-texture dataset (MVTec layout, masks, 3 defect types, a two-page TIFF among the
+    good training images) and an int8 bundle trained on it."""
     from applied_aitk.usecases.defects.sample import write_sample
 
     root = tmp_path_factory.mktemp("defects")
     (data,) = write_sample(root / "data", textures=("brick",), tile=96, train_good=24, train_defects=2, test_good=8, test_defects=4)
+    first, second = (Image.open(p).convert("RGB") for p in sorted((data / "train" / "good").glob("*.png"))[:2])
+    first.save(data / "train" / "good" / "stack.tif", save_all=True, append_images=[second])  # a multi-page file: its first page, a warning
     result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", "--threads", "2", *QUICK, plugins="defects")
     assert result.returncode == 0, result.stderr
-    return {"data": data, "bundle": root / "bundle", "root": root}
+    return {"data": data, "bundle": root / "bundle", "root": root, "train_stderr": result.stderr}
 
 
 def test_trained_model_separates_defects_from_good_images(trained):
@@ -74,14 +77,16 @@ def test_predict_over_a_folder_writes_rows_heatmaps_and_error_rows(trained, tmp_
     original.resize((131, 77)).save(folder / "odd.jpg")
     (folder / "truncated.png").write_bytes((test / "good/001.png").read_bytes()[:300])
     (folder / "notes.png").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")  # was "cannot identify image file"
     out = tmp_path / "rows.jsonl"
     heatmaps = tmp_path / "heatmaps"
     result = run_aitk("defects", "predict", str(trained["bundle"]), str(folder), "--out", str(out), "--heatmaps", str(heatmaps), plugins="defects")
     assert result.returncode == 3, result.stderr  # finished, with failed records
     rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
-    assert len(rows) == 8
+    assert len(rows) == 9
     for name in ("truncated.png", "notes.png"):
         assert "not a readable image" in rows[name]["error"]
+    assert rows["empty.png"]["error"] == f"{folder / 'empty.png'}: empty file (0 bytes), not an image"
     good = [r for r in rows.values() if r.get("error") is None]
     assert len(good) == 6
     for row in good:
@@ -252,6 +257,13 @@ def test_a_truncated_training_image_fails_training_in_one_line_naming_it(trained
     assert result.stderr.strip().splitlines()[-1] == f"error: {data}/train/good/zz_truncated.png: not a readable image (OSError: image file is truncated)"
 
 
+def test_training_warns_about_a_multi_page_image_naming_it(trained):
+    """The fixture's training data holds a two-page TIFF: it was trained on from its first page
+    without a word (predict says so in the row's warnings)."""
+    line = f"warning: {trained['data']}/train/good/stack.tif: 2 pages (frames) in the file; only the first is used"
+    assert trained["train_stderr"].splitlines().count(line) == 1
+
+
 def test_a_multi_page_tiff_or_animated_gif_is_scored_from_its_first_page_with_a_warning(trained, tmp_path):
     good, other = sorted((trained["data"] / "test" / "good").glob("*.png"))[:2]
     first, second = Image.open(good).convert("RGB"), Image.open(other).convert("RGB")
@@ -263,3 +275,11 @@ def test_a_multi_page_tiff_or_animated_gif_is_scored_from_its_first_page_with_a_
     rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows["stack.tif"]["warnings"] == ["3 pages (frames) in the file; only the first was scored"]
     assert rows["stack.tif"]["score"] == pytest.approx(rows["one.tif"]["score"]) and "warnings" not in rows["one.tif"]
+    import shutil
+
+    data = tmp_path / "data"  # evaluate reads it as training does: the first page, and a warning line naming the file
+    shutil.copytree(trained["data"], data)
+    first.save(data / "test" / "good" / "stack.tif", save_all=True, append_images=[second, second])
+    evaluated = run_aitk("defects", "evaluate", str(trained["bundle"]), str(data), "--json", plugins="defects")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"warning: {data}/test/good/stack.tif: 3 pages (frames) in the file; only the first is used" in evaluated.stderr.splitlines()

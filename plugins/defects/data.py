@@ -12,6 +12,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from applied_aitk import AitkError, InputError
+from applied_aitk.console import get_logger, warn_once
+
+logger = get_logger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GOOD_LABELS = {"good", "ok", "normal", "free", "0", "false", "pass"}
@@ -56,7 +59,7 @@ def open_pages(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_M
     multi-page TIFF, an animated GIF or WebP has more than one)."""
     name = name or str(source)
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        image = _open(source, name)
         check_size(image.size, name, max_pixels)
         image.load()
         pages = int(getattr(image, "n_frames", 1))
@@ -64,6 +67,21 @@ def open_pages(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_M
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     return to_rgb(image, name), pages
+
+
+def _open(source: Path | bytes, name: str) -> Image.Image:
+    """``Image.open`` of a file or bytes; InputError for an empty one (Pillow: "cannot identify image file")."""
+    empty = not source if isinstance(source, bytes) else _size(source) == 0
+    if empty:
+        raise InputError(f"{name}: empty file (0 bytes), not an image")
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:  # Image.open says why
+        return None
 
 
 def image_from_json(value: object) -> bytes:
@@ -120,8 +138,12 @@ def _to_8bit(values: np.ndarray, mode: str, name: str) -> np.ndarray:
 
 
 def load_image(source: Path | bytes, size: int, name: str = "", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, Image.Image]:
-    """(uint8 array [size, size, 3] for the model, the original RGB image)."""
-    image = open_image(source, name, max_pixels)
+    """(uint8 array [size, size, 3] for the model, the original RGB image), for training and
+    evaluation: a multi-page file (TIFF, animated GIF or WebP) gives its first page, with a warning
+    line naming it (predict says so in the row's ``warnings``)."""
+    image, pages = open_pages(source, name, max_pixels)
+    if pages > 1:
+        warn_once(f"{name or source}: {pages} pages (frames) in the file; only the first is used", logger.name)
     return resize(image, size), image
 
 
@@ -134,7 +156,7 @@ def load_mask(path: Path | None, size: int) -> np.ndarray:
     if path is None:
         return np.zeros((size, size), dtype=bool)
     try:
-        mask = Image.open(path)
+        mask = _open(path, str(path))
         check_size(mask.size, str(path), DEFAULT_MAX_PIXELS)
         mask.load()
         mask = to_rgb(mask, str(path))
