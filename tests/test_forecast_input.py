@@ -1,4 +1,4 @@
-"""Forecast inputs a user gets wrong: rows with no series id, a year typed as 0000."""
+"""Forecast inputs a user gets wrong: rows with no series id, a year typed as 0000, data with no series."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def test_rows_without_a_series_id_are_an_error_row_never_dropped(bundle, tmp_pat
     trained = run_aitk("forecast", "train", str(name), "--out", str(tmp_path / "b2"), "--horizon", "7", "--set", "context_length=14",
                        "--set", "hidden_size=8", "--set", "epochs=1", "--set", "fill_gaps=true", "--threads", "1", plugins="forecast")
     assert trained.returncode == 0 and f"{name}:7: no series id: column 'series' is empty" in trained.stderr  # left out, said so
+
+
+def test_evaluate_and_train_with_no_series_name_the_data(bundle, tmp_path):
+    """`forecast evaluate` on a header-only table said "no series to evaluate (0 left out; the first: none)"."""
+    (tmp_path / "header.csv").write_text("series,date,value\n")
+    seasonal_frame(n=10, series=("a",)).to_csv(tmp_path / "short.csv", index=False)
+    for name, why in (("header.csv", "no rows"), ("short.csv", "1 left out; the first: ")):
+        data = tmp_path / name
+        evaluated = run_aitk("forecast", "evaluate", str(bundle), str(data), plugins="forecast")
+        assert evaluated.returncode == 1 and evaluated.stderr.strip().splitlines()[-1].startswith(f"error: {data}: no series to evaluate ({why}")
+        trained = run_aitk("forecast", "train", str(data), "--out", str(tmp_path / "b"), "--horizon", "7", "--set", "context_length=14",
+                           "--threads", "1", plugins="forecast")
+        assert trained.returncode == 1 and trained.stderr.strip().splitlines()[-1].startswith(f"error: {data}: no series to train on ({why}")
 
 
 def test_a_year_typed_as_0000_is_an_error_row_naming_the_gap(bundle, tmp_path):

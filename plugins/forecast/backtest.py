@@ -128,8 +128,10 @@ def summarise(results: list[Backtest], quantiles: list[float]) -> tuple[dict[str
     return metrics, rows
 
 
-def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stride: int | None, report: Path | None) -> dict[str, Any]:
-    """Backtest every series of ``paths`` on its last ``windows`` origins."""
+def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stride: int | None, report: Path | None,
+             name: Path | str = "") -> dict[str, Any]:
+    """Backtest every series of ``paths`` on its last ``windows`` origins; ``name`` (the data as given)
+    names them in errors."""
     spec = predictor.spec
     L, H = spec.context_length, spec.horizon
     stride = stride or H
@@ -145,7 +147,7 @@ def evaluate(predictor: ForecastPredictor, paths: list[Path], windows: int, stri
     for reason in list(bad.values())[:5]:
         logger.info(f"skipped {reason}")
     if not usable:
-        raise AitkError(f"no series to evaluate ({len(bad)} left out; the first: {next(iter(bad.values()), 'none')})")
+        raise data.no_series(name or ", ".join(map(str, paths)), "evaluate", bad)
     results = run_backtest(predictor, usable, windows, stride)
     metrics, rows = summarise(results, spec.quantiles)
     metrics.update(series=len(results), windows=int(sum(len(r.origins) for r in results)), horizon=H, stride=stride, season=spec.season)

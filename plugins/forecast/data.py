@@ -26,7 +26,7 @@ from applied_aitk.errors import shown
 from applied_aitk.usecases.forecast.table import read_table
 from applied_aitk.usecases.forecast.schema import Schema, check_columns, listing
 from applied_aitk.usecases.forecast.time_features import infer_freq, time_grid
-from applied_aitk import InputError
+from applied_aitk import AitkError, InputError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -300,6 +300,13 @@ def _fmt_time(t: Any) -> str:
     if isinstance(t, pd.Timestamp):
         return t.isoformat().split("T")[0] if t == t.normalize() else t.isoformat()  # strftime's %Y: "1" for year 1
     return str(t)
+
+
+def no_series(data: Path | str, purpose: str, bad: dict[str, str]) -> AitkError:
+    """The error when nothing is left to ``purpose`` ("train on", "evaluate"): ``DATA: no series to
+    evaluate (2 left out; the first: ...)``, or ``(no rows)`` when the data held none."""
+    why = f"{len(bad)} left out; the first: {next(iter(bad.values()))}" if bad else "no rows"
+    return AitkError(f"{data}: no series to {purpose} ({why})")
 
 
 def load_series(paths: list[Path], schema: Schema, fill_gaps: bool) -> tuple[list[Series], dict[str, str], str | None]:

@@ -105,7 +105,7 @@ def _train(data_path: Path, config: Any, runtime: Runtime) -> TrainResult:
     series = [s for s in series if s.n >= spec.context_length + spec.horizon]
     report_skipped(bad)
     if not series:
-        raise AitkError(f"{data_path}: no series to train on ({len(bad)} left out; the first: {next(iter(bad.values()), 'none')})")
+        raise data.no_series(data_path, "train on", bad)
     logger.info(f"{len(series)} series, targets {', '.join(schema.targets)}, freq {freq or 'integer steps'}, "
         f"context {spec.context_length}, horizon {spec.horizon}, season {spec.season}")
     trained = fit(series, spec, freq, config, runtime)

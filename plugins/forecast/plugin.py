@@ -122,7 +122,7 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
         from applied_aitk.usecases.forecast.table import input_files
 
         predictor = self.load(bundle, runtime, fill_gaps=fill_gaps)
-        return backtest.evaluate(predictor, input_files(data), windows or 3, stride, report)
+        return backtest.evaluate(predictor, input_files(data), windows or 3, stride, report, name=data)
 
     def layout(self, layout: str = "wide", **options: Any):
         from applied_aitk.usecases.forecast.predictor import long_rows
