@@ -95,3 +95,20 @@ def test_completions_refuse_true_false_or_text_as_a_number_and_a_negative_seed(t
     with client(trained["bundle"]) as c:  # was: true taken as 1, "2" as 2, seed -1 a 500 (numpy's ValueError)
         response = c.post("/v1/completions", json={"prompt": "def f():", "max_tokens": 2, field: value})
     assert response.status_code == 422 and response.json()["field"] == field
+
+
+def test_a_prompt_or_stop_of_the_wrong_type_is_a_422_naming_the_field_not_the_union_member(trained):
+    """`prompt` is text or a list of texts: a number was answered with the field `prompt.str`
+    (pydantic's name of the first union member)."""
+    from serve_client import client
+
+    cases = [({"prompt": 5}, "prompt", "prompt: Input should be a valid string or a valid list"),
+             ({"prompt": {"text": "x"}}, "prompt", "prompt: Input should be a valid string or a valid list"),
+             ({"prompt": ["def f():", 7]}, "prompt[1]", "prompt[1]: Input should be a valid string"),
+             ({"prompt": "def f():", "stop": [3]}, "stop[0]", "stop[0]: Input should be a valid string"),
+             ({"prompt": "def f():", "max_tokens": "2", "stop": 4}, "max_tokens", "max_tokens: Input should be a valid integer")]
+    with client(trained["bundle"]) as c:
+        for body, field, message in cases:
+            response = c.post("/v1/completions", json=body)
+            assert response.status_code == 422 and response.json()["field"] == field, (body, response.json())
+            assert response.json()["error"]["message"] == message, (body, response.json())

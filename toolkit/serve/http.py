@@ -84,14 +84,46 @@ def invalid(errors: list[dict[str, Any]]) -> HTTPError:
     a body that is not JSON is 400 naming ``body`` (as ``POST /v1/{model}/predict`` answers it), a
     text with a lone surrogate 422 in batch `predict`'s words, anything else 422 naming the field."""
     first = errors[0] if errors else {}
-    location = first.get("loc", ())
+    location = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         position = location[-1] if location and isinstance(location[-1], int) else 0
         return not_json(str(first.get("ctx", {}).get("error", "JSON decode error")), position)
+    first, location, message = _without_union_tags(first, location, errors)
     field = field_name(location)
     given = first.get("input")
     problem = unicode_problem(given) if first.get("type") == "string_unicode" and isinstance(given, str) else None
-    return HTTPError(422, f"{field}: {problem or first.get('msg', 'invalid')}", field)
+    return HTTPError(422, f"{field}: {problem or message}", field)
+
+
+def _without_union_tags(first: dict[str, Any], location: tuple, errors: list[dict[str, Any]]) -> tuple[dict[str, Any], tuple, str]:
+    """(the error, its location, its message) with the names pydantic gives the members of a union
+    (``prompt: str | list[str]`` fails as ``("prompt", "str")`` and ``("prompt", "list[str]")``) taken
+    out of the location: an error inside one member's value is that one (``prompt[0]: Input should be
+    a valid string``), otherwise the members' messages are joined (``prompt: Input should be a valid
+    string or a valid list``)."""
+    message = str(first.get("msg", "invalid"))
+    for k, part in enumerate(location):
+        members = [e for e in errors if tuple(e.get("loc", ()))[:k] == location[:k] and len(e.get("loc", ())) > k]
+        tags = {e["loc"][k] for e in members}
+        if len(tags) < 2 or not all(_type_name(t) for t in tags) or any(e.get("type") == "missing" and len(e["loc"]) == k + 1 for e in members):
+            continue  # fields of one object (a missing field is never a union member's own error)
+        inside = [e for e in members if len(e["loc"]) > k + 1]
+        if inside:
+            return inside[0], location[:k] + tuple(inside[0]["loc"][k + 1 :]), str(inside[0].get("msg", "invalid"))
+        said = [str(e.get("msg", "invalid")) for e in members]
+        return first, location[:k], said[0] + "".join(f" or {m.removeprefix('Input should be ')}" for m in said[1:])
+    return first, location, message
+
+
+def _type_name(part: Any) -> bool:
+    """Whether a location part reads as pydantic's name of a union member: a type (``str``,
+    ``list[str]``, ``function-after[...]``) or a model's class name, never a field's snake_case name."""
+    if not isinstance(part, str) or not part:
+        return False
+    return part in _BUILTIN_TYPES or "[" in part or "-" in part or part[0].isupper()
+
+
+_BUILTIN_TYPES = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "tuple", "set", "none", "any", "decimal", "date", "datetime"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
