@@ -78,12 +78,40 @@ def test_the_reader_of_whole_files_joins_its_blocks_once(tmp_path):
         assert f.readline() == "a,b\n" and f.read(4) == "1.5," and f.read() == text[8:]
 
 
-def test_a_table_with_classic_mac_line_ends_is_refused_saying_so(tmp_path):
+def test_a_table_with_classic_mac_line_ends_is_read_as_python_reads_universal_newlines(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)": lines end in a lone carriage return. They were refused
+    (before that: Python's "open the file in universal-newline mode?"); every reader of lines now
+    reads them as \\n, gzipped too; UTF-16 with them stays refused in one line."""
+    import gzip
+
+    from applied_aitk.counting import count_records
+    from applied_aitk.io import open_text, read_lines
     from applied_aitk.usecases.forecast.table import read_table as read_series_table
 
-    path = tmp_path / "mac.csv"
-    path.write_bytes(b"a,b,c\r1,2,x\r3,4,y\r")  # Excel for Mac's "CSV (Macintosh)"; was Python's "open the file in universal-newline mode?"
-    [record] = read_records([path], Schema(("a", "b"), ("c",)))
-    assert record.error == f"{path}: line 1: lines end in a lone carriage return (classic Mac OS line ends); save the file with \\n or \\r\\n line ends"
-    with pytest.raises(AitkError, match=r"mac.csv:1: lines end in a lone carriage return \(classic Mac OS line ends\)"):
-        read_series_table(path)
+    text = b"a,b,c\r1,2,x\r\r3,4,y\r\n5,6,z\r"  # a blank line, and one \r\n among them
+    path, packed = tmp_path / "mac.csv", tmp_path / "mac.csv.gz"
+    path.write_bytes(text)
+    packed.write_bytes(gzip.compress(text))
+    for source in (path, packed):
+        got = [(r.id.rsplit(":", 1)[1], r.error or (r.data[0].tolist(), r.data[1])) for r in read_records([source], Schema(("a", "b"), ("c",)))]
+        assert got == [("2", ([1.0, 2.0], ("x",))), ("4", ([3.0, 4.0], ("y",))), ("5", ([5.0, 6.0], ("z",)))]
+        assert [(line.number, line.text) for line in read_lines(source)] == [(1, "a,b,c"), (2, "1,2,x"), (4, "3,4,y"), (5, "5,6,z")]
+        assert open_text(source).read() == "a,b,c\n1,2,x\n\n3,4,y\n5,6,z\n"
+        assert read_frame(source).to_dict("list") == {"a": [1, 3, 5], "b": [2, 4, 6], "c": ["x", "y", "z"]}
+    assert count_records([path]) == 4  # lines less the header (the blank one counted)
+    series = tmp_path / "series.csv"
+    series.write_bytes(b"series,date,value\r" + b"".join(b"a,2024-01-%02d,%d\r" % (d, d) for d in range(1, 11)))
+    assert read_series_table(series)["value"].tolist() == list(range(1, 11))
+    utf16 = tmp_path / "mac16.csv"
+    utf16.write_bytes("a,b,c\r1,2,x\r".encode("utf-16"))
+    [record] = read_records([utf16], Schema(("a", "b"), ("c",)))
+    assert record.error == f"{utf16}: line 1: lines end in a lone carriage return (classic Mac OS line ends); save the file with \\n or \\r\\n line ends"
+    with pytest.raises(AitkError, match=r"mac16.csv:1: lines end in a lone carriage return \(classic Mac OS line ends\)"):
+        read_series_table(utf16)
+
+
+def test_a_carriage_return_inside_a_line_of_a_file_with_newlines_stays_an_error_row(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b,c\n1,2,x\n3,4\ry\n")
+    got = [r.error for r in read_records([path], Schema(("a", "b"), ("c",)))]
+    assert got[0] is None and got[-1] == f"{path}:3: a carriage return inside the line (expected one record a line)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from applied_aitk.errors import InputError
-from applied_aitk.io import base_suffix, open_binary
+from applied_aitk.io import base_suffix, open_text_bytes
 
 TEXT_SUFFIXES = (".jsonl", ".ndjson", ".txt")
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -40,7 +40,7 @@ def _count_lines(path: Path, chunk: int = 1 << 20) -> int:
     be read (reading it later reports why)."""
     lines, last = 0, b"\n"
     try:
-        with open_binary(path) as f:
+        with open_text_bytes(path) as f:
             while block := f.read(chunk):
                 lines, last = lines + block.count(b"\n"), block[-1:]
     except (OSError, EOFError, InputError):

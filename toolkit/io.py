@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from applied_aitk.console import get_logger, warn_once
 from applied_aitk.errors import InputError
@@ -65,6 +65,60 @@ def open_binary(path: Path | str) -> BinaryIO:
     return inner  # type: ignore[return-value]
 
 
+def open_text_bytes(path: Path | str) -> BinaryIO:
+    """``open_binary`` of a text file, its line ends read as Python's universal newlines when its
+    first line ends in a lone carriage return (classic Mac OS, Excel for Mac's "CSV (Macintosh)"):
+    every ``\r`` and ``\r\n`` then comes as ``\n``. A file whose first line ends in ``\n`` is read as
+    it is (a carriage return inside a later line stays for its reader to refuse), and so is UTF-16,
+    whose bytes cannot be translated one by one (a lone carriage return there stays refused)."""
+    stream = open_binary(path)
+    try:
+        head = _peek(stream, 1 << 16)
+    except (OSError, EOFError):  # damaged gzip data: its reader says so when it reads
+        return stream
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or not _lone_cr_first(head):
+        return stream
+    return io.BufferedReader(_UniversalNewlines(stream))
+
+
+def _lone_cr_first(head: bytes) -> bool:
+    """Whether the first line break in ``head`` is a carriage return not followed by a newline."""
+    cr = head.find(b"\r")
+    if cr < 0:
+        return False
+    newline = head.find(b"\n")
+    return (newline < 0 or cr < newline) and head[cr + 1 : cr + 2] != b"\n"
+
+
+class _UniversalNewlines(io.RawIOBase):
+    """The bytes of a UTF-8 stream with ``\r\n`` and ``\r`` as ``\n`` (a ``\r`` at the end of a block
+    is held until the next byte is known)."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream, self._out, self._held, self._ended = stream, b"", b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out and not self._ended:
+            chunk = self._stream.read(1 << 16)
+            data, self._ended = self._held + chunk, not chunk
+            self._held = b"\r" if chunk.endswith(b"\r") else b""
+            if self._held:
+                data = data[:-1]
+            self._out = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        size = min(len(buffer), len(self._out))
+        buffer[:size] = self._out[:size]
+        self._out = self._out[size:]
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
 def _gzip_head(stream: gzip.GzipFile) -> bytes:
     """The first two decompressed bytes; none when the gzip data is damaged (its reader says so when it reads)."""
     try:
@@ -105,7 +159,8 @@ def text_encoding(stream: BinaryIO) -> tuple[str, int]:
 
 NUL = b"\x00"
 LONE_CR = "lines end in a lone carriage return (classic Mac OS line ends); save the file with \\n or \\r\\n line ends"
-"""Why a table whose first line holds a carriage return before its end cannot be read by line."""
+"""Why a table whose first line still holds a carriage return before its end cannot be read by line
+(UTF-16: ``open_text_bytes`` reads UTF-8 ones as universal newlines)."""
 
 
 @dataclass
@@ -128,7 +183,7 @@ def read_lines(path: Path | str) -> Iterator[Line]:
     A line that is not valid text is a Line with ``error`` ("not valid UTF-8 (byte B of the line)",
     worded for a message by ``Line.message``: the words of the table readers)
     and the lines after it are still read. An unreadable file raises InputError."""
-    with open_binary(path) as stream:
+    with open_text_bytes(path) as stream:
         try:
             encoding, offset = text_encoding(stream)
         except (OSError, EOFError) as e:
@@ -211,7 +266,7 @@ class _TextReader(io.TextIOBase):
 
     def __init__(self, path: Path | str):
         self._name = name_of(path)
-        self._stream = open_binary(path)
+        self._stream = open_text_bytes(path)
         try:  # a corrupt or truncated gzip header fails at the first peek
             self._encoding, self._offset = text_encoding(self._stream)
         except (OSError, EOFError) as e:

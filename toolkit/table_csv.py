@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.errors import InputError
-from applied_aitk.io import BOM, LONE_CR, open_binary, text_encoding
+from applied_aitk.io import BOM, LONE_CR, open_text_bytes, text_encoding
 from applied_aitk.table_files import DELIMITERS, FLOAT32_MAX, Batch, _decimal, _require, excel_separator
 
 BLOCK_BYTES = 1 << 20
@@ -113,7 +113,7 @@ def _chain(*parts: Iterable[Lines]) -> Iterator[Lines]:
 def line_blocks(path: Path) -> Iterator[Lines]:
     """The lines of ``path`` (``-``: stdin) as UTF-8, in blocks of about BLOCK_BYTES. InputError
     when the file cannot be read or decoded."""
-    stream = open_binary(path)
+    stream = open_text_bytes(path)
     try:
         encoding, _ = text_encoding(stream)
         carry, number = b"", 1
