@@ -150,6 +150,7 @@ def test_train_refuses_to_replace_a_bundle_without_force(wine, tmp_path):
 
 @pytest.mark.parametrize("name, text, where", [
     ("s.yaml", "hidden: 16\nepochs: [3\n", "s.yaml:3:1: invalid YAML: "),
+    ("s.yaml", "hidden: 16\nhidden: 8\n", 's.yaml:2:1: invalid YAML: found duplicate key "hidden"'),  # PyYAML kept the last
     ("s.json", '{"hidden": 16,\n "epochs": }', "s.json:2:12: invalid JSON: Expecting value"),
     ("s.toml", "hidden = 16\nepochs = \n", "s.toml:2:10: invalid TOML: "),
 ])

@@ -70,9 +70,9 @@ def test_yaml_numbers_follow_yaml_1_2_and_are_plain_numbers(tmp_path):
     import orjson
 
     path = tmp_path / "settings.yaml"
-    path.write_text("a: 0123\nb: 1:30\nc: 1e-3\nd: 2024-03-14\ne: 1_000\nf: 0o17\ng: [1, 2.50]\n")
-    settings = read_settings(path)  # YAML 1.1 (PyYAML): 83, 90, '1e-3', a date, 1000
-    assert settings == {"a": 123, "b": "1:30", "c": 0.001, "d": "2024-03-14", "e": "1_000", "f": 15, "g": [1, 2.5]}
+    path.write_text("a: 0123\nb: 1:30\nc: 1e-3\nd: 2024-03-14\ne: 1_000\nf: 0o17\ng: [1, 2.50]\nh: 2024-03-14T10:00:00Z\n")
+    settings = read_settings(path)  # YAML 1.1 (PyYAML): 83, 90, '1e-3', a date, 1000, a datetime
+    assert settings == {"a": 123, "b": "1:30", "c": 0.001, "d": "2024-03-14", "e": 1000, "f": 15, "g": [1, 2.5], "h": "2024-03-14T10:00:00Z"}
     assert {type(v) for v in (settings["a"], settings["c"], *settings["g"])} == {int, float}
     assert orjson.loads(orjson.dumps(settings)) == settings  # plain numbers: any JSON writer takes them
 

@@ -3,6 +3,7 @@ extension; a file that does not parse is one error naming the file, line and col
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -39,15 +40,15 @@ def _parse(kind: str, text: str, path: Path) -> Any:
         except json.JSONDecodeError as e:
             raise AitkError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     if kind == "YAML":
-        import yaml
+        from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
         try:
             return load_yaml(text)
-        except yaml.MarkedYAMLError as e:
+        except MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             raise AitkError(f"{where}: invalid YAML: {e.problem or e.context}") from None
-        except yaml.YAMLError as e:
+        except YAMLError as e:
             raise AitkError(f"{path}: invalid YAML: {e}") from None
     import tomllib
 
@@ -66,37 +67,37 @@ def _toml_where(path: Path, error: Exception) -> str:
 
 
 def load_yaml(text: str, number_text: bool = False) -> Any:
-    """YAML read with YAML 1.2's core schema, where PyYAML follows YAML 1.1: only true/false are
-    booleans, so ``yes``, ``no``, ``on``, ``off`` stay text (a column named ``no``, an intent named
-    ``yes``; a true/false setting still parses ``yes`` as true); a number is decimal digits
-    (``0123`` is 123), ``0o17``, ``0x1F`` or a float, so ``1:30`` (1.1's base 60: 90), ``1_000`` and
-    ``2024-03-14`` (1.1: a date) stay text. ``number_text``: a number is a YamlInt or YamlFloat
-    that remembers its text as written (``str(value)``: ``1.50`` stays "1.50"), for places that
-    take it as text (a chatbot example); else a plain int or float."""
-    import re
+    """YAML 1.2, as ruamel.yaml reads it (PyYAML follows YAML 1.1): only true/false are booleans,
+    so ``yes``, ``no``, ``on``, ``off`` stay text (a column named ``no``, an intent named ``yes``; a
+    true/false setting still parses ``yes`` as true); ``0123`` is 123 (1.1: octal 83), ``1:30``
+    stays text (1.1: base 60, 90), and so does ``2024-03-14`` (no dates: a timestamp is read as its
+    text); ``1_000`` is 1000 and ``0o17``, ``0x1F``, ``0b101`` are numbers, as in Python. A key
+    given twice in a mapping is an error (1.1 readers kept the last). ``number_text``: a number is
+    a YamlInt or YamlFloat that remembers its text as written (``str(value)``: ``1.50`` stays
+    "1.50"), for places that take it as text (a chatbot example); else a plain int or float.
 
-    import yaml
+    Raises ruamel.yaml's YAMLError (a MarkedYAMLError names the line and column)."""
+    from ruamel.yaml import YAML
 
-    class Loader(yaml.SafeLoader):
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Constructor = _constructor(number_text)
+    return yaml.load(text)
+
+
+@functools.cache
+def _constructor(number_text: bool) -> type:
+    """ruamel.yaml's safe constructor, timestamps read as text, numbers kept with their text when
+    ``number_text`` (subclasses: ruamel's ``add_constructor`` changes the class it is called on)."""
+    from ruamel.yaml.constructor import SafeConstructor
+
+    class Constructor(SafeConstructor):
         pass
 
-    replaced = {BOOL_TAG, INT_TAG, FLOAT_TAG, "tag:yaml.org,2002:timestamp"}
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag not in replaced]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    Loader.add_implicit_resolver(INT_TAG, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
-    Loader.add_implicit_resolver(
-        FLOAT_TAG, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-        list("-+0123456789."),
-    )
-    Loader.add_constructor(INT_TAG, lambda loader, node: _number(loader, node, YamlInt if number_text else None))
-    Loader.add_constructor(FLOAT_TAG, lambda loader, node: _number(loader, node, YamlFloat if number_text else None))
-    return yaml.load(text, Loader=Loader)
-
-
-BOOL_TAG, INT_TAG, FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+    Constructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+    if number_text:
+        Constructor.add_constructor("tag:yaml.org,2002:int", lambda c, node: _kept(YamlInt, c.construct_yaml_int(node), node))
+        Constructor.add_constructor("tag:yaml.org,2002:float", lambda c, node: _kept(YamlFloat, c.construct_yaml_float(node), node))
+    return Constructor
 
 
 class YamlInt(int):
@@ -117,15 +118,8 @@ class YamlFloat(float):
         return self.text
 
 
-def _number(loader: Any, node: Any, kind: type | None) -> int | float:
-    """A YAML 1.2 int or float scalar (``kind`` YamlInt or YamlFloat: one that keeps its text; None: plain)."""
-    text = loader.construct_scalar(node)
-    if node.tag == INT_TAG:
-        value: int | float = int(text, 0) if text.lstrip("+-")[:2] in ("0o", "0x") else int(text, 10)
-    else:
-        value = float(text.replace(".", "", 1) if text.lstrip("+-").lower() in (".inf", ".nan") else text)
-    if kind is None:
-        return value
+def _kept(kind: type, value: int | float, node: Any) -> int | float:
+    """``value`` as a ``kind`` (YamlInt, YamlFloat) that keeps the scalar's text as written."""
     kept = kind(value)
-    kept.text = text
+    kept.text = node.value
     return kept
