@@ -1,7 +1,8 @@
 """Core overheads: `aitk --help` beside `python -c pass`, and batch predict over files beside the
 same predictor called in memory on the same records (for a predictor with the batch path, table
 rows: its RecordBatches held in memory, predicted in slices of --batch-size, rows made with ids;
-the same predictor is also measured record by record, the path it had before, in the same run).
+the same predictor is also measured record by record, the path it had before, in the same run; a
+predictor with ``predict_columns`` gives columns in memory, and JSON lines made from them over files).
 
 Like with like: the in-memory peer makes every row as the files path does and drops each batch's
 rows once made (the files path drops them once journalled), under the same garbage-collector
@@ -93,12 +94,13 @@ def by_record(predictor):
 def in_memory_peer(predictor, files: list[Path], batch_size: int):
     """(records, a function predicting them all from memory, in calls of ``batch_size``, rows with ids,
     each call's rows dropped once made, under ``gc.freeze()`` as ``run_batch`` runs): for the batch
-    path its RecordBatches, else its Records."""
-    from applied_aitk.batch import batch_rows, predict_records, reads_batches, slices
+    path its RecordBatches (output as the predicting thread of ``run_batch`` hands it to the writer:
+    rows, or for ``predict_columns`` the columns with ids), else its Records."""
+    from applied_aitk.batch import batch_output, predict_records, reads_batches, slices
 
     if reads_batches(predictor):
         batches = list(predictor.read_batches(files))
-        calls = [partial(batch_rows, predictor, part) for b in batches for part in slices(b, batch_size)]
+        calls = [partial(batch_output, predictor, part) for b in batches for part in slices(b, batch_size)]
         count = sum(len(b.ids) for b in batches)
     else:
         records = list(predictor.read(files))

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from applied_aitk.columns import PredictedBatch
 from applied_aitk.console import bar, get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.io import has_suffix
@@ -38,7 +39,7 @@ from applied_aitk.usecase import Predictor, Record, RecordBatch
 logger = get_logger(__name__)
 YOUNG_COLLECTION = 20_000  # net allocations between young collections in a run (Python: 700, which walked the
 # rows waiting for the writer about 110 times in 50,000 wine rows, freeing nothing: rows hold no cycles)
-__all__ = ["Journal", "Layout", "StdoutJournal", "expand_inputs", "run_batch", "predict_records", "batch_rows"]
+__all__ = ["Journal", "Layout", "StdoutJournal", "expand_inputs", "run_batch", "predict_records", "batch_rows", "batch_output"]
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -110,11 +111,11 @@ def run_batch(
 
     decoders = workers or min(8, os.cpu_count() or 1)
 
-    def batches() -> Iterator[list[dict[str, Any]]]:
+    def batches() -> Iterator[list[dict[str, Any]] | PredictedBatch]:
         if reads_batches(predictor):  # the batch path: no Record per record
             for batch in prefetched(read_new(predictor.read_batches(paths), journal.ids, resumed, inputs)):
                 for part in slices(batch, batch_size):
-                    yield batch_rows(predictor, part)
+                    yield batch_output(predictor, part)
             return
         if not predictor.threaded_decode:  # decoding is trivial: a thread pool would only add its hand-offs
             for chunk in _chunks(records, batch_size):
@@ -300,6 +301,22 @@ def batch_rows(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]]
             for i, id in enumerate(batch.ids)]
 
 
+def batch_output(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]] | PredictedBatch:
+    """``batch_rows``, or for a predictor with ``predict_columns`` its columns with the batch's ids
+    and read errors (``PredictedBatch``, which the journal writes as JSON lines without making rows).
+    If ``predict_columns`` raises or gives the wrong number of rows, ``batch_rows`` isolates the bad row."""
+    count = len(batch.ids) - len(batch.errors)
+    if not count or type(predictor).predict_columns is Predictor.predict_columns:
+        return batch_rows(predictor, batch)
+    try:
+        columns = predictor.predict_columns(batch.data)
+        if len(columns) != count:
+            raise AitkError(f"predictor returned {len(columns)} rows for {count} inputs")
+    except Exception:
+        return batch_rows(predictor, batch)
+    return PredictedBatch(batch.ids, columns, batch.errors)
+
+
 def _predict_batch_isolating(predictor: Predictor, data: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """``predictor.predict_batch`` on ``count`` rows of ``data``; if it raises, row by row, so one bad row fails alone."""
     if not count:
@@ -315,7 +332,7 @@ def _predict_batch_isolating(predictor: Predictor, data: dict[str, Any], count: 
         return [row for i in range(count) for row in _predict_batch_isolating(predictor, {k: v[i : i + 1] for k, v in data.items()}, 1)]
 
 
-def write_batches(batches: Iterable[list[dict[str, Any]]], journal: Journal, resumed: Counter, provider: str | None,
+def write_batches(batches: Iterable[list[dict[str, Any]] | PredictedBatch], journal: Journal, resumed: Counter, provider: str | None,
                   total: int | None = None, inputs: set[str] | None = None) -> dict[str, Any]:
     """Journal each batch of rows as it comes (in a thread: ``JournalWriter``), then write the output;
     returns the run's summary.

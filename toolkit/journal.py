@@ -18,6 +18,7 @@ from operator import contains
 from pathlib import Path
 from typing import Any
 
+from applied_aitk.columns import PredictedBatch
 from applied_aitk.console import get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.outputs import FORMATS, json_lines, read_jsonl, read_rows, write_jsonl, write_rows
@@ -34,6 +35,7 @@ class StdoutJournal:
 
     out = "-"
     group = 1  # rows handed to the writing thread at a time (``JournalWriter``): each batch as it is done
+    lays_out = True  # ``written`` applies the layout as rows go out
 
     def __init__(self, layout: Layout | None = None) -> None:
         self.ids: set[str] = set()
@@ -41,11 +43,19 @@ class StdoutJournal:
         self.file = sys.stdout
         self.layout = layout
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
-        """Append ``rows`` as JSON lines, the batch in one write; returns how many are error rows.
+    def write(self, rows: list[dict[str, Any]] | PredictedBatch) -> int:
+        """Append ``rows`` (or a ``PredictedBatch``, written from its columns) as JSON lines, the
+        batch in one write; returns how many are error rows.
 
         A row holding NaN or an infinity anywhere is written as an error row naming the field:
         nothing non-finite reaches an output."""
+        if isinstance(rows, PredictedBatch):
+            if self.layout is None or not self.lays_out:
+                data, bad = rows.json_lines()
+                self.send(data)
+                self.failed += bad
+                return bad
+            rows = rows.rows()
         data, rows = json_lines(rows)
         bad = sum(map(contains, rows, repeat("error")))  # rows with an error key, in one C loop
         if bad:
@@ -74,6 +84,7 @@ class Journal(StdoutJournal):
     """Rows as JSON lines in ``OUT.partial.jsonl`` while the run goes; ``close()`` writes OUT from them."""
 
     group = 512
+    lays_out = False  # the layout applies when OUT is written from the journal
 
     def __init__(self, out: Path, resume: bool, layout: Layout | None = None):
         out = Path(out)
@@ -171,7 +182,7 @@ class JournalWriter:
     def __init__(self, journal: StdoutJournal, depth: int = 4) -> None:
         self.journal = journal
         self.group = journal.group
-        self.pending: list[list[dict[str, Any]]] = []
+        self.pending: list[list[dict[str, Any]] | PredictedBatch] = []
         self.pending_rows = 0
         self.failed = 0
         self.error: BaseException | None = None
@@ -179,7 +190,7 @@ class JournalWriter:
         self.thread = threading.Thread(target=self._run, name="aitk-writer", daemon=True)
         self.thread.start()
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: list[dict[str, Any]] | PredictedBatch) -> None:
         if self.error is not None:
             raise self.error
         self.pending.append(rows)

@@ -83,6 +83,11 @@ def finite_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row.get("id"), "error": f"the model gave a non-finite value ({value}) for output field {field!r}"}
 
 
+def finite(value: Any) -> bool:
+    """Whether ``value`` (a JSON-able value: numbers, text, lists, dicts) holds no NaN or infinity."""
+    return _non_finite(value) is None
+
+
 _FINITE = frozenset({str, int, bool, type(None)})
 """Types that are never NaN or infinite: skipped without a closer look (a row is mostly these and floats)."""
 

@@ -20,13 +20,16 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
 class TablePredictor(Predictor):
-    """Implement ``schema()`` and ``predict_batch(data)``; everything else is done here.
+    """Implement ``schema()`` and ``predict_columns(data)`` (or ``predict_batch(data)``, rows); everything else is done here.
 
     ``predict_batch`` gets ``data["numbers"]``, float32 [rows, len(schema.numbers)] (finite, or NaN
     for a missing cell the schema allows), and ``data["texts"]``, object [rows, len(schema.texts)]
     (str, None where empty), and returns one row per input row (a row may carry ``error``). Batch
     `predict` calls it on slices of the batches Arrow parsed, with no Python object per record
-    but its output row; `aitk serve` and ``--engine ray`` call it through ``predict`` on records."""
+    but its output row; `aitk serve` and ``--engine ray`` call it through ``predict`` on records.
+    ``predict_columns`` gets the same ``data`` and returns the rows as columns
+    (``applied_aitk.columns.Columns``): batch `predict` then writes them as JSON lines without
+    making the rows, and ``predict_batch`` makes them from it for everything else."""
 
     threaded_decode = False  # the records come decoded
 
@@ -58,6 +61,12 @@ class TablePredictor(Predictor):
         from applied_aitk.tables import records_from_objects
 
         return records_from_objects(values, self.schema(), ids)
+
+    def predict_batch(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of ``predict_columns(data)``; a predictor without it implements this instead."""
+        if type(self).predict_columns is Predictor.predict_columns:
+            raise NotImplementedError(f"{type(self).__name__} implements neither predict_batch nor predict_columns")
+        return self.predict_columns(data).rows()
 
     def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
         """``predict_batch`` on records' data ``(numbers, texts)``, as ``read`` and ``from_json`` give it."""

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import typer
 
     from applied_aitk.bundle import Bundle
+    from applied_aitk.columns import Columns
     from applied_aitk.runtime import Runtime
 
 
@@ -147,8 +148,9 @@ class Predictor:
     the model cannot take. If ``predict`` raises, the batch runner retries record by record to
     isolate the bad one. ``provider`` is the execution provider the ONNX session really got.
 
-    Optionally, the batch path (``read_batches`` and ``predict_batch``): records read and predicted
-    as columns, with no Python object per record; table rows take it through
+    Optionally, the batch path (``read_batches`` and ``predict_batch``, or ``predict_columns``): records
+    read and predicted as columns, with no Python object per record (with ``predict_columns``, none
+    per output row either until its JSON line); table rows take it through
     ``applied_aitk.table_predictor.TablePredictor``, other inputs (images, text) stay record by record."""
 
     provider: str = "CPUExecutionProvider"
@@ -180,6 +182,14 @@ class Predictor:
     def predict_batch(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """One row per row of ``data`` (a slice of ``RecordBatch.data``), as ``predict`` returns them;
         if it raises, the batch runner retries row by row to isolate the bad one."""
+        raise NotImplementedError
+
+    def predict_columns(self, data: dict[str, Any]) -> Columns:
+        """Optional, on the batch path: ``predict_batch``'s output as columns
+        (``applied_aitk.columns.Columns``: {field: numpy array, list or dict of them}, one value per
+        row of ``data``), so that batch predict writes JSON lines from them with no Python object per
+        row. A predictor that implements it gets ``predict_batch`` (rows) from it through
+        ``TablePredictor``; if it raises, the batch runner falls back to ``predict_batch`` row by row."""
         raise NotImplementedError
 
     def decode(self, record: Record) -> Any:

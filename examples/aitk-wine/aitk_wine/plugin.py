@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from applied_aitk import AitkError, Graph, Predictor, Sample, TrainResult, UseCase, hookimpl
 from applied_aitk.bundle import Bundle
@@ -15,6 +15,9 @@ from applied_aitk.settings import setting
 from applied_aitk.table_predictor import TABLE_SUFFIXES, TablePredictor
 
 from aitk_wine import data
+
+if TYPE_CHECKING:
+    from applied_aitk.columns import Columns  # numpy and orjson: imported where predictions are made
 
 
 @dataclass
@@ -122,23 +125,24 @@ class ClassifierPredictor(TablePredictor):
         """The feature columns, read as float32 (a missing or non-finite cell is an error row)."""
         return self.columns
 
-    def predict_batch(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        """Per row of ``data["numbers"]`` (float32 [rows, features]): label, its probability, all probabilities."""
+    def predict_columns(self, data: dict[str, Any]) -> Columns:
+        """Per row of ``data["numbers"]`` (float32 [rows, features]): label, its probability, all
+        probabilities (rounded to 6 places), as columns: batch `predict` writes them as JSON lines
+        with no Python object per row; ``predict_batch`` (`aitk serve`) makes the rows from them."""
         import numpy as np
+
+        from applied_aitk.columns import Columns
 
         x, warnings = self.ranges.clip(data["numbers"])
         (probabilities,) = self.session(x)
         best = probabilities.argmax(-1)
-        labels = [self.classes[i] for i in best.tolist()]
-        top = probabilities[np.arange(len(best)), best].tolist()
-        rounded = np.round(probabilities.astype(np.float64), 6).tolist()
-        rows = [{"label": label, "probability": p, "probabilities": dict(zip(self.classes, r))}
-                for label, p, r in zip(labels, top, rounded)]
-        for row, warning in zip(rows, warnings):
-            if warning:
-                row["warnings"] = warning
-        return rows
-
+        rounded = np.round(probabilities.astype(np.float64), 6)
+        return Columns(
+            {"label": [self.classes[i] for i in best.tolist()],
+             "probability": probabilities[np.arange(len(best)), best],
+             "probabilities": {name: rounded[:, j] for j, name in enumerate(self.classes)}},
+            extra={i: {"warnings": warning} for i, warning in enumerate(warnings) if warning},
+        )
 
 def fit(x, y, n_classes: int, config: Config):
     """Full-batch Adam with early stopping on a held-out fraction; returns the best model and the
