@@ -221,6 +221,27 @@ def test_pixels_are_scaled_by_their_type_never_per_image(tmp_path):
         D.open_image(tmp_path / "hdr.tif")
 
 
+def test_a_gzipped_image_is_read_and_a_broken_or_twice_gzipped_one_is_named(tmp_path):
+    """A folder of inputs takes x.png.gz as it takes x.csv.gz: it was "cannot identify image file"."""
+    import gzip
+
+    from applied_aitk import InputError
+    from applied_aitk.usecases.defects import data as D
+
+    tile = np.random.default_rng(0).integers(0, 255, (16, 16, 3)).astype(np.uint8)
+    Image.fromarray(tile).save(tmp_path / "a.png")
+    packed = gzip.compress((tmp_path / "a.png").read_bytes())
+    (tmp_path / "a.png.gz").write_bytes(packed)
+    np.testing.assert_array_equal(np.asarray(D.open_image(tmp_path / "a.png.gz")), tile)
+    for name, data, problem in [("twice.png.gz", gzip.compress(packed), "gzip inside gzip (the file was compressed twice)"),
+                                ("cut.png.gz", packed[:6], "not a readable image (gzip: "),
+                                ("empty.png.gz", gzip.compress(b""), "empty file (0 bytes), not an image")]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError) as error:
+            D.open_image(tmp_path / name)
+        assert str(error.value).startswith(f"{tmp_path / name}: {problem}"), str(error.value)
+
+
 def test_deep_tiny_and_oversized_images_in_predict_and_train(trained, tmp_path):
     good = sorted((trained["data"] / "test" / "good").glob("*.png"))[0]
     gray = np.asarray(Image.open(good).convert("L"))

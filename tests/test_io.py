@@ -66,14 +66,19 @@ def test_a_file_named_twice_is_read_once(tmp_path):
     assert expand_inputs([str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), str(tmp_path)], (".csv",)) == [tmp_path / "a.csv"]
 
 
-@pytest.mark.parametrize("data", [b"\x1f\x8bnot really gzip\n", gzip.compress(b"def f():\n    return 1\n")[:12]])
+@pytest.mark.parametrize("data", [b"\x1f\x8bnot really gzip\n", gzip.compress(b"def f():\n    return 1\n")[:12], b"\x1f\x8bxx"])
 def test_a_corrupt_or_truncated_gzip_is_one_error_naming_the_file(tmp_path, data):
+    """A header cut short (the last case) read as an empty file ("no rows") once a look ahead had failed."""
+    from applied_aitk.tables import Schema, read_records
+
     path = tmp_path / "prompt.py.gz"
     path.write_bytes(data)
     with pytest.raises(InputError, match=r"prompt.py.gz: cannot read \("):
         open_text(path).read()
     with pytest.raises(InputError, match=r"prompt.py.gz: cannot read \("):
         list(read_lines(path))
+    [record] = read_records([path], Schema(("x",)))
+    assert record.error.startswith(f"{path}: cannot read (")
 
 
 def test_a_file_gzipped_twice_is_named_and_said_so_everywhere_files_are_read(tmp_path, wine):

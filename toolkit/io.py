@@ -13,6 +13,7 @@ import functools
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,25 +58,35 @@ def open_binary(path: Path | str) -> BinaryIO:
     stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
     if stream.peek(2)[:2] != GZIP_MAGIC:
         return stream
-    inner = gzip.GzipFile(fileobj=stream, mode="rb")
-    if _gzip_head(inner) == GZIP_MAGIC:  # gzip of a .gz: its bytes read as text were "a NUL byte, UTF-16?"
+    if _gzip_head(stream) == GZIP_MAGIC:  # gzip of a .gz: its bytes read as text were "a NUL byte, UTF-16?"
         if str(path) != "-":
-            inner.close()
+            stream.close()
         raise InputError(f"{name_of(path)}: gzip inside gzip (the file was compressed twice); decompress it once and give that file")
-    return inner  # type: ignore[return-value]
+    return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+
+
+def _gzip_head(stream: io.BufferedReader) -> bytes:
+    """The first two bytes the gzip data at the head of ``stream`` decompresses to, without reading
+    it; none when it is damaged (the reader of the file says so when it reads)."""
+    try:
+        return zlib.decompressobj(wbits=31).decompress(stream.peek(1 << 16), 2)
+    except zlib.error:
+        return b""
 
 
 def open_text_bytes(path: Path | str) -> BinaryIO:
     """``open_binary`` of a text file, its line ends read as Python's universal newlines when its
     first line ends in a lone carriage return (classic Mac OS, Excel for Mac's "CSV (Macintosh)"):
-    every ``\r`` and ``\r\n`` then comes as ``\n``. A file whose first line ends in ``\n`` is read as
+    every ``\\r`` and ``\\r\\n`` then comes as ``\\n``. A file whose first line ends in ``\\n`` is read as
     it is (a carriage return inside a later line stays for its reader to refuse), and so is UTF-16,
     whose bytes cannot be translated one by one (a lone carriage return there stays refused)."""
     stream = open_binary(path)
     try:
         head = _peek(stream, 1 << 16)
-    except (OSError, EOFError):  # damaged gzip data: its reader says so when it reads
-        return stream
+    except (OSError, EOFError) as e:  # damaged gzip data (a failed peek leaves nothing more to read)
+        if str(path) != "-":
+            stream.close()
+        raise InputError(f"{name_of(path)}: cannot read ({e})") from None
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or not _lone_cr_first(head):
         return stream
     return io.BufferedReader(_UniversalNewlines(stream))
@@ -91,7 +102,7 @@ def _lone_cr_first(head: bytes) -> bool:
 
 
 class _UniversalNewlines(io.RawIOBase):
-    """The bytes of a UTF-8 stream with ``\r\n`` and ``\r`` as ``\n`` (a ``\r`` at the end of a block
+    """The bytes of a UTF-8 stream with ``\\r\\n`` and ``\\r`` as ``\\n`` (a ``\\r`` at the end of a block
     is held until the next byte is known)."""
 
     def __init__(self, stream: BinaryIO):
@@ -117,14 +128,6 @@ class _UniversalNewlines(io.RawIOBase):
         if not self.closed:
             self._stream.close()
         super().close()
-
-
-def _gzip_head(stream: gzip.GzipFile) -> bytes:
-    """The first two decompressed bytes; none when the gzip data is damaged (its reader says so when it reads)."""
-    try:
-        return stream.peek(2)[:2]
-    except (OSError, EOFError):
-        return b""
 
 
 def _stdin() -> BinaryIO:

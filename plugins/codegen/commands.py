@@ -51,7 +51,7 @@ def _not_utf8(prompt: str, character: int) -> str:
     except UnicodeEncodeError:
         pass
     except UnicodeDecodeError as e:
-        return f"invalid UTF-8 at byte {e.start} (expected UTF-8 text)"
+        return f"not valid UTF-8 at byte {e.start}"  # as stdin's reader words it
     return f"not valid Unicode (lone surrogate at character {character})"
 
 

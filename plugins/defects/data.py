@@ -13,6 +13,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from applied_aitk import AitkError, InputError
 from applied_aitk.console import get_logger, warn_once
+from applied_aitk.io import GZIP_MAGIC, open_binary
 
 logger = get_logger(__name__)
 
@@ -70,11 +71,26 @@ def open_pages(source: Path | bytes, name: str = "", max_pixels: int = DEFAULT_M
 
 
 def _open(source: Path | bytes, name: str) -> Image.Image:
-    """``Image.open`` of a file or bytes; InputError for an empty one (Pillow: "cannot identify image file")."""
+    """``Image.open`` of a file or bytes, gzip undone (``x.png.gz``, which a folder of inputs holds
+    as it holds ``x.csv.gz``); InputError for an empty one (Pillow: "cannot identify image file")."""
+    if not isinstance(source, bytes) and _gzipped(source):
+        with open_binary(source) as f:
+            try:
+                source = f.read()
+            except (OSError, EOFError) as e:
+                raise InputError(f"{name}: not a readable image (gzip: {e})") from None
     empty = not source if isinstance(source, bytes) else _size(source) == 0
     if empty:
         raise InputError(f"{name}: empty file (0 bytes), not an image")
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def _gzipped(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError:  # Image.open says why
+        return False
 
 
 def _size(path: Path) -> int | None:
