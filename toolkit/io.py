@@ -345,6 +345,7 @@ def open_text(path: Path | str) -> io.TextIOBase:
     """``path`` as a text stream: gzip undone, a UTF-8 or UTF-16 byte-order mark honoured, else UTF-8;
     a byte-order mark at the start of a later line (files joined with ``cat``) dropped.
 
-    Newlines are kept as they are (like ``newline=""``, as the csv module wants). Reading raises
+    Newlines are kept as they are (like ``newline=""``, as the csv module wants), but lines that end
+    in a lone carriage return come with ``\\n`` (``open_text_bytes``). Reading raises
     InputError naming the file and the byte offset where the text stops being valid."""
     return _TextReader(path)

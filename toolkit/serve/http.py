@@ -102,7 +102,7 @@ def _without_union_tags(first: dict[str, Any], location: tuple, errors: list[dic
     a valid string``), otherwise the members' messages are joined (``prompt: Input should be a valid
     string or a valid list``)."""
     message = str(first.get("msg", "invalid"))
-    for k, part in enumerate(location):
+    for k in range(len(location)):
         members = [e for e in errors if tuple(e.get("loc", ()))[:k] == location[:k] and len(e.get("loc", ())) > k]
         tags = {e["loc"][k] for e in members}
         if len(tags) < 2 or not all(_type_name(t) for t in tags) or any(e.get("type") == "missing" and len(e["loc"]) == k + 1 for e in members):
