@@ -13,11 +13,8 @@ written, so the journal and ``--resume`` keep one row per record."""
 from __future__ import annotations
 
 import dataclasses
-import gc
 import glob
 import os
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from applied_aitk.batch_threads import collector_for_run, prefetched
 from applied_aitk.columns import PredictedBatch
 from applied_aitk.console import bar, get_logger
 from applied_aitk.errors import AitkError
@@ -37,9 +35,7 @@ from applied_aitk.journal import Journal, JournalWriter, Layout, StdoutJournal
 from applied_aitk.usecase import Predictor, Record, RecordBatch
 
 logger = get_logger(__name__)
-YOUNG_COLLECTION = 20_000  # net allocations between young collections in a run (Python: 700, which walked the
-# rows waiting for the writer about 110 times in 50,000 wine rows, freeing nothing: rows hold no cycles)
-__all__ = ["Journal", "Layout", "StdoutJournal", "expand_inputs", "run_batch", "predict_records", "batch_rows", "batch_output"]
+__all__ = ["Journal", "Layout", "StdoutJournal", "expand_inputs", "run_batch", "predict_records", "batch_rows", "batch_output", "prefetched"]
 
 
 def expand_inputs(specs: Iterable[str], suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -132,14 +128,8 @@ def run_batch(
                 yield _predict_decoded(predictor, chunk, decoded.result())
 
     remaining = None if total is None else max(0, total - len(journal.ids))
-    gc.freeze()  # during the run, full collections skip what lives now (modules, the model)
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], YOUNG_COLLECTION), *threshold[1:])
-    try:
+    with collector_for_run():
         return write_batches(batches(), journal, resumed, getattr(predictor, "provider", None), remaining, inputs)
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 @dataclass
@@ -221,51 +211,6 @@ def read_new(batches: Iterable[RecordBatch], done: set[str], skipped: Counter,
             batch = selected(batch, np.flatnonzero(keep))
         if batch.ids:
             yield batch
-
-
-def prefetched(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
-    """``items`` as a thread computes them, up to ``depth`` ahead: reading the next RecordBatch
-    overlaps predicting this one (Arrow's parsing and ONNX Runtime release the GIL, so on two
-    cores the reader's Python work runs while the model does). The reader's errors are raised
-    here, in order. The thread is a daemon that stops when the consumer does."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    end = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((end, None))
-        except BaseException as e:  # raised in the consumer
-            put((end, e))
-
-    threading.Thread(target=read, name="aitk-reader", daemon=True).start()
-    try:
-        while True:
-            try:
-                item, error = ready.get(timeout=0.2)
-            except queue.Empty:
-                # Ctrl-C's signal may go to a thread blocked in read(2) (stdin); Python runs the
-                # handler only here, in the main thread, so waiting must not block unboundedly
-                continue
-            if error is not None:
-                raise error
-            if item is end:
-                return
-            yield item
-    finally:
-        stop.set()
 
 
 def slices(batch: RecordBatch, size: int) -> Iterator[RecordBatch]:

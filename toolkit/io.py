@@ -132,7 +132,7 @@ class _UniversalNewlines(io.RawIOBase):
 
 def _stdin() -> BinaryIO:
     """stdin's bytes through a reader of our own on its descriptor (the same one for every call):
-    a read blocked in a reader thread (``batch.prefetched``) then holds no lock of ``sys.stdin``,
+    a read blocked in a reader thread (``batch_threads.prefetched``) then holds no lock of ``sys.stdin``,
     which the interpreter takes at exit; waiting on ``sys.stdin.buffer`` a Ctrl-C ended in
     "Fatal Python error: could not acquire lock for <stdin>". ``sys.stdin.buffer`` when stdin
     has no descriptor (replaced in-process)."""
