@@ -117,9 +117,7 @@ def add_commands(group: typer.Typer, usecase) -> None:
         as_json: AsJson = False,
     ) -> None:
         """Export a local Hugging Face causal LM to a codegen bundle (KV-cache ONNX graph, parity-checked)."""
-        from applied_aitk.package import package
-
-        from applied_aitk.usecases.codegen.export import import_model
+        from applied_aitk.usecases.codegen.families import check_family
 
         variants = [q for q in quantize or [] if q != "none"]
         unknown = [q for q in variants if q not in VARIANTS]
@@ -128,6 +126,11 @@ def add_commands(group: typer.Typer, usecase) -> None:
         if not hf_dir.is_dir():
             raise AitkError(f"{hf_dir}: no such directory")
         check_replaceable(out, force)
+        check_family(hf_dir)  # before torch and transformers are imported: an unsupported model is refused at once
+        from applied_aitk.package import package
+
+        from applied_aitk.usecases.codegen.export import import_model
+
         result, config = import_model(hf_dir, context, threads)
         bundle = package(result, out, usecase, config, variants)
         logger.info(f"bundle written to {bundle.path}")

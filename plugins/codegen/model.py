@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from applied_aitk import AitkError, Graph, onnx_export
+from applied_aitk.usecases.codegen.families import check_family
 
 PRESETS = {
     "tiny": {"layers": 2, "width": 128, "heads": 4},
@@ -226,20 +227,17 @@ def load_bundle_model(bundle):
     return model_from_parts(bundle.read_json("model_config.json"), bundle.read_weights())
 
 
-# The decoder families `codegen import` is tested on (tests/test_codegen_import.py): greedy tokens equal
-# HF generate(). Others (Gemma 2's soft-capping, DeepSeek's latent attention, ...) are refused by name.
-IMPORT_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "starcoder2", "phi3", "gemma")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json + merges.txt", "tokenizer.model")
 
 
 def load_pretrained(hf_dir: Path):
-    """A local Hugging Face causal-LM directory (config.json, safetensors) of one of ``IMPORT_FAMILIES``,
+    """A local Hugging Face causal-LM directory (config.json, safetensors) of one of ``families.IMPORT_FAMILIES``,
     in float32. AitkError naming the architecture when it is not among them."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     hf_dir = Path(hf_dir)
-    _check_family(hf_dir)
+    check_family(hf_dir)
     if not any(hf_dir.glob("*.safetensors")):
         raise AitkError(f"{hf_dir}: no .safetensors weights (pickled .bin checkpoints are not loaded)")
     try:
@@ -247,20 +245,6 @@ def load_pretrained(hf_dir: Path):
     except Exception as e:
         raise AitkError(f"{hf_dir}: cannot load as a causal language model ({type(e).__name__}: {e})") from None
     return model.eval()
-
-
-def _check_family(hf_dir: Path) -> None:
-    from applied_aitk.files import read_json
-
-    path = hf_dir / "config.json"
-    if not path.is_file():
-        raise AitkError(f"{hf_dir}: not a Hugging Face model directory with config.json")
-    config = read_json(path)
-    family = config.get("model_type") if isinstance(config, dict) else None
-    if family not in IMPORT_FAMILIES:
-        names = config.get("architectures") if isinstance(config, dict) else None
-        named = f"{names[0]} (model_type {family!r})" if isinstance(names, list) and names else f"model_type {family!r}"
-        raise AitkError(f"{hf_dir}: architecture {named} is not supported; codegen import takes {', '.join(IMPORT_FAMILIES)}")
 
 
 def load_pretrained_tokenizer(hf_dir: Path):
