@@ -278,29 +278,6 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(trained, tmp_path):
     assert again.returncode == 1 and "already there; --force replaces a bundle" in again.stderr
 
 
-def test_import_exports_a_local_hugging_face_llama(tmp_path, trained):
-    import shutil
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=1)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "hf")
-    shutil.copy(trained["bundle"] / "tokenizer.json", tmp_path / "hf/tokenizer.json")
-    result = codegen("import", tmp_path / "hf", "--out", tmp_path / "bundle", "--json", "--quantize", "int8", "--threads", "1")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["model_type"] == "llama" and summary["kv_heads"] == 2 and summary["greedy_equals_hf_generate"] is True
-    manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
-    assert "model.int8.onnx" in manifest["files"] and 0 <= manifest["graphs"]["model"]["variants"]["int8"]["greedy_tokens_equal_fp32"] <= 1
-    completed = codegen("complete", tmp_path / "bundle", "def f(x):", "--max-new-tokens", "5", "--quantize", "int8")
-    assert completed.returncode == 0, completed.stderr
-    missing = codegen("import", tmp_path, "--out", tmp_path / "b2")
-    assert missing.returncode == 1 and "not a Hugging Face model directory" in missing.stderr
-
-
 def test_the_plugin_imports_no_heavy_library():
     code = "import sys, applied_aitk.usecases.codegen.plugin; print([m for m in ('torch', 'numpy', 'transformers', 'onnxruntime') if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -39,12 +39,13 @@ def slow_tokenizer(tmp_path_factory):
     return folder, tokenizer
 
 
-def _checkpoint(folder, family: str, tokenizer=None):
+def _checkpoint(folder, family: str, tokenizer=None, **overrides):
+    """A tiny random-initialised ``family`` checkpoint (COMMON, FAMILIES[family], then ``overrides``) saved to ``folder``."""
     import torch
     from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(CONFIG_MAPPING[family](**COMMON, **FAMILIES[family]))
+    model = AutoModelForCausalLM.from_config(CONFIG_MAPPING[family](**{**COMMON, **FAMILIES[family], **overrides}))
     model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save(str(folder / "tokenizer.json"))
@@ -109,13 +110,23 @@ def test_an_unsupported_architecture_is_refused_by_name(tmp_path, family, archit
     assert not (tmp_path / "bundle").exists()
 
 
-def test_int4_variant_is_written_checked_and_run(tmp_path, slow_tokenizer):
-    _checkpoint(tmp_path / "hf", "llama", slow_tokenizer[1])
-    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--quantize", "int4", "--quantize", "int8",
+def test_a_local_llama_imports_with_int4_and_int8_variants_written_checked_and_run(tmp_path, slow_tokenizer):
+    """One `codegen import` (a Llama whose pad id is not its end of text) serves the import summary, both variants and
+    their use: complete and evaluate with int4, complete with int8."""
+    _checkpoint(tmp_path / "hf", "llama", slow_tokenizer[1], pad_token_id=1)
+    result = run_aitk("codegen", "import", str(tmp_path / "hf"), "--out", str(tmp_path / "bundle"), "--json", "--quantize", "int4", "--quantize", "int8",
                       "--threads", "1", plugins="codegen")
     assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model_type"] == "llama" and summary["kv_heads"] == 2 and summary["greedy_equals_hf_generate"] is True
     manifest = json.loads((tmp_path / "bundle/manifest.json").read_text())
     assert set(manifest["graphs"]["model"]["variants"]) == {"int4", "int8"}  # one export, both variants
+    assert {"model.int4.onnx", "model.int8.onnx"} <= set(manifest["files"])
+    assert 0 <= manifest["graphs"]["model"]["variants"]["int8"]["greedy_tokens_equal_fp32"] <= 1
+    completed = run_aitk("codegen", "complete", str(tmp_path / "bundle"), "def f(x):", "--max-new-tokens", "5", "--quantize", "int8", plugins="codegen")
+    assert completed.returncode == 0, completed.stderr
+    missing = run_aitk("codegen", "import", str(tmp_path), "--out", str(tmp_path / "b2"), plugins="codegen")
+    assert missing.returncode == 1 and "not a Hugging Face model directory" in missing.stderr
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "bundle/model.int4.onnx")).graph.node}
