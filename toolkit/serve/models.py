@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from applied_aitk.batch import _decode_all, _predict_decoded
-from applied_aitk.outputs import finite_row
+from applied_aitk.outputs import finite_rows
 from applied_aitk.bundle import Bundle, load_bundle
 from applied_aitk.errors import AitkError
 from applied_aitk.runtime import Runtime
@@ -72,7 +72,7 @@ class ServedModel:
 
     def _predict_pairs(self, pairs: list[tuple[Record, tuple[Any, str | None]]]) -> list[dict[str, Any]]:
         rows = _predict_decoded(self.predictor, [r for r, _ in pairs], [d for _, d in pairs])
-        rows = [finite_row(row) for row in rows]  # as the batch writer: a NaN or an infinity makes an error row
+        rows = finite_rows(rows)  # as the batch writer: a NaN or an infinity makes an error row
         self.metrics.rows(self.name, rows)  # once per batch, not per request
         return rows
 
