@@ -129,12 +129,12 @@ class FraudPredictor(TablePredictor):
         top = np.argsort(-impacts, axis=1, kind="stable")[:, : self.explain]
         top_impacts = np.round(np.take_along_axis(impacts, top, axis=1), 4).tolist()
         features, n_numeric = self.scorer.prep.columns.features, numeric.shape[1]
-        cells = texts.tolist()
+        cells, numbers = texts.tolist(), numeric.tolist()  # Python floats: no numpy scalar per value shown
 
         def value(k: int, j: int) -> Any:
             if j < n_numeric:
-                v = numeric[k, j]
-                return None if np.isnan(v) else float(f"{v:.7g}")
+                v = numbers[k][j]
+                return None if v != v else float(f"{v:.7g}")  # NaN: a missing value
             return cells[k][j - n_numeric]
 
         return [
