@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test bench clean bubblewrap chromium wrk
+.PHONY: demo test bench clean bubblewrap chromium wrk test-packages
 
 $(STAMP): pyproject.toml examples/aitk-wine/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,14 @@ wrk:
 demo: $(STAMP) bubblewrap
 	$(BIN)/aitk demo
 
-test: $(STAMP) bubblewrap chromium
+# What `make test` needs of both, installed with one `apt-get update` (on a clean machine the two
+# targets above each ran one).
+test-packages:
+	@missing=""; command -v bwrap >/dev/null || missing="bubblewrap"; \
+	(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || missing="$$missing chromium chromium-driver"; \
+	[ -z "$$missing" ] || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing)
+
+test: $(STAMP) test-packages
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) wrk
