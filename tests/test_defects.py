@@ -17,14 +17,15 @@ QUICK = ["--set", "image_size=96", "--set", "sigma=1.5", "--set", "memory_size=2
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A tiny brick-texture dataset (MVTec layout, masks, 3 defect types, a two-page TIFF among the
-    good training images) and an int8 bundle trained on it."""
+    good training images) and a bundle trained on it with int8 and fp16 models (one training: `--quantize` repeated)."""
     from applied_aitk.usecases.defects.sample import write_sample
 
     root = tmp_path_factory.mktemp("defects")
     (data,) = write_sample(root / "data", textures=("brick",), tile=96, train_good=24, train_defects=2, test_good=8, test_defects=4)
     first, second = (Image.open(p).convert("RGB") for p in sorted((data / "train" / "good").glob("*.png"))[:2])
     first.save(data / "train" / "good" / "stack.tif", save_all=True, append_images=[second])  # a multi-page file: its first page, a warning
-    result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", "--threads", "2", *QUICK, plugins="defects")
+    result = run_aitk("defects", "train", str(data), "--out", str(root / "bundle"), "--quantize", "int8", "--quantize", "fp16", "--threads", "2", *QUICK,
+                      plugins="defects")
     assert result.returncode == 0, result.stderr
     return {"data": data, "bundle": root / "bundle", "root": root, "train_stderr": result.stderr}
 
@@ -111,11 +112,9 @@ def test_threshold_option_overrides_the_calibrated_one(trained, tmp_path):
     assert metrics["recall"] == 1.0 and metrics["threshold"] == 0.0 and metrics["model"] == "model.int8.onnx"
 
 
-def test_fp16_model_keeps_the_separation(trained, tmp_path):
-    """fp16 (meant for the CUDA provider) converts the backbone only; checked against torch at training."""
-    result = run_aitk("defects", "train", str(trained["data"]), "--out", str(tmp_path / "b"), "--quantize", "fp16", "--threads", "2", *QUICK, plugins="defects")
-    assert result.returncode == 0, result.stderr
-    result = run_aitk("defects", "evaluate", str(tmp_path / "b"), str(trained["data"]), "--json", "--quantize", "fp16", plugins="defects")
+def test_fp16_model_keeps_the_separation(trained):
+    """fp16 (meant for the CUDA provider) converts the backbone only; checked against torch at training, beside int8."""
+    result = run_aitk("defects", "evaluate", str(trained["bundle"]), str(trained["data"]), "--json", "--quantize", "fp16", plugins="defects")
     metrics = json.loads(result.stdout)
     assert metrics["model"] == "model.fp16.onnx" and metrics["image_auroc"] > 0.9
 

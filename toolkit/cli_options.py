@@ -15,9 +15,10 @@ imports stay light: every `aitk` call, `--help` included, imports this module.""
 
 from __future__ import annotations
 
+import enum
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Optional, get_origin
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand
@@ -38,8 +39,10 @@ Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, max=MAX_THREADS, metavar="N", help="CPU threads for ONNX Runtime (default: all cores).")]
 ThreadsTrain = Annotated[Optional[int], typer.Option(
     "--threads", min=1, max=MAX_THREADS, metavar="N", help="CPU threads for torch and ONNX Runtime (default: all cores).")]
-QuantizeTrain = Annotated[Optional[QuantizeName], typer.Option(
-    "--quantize", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU), fp16 (for CUDA) or int4 (weight-only, where the use case allows it).")]
+QuantizeVariant = enum.Enum("QuantizeVariant", {name: name for name in get_args(QuantizeName)}, type=str)  # a list option takes an Enum, not a Literal
+QuantizeTrain = Annotated[Optional[list[QuantizeVariant]], typer.Option(
+    "--quantize", metavar="<int8|fp16|int4|none>", help="Also write a reduced-precision model, checked against torch: int8 (for the CPU), fp16 (for CUDA) or int4 (weight-only, where the use case allows it); "
+    "repeat for several (one export serves them all).")]
 QuantizeRun = Annotated[Optional[QuantizeName], typer.Option(
     "--quantize", help="Run the bundle's int8 model (on the CPU), fp16 model (for CUDA) or int4 model instead of fp32; "
     "the fp32 model runs when the bundle has no such model.")]

@@ -60,7 +60,7 @@ def usecase_group(usecase: UseCase) -> typer.Typer:
         settings.update({k: v for k, v in options.items() if v is not None})
         from applied_aitk.package import train_bundle
 
-        variants = [] if quantize in (None, "none") else [quantize]
+        variants = [q.value for q in quantize or [] if q.value != "none"]
         started = time.perf_counter()
         bundle = train_bundle(usecase, data, out, usecase.config_from(settings), make_runtime(device, threads, None), variants)
         logger.info(f"bundle written to {bundle.path} in {time.perf_counter() - started:.1f} s")
