@@ -81,13 +81,15 @@ def test_the_json_lines_of_a_predicted_batch_are_those_of_its_rows(tmp_path):
 
 def test_rows_hold_python_values_and_cells_orjson_refuses_are_written_as_rows():
     columns = Columns({"n": np.array([1, 2], np.int32), "f": np.array([0.1, np.nan], np.float32),
-                       "o": [np.float64(0.5), 2**70]})
+                       "o": [np.float64(0.5), 2**70], "u": np.array([2**64 - 1, 0], np.uint64)})
     rows = columns.rows()
-    assert rows[0] == {"n": 1, "f": float(np.float32(0.1)), "o": 0.5} and type(rows[0]["n"]) is int
+    assert rows[0] == {"n": 1, "f": float(np.float32(0.1)), "o": 0.5, "u": 2**64 - 1} and type(rows[0]["n"]) is int
     text, failed = PredictedBatch(["a", "b"], columns).json_lines()
     lines = [json.loads(line) for line in text.splitlines()]
-    assert lines[0] == {"id": "a", "n": 1, "f": float(np.float32(0.1)), "o": 0.5}
+    assert lines[0] == {"id": "a", "n": 1, "f": float(np.float32(0.1)), "o": 0.5, "u": 2**64 - 1}
     assert lines[1] == {"id": "b", "error": "the model gave a non-finite value (nan) for output field 'f'"} and failed == 1
+    unsigned = PredictedBatch(["a", "b"], Columns({"u": np.array([2**64 - 1, 0], np.uint64), "b": np.array([True, False])}))
+    assert unsigned.json_lines() == (b'{"id":"a","u":18446744073709551615,"b":true}\n{"id":"b","u":0,"b":false}\n', 0)
 
 
 def test_a_predictor_of_columns_serves_rows():

@@ -132,14 +132,12 @@ def _encode(column: Column, pieces: list[Any], special: set[int]) -> None:
 
 def _numbers(column: np.ndarray, special: set[int]) -> list[bytes]:
     """The JSON text of each row of a 1-D or 2-D numeric array, all of it by one orjson call (floats
-    as float64, as ``tolist`` gives them to rows)."""
+    as float64, as ``tolist`` gives them to rows; integers of any width as they are)."""
     if column.dtype.kind == "f":
         column = column.astype(np.float64, copy=False)
         finite = np.isfinite(column)
         if not finite.all():
             special.update(np.flatnonzero(~finite.reshape(len(column), -1).all(axis=1)).tolist())
-    elif column.dtype.kind in "iu":
-        column = column.astype(np.int64, copy=False)
     if not len(column):
         return []
     text = orjson.dumps(np.ascontiguousarray(column), option=orjson.OPT_SERIALIZE_NUMPY)
