@@ -37,7 +37,8 @@ class Ensemble(nn.Module):
     the network has a defect-type head, ``defect_probs`` [B, K].
 
     The map is ``(network logit map - a) / b + (PatchCore distance map - c) / d`` (the network's
-    3x3-averaged logits upsampled; PatchCore's smoothed nearest-neighbour distances), where a, b and
+    logits upsampled, not averaged: a defect of one stride-8 cell, a blowhole at 128 px, keeps its
+    peak; PatchCore's smoothed nearest-neighbour distances), where a, b and
     c, d are the mean and standard deviation of each one's image score on the good validation
     images (``scales`` [2, 2]; b and d divided by twice each one's share, ``combine``); the score
     is the map's maximum. Unitless: about 0 on a typical good
@@ -57,8 +58,7 @@ class Ensemble(nn.Module):
         """(network logit map [B, S, S], PatchCore map [B, S, S], the network's raw outputs)."""
         raw = self.net.raw(stages[:-1])
         size = (self.net.image_size, self.net.image_size)
-        logits = F.avg_pool2d(raw["logits"], 3, stride=1, padding=1, count_include_pad=False)
-        network = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[:, 0]
+        network = F.interpolate(raw["logits"], size=size, mode="bilinear", align_corners=False)[:, 0]
         return network, self.patchcore.head(stages[-1])[0], raw
 
     def outputs(self, stages: list[torch.Tensor]):

@@ -30,8 +30,10 @@ from applied_aitk.usecases.defects.tiling import Tiler
 logger = get_logger(__name__)
 
 PARITY_ATOL = 1e-3
-BACKBONE_LR_SCALE = 0.1
-"""The pretrained stages learn at this fraction of ``learning_rate``; the new heads at all of it."""
+BACKBONE_LR_SCALE = 1.0
+"""The pretrained stages learn at this fraction of ``learning_rate`` (the heads at all of it). On
+validation groups of magnetic tile (128 px, 600 s), 1.0 against 0.1: the network's pixel AUROC
+0.90 against 0.87 after ten epochs, its image AUROC 0.77-0.81 against 0.72-0.80 from epoch 3 on."""
 
 
 @dataclass

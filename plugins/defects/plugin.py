@@ -36,7 +36,7 @@ class DefectsConfig:
     epochs: int = setting(20, "segment: passes over the training images.", ge=1)
     patience: int = setting(5, "segment: epochs without a better validation AUROC (types-only: accuracy) before stopping (0: never early).", ge=0)
     max_time: float = setting(0.0, "segment: stop training after this many seconds (0: no limit).", ge=0)
-    learning_rate: float = setting(1e-3, "segment: AdamW learning rate of the heads; the fine-tuned backbone stages learn at a tenth of it.", gt=0)
+    learning_rate: float = setting(1e-3, "segment: AdamW learning rate of the heads and of the fine-tuned backbone stages.", gt=0)
     weight_decay: float = setting(1e-4, "segment: AdamW weight decay.", ge=0)
     synthetic_fraction: float = setting(0.5, "segment: share of good training images that get a synthetic defect (DRAEM noise blobs, CutPaste, scratches) each time they are drawn.", ge=0, le=1)
     tiles: int = setting(1, "segment, ensemble, auto: cut each image into tiles x tiles overlapping tiles of image_size pixels (read at image_size + (tiles - 1) * 3/4 image_size), maps stitched, score the maximum over tiles: small defects on large images.", ge=1, le=8)
