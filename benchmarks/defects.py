@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per call in the speed runs")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="keep the bundle and reports here")
-    parser.add_argument("--segment-size", type=int, default=128, help="image size of the fine-tuned network")
+    parser.add_argument("--segment-size", type=int, default=224, help="image size of the fine-tuned network (and PatchCore beside it)")
     parser.add_argument("--segment-time", type=float, default=600, help="max_time (s) of each fine-tuned network's training")
     parser.add_argument("--held-out", default="crack", help="defect type held out of one fine-tuned network's training")
     parser.add_argument("--only-segment", action="store_true", help="skip PatchCore and the probes")
