@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from applied_aitk.batch_threads import collector_for_run, prefetched
-from applied_aitk.columns import PredictedBatch
+from applied_aitk.columns import PredictedBatch, batch_output
 from applied_aitk.console import bar, get_logger
 from applied_aitk.errors import AitkError
 from applied_aitk.io import has_suffix
@@ -244,22 +244,6 @@ def batch_rows(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]]
     predicted = iter(rows)
     return [{"id": id, "error": batch.errors[i]} if i in batch.errors else {"id": id, **next(predicted)}
             for i, id in enumerate(batch.ids)]
-
-
-def batch_output(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]] | PredictedBatch:
-    """``batch_rows``, or for a predictor with ``predict_columns`` its columns with the batch's ids
-    and read errors (``PredictedBatch``, which the journal writes as JSON lines without making rows).
-    If ``predict_columns`` raises or gives the wrong number of rows, ``batch_rows`` isolates the bad row."""
-    count = len(batch.ids) - len(batch.errors)
-    if not count or type(predictor).predict_columns is Predictor.predict_columns:
-        return batch_rows(predictor, batch)
-    try:
-        columns = predictor.predict_columns(batch.data)
-        if len(columns) != count:
-            raise AitkError(f"predictor returned {len(columns)} rows for {count} inputs")
-    except Exception:
-        return batch_rows(predictor, batch)
-    return PredictedBatch(batch.ids, columns, batch.errors)
 
 
 def _predict_batch_isolating(predictor: Predictor, data: dict[str, Any], count: int) -> list[dict[str, Any]]:

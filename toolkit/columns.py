@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from applied_aitk.errors import AitkError
 from applied_aitk.outputs import finite, json_lines
+from applied_aitk.usecase import Predictor, RecordBatch
 
 _NULL = re.compile(rb"null")  # found by a regular expression twice as fast as by ``in``
 
@@ -92,6 +94,24 @@ class PredictedBatch:
                      for i, id in enumerate(self.ids)]
             failed += len(self.errors)
         return (b"\n".join(lines) + b"\n" if lines else b""), failed
+
+
+def batch_output(predictor: Predictor, batch: RecordBatch) -> list[dict[str, Any]] | PredictedBatch:
+    """``batch_rows``, or for a predictor with ``predict_columns`` its columns with the batch's ids
+    and read errors (``PredictedBatch``, which the journal writes as JSON lines without making rows).
+    If ``predict_columns`` raises or gives the wrong number of rows, ``batch_rows`` isolates the bad row."""
+    from applied_aitk.batch import batch_rows  # batch imports this module
+
+    count = len(batch.ids) - len(batch.errors)
+    if not count or type(predictor).predict_columns is Predictor.predict_columns:
+        return batch_rows(predictor, batch)
+    try:
+        columns = predictor.predict_columns(batch.data)
+        if len(columns) != count:
+            raise AitkError(f"predictor returned {len(columns)} rows for {count} inputs")
+    except Exception:
+        return batch_rows(predictor, batch)
+    return PredictedBatch(batch.ids, columns, batch.errors)
 
 
 def _lines(columns: Columns, ids: list[str]) -> tuple[list[bytes], set[int]]:
