@@ -303,3 +303,21 @@ def test_a_multi_page_tiff_or_animated_gif_is_scored_from_its_first_page_with_a_
     evaluated = run_aitk("defects", "evaluate", str(trained["bundle"]), str(data), "--json", plugins="defects")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"warning: {data}/test/good/stack.tif: 3 pages (frames) in the file; only the first is used" in evaluated.stderr.splitlines()
+
+
+def test_a_folder_of_inputs_picks_up_gif_images_as_it_does_png(trained, tmp_path):
+    """A GIF named on the command line was scored, but a folder holding one skipped it without a
+    word (a folder of GIFs only: 'no input files'); training folders skipped them too."""
+    from applied_aitk.usecases.defects import data as D
+
+    good = sorted((trained["data"] / "test" / "good").glob("*.png"))[0]
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    Image.open(good).convert("RGB").save(folder / "part.gif")
+    Image.open(good).convert("RGB").save(folder / "part.png")
+    out = tmp_path / "p.jsonl"
+    result = run_aitk("defects", "predict", str(trained["bundle"]), str(folder), "--out", str(out), plugins="defects")
+    assert result.returncode == 0, result.stderr
+    rows = {Path(r["id"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(rows) == ["part.gif", "part.png"] and all("error" not in r for r in rows.values())
+    assert D._images(folder) == [folder / "part.gif", folder / "part.png"]

@@ -14,10 +14,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from applied_aitk import AitkError, InputError
 from applied_aitk.console import get_logger, warn_once
 from applied_aitk.io import GZIP_MAGIC, open_binary
+from applied_aitk.usecases.defects.plugin import IMAGE_SUFFIXES
 
 logger = get_logger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 GOOD_LABELS = {"good", "ok", "normal", "free", "0", "false", "pass"}
 GENERIC_DEFECT_LABELS = {"defect", "defective", "bad", "anomaly", "anomalous", "ng", "nok", "1", "true", "fail"}
 VAL_SPLITS = {"val", "valid", "validation"}

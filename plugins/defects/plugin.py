@@ -13,7 +13,8 @@ from applied_aitk import Predictor, Sample, TrainResult, UseCase, hookimpl
 from applied_aitk.settings import setting
 from applied_aitk.usecase import Option
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# the files a folder of images is read for (also gzipped, in predict); GIF as the README promises (its first frame)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 @dataclass
