@@ -147,6 +147,21 @@ def test_evaluate_reports_accuracy_f1_per_intent_and_oos_recall(bot, tmp_path):
     assert (bot["bundle"] / "history.csv").read_text().startswith("epoch,steps,seconds,loss,val_acc,phase")
 
 
+
+def test_evaluate_reads_a_gzipped_csv_and_refuses_one_without_rows(bot, tmp_path):
+    """eval.csv.gz was refused ('expected a CSV of text,intent'), and a CSV holding only its header
+    ended in numpy's "zero-size array to reduction operation" ValueError."""
+    import gzip
+
+    plain = bot["data"] / "eval.csv"
+    (tmp_path / "eval.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    results = [aitk("chatbot", "evaluate", str(bot["bundle"]), str(path), "--json") for path in (plain, tmp_path / "eval.csv.gz")]
+    assert [r.returncode for r in results] == [0, 0], results[1].stderr
+    assert json.loads(results[1].stdout) == json.loads(results[0].stdout)
+    (tmp_path / "header.csv").write_text("text,intent\n")
+    result = aitk("chatbot", "evaluate", str(bot["bundle"]), str(tmp_path / "header.csv"))
+    assert (result.returncode, result.stderr.strip()) == (1, f"error: {tmp_path / 'header.csv'}: no rows")
+
 def test_onnx_matches_torch(bot):
     """The bundle's ONNX graph reproduces the torch model rebuilt from its safetensors weights."""
     import torch

@@ -15,7 +15,7 @@ from typing import Any
 
 from applied_aitk import AitkError, InputError, Record
 from applied_aitk.errors import check_unicode
-from applied_aitk.io import name_of, open_text, read_lines
+from applied_aitk.io import base_suffix, name_of, open_text, read_lines
 
 FAQ_PREFIX = "faq:"
 DOMAIN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -301,7 +301,7 @@ def labelled_data(data: Path, domain_file: str = "") -> tuple[dict[str, Any], li
     if found is not None:
         domain = load_domain(found)
         rows = domain_rows(domain)
-    elif data.suffix.lower() == ".csv":
+    elif base_suffix(data) == ".csv":  # also gzipped, x.csv.gz
         domain = load_domain(Path(domain_file)) if domain_file else empty_domain()
         rows = domain_rows(domain) + read_csv(data)
     else:
@@ -323,11 +323,12 @@ def evaluation_rows(data: Path) -> list[tuple[str, str]]:
     """Labelled utterances to evaluate on: a CSV of text,intent, or a domain file's examples."""
     data = Path(data)
     found = resolve_domain_file(data)
-    if found is not None:
-        return domain_rows(load_domain(found))
-    if data.suffix.lower() == ".csv":
-        return read_csv(data)
-    raise AitkError(f"{data}: expected a CSV of text,intent or a domain file")
+    if found is None and base_suffix(data) != ".csv":  # also gzipped, x.csv.gz
+        raise AitkError(f"{data}: expected a CSV of text,intent or a domain file")
+    rows = domain_rows(load_domain(found)) if found is not None else read_csv(data)
+    if not rows:  # never a score over nothing (the model, called on no texts, raised numpy's "zero-size array")
+        raise AitkError(f"{data}: no rows")
+    return rows
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[Record]:
