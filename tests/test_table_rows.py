@@ -115,3 +115,18 @@ def test_a_carriage_return_inside_a_line_of_a_file_with_newlines_stays_an_error_
     path.write_bytes(b"a,b,c\n1,2,x\n3,4\ry\n")
     got = [r.error for r in read_records([path], Schema(("a", "b"), ("c",)))]
     assert got[0] is None and got[-1] == f"{path}:3: a carriage return inside the line (expected one record a line)"
+
+
+@pytest.mark.parametrize("name, content", [("t.csv", b""), ("t.csv", b"\n \n\n"), ("t.jsonl", b""), ("t.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00")])
+def test_an_empty_training_or_evaluation_table_is_no_rows_not_a_pandas_message(tmp_path, name, content):
+    """Was 'cannot read the table (No columns to parse from file)', and for the chatbot's CSV
+    'cannot read the CSV (EmptyDataError: ...)'; the README's word for evaluation data without rows is 'no rows'."""
+    from applied_aitk.usecases.chatbot.data import read_csv
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    readers = [read_frame] + ([read_csv] if ".csv" in name else [])
+    for reader in readers:
+        with pytest.raises(InputError) as raised:
+            reader(path)
+        assert str(raised.value) == f"{path}: no rows (the file is empty)"

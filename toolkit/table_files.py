@@ -147,6 +147,8 @@ def read_frame(path: Path, text_cells: bool = False) -> Any:
             lines = [line.encode("utf-8", "surrogatepass") for line in sample if line.strip()]
             delimiter = hinted or _most_fields(lines)
             decimal = _decimal(lines[1:], delimiter)
+        if not text.strip():  # pandas: "No columns to parse from file"
+            raise InputError(f"{name_of(path)}: no rows (the file is empty)")
         if text_cells:
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skiprows=rows_skipped)
         else:

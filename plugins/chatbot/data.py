@@ -253,6 +253,8 @@ def read_csv(path: Path) -> list[tuple[str, str]]:
     try:
         with open_text(path) as f:
             text = f.read()
+        if not text.strip():  # pandas: EmptyDataError, "No columns to parse from file"
+            raise InputError(f"{path}: no rows (the file is empty)")
         hinted = excel_separator(text.split("\n", 1)[0])
         _check_fields(text, int(hinted is not None), hinted or ",", path)  # a short or long row, a column named twice
         frame = pd.read_csv(io.StringIO(text), sep=hinted or ",", dtype=str, keep_default_na=False, skiprows=int(hinted is not None))
