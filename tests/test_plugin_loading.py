@@ -98,6 +98,22 @@ def test_a_plugin_taking_an_existing_use_case_name_is_reported(tmp_path):
     assert "Fraud detection" in run_aitk("fraud", "--help", env=env, plugins="fraud,impostor").stdout
 
 
+
+def test_a_plugin_whose_entry_point_takes_a_built_in_plugins_name_is_reported_not_dropped(tmp_path):
+    """`aitk plugin new fraud`, installed: its entry point `fraud` was skipped without a word, and
+    `aitk plugins` listed it as loaded with the use case fraud (the built-in one's)."""
+    env = plugin_env(tmp_path, "fraud2", "raise SystemExit('never imported')\n")
+    (tmp_path / "aitk_fraud2-0.1.dist-info" / "entry_points.txt").write_text("[aitk]\nfraud = aitk_fraud2_plugin\n")
+    listed = run_aitk("plugins", "--json", env=env, plugins="fraud")
+    assert listed.returncode == 0, listed.stderr
+    rows = {(row["name"], row["distribution"]): row for row in json.loads(listed.stdout)}
+    problem = "plugin name 'fraud' is already taken by applied_aitk.usecases.fraud.plugin; this one is not loaded; give it another name"
+    assert rows[("fraud", "aitk-fraud2")] | {"version": None} == {
+        "name": "fraud", "version": None, "distribution": "aitk-fraud2", "module": "aitk_fraud2_plugin", "loaded": False, "usecases": [], "error": problem}
+    assert rows[("fraud", "applied-aitk")]["usecases"] == ["fraud"] and rows[("fraud", "applied-aitk")]["error"] is None
+    assert f"warning: plugin 'fraud' (aitk_fraud2_plugin): {problem}" in listed.stderr
+    assert "Fraud detection" in run_aitk("fraud", "--help", env=env, plugins="fraud").stdout
+
 @pytest.mark.parametrize("name, summary, problem", [
     ("serve", "'a summary'", "use case 'serve': a core command of aitk; not loaded"),
     ("two words", "'a summary'", "use case 'two words': not a command name (lower case letters, digits, - and _); not loaded"),

@@ -31,6 +31,11 @@ def test_refuses_bad_names_and_existing_folders(tmp_path):
     (tmp_path / "aitk-x").mkdir()
     exists = run_aitk("plugin", "new", "x", "--out", str(tmp_path), plugins="")
     assert exists.returncode == 1 and "already exists" in exists.stderr
+    # names the package would install under and never load (it was written, installed, and dropped)
+    for name, taken in (("fraud", "the use case of the installed applied-aitk"), ("serve", "a core command of aitk")):
+        refused = run_aitk("plugin", "new", name, "--out", str(tmp_path), plugins="")
+        assert (refused.returncode, refused.stderr.strip()) == (1, f"error: plugin name {name!r}: {taken}; choose another")
+        assert not (tmp_path / f"aitk-{name}").exists()
 
 
 def test_the_example_plugin_is_what_the_scaffold_writes(tmp_path):

@@ -198,8 +198,12 @@ def plugin_new(
     out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Parent folder (default: current).")] = None,
 ) -> None:
     """Write a pip-installable plugin package `aitk-NAME` with a working tabular use case and a test."""
+    from applied_aitk.plugins import name_taken
     from applied_aitk.scaffold import new_plugin
 
+    taken = name_taken(app, name)
+    if taken is not None:  # the package would install and never load
+        raise AitkError(f"plugin name {name!r}: {taken}; choose another")
     path = new_plugin(name, out or Path.cwd())
     print(path)
     logger.info(f"next: pip install -e '{path}[train]' && aitk {name} sample {name}-data && pytest {path}")

@@ -23,6 +23,8 @@ pm.add_hookspecs(hookspecs)
 load_errors: dict[str, str] = {}
 logger = get_logger(__name__)
 _loaded = False
+_registered_from: dict[str, str] = {}  # plugin name -> the entry point value it was loaded from
+_shadowed: dict[str, str] = {}  # entry point value -> why it was not loaded (its name taken by another plugin)
 
 
 def load_plugins() -> None:
@@ -32,10 +34,16 @@ def load_plugins() -> None:
     _loaded = True
     only = {n.strip() for n in os.environ.get("AITK_LOAD_PLUGINS", "").split(",") if n.strip()}
     for ep in sorted(entry_points(group="aitk"), key=_third_party):  # built-in use cases keep their names
-        if (only and ep.name not in only) or pm.get_plugin(ep.name) is not None:
+        if only and ep.name not in only:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            if _registered_from.get(ep.name, ep.value) != ep.value:  # another package under a taken name: was dropped silently
+                _shadowed[ep.value] = f"plugin name {ep.name!r} is already taken by {_registered_from[ep.name]}; this one is not loaded; give it another name"
+                logger.warning(f"plugin {ep.name!r} ({ep.value}): {_shadowed[ep.value]}")
             continue
         try:
             pm.register(ep.load(), name=ep.name)
+            _registered_from[ep.name] = ep.value
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # SystemExit at import too: a plugin must not take the CLI down
@@ -82,6 +90,23 @@ def get_usecases() -> dict:
 
 
 COMMAND_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def name_taken(app: Any, name: str) -> str | None:
+    """Why a new plugin ``aitk-NAME`` cannot be called ``name`` (None when it can): a core command
+    of the CLI ``app``, or the name of a plugin or use case of another installed distribution
+    (one from ``aitk-NAME`` itself is replaced when the new package is installed). Such a plugin
+    would install and never load."""
+    core = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    if name in core | {g.name for g in app.registered_groups} - set(get_usecases()):
+        return "a core command of aitk"
+    owners = {ep.name: ep.dist.name if ep.dist else ep.value for ep in entry_points(group="aitk") if ep.value not in _shadowed}
+    if name in get_usecases():
+        owner = owners.get(get_usecases()[name].plugin, get_usecases()[name].plugin)
+        return None if owner == f"aitk-{name}" else f"the use case of the installed {owner}"
+    if name in owners and owners[name] != f"aitk-{name}":
+        return f"the name of a plugin of the installed {owners[name]}"
+    return None
 
 
 def add_plugin_commands(app: Any, usecases: dict, add_usecase: Callable[[Any], None]) -> None:
@@ -131,9 +156,9 @@ def plugin_info() -> list[dict]:
             "version": dist.version if dist else None,
             "distribution": dist.name if dist else None,
             "module": ep.value,
-            "loaded": pm.get_plugin(ep.name) is not None,
-            "usecases": by_plugin.get(ep.name, []),
-            "error": load_errors.get(ep.name),
+            "loaded": pm.get_plugin(ep.name) is not None and ep.value not in _shadowed,
+            "usecases": [] if ep.value in _shadowed else by_plugin.get(ep.name, []),
+            "error": _shadowed.get(ep.value) or load_errors.get(ep.name),
         })
     return rows
 
