@@ -187,7 +187,7 @@ def test_no_input_files_is_an_error_naming_the_spec_and_the_types(wine, tmp_path
     (tmp_path / "none" / "notes.txt").write_text("x")
     result = predict(wine, tmp_path / "out.jsonl", tmp_path / "none")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: {tmp_path / 'none'}: no input files in this folder (.csv, .jsonl, .parquet, also .gz)"
+    assert result.stderr.strip() == f"error: {tmp_path / 'none'}: no input files in this folder (.csv, .tsv, .jsonl, .ndjson, .parquet, also .gz)"
     assert not (tmp_path / "out.jsonl").exists()
 
 

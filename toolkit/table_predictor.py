@@ -15,8 +15,9 @@ from applied_aitk.usecase import Predictor, Record, RecordBatch
 if TYPE_CHECKING:
     from applied_aitk.tables import Schema
 
-TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
-"""The files a table use case reads (``UseCase.input_suffixes``), each also gzipped."""
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+"""The files a table use case reads (``UseCase.input_suffixes``), each also gzipped: the formats
+``applied_aitk.table_files`` reads (a folder skipped .tsv and .ndjson, which it reads when named)."""
 
 
 class TablePredictor(Predictor):

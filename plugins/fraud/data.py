@@ -21,7 +21,7 @@ from applied_aitk.table_files import read_frame, where
 
 logger = get_logger(__name__)
 
-SUFFIXES = (".csv", ".jsonl", ".parquet")
+from applied_aitk.table_predictor import TABLE_SUFFIXES as SUFFIXES  # also .tsv, .ndjson
 LABEL_DEFAULTS = ("Class", "label")
 TIME_DEFAULTS = ("Time", "time", "timestamp")
 MISSING = frozenset({"", "na", "nan", "null", "none", "n/a"})
@@ -48,13 +48,13 @@ def read_table(path: Path) -> pd.DataFrame:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and has_suffix(p, SUFFIXES))
         if not files:
-            raise AitkError(f"{path}: no .csv, .jsonl or .parquet files in this folder (also .gz)")
+            raise AitkError(f"{path}: no {', '.join(SUFFIXES)} files in this folder (also .gz)")
         return pd.concat([read_table(f) for f in files], keys=[str(f) for f in files])
     if not path.is_file():
         raise AitkError(f"{path}: no such file")
     suffix = base_suffix(path)
     try:
-        if suffix in (".csv", ".jsonl"):
+        if suffix in SUFFIXES and suffix != ".parquet":  # CSV (any delimiter) and JSON lines
             return read_frame(path, text_cells=True)
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
@@ -62,7 +62,7 @@ def read_table(path: Path) -> pd.DataFrame:
             return frame
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise AitkError(f"{path}: cannot read the table ({str(e).strip()})") from None
-    raise AitkError(f"{path}: expected a .csv, .jsonl or .parquet file")
+    raise AitkError(f"{path}: expected a {', '.join(SUFFIXES)} file")
 
 
 def cells(column: Any) -> np.ndarray:
