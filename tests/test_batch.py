@@ -205,6 +205,28 @@ def test_gzipped_and_utf16_tables_are_read_like_plain_ones(wine, tmp_path):
     assert outputs[0] == outputs[1] == outputs[2]
 
 
+
+def test_a_folder_of_tsv_and_ndjson_tables_is_read_and_fraud_trains_on_them(wine, tmp_path):
+    """A folder holding .tsv or .ndjson tables (formats the README lists) was 'no input files', and
+    fraud's train and evaluate refused them, 'expected a .csv, .jsonl or .parquet file'."""
+    import csv
+
+    from applied_aitk.usecases.fraud.data import read_table
+
+    text = (wine["data"] / "predict.csv").read_text()
+    records = list(csv.DictReader(text.splitlines()))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "t.tsv").write_text(text.replace(",", "\t"))
+    (tmp_path / "in" / "j.ndjson").write_text("".join(json.dumps({k: float(v) for k, v in r.items()}) + "\n" for r in records))
+    assert predict(wine, tmp_path / "plain.jsonl", wine["data"] / "predict.csv").returncode == 0
+    assert predict(wine, tmp_path / "out.jsonl", tmp_path / "in").returncode == 0
+    plain = [{k: v for k, v in row.items() if k != "id"} for row in rows_of(tmp_path / "plain.jsonl")]
+    rows = rows_of(tmp_path / "out.jsonl")
+    assert [row["id"] for row in rows] == [f"{tmp_path / 'in' / name}:{n}" for name, first in (("j.ndjson", 1), ("t.tsv", 2)) for n in range(first, first + len(records))]
+    assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == plain * 2
+    for name in ("t.tsv", "j.ndjson"):
+        assert read_table(tmp_path / "in" / name).astype(float).to_dict("list") == {k: [float(r[k]) for r in records] for k in records[0]}
+
 def test_same_file_names_in_two_folders_keep_apart_and_resume_equals_a_full_run(wine, tmp_path):
     lines = (wine["data"] / "predict.csv").read_text().splitlines()
     for folder in ("a", "b"):
