@@ -48,6 +48,23 @@ def test_a_number_option_refuses_nan_and_infinity_in_one_line(args, expected):
     assert result.returncode == 2 and result.stderr.strip() == f"error: Invalid value for {expected}"
 
 
+def test_a_folder_option_given_a_file_is_one_line_and_exit_2(wine, tmp_path):
+    """Was the raw FileExistsError / NotADirectoryError: once (sample, --report, plugin new), in
+    every row (defects --heatmaps, forecast --plot), or in each use case's demo row."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file")
+    for args, option in (
+        (["wine", "sample", str(taken)], "'OUT'"),
+        (["wine", "evaluate", str(wine["bundle"]), str(wine["data"] / "test.csv"), "--report", str(taken)], "'--report'"),
+        (["demo", "--only", "wine", "--out", str(taken)], "'--out'"),
+        (["plugin", "new", "churn", "--out", str(taken)], "'--out'"),
+        (["defects", "predict", str(wine["bundle"]), str(taken), "--out", "-", "--heatmaps", str(taken)], "'--heatmaps'"),
+        (["forecast", "predict", str(wine["bundle"]), str(taken), "--out", "-", "--plot", str(taken)], "'--plot'"),
+    ):
+        result = run_aitk(*args, plugins="wine,defects,forecast")
+        assert (result.returncode, result.stderr.strip()) == (2, f"error: Invalid value for {option}: dir {str(taken)!r} is a file."), args
+    assert "--heatmaps DIR" in run_aitk("defects", "predict", "--help", plugins="defects").stdout
+
 def test_a_group_alone_shows_its_help():
     result = run_aitk("wine", plugins="wine")
     assert result.returncode == 2 and result.stderr.startswith("Usage: aitk wine") and "Commands:" in result.stderr

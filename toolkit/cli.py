@@ -110,7 +110,7 @@ def doctor(as_json: AsJson = False) -> None:
 
 @app.command(cls=Command, epilog=examples("aitk demo", "aitk demo --only forecast --only fraud --out /tmp/demo"))
 def demo(
-    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where the demo writes its data, bundles and predictions.")] = Path("aitk-demo"),
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", file_okay=False, help="Where the demo writes its data, bundles and predictions.")] = Path("aitk-demo"),
     only: Annotated[Optional[list[str]], typer.Option("--only", metavar="USECASE", help="Run only this use case (repeatable).")] = None,
     device: Device = "auto",
     threads: ThreadsTrain = None,
@@ -195,7 +195,7 @@ def bundle_info(
 @plugin_app.command("new", cls=Command, epilog=examples("aitk plugin new churn", "aitk plugin new churn --out ~/src"))
 def plugin_new(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The use case name (a Python identifier, e.g. churn).", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="Parent folder (default: current).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", file_okay=False, help="Parent folder (default: current).")] = None,
 ) -> None:
     """Write a pip-installable plugin package `aitk-NAME` with a working tabular use case and a test."""
     from applied_aitk.plugins import name_taken

@@ -53,7 +53,7 @@ BundleArg = Annotated[Path, typer.Argument(metavar="BUNDLE", help="A bundle dire
 BundleOut = Annotated[Path, typer.Option("--out", "-o", metavar="BUNDLE", help="The bundle directory to write.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", help="Replace --out when a bundle is already there.")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data: a file or a folder.", show_default=False)]
-Report = Annotated[Optional[Path], typer.Option("--report", metavar="DIR", help="Write plots and reports to this folder.")]
+Report = Annotated[Optional[Path], typer.Option("--report", metavar="DIR", file_okay=False, help="Write plots and reports to this folder.")]
 
 
 class Command(TyperCommand):
@@ -119,6 +119,8 @@ def with_options(func, extra: list[Option]):
             flag = f"{flag}/--no-{flag[2:]}"
         metavar = None if option.type is bool or get_origin(option.type) is Literal else _METAVARS.get(option.type, "TEXT")
         check = {"callback": finite} if option.type is float else {}
+        if option.folder:  # a file there is a usage error, not FileExistsError in every row
+            metavar, check = "DIR", {"file_okay": False}
         default = typer.Option(option.default, flag, help=option.help, metavar=metavar, **check)
         params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
     func.__signature__ = signature.replace(parameters=params)

@@ -29,7 +29,7 @@ def usecase_group(usecase: UseCase) -> typer.Typer:
 
     @group.command("sample", cls=Command, epilog=examples(f"aitk {name} sample data", f"aitk {name} sample data --json"))
     def sample(
-        out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the sample data to.", show_default=False)],
+        out: Annotated[Path, typer.Argument(metavar="OUT", file_okay=False, help="Folder to write the sample data to.", show_default=False)],
         as_json: AsJson = False,
     ) -> None:
         """Write real sample data to start from, and print where each part is."""

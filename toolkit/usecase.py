@@ -64,12 +64,14 @@ class Option:
     ``--NAME`` (underscores become dashes) with ``type`` (str, int, float, bool, Path, or a ``Literal``
     of choices, which Click checks) and ``default``.
     On ``train`` a given value becomes the training setting of that name; on ``evaluate`` and
-    ``predict`` it is passed as a keyword argument to ``evaluate`` or ``load``."""
+    ``predict`` it is passed as a keyword argument to ``evaluate`` or ``load``. ``folder``: a Path
+    option that names a folder to write into (``DIR``; a file there is a one-line usage error)."""
 
     name: str
     type: type
     default: Any = None
     help: str = ""
+    folder: bool = False
 
 
 Check = Callable[[str, Path, Path], dict[str, Any]]

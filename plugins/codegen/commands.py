@@ -141,7 +141,7 @@ def add_commands(group: typer.Typer, usecase) -> None:
     @group.command("export-hf", cls=Command, epilog=examples("aitk codegen export-hf bundle ./hf-model", "aitk codegen export-hf bundle ./hf-model --force"))
     def export_hf_(
         bundle: BundleArg,
-        out: Annotated[Path, typer.Argument(metavar="OUT", help="The Hugging Face model folder to write.", show_default=False)],
+        out: Annotated[Path, typer.Argument(metavar="OUT", file_okay=False, help="The Hugging Face model folder to write.", show_default=False)],
         force: Annotated[bool, typer.Option("--force", help="Replace OUT when a Hugging Face model folder is already there.")] = False,
     ) -> None:
         """Write a bundle's model and tokenizer as a Hugging Face folder that from_pretrained loads."""

@@ -99,7 +99,7 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
             Option("fill_gaps", bool, None, "Interpolate gaps (default: as trained)."),
         ],
         "predict": [
-            Option("plot", Path, None, "Write a PNG per series (history, forecast, interval) into this folder."),
+            Option("plot", Path, None, "Write a PNG per series (history, forecast, interval) into this folder.", folder=True),
             Option("fill_gaps", bool, None, "Interpolate gaps (default: as trained)."),
             Option("layout", Literal["wide", "long"], "wide", "wide: a row per series, each quantile a list over the horizon; "
                    "long: a row per series and step (series, timestamp, p10, p50, p90), as pandas, darts and statsforecast read forecasts."),
