@@ -223,6 +223,23 @@ def test_the_cli_serves_and_takes_the_api_key_from_the_environment(wine, rows):
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_and_exit_1_before_the_models_load(wine, workers):
+    """Was `serving ... on http://127.0.0.1:PORT`, uvicorn's `ERROR: [Errno 98] ...` and exit 3 (a
+    batch run's code for failed records)."""
+    import socket
+
+    from conftest import run_aitk
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run_aitk("serve", str(wine["bundle"]), "--port", str(port), "--workers", workers, plugins="wine")
+    assert (result.returncode, result.stderr.strip()) == (1, f"error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    unknown = run_aitk("serve", str(wine["bundle"]), "--host", "no-such-host.invalid", plugins="wine")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: --host no-such-host.invalid: ") and len(unknown.stderr.splitlines()) == 1
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_stops_the_server_as_sigterm_does_with_or_without_workers(wine, workers):
     """SIGINT to the server (one process, or the supervisor of --workers 2): drained, exit 0."""
     with server(str(wine["bundle"]), "--workers", workers) as (process, url):

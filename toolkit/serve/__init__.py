@@ -36,6 +36,7 @@ def serve_here(specs: list[str], runtime: Any, limits: Limits, api_key: str | No
                host: str, port: int, workers: int = 1, access_log: bool = False) -> None:
     """`aitk serve` on this machine: the bundles ``specs`` on ``host:port`` until SIGTERM or SIGINT,
     from one process, or from ``workers`` processes (toolkit/serve/workers.py)."""
+    check_address(host, port)
     if workers > 1:
         from applied_aitk.serve.workers import serve_workers
 
@@ -43,6 +44,26 @@ def serve_here(specs: list[str], runtime: Any, limits: Limits, api_key: str | No
     app = build_app(specs, runtime, limits, api_key, batch_size)
     announce([(name, model.bundle.path) for name, model in app.state.models.items()], host, port, api_key)
     run(app, host, port, limits, access_log)
+
+
+def check_address(host: str, port: int) -> None:
+    """AitkError, in one line, when ``host:port`` cannot be listened on (a port in use, a host that
+    is not this machine's), before any bundle loads: uvicorn logged `serving ... on` it, then its
+    own ERROR line, and exited 3 (the exit code of a batch run with failed records)."""
+    import socket
+
+    from applied_aitk.errors import AitkError
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise AitkError(f"--host {host}: {getattr(e, 'strerror', None) or e}") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as e:
+            raise AitkError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def announce(models: list[tuple[str, Any]], host: str, port: int, api_key: str | None, workers: int = 1) -> None:
