@@ -84,3 +84,7 @@ def test_a_served_series_with_true_false_a_list_or_an_object_in_a_column_is_refu
         predictor.from_json({"rows": rows}, "0")
     rows[0]["series"], rows[0]["note"] = "a", {"any": True}  # a column the model does not read may hold anything
     assert predictor.from_json({"rows": rows}, "0").id == "a"
+    for row in rows:  # served as records[0]: "records[0]: 0: no column 'series'", the position taken for a file name
+        del row["series"]
+    with pytest.raises(InputError, match=r"^field rows: no column 'series', which the model was trained with \(columns: date, value, note\)$"):
+        predictor.from_json({"rows": rows}, "0")

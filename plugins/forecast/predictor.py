@@ -127,7 +127,7 @@ class ForecastPredictor(Predictor):
         name = Path(str(value.get("id", id)))
         _check_cells(rows, self.schema)
         frame = pd.DataFrame(rows)  # messages name a row by its place in rows: rows[K]
-        check_columns(frame, self.schema, name)
+        check_columns(frame, self.schema, Path("field rows"))  # was named by the record's position: "0: no column ..."
         parts = list(data.split_series(frame, self.schema, name))
         if len(parts) != 1:
             raise InputError(f"field rows: {len(parts)} series; send one series per record")
