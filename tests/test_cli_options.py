@@ -48,6 +48,17 @@ def test_a_number_option_refuses_nan_and_infinity_in_one_line(args, expected):
     assert result.returncode == 2 and result.stderr.strip() == f"error: Invalid value for {expected}"
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["fraud", "predict", "b", "x.csv", "--out", "p.jsonl", "--threshold", "1.5"], "'--threshold': expected a number of at most 1, got 1.5"),  # was: every row flag false
+    (["fraud", "predict", "b", "x.csv", "--out", "p.jsonl", "--explain", "-1"], "'--explain': expected an integer of at least 0, got -1"),
+    (["forecast", "evaluate", "b", "d.csv", "--windows", "0"], "'--windows': expected an integer of at least 1, got 0"),
+    (["codegen", "evaluate", "b", "d.jsonl", "--top-p", "2"], "'--top-p': expected a number of at most 1, got 2"),
+])
+def test_a_use_case_option_out_of_its_bounds_is_one_line_and_exit_2(args, expected):
+    result = run_aitk(*args, plugins="codegen,forecast,fraud")
+    assert result.returncode == 2 and result.stderr.strip() == f"error: Invalid value for {expected}"
+
+
 def test_a_folder_option_given_a_file_is_one_line_and_exit_2(wine, tmp_path):
     """Was the raw FileExistsError / NotADirectoryError: once (sample, --report, plugin new), in
     every row (defects --heatmaps, forecast --plot), or in each use case's demo row."""

@@ -121,6 +121,7 @@ def with_options(func, extra: list[Option]):
         check = {"callback": finite} if option.type is float else {}
         if option.folder:  # a file there is a usage error, not FileExistsError in every row
             metavar, check = "DIR", {"file_okay": False}
+        check.update({bound: getattr(option, bound) for bound in ("min", "max") if getattr(option, bound) is not None})
         default = typer.Option(option.default, flag, help=option.help, metavar=metavar, **check)
         params.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Optional[option.type]))
     func.__signature__ = signature.replace(parameters=params)

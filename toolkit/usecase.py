@@ -65,13 +65,16 @@ class Option:
     of choices, which Click checks) and ``default``.
     On ``train`` a given value becomes the training setting of that name; on ``evaluate`` and
     ``predict`` it is passed as a keyword argument to ``evaluate`` or ``load``. ``folder``: a Path
-    option that names a folder to write into (``DIR``; a file there is a one-line usage error)."""
+    option that names a folder to write into (``DIR``; a file there is a one-line usage error).
+    ``min``/``max``: inclusive bounds of an int or float option (outside them: a usage error, exit 2)."""
 
     name: str
     type: type
     default: Any = None
     help: str = ""
     folder: bool = False
+    min: float | None = None
+    max: float | None = None
 
 
 Check = Callable[[str, Path, Path], dict[str, Any]]

@@ -88,17 +88,17 @@ developers who review what it writes.
         ],
         "evaluate": [
             Option("tasks", str, None, "Problem numbers to use, e.g. 11-510 (MBPP's test split)."),
-            Option("samples", int, 1, "Completions per problem (pass@k needs k or more)."),
+            Option("samples", int, 1, "Completions per problem (pass@k needs k or more).", min=1),
             Option("k", str, "1", "Comma-separated k values for pass@k."),
             Option("max_new_tokens", int, None, "Most tokens per completion (default: 128, at most half the context)."),
             Option("temperature", float, None, "Default: 0 (greedy) for 1 sample, 0.8 for more."),
-            Option("top_p", float, 0.95, "Nucleus sampling when temperature > 0."),
-            Option("timeout", float, 5.0, "Seconds each program may run in the sandbox."),
-            Option("memory_mb", int, 512, "Address-space limit of each sandboxed program."),
+            Option("top_p", float, 0.95, "Nucleus sampling when temperature > 0.", min=0, max=1),
+            Option("timeout", float, 5.0, "Seconds each program may run in the sandbox.", min=0),
+            Option("memory_mb", int, 512, "Address-space limit of each sandboxed program.", min=1),
             Option("unsafe_no_sandbox", bool, False, "DANGEROUS: where bubblewrap cannot isolate generated code, run it "
                    "anyway, unisolated, as you, with your files and network."),
             Option("heldout", bool, False, "Perplexity only on the files held out at training."),
-            Option("max_tokens", int, 0, "Score at most this many tokens for perplexity (0: all)."),
+            Option("max_tokens", int, 0, "Score at most this many tokens for perplexity (0: all).", min=0),
         ],
     }
 

@@ -73,11 +73,11 @@ defect type when defect examples were given.
         "predict": [
             Option("threshold", float, None, "Score at or above which an image is a defect (default: the bundle's calibrated one)."),
             Option("heatmaps", Path, None, "Write an anomaly-map overlay PNG per image into this folder.", folder=True),
-            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting)."),
+            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting).", min=1),
         ],
         "evaluate": [
             Option("threshold", float, None, "Score at or above which an image is a defect (default: the bundle's)."),
-            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting)."),
+            Option("max_image_pixels", int, None, "Refuse larger images (default: the bundle's training setting).", min=1),
         ],
     }
 

@@ -91,11 +91,11 @@ same frequency), with the quantiles in the settings as an interval: demand, sale
     options = {
         "train": [
             Option("target", str, None, "Column(s) to forecast, comma-separated (default: target, y or value)."),
-            Option("horizon", int, None, "Steps to forecast (default: from the frequency)."),
+            Option("horizon", int, None, "Steps to forecast (default: from the frequency).", min=1),
         ],
         "evaluate": [
-            Option("windows", int, 3, "Rolling origins per series, the last one ending at the series' end."),
-            Option("stride", int, None, "Steps between origins (default: the horizon)."),
+            Option("windows", int, 3, "Rolling origins per series, the last one ending at the series' end.", min=1),
+            Option("stride", int, None, "Steps between origins (default: the horizon).", min=1),
             Option("fill_gaps", bool, None, "Interpolate gaps (default: as trained)."),
         ],
         "predict": [

@@ -95,11 +95,11 @@ a calibrated fraud probability, a decision at the trained threshold and the feat
             Option("negative_weight", float, None, "weight of a legitimate row (default: the training setting)"),
             Option("cost_fn", float, None, "cost of a missed fraud (default: the training setting, else 1)"),
             Option("cost_fp", float, None, "cost of a false alert (default: the training setting, else 1)"),
-            Option("threshold", float, None, "flag scores at or above this (default: the bundle's threshold)"),
+            Option("threshold", float, None, "flag scores at or above this (default: the bundle's threshold)", min=0, max=1),
         ],
         "predict": [
-            Option("explain", int, 3, "top features per row that drove the score (0: none, faster)"),
-            Option("threshold", float, None, "flag scores at or above this (default: the bundle's threshold)"),
+            Option("explain", int, 3, "top features per row that drove the score (0: none, faster)", min=0),
+            Option("threshold", float, None, "flag scores at or above this (default: the bundle's threshold)", min=0, max=1),
             Option("keep", str, None, "columns to copy into each output row, comma-separated (e.g. an id)"),
         ],
     }
