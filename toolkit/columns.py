@@ -7,7 +7,6 @@ row holding NaN or an infinity is written as an error row naming the field, as f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -17,10 +16,9 @@ import numpy as np
 import orjson
 
 from applied_aitk.errors import AitkError
-from applied_aitk.outputs import finite, json_lines
+from applied_aitk.outputs import NULL, finite, json_lines
 from applied_aitk.usecase import Predictor, RecordBatch
 
-_NULL = re.compile(rb"null")  # found by a regular expression twice as fast as by ``in``
 
 Column = Any
 """One output field, a value per row: a numpy array (1-D: a number or bool per row; 2-D: a list of
@@ -145,7 +143,7 @@ def _encode(column: Column, pieces: list[Any], special: set[int]) -> None:
     else:
         cells = column.tolist() if isinstance(column, np.ndarray) else column
         texts = list(map(orjson.dumps, cells))
-        if _NULL.search(b"".join(texts)):  # orjson writes NaN and inf as null: look closer
+        if NULL.search(b"".join(texts)):  # orjson writes NaN and inf as null: look closer
             special.update(i for i, cell in enumerate(cells) if not finite(cell))
         pieces.append(texts)
 

@@ -22,7 +22,7 @@ from applied_aitk.files import atomic_path
 FORMATS = (".jsonl", ".csv", ".parquet")
 _STRICT = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # refuses NaN and inf
 _END = (b"",)
-_NULL = re.compile(rb"null")  # a regular expression finds it by its rare first letter, twice as fast as ``in``
+NULL = re.compile(rb"null")  # a regular expression finds it by its rare first letter, twice as fast as ``in``
 
 
 def json_lines(rows: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
@@ -40,7 +40,7 @@ def json_lines(rows: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]
         text = b"\n".join(chain(map(orjson.dumps, rows), _END)) if rows else b""  # no copy to add the last newline
     except orjson.JSONEncodeError:
         return _row_by_row(rows)
-    if _NULL.search(text) and not _finite(rows):
+    if NULL.search(text) and not _finite(rows):
         return _row_by_row(rows)
     return text, rows
 
@@ -80,7 +80,7 @@ def finite_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     import orjson
 
     try:
-        if not _NULL.search(orjson.dumps(rows)):
+        if not NULL.search(orjson.dumps(rows)):
             return rows
     except orjson.JSONEncodeError:
         pass
